@@ -1,0 +1,69 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/husk-runtime/husk/oci/image"
+)
+
+const defaultConfigPath = "/etc/husk/config.toml"
+
+// Config is the daemon's configuration file; flags override its values.
+type Config struct {
+	Listen string `toml:"listen" json:"listen"`
+	Root   string `toml:"root" json:"root"`
+	State  string `toml:"state" json:"state"`
+	// Registry holds mirrors and plain-HTTP permissions per registry host:
+	//
+	//	[registry."registry.k8s.io"]
+	//	mirrors = ["http://127.0.0.1:5000"]
+	Registry map[string]image.RegistryConfig `toml:"registry" json:"registry,omitempty"`
+}
+
+func defaultConfig() Config {
+	return Config{
+		Listen: "/run/husk/husk.sock",
+		Root:   "/var/lib/husk",
+		State:  "/run/husk",
+	}
+}
+
+// loadConfig reads path over the defaults. A missing file is fine when it
+// is the default path (a fresh machine), an error when the user named it.
+// Unknown keys are errors: a misspelt mirror setting must not be ignored.
+func loadConfig(path string, explicit bool) (Config, error) {
+	cfg := defaultConfig()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) && !explicit {
+			return cfg, nil
+		}
+		return cfg, fmt.Errorf("reading config: %w", err)
+	}
+	md, err := toml.Decode(string(b), &cfg)
+	if err != nil {
+		var perr toml.ParseError
+		if errors.As(err, &perr) {
+			return cfg, fmt.Errorf("config %s, line %d: %s", path, perr.Position.Line, perr.Message)
+		}
+		return cfg, fmt.Errorf("config %s: %w", path, err)
+	}
+	if undecoded := md.Undecoded(); len(undecoded) > 0 {
+		var keys []string
+		for _, k := range undecoded {
+			keys = append(keys, k.String())
+		}
+		sort.Strings(keys)
+		return cfg, fmt.Errorf("config %s: unknown keys: %s", path, strings.Join(keys, ", "))
+	}
+	if err := image.ValidateRegistries(cfg.Registry); err != nil {
+		return cfg, fmt.Errorf("config %s: %w", path, err)
+	}
+	return cfg, nil
+}

@@ -1,0 +1,151 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+	"k8s.io/klog/v2"
+
+	"github.com/husk-runtime/husk/cri"
+	"github.com/husk-runtime/husk/oci/image"
+)
+
+// shutdownGrace is how long in-flight calls get to finish on SIGTERM before
+// they are cancelled.
+const shutdownGrace = 10 * time.Second
+
+func serve(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("husk serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configPath := fs.String("config", defaultConfigPath, "configuration file (TOML)")
+	listen := fs.String("listen", "", "unix socket to serve the CRI on (default /run/husk/husk.sock)")
+	root := fs.String("root", "", "directory for persistent data: images, pods, containers (default /var/lib/husk)")
+	state := fs.String("state", "", "directory for runtime state that does not survive a reboot (default /run/husk)")
+	klogFlags := flag.NewFlagSet("klog", flag.ContinueOnError)
+	klog.InitFlags(klogFlags)
+	fs.Var(klogFlags.Lookup("v").Value, "v", "log verbosity (0-10)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		_, _ = fmt.Fprintf(stderr, "husk serve: unexpected arguments: %v\n", fs.Args())
+		return 2
+	}
+	explicit := false
+	fs.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "config" })
+	cfg, err := loadConfig(*configPath, explicit)
+	if err != nil {
+		_, _ = fmt.Fprintf(stderr, "husk serve: %v\n", err)
+		return 1
+	}
+	for flagVal, field := range map[string]*string{*listen: &cfg.Listen, *root: &cfg.Root, *state: &cfg.State} {
+		if flagVal != "" {
+			*field = flagVal
+		}
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := runDaemon(ctx, cfg); err != nil {
+		klog.ErrorS(err, "husk serve failed")
+		klog.Flush()
+		return 1
+	}
+	klog.Flush()
+	return 0
+}
+
+func runDaemon(ctx context.Context, cfg Config) error {
+	for _, p := range []*string{&cfg.Root, &cfg.State, &cfg.Listen} {
+		abs, err := filepath.Abs(*p)
+		if err != nil {
+			return err
+		}
+		*p = abs
+	}
+	for _, dir := range []string{cfg.Root, cfg.State} {
+		if err := os.MkdirAll(dir, 0o711); err != nil {
+			return fmt.Errorf("creating %s: %w", dir, err)
+		}
+		// One daemon per directory: two would corrupt each other's state.
+		unlock, err := lockDir(dir)
+		if err != nil {
+			return err
+		}
+		defer unlock()
+	}
+
+	images, err := image.Open(filepath.Join(cfg.Root, "images"), image.Options{
+		Registries: cfg.Registry,
+		UserAgent:  "husk/" + version,
+	})
+	if err != nil {
+		return fmt.Errorf("opening image store: %w", err)
+	}
+	defer func() { _ = images.Close() }()
+
+	cfgJSON, _ := json.Marshal(cfg)
+	srv := cri.New(cri.Options{
+		Images:  images,
+		Version: version,
+		Info:    map[string]string{"config": string(cfgJSON)},
+	})
+	lis, err := cri.Listen(cfg.Listen)
+	if err != nil {
+		return err
+	}
+	g := cri.NewGRPCServer(srv)
+	served := make(chan error, 1)
+	go func() { served <- g.Serve(lis) }()
+	klog.InfoS("husk is serving the CRI", "version", version, "socket", cfg.Listen, "root", cfg.Root, "state", cfg.State)
+
+	select {
+	case err := <-served:
+		return fmt.Errorf("serving: %w", err)
+	case <-ctx.Done():
+	}
+	klog.InfoS("Shutting down: waiting for calls in flight", "grace", shutdownGrace)
+	done := make(chan struct{})
+	go func() {
+		g.GracefulStop()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(shutdownGrace):
+		klog.InfoS("Grace period over: cancelling the calls still in flight")
+		g.Stop()
+		<-done
+	}
+	klog.InfoS("husk stopped")
+	return nil
+}
+
+// lockDir takes an exclusive lock on dir/husk.lock for the daemon's life.
+func lockDir(dir string) (func(), error) {
+	p := filepath.Join(dir, "husk.lock")
+	f, err := os.OpenFile(p, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		_ = f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("%s is in use by another husk daemon", dir)
+		}
+		return nil, fmt.Errorf("locking %s: %w", p, err)
+	}
+	return func() { _ = f.Close() }, nil
+}

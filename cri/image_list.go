@@ -1,0 +1,78 @@
+package cri
+
+import (
+	"context"
+	"strconv"
+	"strings"
+
+	"github.com/containerd/errdefs"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/husk-runtime/husk/oci/image"
+)
+
+// ListImages lists every image, or the one the filter names (by id, tag or
+// digest, as ImageStatus resolves it).
+func (s *Server) ListImages(_ context.Context, req *runtimeapi.ListImagesRequest) (*runtimeapi.ListImagesResponse, error) {
+	imgs, err := s.listImages(req.GetFilter())
+	if err != nil {
+		return nil, err
+	}
+	return &runtimeapi.ListImagesResponse{Images: imgs}, nil
+}
+
+// StreamImages is ListImages sent in chunks, for nodes with more images
+// than fit in one message.
+func (s *Server) StreamImages(req *runtimeapi.StreamImagesRequest, stream runtimeapi.ImageService_StreamImagesServer) error {
+	imgs, err := s.listImages(req.GetFilter())
+	if err != nil {
+		return err
+	}
+	const chunk = 500
+	for len(imgs) > 0 {
+		n := min(chunk, len(imgs))
+		if err := stream.Send(&runtimeapi.StreamImagesResponse{Images: imgs[:n]}); err != nil {
+			return err
+		}
+		imgs = imgs[n:]
+	}
+	return nil
+}
+
+func (s *Server) listImages(filter *runtimeapi.ImageFilter) ([]*runtimeapi.Image, error) {
+	if ref := filter.GetImage().GetImage(); ref != "" {
+		img, err := s.images.Get(ref)
+		if errdefs.IsNotFound(err) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, withField("filter.image.image", err)
+		}
+		return []*runtimeapi.Image{toCRIImage(img)}, nil
+	}
+	all := s.images.List()
+	out := make([]*runtimeapi.Image, 0, len(all))
+	for _, img := range all {
+		out = append(out, toCRIImage(img))
+	}
+	return out, nil
+}
+
+func toCRIImage(img image.Image) *runtimeapi.Image {
+	out := &runtimeapi.Image{
+		Id:          img.ID,
+		RepoTags:    img.RepoTags,
+		RepoDigests: img.RepoDigests,
+		Size:        img.Size,
+		Spec:        &runtimeapi.ImageSpec{Image: img.ID},
+	}
+	// USER is "user", "uid", "user:group" or "uid:gid"; the CRI wants either
+	// a uid or a name, and the group is resolved when a container is made.
+	user, _, _ := strings.Cut(img.User, ":")
+	if uid, err := strconv.ParseInt(user, 10, 64); err == nil {
+		out.Uid = &runtimeapi.Int64Value{Value: uid}
+	} else {
+		out.Username = user
+	}
+	return out
+}

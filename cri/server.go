@@ -1,0 +1,101 @@
+// Package cri serves the Kubernetes Container Runtime Interface: it checks
+// each request, hands it to the image store or the pods below, and turns
+// their errors into gRPC status codes. It is the only package that knows
+// about gRPC.
+package cri
+
+import (
+	"context"
+	"runtime/debug"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	"k8s.io/klog/v2"
+
+	"github.com/husk-runtime/husk/oci/image"
+)
+
+// Options is what the services need from the daemon.
+type Options struct {
+	Images *image.Store
+	// Version is husk's own version, semver.
+	Version string
+	// Info is shown by a verbose Status (crictl info); values are JSON.
+	Info map[string]string
+}
+
+// Server implements the CRI RuntimeService and ImageService. RPCs not built
+// yet answer codes.Unimplemented through the embedded types.
+type Server struct {
+	runtimeapi.UnimplementedRuntimeServiceServer
+	runtimeapi.UnimplementedImageServiceServer
+
+	opts   Options
+	images *image.Store
+}
+
+// New makes the services.
+func New(opts Options) *Server {
+	return &Server{opts: opts, images: opts.Images}
+}
+
+// NewGRPCServer makes a gRPC server with both CRI services registered and
+// husk's interceptors: one log line per call, errors mapped to status codes,
+// panics turned into Internal errors instead of killing the daemon.
+func NewGRPCServer(s *Server) *grpc.Server {
+	g := grpc.NewServer(
+		grpc.ChainUnaryInterceptor(unaryInterceptor),
+		grpc.ChainStreamInterceptor(streamInterceptor),
+		// kubelet sends large ListContainers answers' worth of requests;
+		// match its 16 MiB limit.
+		grpc.MaxRecvMsgSize(16<<20),
+		grpc.MaxSendMsgSize(16<<20),
+	)
+	runtimeapi.RegisterRuntimeServiceServer(g, s)
+	runtimeapi.RegisterImageServiceServer(g, s)
+	return g
+}
+
+func unaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
+	start := time.Now()
+	defer func() {
+		if r := recover(); r != nil {
+			klog.ErrorS(nil, "Panic in CRI call", "method", info.FullMethod, "panic", r, "stack", string(debug.Stack()))
+			resp, err = nil, status.Errorf(codes.Internal, "internal error in %s: %v", info.FullMethod, r)
+		}
+		logCall(info.FullMethod, start, err)
+	}()
+	resp, err = handler(ctx, req)
+	return resp, toStatus(err)
+}
+
+func streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) (err error) {
+	start := time.Now()
+	defer func() {
+		if r := recover(); r != nil {
+			klog.ErrorS(nil, "Panic in CRI call", "method", info.FullMethod, "panic", r, "stack", string(debug.Stack()))
+			err = status.Errorf(codes.Internal, "internal error in %s: %v", info.FullMethod, r)
+		}
+		logCall(info.FullMethod, start, err)
+	}()
+	return toStatus(handler(srv, ss))
+}
+
+// logCall logs the method and outcome only: requests can carry registry
+// credentials and are never logged.
+func logCall(method string, start time.Time, err error) {
+	d := time.Since(start)
+	if err == nil {
+		klog.V(4).InfoS("CRI call", "method", method, "duration", d)
+		return
+	}
+	c := status.Code(err)
+	if c == codes.NotFound || c == codes.Unimplemented {
+		klog.V(2).InfoS("CRI call failed", "method", method, "duration", d, "code", c, "err", err)
+		return
+	}
+	klog.ErrorS(err, "CRI call failed", "method", method, "duration", d, "code", c)
+}

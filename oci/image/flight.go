@@ -1,0 +1,72 @@
+package image
+
+import (
+	"context"
+	"sync"
+)
+
+// flightGroup runs one piece of work per key however many callers ask for it
+// at once. Unlike x/sync/singleflight, the work gets its own context that is
+// cancelled only when every caller waiting for it has gone: kubelet gives
+// each PullImage its own deadline, and one impatient caller must not abort a
+// pull that others are still waiting for, while a pull nobody waits for any
+// more must stop and clean up.
+type flightGroup[T any] struct {
+	mu      sync.Mutex
+	flights map[string]*flight[T]
+}
+
+type flight[T any] struct {
+	done    chan struct{}
+	val     T
+	err     error
+	waiters int
+	cancel  context.CancelFunc
+}
+
+// Do runs fn for key unless a run is already in flight, then waits for the
+// result or for ctx to end, whichever comes first.
+func (g *flightGroup[T]) Do(ctx context.Context, key string, fn func(context.Context) (T, error)) (T, error) {
+	g.mu.Lock()
+	if g.flights == nil {
+		g.flights = make(map[string]*flight[T])
+	}
+	f, ok := g.flights[key]
+	if !ok {
+		// The work keeps ctx's values (klog, tracing) but not its deadline.
+		wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		f = &flight[T]{done: make(chan struct{}), cancel: cancel}
+		g.flights[key] = f
+		go func() {
+			f.val, f.err = fn(wctx)
+			g.mu.Lock()
+			if g.flights[key] == f {
+				delete(g.flights, key)
+			}
+			g.mu.Unlock()
+			cancel()
+			close(f.done)
+		}()
+	}
+	f.waiters++
+	g.mu.Unlock()
+
+	select {
+	case <-f.done:
+		return f.val, f.err
+	case <-ctx.Done():
+		g.mu.Lock()
+		f.waiters--
+		if f.waiters == 0 {
+			// Abandoned: later callers must start afresh rather than
+			// join a run that is being torn down.
+			f.cancel()
+			if g.flights[key] == f {
+				delete(g.flights, key)
+			}
+		}
+		g.mu.Unlock()
+		var zero T
+		return zero, ctx.Err()
+	}
+}

@@ -1,0 +1,438 @@
+package image
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"runtime"
+	"slices"
+	"strings"
+
+	"github.com/containerd/errdefs"
+	"github.com/distribution/reference"
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sync/errgroup"
+	"k8s.io/klog/v2"
+)
+
+// Auth is the credential a PullImage request carries. It is used for that
+// pull only: never stored, never logged.
+type Auth struct {
+	Username      string
+	Password      string
+	Auth          string // base64 of "username:password"
+	IdentityToken string
+	RegistryToken string
+}
+
+func (a *Auth) authenticator() authn.Authenticator {
+	if a == nil || *a == (Auth{}) {
+		return authn.Anonymous
+	}
+	return authn.FromConfig(authn.AuthConfig{
+		Username:      a.Username,
+		Password:      a.Password,
+		Auth:          a.Auth,
+		IdentityToken: a.IdentityToken,
+		RegistryToken: a.RegistryToken,
+	})
+}
+
+// layerConcurrency bounds parallel layer downloads of one pull.
+const layerConcurrency = 3
+
+// Pull fetches ref (tag defaulting to latest, Docker short names
+// expanded) and returns the stored image. Concurrent pulls of one reference
+// share one download.
+func (s *Store) Pull(ctx context.Context, ref string, auth *Auth) (Image, error) {
+	named, err := ParseReference(ref)
+	if err != nil {
+		return Image{}, err
+	}
+	// Different credentials must not share a download: one caller could
+	// otherwise read an image with another's rights.
+	key := named.String()
+	if auth != nil && *auth != (Auth{}) {
+		key += "\x00" + digest.FromString(fmt.Sprintf("%#v", *auth)).String()
+	}
+	img, err := s.pulls.Do(ctx, key, func(ctx context.Context) (*Image, error) {
+		return s.pull(ctx, named, auth)
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			return Image{}, fmt.Errorf("pulling %s: %w", named, ctx.Err())
+		}
+		return Image{}, err
+	}
+	return *img, nil
+}
+
+func (s *Store) pull(ctx context.Context, named reference.Named, auth *Auth) (*Image, error) {
+	domain := reference.Domain(named)
+	eps := endpoints(s.opts.Registries, domain)
+	var errs []error
+	for _, ep := range eps {
+		img, err := s.pullFrom(ctx, ep, named, auth)
+		if err == nil {
+			return img, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		klog.V(2).InfoS("Pull attempt failed", "image", named.String(), "endpoint", ep.String(), "err", err)
+		errs = append(errs, fmt.Errorf("%s: %w", ep, err))
+		// What the registry itself answers is final; a mirror that lacks
+		// the image or fails falls through to the next endpoint.
+	}
+	if len(errs) == 1 {
+		return nil, fmt.Errorf("pulling %s: %w", named, errs[0])
+	}
+	return nil, fmt.Errorf("pulling %s: %w", named, errors.Join(errs...))
+}
+
+func (s *Store) remoteRef(ep endpoint, named reference.Named) (name.Reference, error) {
+	var opts []name.Option
+	if ep.insecure {
+		opts = append(opts, name.Insecure)
+	}
+	repo := ep.host + "/" + reference.Path(named)
+	if d, ok := named.(reference.Digested); ok {
+		return name.NewDigest(repo+"@"+d.Digest().String(), opts...)
+	}
+	tag := named.(reference.Tagged).Tag()
+	return name.NewTag(repo+":"+tag, opts...)
+}
+
+func (s *Store) remoteOptions(ctx context.Context, ep endpoint, auth *Auth) []remote.Option {
+	allowed := map[string]bool{}
+	if ep.insecure {
+		allowed[ep.host] = true
+	}
+	rt := plainHTTPGuard{next: s.transport(), allowed: allowed}
+	ua := s.opts.UserAgent
+	if ua == "" {
+		ua = "husk"
+	}
+	return []remote.Option{
+		remote.WithContext(ctx),
+		remote.WithAuth(auth.authenticator()),
+		remote.WithTransport(rt),
+		remote.WithUserAgent(ua),
+		remote.WithPlatform(v1.Platform{OS: "linux", Architecture: runtime.GOARCH, Variant: cpuVariant()}),
+	}
+}
+
+func (s *Store) transport() http.RoundTripper {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.rt == nil {
+		s.rt = newTransport()
+	}
+	return s.rt
+}
+
+func cpuVariant() string {
+	if runtime.GOARCH == "arm64" {
+		return "v8"
+	}
+	return ""
+}
+
+func (s *Store) pullFrom(ctx context.Context, ep endpoint, named reference.Named, auth *Auth) (*Image, error) {
+	ref, err := s.remoteRef(ep, named)
+	if err != nil {
+		return nil, fmt.Errorf("%v: %w", err, errdefs.ErrInvalidArgument)
+	}
+	opts := s.remoteOptions(ctx, ep, auth)
+	desc, err := remote.Get(ref, opts...)
+	if err != nil {
+		return nil, registryError(err)
+	}
+	topDigest, err := digest.Parse(desc.Digest.String())
+	if err != nil {
+		return nil, fmt.Errorf("manifest digest %q: %v: %w", desc.Digest, err, errdefs.ErrDataLoss)
+	}
+	if err := verifyBlob(desc.Manifest, topDigest); err != nil {
+		return nil, err
+	}
+	if d, ok := named.(reference.Digested); ok && d.Digest() != topDigest {
+		return nil, fmt.Errorf("registry answered %s with a manifest of digest %s: %w", named, topDigest, errdefs.ErrDataLoss)
+	}
+
+	blobs := map[digest.Digest][]byte{topDigest: desc.Manifest}
+	var img v1.Image
+	if desc.MediaType.IsIndex() {
+		img, err = desc.Image() // resolved to this machine's platform by WithPlatform
+		if err != nil {
+			return nil, notForPlatform(err)
+		}
+		raw, err := img.RawManifest()
+		if err != nil {
+			return nil, registryError(err)
+		}
+		d, err := img.Digest()
+		if err != nil {
+			return nil, registryError(err)
+		}
+		md := digest.Digest(d.String())
+		if err := verifyBlob(raw, md); err != nil {
+			return nil, err
+		}
+		blobs[md] = raw
+	} else if desc.MediaType.IsImage() {
+		img, err = desc.Image()
+		if err != nil {
+			return nil, registryError(err)
+		}
+	} else {
+		return nil, fmt.Errorf("%s is a %q, not an image: %w", named, desc.MediaType, errdefs.ErrFailedPrecondition)
+	}
+
+	manifest, err := img.Manifest()
+	if err != nil {
+		return nil, fmt.Errorf("parsing manifest: %v: %w", err, errdefs.ErrDataLoss)
+	}
+	configDigest, err := digest.Parse(manifest.Config.Digest.String())
+	if err != nil {
+		return nil, fmt.Errorf("config digest: %v: %w", err, errdefs.ErrDataLoss)
+	}
+	release := s.lease(append(slices.Collect(keys(blobs)), configDigest)...)
+	defer release()
+
+	rawConfig, err := os.ReadFile(s.blobPath(configDigest))
+	if err != nil {
+		if rawConfig, err = img.RawConfigFile(); err != nil {
+			return nil, registryError(err)
+		}
+	}
+	if err := verifyBlob(rawConfig, configDigest); err != nil {
+		return nil, err
+	}
+	blobs[configDigest] = rawConfig
+	var cfg ocispec.Image
+	if err := json.Unmarshal(rawConfig, &cfg); err != nil {
+		return nil, fmt.Errorf("image config %s: %v: %w", configDigest, err, errdefs.ErrDataLoss)
+	}
+	if len(cfg.RootFS.DiffIDs) != len(manifest.Layers) {
+		return nil, fmt.Errorf("image config %s lists %d layers, its manifest %d: %w", configDigest, len(cfg.RootFS.DiffIDs), len(manifest.Layers), errdefs.ErrDataLoss)
+	}
+	releaseLayers := s.lease(cfg.RootFS.DiffIDs...)
+	defer releaseLayers()
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(layerConcurrency)
+	for i, l := range manifest.Layers {
+		diffID := cfg.RootFS.DiffIDs[i]
+		blob, err := digest.Parse(l.Digest.String())
+		if err != nil {
+			return nil, fmt.Errorf("layer digest: %v: %w", err, errdefs.ErrDataLoss)
+		}
+		if err := diffID.Validate(); err != nil {
+			return nil, fmt.Errorf("diffID %q: %v: %w", diffID, err, errdefs.ErrDataLoss)
+		}
+		size := l.Size
+		g.Go(func() error {
+			_, err := s.layers.Do(gctx, diffID.String(), func(lctx context.Context) (struct{}, error) {
+				if _, ok := s.hasLayer(diffID); ok {
+					return struct{}{}, nil
+				}
+				layer, err := img.LayerByDigest(l.Digest)
+				if err != nil {
+					return struct{}{}, registryError(err)
+				}
+				rc, err := layer.Compressed()
+				if err != nil {
+					return struct{}{}, registryError(err)
+				}
+				return struct{}{}, s.unpackLayer(lctx, blob, size, diffID, rc)
+			})
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	for d, b := range blobs {
+		if err := s.writeBlob(d, b); err != nil {
+			return nil, err
+		}
+	}
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	return s.commit(named, topDigest, configDigest, slices.Collect(keys(blobs)), cfg)
+}
+
+// commit records a pulled image and points named at it.
+func (s *Store) commit(named reference.Named, top, config digest.Digest, blobs []digest.Digest, cfg ocispec.Image) (*Image, error) {
+	var size uint64
+	for _, l := range cfg.RootFS.DiffIDs {
+		m, ok := s.hasLayer(l)
+		if !ok {
+			return nil, fmt.Errorf("layer %s vanished during the pull: %w", l, errdefs.ErrAborted)
+		}
+		size += m.Size
+	}
+	repoDigest := reference.TrimNamed(named).String() + "@" + top.String()
+	var tag string
+	if _, ok := named.(reference.Digested); !ok {
+		tag = named.String()
+	}
+	blobs = slices.DeleteFunc(blobs, func(d digest.Digest) bool { return d == config })
+	slices.Sort(blobs)
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	id := config.String()
+	old := s.images[id]
+	img := &Image{ID: id, Layers: cfg.RootFS.DiffIDs, Blobs: blobs, Size: size, User: cfg.Config.User}
+	var undo []func()
+	if old != nil {
+		saved := *old
+		undo = append(undo, func() { *old = saved })
+		img.RepoTags = old.RepoTags
+		img.RepoDigests = old.RepoDigests
+		for _, b := range old.Blobs {
+			if !slices.Contains(img.Blobs, b) {
+				img.Blobs = append(img.Blobs, b)
+			}
+		}
+		*old = *img
+		img = old
+	} else {
+		s.images[id] = img
+		undo = append(undo, func() { delete(s.images, id) })
+	}
+	if tag != "" {
+		// A tag names one image: take it from the image it named before.
+		for _, other := range s.images {
+			if other != img && slices.Contains(other.RepoTags, tag) {
+				saved := other.RepoTags
+				undo = append(undo, func() { other.RepoTags = saved })
+				other.RepoTags = slices.DeleteFunc(slices.Clone(other.RepoTags), func(t string) bool { return t == tag })
+			}
+		}
+		if !slices.Contains(img.RepoTags, tag) {
+			img.RepoTags = append(slices.Clone(img.RepoTags), tag)
+		}
+	}
+	if !slices.Contains(img.RepoDigests, repoDigest) {
+		img.RepoDigests = append(slices.Clone(img.RepoDigests), repoDigest)
+	}
+	if err := s.saveLocked(); err != nil {
+		for i := len(undo) - 1; i >= 0; i-- {
+			undo[i]()
+		}
+		return nil, fmt.Errorf("recording image %s: %w", id, err)
+	}
+	c := copyImage(img)
+	return &c, nil
+}
+
+func (s *Store) writeBlob(d digest.Digest, b []byte) error {
+	p := s.blobPath(d)
+	if _, err := os.Stat(p); err == nil {
+		return nil
+	}
+	if err := verifyBlob(b, d); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(s.tmpDir(), "blob-")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer func() { _ = os.Remove(tmp) }()
+	_, err = io.Copy(f, bytes.NewReader(b))
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("writing blob %s: %w", d, err)
+	}
+	return os.Rename(tmp, p)
+}
+
+func verifyBlob(b []byte, d digest.Digest) error {
+	if err := d.Validate(); err != nil {
+		return fmt.Errorf("digest %q: %v: %w", d, err, errdefs.ErrDataLoss)
+	}
+	if got := d.Algorithm().FromBytes(b); got != d {
+		return fmt.Errorf("content of %s has digest %s: %w", d, got, errdefs.ErrDataLoss)
+	}
+	return nil
+}
+
+func keys[K comparable, V any](m map[K]V) func(func(K) bool) {
+	return func(yield func(K) bool) {
+		for k := range m {
+			if !yield(k) {
+				return
+			}
+		}
+	}
+}
+
+// registryError gives a registry's answer the errdefs class a CRI client
+// can act on.
+func registryError(err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return err
+	}
+	var terr *transport.Error
+	if errors.As(err, &terr) {
+		switch terr.StatusCode {
+		case http.StatusUnauthorized:
+			return fmt.Errorf("%w: %w", err, errdefs.ErrUnauthenticated)
+		case http.StatusForbidden:
+			return fmt.Errorf("%w: %w", err, errdefs.ErrPermissionDenied)
+		case http.StatusNotFound:
+			return fmt.Errorf("%w: %w", err, errdefs.ErrNotFound)
+		case http.StatusTooManyRequests:
+			return fmt.Errorf("%w: %w", err, errdefs.ErrResourceExhausted)
+		}
+		for _, d := range terr.Errors {
+			switch d.Code {
+			case transport.ManifestUnknownErrorCode, transport.NameUnknownErrorCode, transport.BlobUnknownErrorCode:
+				return fmt.Errorf("%w: %w", err, errdefs.ErrNotFound)
+			case transport.UnauthorizedErrorCode:
+				return fmt.Errorf("%w: %w", err, errdefs.ErrUnauthenticated)
+			case transport.DeniedErrorCode:
+				return fmt.Errorf("%w: %w", err, errdefs.ErrPermissionDenied)
+			}
+		}
+		return fmt.Errorf("%w: %w", err, errdefs.ErrUnavailable)
+	}
+	if strings.HasPrefix(err.Error(), "error verifying") || strings.Contains(err.Error(), "does not match") {
+		return fmt.Errorf("%w: %w", err, errdefs.ErrDataLoss)
+	}
+	var jerr *json.SyntaxError
+	if errors.As(err, &jerr) {
+		return fmt.Errorf("registry sent a malformed document: %w: %w", err, errdefs.ErrDataLoss)
+	}
+	return fmt.Errorf("%w: %w", err, errdefs.ErrUnavailable)
+}
+
+func notForPlatform(err error) error {
+	if strings.Contains(err.Error(), "no child with platform") {
+		return fmt.Errorf("the image has no variant for linux/%s: %v: %w", runtime.GOARCH, err, errdefs.ErrNotFound)
+	}
+	return registryError(err)
+}
