@@ -1,0 +1,244 @@
+// Package e2e drives a real husk daemon over its socket, with gRPC and with
+// crictl, the way kubelet and people do.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+var (
+	huskBin   string
+	crictlBin string
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(runMain(m))
+}
+
+func runMain(m *testing.M) int {
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(os.Stderr, "e2e: these tests drive a real runtime and must run as root")
+		return 1
+	}
+	tmp, err := os.MkdirTemp("", "husk-e2e-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer func() { _ = os.RemoveAll(tmp) }()
+	huskBin = filepath.Join(tmp, "husk")
+	build := exec.Command("go", "build", "-o", huskBin, "github.com/husk-runtime/husk/cmd/husk")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e: building husk:", err)
+		return 1
+	}
+	crictlBin, err = exec.LookPath("crictl")
+	if err != nil {
+		gopath, _ := exec.Command("go", "env", "GOPATH").Output()
+		crictlBin = filepath.Join(strings.TrimSpace(string(gopath)), "bin", "crictl")
+		if _, err := os.Stat(crictlBin); err != nil {
+			fmt.Fprintln(os.Stderr, "e2e: crictl not found; `make test` installs it")
+			return 1
+		}
+	}
+	return m.Run()
+}
+
+// daemon is one husk serve process with its own directories and socket.
+type daemon struct {
+	t       testing.TB
+	dir     string
+	root    string
+	state   string
+	sock    string
+	config  string
+	logPath string
+	cmd     *exec.Cmd
+	exited  chan error
+
+	conn    *grpc.ClientConn
+	runtime runtimeapi.RuntimeServiceClient
+	images  runtimeapi.ImageServiceClient
+}
+
+// newDaemon starts husk with config (TOML) written to its config file.
+func newDaemon(t testing.TB, config string) *daemon {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "husk-e2e-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &daemon{
+		t:       t,
+		dir:     dir,
+		root:    filepath.Join(dir, "root"),
+		state:   filepath.Join(dir, "state"),
+		sock:    filepath.Join(dir, "husk.sock"),
+		config:  filepath.Join(dir, "config.toml"),
+		logPath: filepath.Join(dir, "husk.log"),
+	}
+	if err := os.WriteFile(d.config, []byte(config), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		d.stop(syscall.SIGKILL)
+		if t.Failed() {
+			b, _ := os.ReadFile(d.logPath)
+			t.Logf("husk log:\n%s", b)
+		}
+		_ = os.RemoveAll(dir)
+	})
+	d.start()
+	return d
+}
+
+func (d *daemon) args() []string {
+	return []string{"serve", "--config", d.config, "--root", d.root, "--state", d.state, "--listen", d.sock, "--v", "10"}
+}
+
+// start runs the daemon and waits until it answers Version.
+func (d *daemon) start() {
+	d.t.Helper()
+	if err := d.startProcess(); err != nil {
+		d.t.Fatal(err)
+	}
+	d.connect()
+}
+
+func (d *daemon) startProcess() error {
+	logf, err := os.OpenFile(d.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(huskBin, d.args()...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		_ = logf.Close()
+		return err
+	}
+	_ = logf.Close()
+	d.cmd = cmd
+	d.exited = make(chan error, 1)
+	go func() { d.exited <- cmd.Wait() }()
+	return nil
+}
+
+func (d *daemon) connect() {
+	d.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		select {
+		case err := <-d.exited:
+			d.exited <- err
+			b, _ := os.ReadFile(d.logPath)
+			d.t.Fatalf("husk exited while starting: %v\n%s", err, b)
+		default:
+		}
+		if _, err := os.Stat(d.sock); err == nil {
+			conn, err := grpc.NewClient("unix://"+d.sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			if err != nil {
+				d.t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			_, err = runtimeapi.NewRuntimeServiceClient(conn).Version(ctx, &runtimeapi.VersionRequest{})
+			cancel()
+			if err == nil {
+				d.conn = conn
+				d.runtime = runtimeapi.NewRuntimeServiceClient(conn)
+				d.images = runtimeapi.NewImageServiceClient(conn)
+				return
+			}
+			_ = conn.Close()
+		}
+		if time.Now().After(deadline) {
+			d.t.Fatalf("husk did not answer on %s", d.sock)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// stop sends sig and waits for the process to end; it returns how it ended.
+func (d *daemon) stop(sig syscall.Signal) error {
+	if d.conn != nil {
+		_ = d.conn.Close()
+		d.conn = nil
+	}
+	if d.cmd == nil {
+		return nil
+	}
+	_ = d.cmd.Process.Signal(sig)
+	var err error
+	select {
+	case err = <-d.exited:
+	case <-time.After(30 * time.Second):
+		_ = d.cmd.Process.Kill()
+		err = <-d.exited
+		d.t.Errorf("husk did not stop on %v within 30s", sig)
+	}
+	d.cmd = nil
+	return err
+}
+
+func (d *daemon) restart() {
+	d.t.Helper()
+	if err := d.stop(syscall.SIGTERM); err != nil {
+		d.t.Fatalf("husk exited with %v on SIGTERM", err)
+	}
+	d.start()
+}
+
+func (d *daemon) log() string {
+	b, _ := os.ReadFile(d.logPath)
+	return string(b)
+}
+
+// crictl runs crictl against the daemon and returns its standard output.
+func (d *daemon) crictl(args ...string) (string, error) {
+	cfg := filepath.Join(d.dir, "crictl.yaml")
+	if _, err := os.Stat(cfg); err != nil {
+		y := fmt.Sprintf("runtime-endpoint: unix://%s\nimage-endpoint: unix://%s\ntimeout: 60\n", d.sock, d.sock)
+		if err := os.WriteFile(cfg, []byte(y), 0o600); err != nil {
+			return "", err
+		}
+	}
+	cmd := exec.Command(crictlBin, append([]string{"--config", cfg}, args...)...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	if err != nil {
+		return out.String(), fmt.Errorf("crictl %s: %w: %s", strings.Join(args, " "), err, errb.String())
+	}
+	return out.String(), nil
+}
+
+func (d *daemon) mustCrictl(args ...string) string {
+	d.t.Helper()
+	out, err := d.crictl(args...)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	return out
+}
+
+// insecureConfig lets the daemon pull from the test registries over plain HTTP.
+func insecureConfig(hosts ...string) string {
+	var b strings.Builder
+	for _, h := range hosts {
+		fmt.Fprintf(&b, "[registry.%q]\ninsecure = true\n", h)
+	}
+	return b.String()
+}
