@@ -25,6 +25,8 @@ type layerMeta struct {
 	DiffID digest.Digest `json:"diffID"`
 	Size   uint64        `json:"size"`
 	Inodes uint64        `json:"inodes"`
+	// BootID is the kernel boot the layer was written in (see durable.go).
+	BootID string `json:"bootID"`
 }
 
 func readLayerMeta(dir string) (layerMeta, error) {
@@ -125,13 +127,9 @@ func (s *Store) unpackLayer(ctx context.Context, blob digest.Digest, size int64,
 		return fmt.Errorf("layer %s: %w", blob, err)
 	}
 	meta.DiffID = diffID
+	meta.BootID = bootID()
 	b, _ := json.Marshal(meta)
 	if err := os.WriteFile(filepath.Join(tmp, "meta.json"), b, 0o600); err != nil {
-		return err
-	}
-	// One syncfs makes the whole tree durable before it becomes visible,
-	// which costs less than an fsync per file.
-	if err := syncfs(tmp); err != nil {
 		return err
 	}
 	if err := os.Chmod(tmp, 0o711); err != nil {
@@ -144,6 +142,7 @@ func (s *Store) unpackLayer(ctx context.Context, blob digest.Digest, size int64,
 		return fmt.Errorf("layer %s: %w", blob, err)
 	}
 	tmp = ""
+	s.scheduleSync(diffID)
 	return nil
 }
 

@@ -79,6 +79,7 @@ type Store struct {
 	pulls    flightGroup[*Image]
 	layers   flightGroup[struct{}]
 	removing sync.WaitGroup
+	sync     syncer
 }
 
 // Open opens or creates the store in dir. Leftovers of work that was
@@ -104,6 +105,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	if err := os.Chmod(filepath.Join(dir, "layers"), 0o711); err != nil {
 		return nil, err
 	}
+	s.checkDurability()
 	if err := s.load(); err != nil {
 		return nil, err
 	}
@@ -419,9 +421,10 @@ func (s *Store) collectLocked() {
 	}
 }
 
-// Close waits for background removals to finish.
+// Close waits for background removals and syncs to finish.
 func (s *Store) Close() error {
 	s.removing.Wait()
+	s.sync.done.Wait()
 	return nil
 }
 
