@@ -36,7 +36,8 @@ $(GOLANGCI):
 run: build deps
 	$(BIN)/husk serve --config $(CONFIG)
 
-test: build deps $(CRICTL) $(GOTESTSUM)
+test: build deps lint $(CRICTL) $(GOTESTSUM)
+	go vet ./...
 	$(GOTESTSUM) --format testname -- -count=1 -timeout 40m ./...
 
 lint: $(GOLANGCI)
@@ -44,7 +45,7 @@ lint: $(GOLANGCI)
 
 # Figures: see docs/benchmarks.md.
 bench: build
-	$(GO) test -run '^$$' -bench . -benchtime 3x ./test/e2e/
+	$(GO) test -run '^$$' -bench . -benchtime 10x ./test/e2e/ ./oci/image/
 
 clean:
 	rm -rf $(BIN)

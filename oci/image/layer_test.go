@@ -125,7 +125,7 @@ func TestHostileLayersCannotEscape(t *testing.T) {
 	}
 	var st syscall.Stat_t
 	if err := syscall.Stat(victim, &st); err != nil || st.Nlink != 1 {
-		t.Errorf("victim has %d links (%v): a layer hardlinked it", st.Nlink, err)
+		t.Errorf("victim has %d links (%v): a layer made a hard link to it", st.Nlink, err)
 	}
 	if _, err := getxattr(hostDir, "trusted.overlay.opaque"); err == nil {
 		t.Errorf("host directory was marked opaque")

@@ -95,7 +95,7 @@ func newDaemon(t testing.TB, config string) *daemon {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		d.stop(syscall.SIGKILL)
+		_ = d.stop(syscall.SIGKILL)
 		if t.Failed() {
 			b, _ := os.ReadFile(d.logPath)
 			t.Logf("husk log:\n%s", b)

@@ -48,7 +48,7 @@ func mustDigest(t *testing.T, d interface{ Digest() (v1.Hash, error) }) v1.Hash 
 
 func readTar(t *testing.T, rc io.ReadCloser) []*tar.Header {
 	t.Helper()
-	defer rc.Close()
+	defer func() { _ = rc.Close() }()
 	var hdrs []*tar.Header
 	tr := tar.NewReader(rc)
 	for {
@@ -324,7 +324,7 @@ func TestBasicAuth(t *testing.T) {
 	if _, err := io.Copy(io.Discard, rc); err != nil {
 		t.Fatalf("authenticated blob read: %v", err)
 	}
-	rc.Close()
+	_ = rc.Close()
 
 	if _, err := remote.Image(mustRef(t, reg.Ref("public/app:1"))); err != nil {
 		t.Errorf("anonymous pull of public repo: %v", err)
@@ -352,7 +352,7 @@ func TestBasicAuth(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		resp.Body.Close()
+		_ = resp.Body.Close()
 		if resp.StatusCode != tc.want {
 			t.Errorf("GET %s as %q: %d, want %d", tc.path, tc.user, resp.StatusCode, tc.want)
 		}
@@ -390,7 +390,7 @@ func TestConcurrentPullsAreCountedExactly(t *testing.T) {
 				errs <- err
 				return
 			}
-			defer rc.Close()
+			defer func() { _ = rc.Close() }()
 			if _, err := io.Copy(io.Discard, rc); err != nil {
 				errs <- err
 			}
@@ -436,7 +436,7 @@ func TestInterceptFaults(t *testing.T) {
 	rc, err := l.Compressed()
 	if err == nil {
 		_, err = io.Copy(io.Discard, rc)
-		rc.Close()
+		_ = rc.Close()
 	}
 	if err == nil || !strings.Contains(err.Error(), "checksum") {
 		t.Errorf("lying blob not detected: %v", err)
@@ -509,7 +509,7 @@ func TestCloseEndsHangingIntercept(t *testing.T) {
 	go func() {
 		resp, err := http.Get("http://" + reg.Host + "/v2/")
 		if err == nil {
-			resp.Body.Close()
+			_ = resp.Body.Close()
 			err = fmt.Errorf("unexpected response %d", resp.StatusCode)
 		}
 		clientErr <- err
@@ -531,7 +531,8 @@ func TestCloseEndsHangingIntercept(t *testing.T) {
 		t.Fatal("client still waiting after Close")
 	}
 	reg.Close() // idempotent
-	if _, err := http.Get("http://" + reg.Host + "/v2/"); err == nil {
+	if resp, err := http.Get("http://" + reg.Host + "/v2/"); err == nil {
+		_ = resp.Body.Close()
 		t.Error("registry still answering after Close")
 	}
 }
@@ -586,7 +587,7 @@ func TestLayerFromBytesAndRandomLayer(t *testing.T) {
 		t.Fatal(err)
 	}
 	b, err := io.ReadAll(crc)
-	crc.Close()
+	_ = crc.Close()
 	if err != nil || !bytes.Equal(b, raw) {
 		t.Errorf("garbage layer round trip: %q, %v", b, err)
 	}

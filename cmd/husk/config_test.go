@@ -1,0 +1,71 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func writeConfig(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "config.toml")
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestMissingDefaultConfigIsFine(t *testing.T) {
+	cfg, err := loadConfig(filepath.Join(t.TempDir(), "absent.toml"), false)
+	if err != nil || !reflect.DeepEqual(cfg, defaultConfig()) {
+		t.Fatalf("loadConfig = %+v, %v", cfg, err)
+	}
+}
+
+func TestMissingNamedConfigIsAnError(t *testing.T) {
+	if _, err := loadConfig(filepath.Join(t.TempDir(), "absent.toml"), true); err == nil {
+		t.Fatal("a config file named on the command line may not be missing")
+	}
+}
+
+func TestConfigReadsRegistries(t *testing.T) {
+	p := writeConfig(t, `
+root = "/srv/husk"
+
+[registry."registry.k8s.io"]
+mirrors = ["http://127.0.0.1:5000", "mirror.example.com"]
+
+[registry."127.0.0.1:5000"]
+insecure = true
+`)
+	cfg, err := loadConfig(p, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Root != "/srv/husk" || cfg.State != "/run/husk" || cfg.Listen != "/run/husk/husk.sock" {
+		t.Errorf("paths %+v", cfg)
+	}
+	if m := cfg.Registry["registry.k8s.io"].Mirrors; len(m) != 2 || m[0] != "http://127.0.0.1:5000" {
+		t.Errorf("mirrors %v", m)
+	}
+	if !cfg.Registry["127.0.0.1:5000"].Insecure {
+		t.Error("insecure not read")
+	}
+}
+
+func TestConfigErrorsNameTheProblem(t *testing.T) {
+	for body, want := range map[string]string{
+		"root = 1\n":                                            "root",
+		"\n\nlisten = \"a\" \"b\"\n":                            "line 3",
+		"[registry.\"x\"]\nmirrorz = []\n":                      "registry.x.mirrorz",
+		"[registry.\"x\"]\nmirrors = [\"http://a/b\"]\n":        "only a scheme and host",
+		"[registry.\"with/slash\"]\nmirrors = [\"http://a\"]\n": "registry host",
+	} {
+		_, err := loadConfig(writeConfig(t, body), true)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("config %q: %v, want it to mention %q", body, err, want)
+		}
+	}
+}
