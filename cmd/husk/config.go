@@ -6,6 +6,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/BurntSushi/toml"
 
@@ -24,6 +25,10 @@ type Config struct {
 	//	[registry."registry.k8s.io"]
 	//	mirrors = ["http://127.0.0.1:5000"]
 	Registry map[string]image.RegistryConfig `toml:"registry" json:"registry,omitempty"`
+	// PullProgressTimeout ends a pull whose registry sends nothing for this
+	// long ("1m", "30s"). kubelet puts no deadline on PullImage, so without
+	// it a registry that stops answering would hold the pull forever.
+	PullProgressTimeout time.Duration `toml:"pull_progress_timeout" json:"pull_progress_timeout"`
 }
 
 func defaultConfig() Config {
@@ -31,6 +36,8 @@ func defaultConfig() Config {
 		Listen: "/run/husk/husk.sock",
 		Root:   "/var/lib/husk",
 		State:  "/run/husk",
+
+		PullProgressTimeout: image.DefaultProgressTimeout,
 	}
 }
 
@@ -61,6 +68,9 @@ func loadConfig(path string, explicit bool) (Config, error) {
 		}
 		sort.Strings(keys)
 		return cfg, fmt.Errorf("config %s: unknown keys: %s", path, strings.Join(keys, ", "))
+	}
+	if cfg.PullProgressTimeout <= 0 {
+		return cfg, fmt.Errorf("config %s: pull_progress_timeout must be positive", path)
 	}
 	if err := image.ValidateRegistries(cfg.Registry); err != nil {
 		return cfg, fmt.Errorf("config %s: %w", path, err)

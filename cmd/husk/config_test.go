@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 func writeConfig(t *testing.T, body string) string {
@@ -33,6 +34,7 @@ func TestMissingNamedConfigIsAnError(t *testing.T) {
 func TestConfigReadsRegistries(t *testing.T) {
 	p := writeConfig(t, `
 root = "/srv/husk"
+pull_progress_timeout = "90s"
 
 [registry."registry.k8s.io"]
 mirrors = ["http://127.0.0.1:5000", "mirror.example.com"]
@@ -46,6 +48,9 @@ insecure = true
 	}
 	if cfg.Root != "/srv/husk" || cfg.State != "/run/husk" || cfg.Listen != "/run/husk/husk.sock" {
 		t.Errorf("paths %+v", cfg)
+	}
+	if cfg.PullProgressTimeout != 90*time.Second {
+		t.Errorf("pull_progress_timeout %v", cfg.PullProgressTimeout)
 	}
 	if m := cfg.Registry["registry.k8s.io"].Mirrors; len(m) != 2 || m[0] != "http://127.0.0.1:5000" {
 		t.Errorf("mirrors %v", m)

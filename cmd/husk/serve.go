@@ -88,8 +88,9 @@ func runDaemon(ctx context.Context, cfg Config) error {
 	}
 
 	images, err := image.Open(filepath.Join(cfg.Root, "images"), image.Options{
-		Registries: cfg.Registry,
-		UserAgent:  "husk/" + version,
+		Registries:      cfg.Registry,
+		UserAgent:       "husk/" + version,
+		ProgressTimeout: cfg.PullProgressTimeout,
 	})
 	if err != nil {
 		return fmt.Errorf("opening image store: %w", err)

@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/containerd/errdefs"
 	"github.com/distribution/reference"
@@ -78,12 +79,33 @@ func (s *Store) Pull(ctx context.Context, ref string, auth *Auth) (Image, error)
 	return *img, nil
 }
 
+// errStalled ends a pull whose registry stopped sending.
+var errStalled = errors.New("no progress")
+
 func (s *Store) pull(ctx context.Context, named reference.Named, auth *Auth) (*Image, error) {
+	timeout := s.opts.ProgressTimeout
+	if timeout <= 0 {
+		timeout = DefaultProgressTimeout
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	watchdog := time.AfterFunc(timeout, func() { cancel(errStalled) })
+	defer watchdog.Stop()
+	progress := func() { watchdog.Reset(timeout) }
+
+	img, err := s.pullEndpoints(ctx, named, auth, progress)
+	if errors.Is(context.Cause(ctx), errStalled) {
+		return nil, fmt.Errorf("pulling %s: the registry sent nothing for %v: %w", named, timeout, errdefs.ErrUnavailable)
+	}
+	return img, err
+}
+
+func (s *Store) pullEndpoints(ctx context.Context, named reference.Named, auth *Auth, progress func()) (*Image, error) {
 	domain := reference.Domain(named)
 	eps := endpoints(s.opts.Registries, domain)
 	var errs []error
 	for _, ep := range eps {
-		img, err := s.pullFrom(ctx, ep, named, auth)
+		img, err := s.pullFrom(ctx, ep, named, auth, progress)
 		if err == nil {
 			return img, nil
 		}
@@ -114,12 +136,12 @@ func (s *Store) remoteRef(ep endpoint, named reference.Named) (name.Reference, e
 	return name.NewTag(repo+":"+tag, opts...)
 }
 
-func (s *Store) remoteOptions(ctx context.Context, ep endpoint, auth *Auth) []remote.Option {
+func (s *Store) remoteOptions(ctx context.Context, ep endpoint, auth *Auth, progress func()) []remote.Option {
 	allowed := map[string]bool{}
 	if ep.insecure {
 		allowed[ep.host] = true
 	}
-	rt := plainHTTPGuard{next: s.transport(), allowed: allowed}
+	rt := registryTransport{next: s.transport(), allowed: allowed, progress: progress}
 	ua := s.opts.UserAgent
 	if ua == "" {
 		ua = "husk"
@@ -149,12 +171,12 @@ func cpuVariant() string {
 	return ""
 }
 
-func (s *Store) pullFrom(ctx context.Context, ep endpoint, named reference.Named, auth *Auth) (*Image, error) {
+func (s *Store) pullFrom(ctx context.Context, ep endpoint, named reference.Named, auth *Auth, progress func()) (*Image, error) {
 	ref, err := s.remoteRef(ep, named)
 	if err != nil {
 		return nil, fmt.Errorf("%v: %w", err, errdefs.ErrInvalidArgument)
 	}
-	opts := s.remoteOptions(ctx, ep, auth)
+	opts := s.remoteOptions(ctx, ep, auth, progress)
 	desc, err := remote.Get(ref, opts...)
 	if err != nil {
 		return nil, registryError(err)

@@ -2,6 +2,7 @@ package image
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -79,19 +80,43 @@ func endpoints(regs map[string]RegistryConfig, domain string) []endpoint {
 	return append(eps, endpoint{host: domain, insecure: rc.Insecure})
 }
 
-// plainHTTPGuard refuses plain HTTP to every host the config has not allowed
-// it for. go-containerregistry on its own falls back to HTTP for loopback and
-// private addresses; husk only speaks HTTP where the administrator said so.
-type plainHTTPGuard struct {
-	next    http.RoundTripper
-	allowed map[string]bool
+// registryTransport is what a pull talks to registries through.
+//
+// It refuses plain HTTP to every host the config has not allowed it for:
+// go-containerregistry on its own falls back to HTTP for loopback and
+// private addresses, and husk only speaks HTTP where the administrator said
+// so. And it reports every read of a response body to progress, so that a
+// registry that stops sending mid-layer is noticed even when the caller set
+// no deadline (kubelet sets none on PullImage).
+type registryTransport struct {
+	next     http.RoundTripper
+	allowed  map[string]bool
+	progress func()
 }
 
-func (g plainHTTPGuard) RoundTrip(req *http.Request) (*http.Response, error) {
-	if req.URL.Scheme == "http" && !g.allowed[req.URL.Host] {
+func (rt registryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL.Scheme == "http" && !rt.allowed[req.URL.Host] {
 		return nil, fmt.Errorf("plain HTTP to %s is not allowed: mark it insecure or list it as an http:// mirror in the config", req.URL.Host)
 	}
-	return g.next.RoundTrip(req)
+	resp, err := rt.next.RoundTrip(req)
+	if err == nil && rt.progress != nil {
+		rt.progress()
+		resp.Body = progressBody{resp.Body, rt.progress}
+	}
+	return resp, err
+}
+
+type progressBody struct {
+	io.ReadCloser
+	progress func()
+}
+
+func (b progressBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if n > 0 {
+		b.progress()
+	}
+	return n, err
 }
 
 func newTransport() *http.Transport {

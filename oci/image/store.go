@@ -27,6 +27,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/containerd/errdefs"
 	"github.com/distribution/reference"
@@ -64,7 +65,14 @@ type Options struct {
 	Registries map[string]RegistryConfig
 	// UserAgent is sent to registries.
 	UserAgent string
+	// ProgressTimeout ends a pull when its registry sends nothing for this
+	// long; DefaultProgressTimeout when zero.
+	ProgressTimeout time.Duration
 }
+
+// DefaultProgressTimeout is how long a registry may stay silent in the
+// middle of a pull.
+const DefaultProgressTimeout = time.Minute
 
 // Store is safe for concurrent use.
 type Store struct {

@@ -309,3 +309,39 @@ func dirEmpty(t *testing.T, dir string) bool {
 	}
 	return len(entries) == 0
 }
+
+func TestListImagesFilter(t *testing.T) {
+	reg := imagetest.NewRegistry(t)
+	reg.Push(t, "test/one:1", testImage(t))
+	reg.Push(t, "test/two:1", imagetest.Image(t, v1.Config{}, imagetest.Layer(t, imagetest.Entry{Name: "two", Content: []byte("2")})))
+	d := newDaemon(t, insecureConfig(reg.Host))
+	one := pullImage(t, d, reg.Ref("test/one:1"))
+	pullImage(t, d, reg.Ref("test/two:1"))
+	all, err := d.images.ListImages(t.Context(), &runtimeapi.ListImagesRequest{})
+	if err != nil || len(all.Images) != 2 {
+		t.Fatalf("ListImages: %v, %v", all, err)
+	}
+	for _, f := range []string{reg.Ref("test/one:1"), one, strings.TrimPrefix(one, "sha256:")} {
+		got, err := d.images.ListImages(t.Context(), &runtimeapi.ListImagesRequest{Filter: &runtimeapi.ImageFilter{Image: &runtimeapi.ImageSpec{Image: f}}})
+		if err != nil || len(got.Images) != 1 || got.Images[0].Id != one {
+			t.Errorf("ListImages(filter %s) = %v, %v", f, got, err)
+		}
+	}
+	got, err := d.images.ListImages(t.Context(), &runtimeapi.ListImagesRequest{Filter: &runtimeapi.ImageFilter{Image: &runtimeapi.ImageSpec{Image: "not/there:1"}}})
+	if err != nil || len(got.Images) != 0 {
+		t.Errorf("ListImages(filter not/there) = %v, %v", got, err)
+	}
+}
+
+// Pulling registry.k8s.io/pause:3.10 works offline through a mirror, as a
+// kind node behind a pull-through cache would.
+func TestCrictlPullThroughMirrorOfUnreachableRegistry(t *testing.T) {
+	reg := imagetest.NewRegistry(t)
+	reg.Push(t, "pause:3.10", testImage(t))
+	d := newDaemon(t, fmt.Sprintf("[registry.\"registry.k8s.io\"]\nmirrors = [\"http://127.0.0.1:1\", \"http://%s\"]\n", reg.Host))
+	d.mustCrictl("pull", "registry.k8s.io/pause:3.10")
+	img := imageStatus(t, d, "registry.k8s.io/pause:3.10")
+	if img == nil || len(img.RepoTags) != 1 || img.RepoTags[0] != "registry.k8s.io/pause:3.10" {
+		t.Fatalf("image through the mirror: %v", img)
+	}
+}
