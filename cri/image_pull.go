@@ -8,9 +8,8 @@ import (
 	"github.com/husk-runtime/husk/oci/image"
 )
 
-// PullImage pulls the image and returns its id, the value every other RPC
-// reports for it (Image.id, ContainerStatus.image_id), as the CRI requires
-// since v1.36.
+// PullImage pulls the image and returns its id: api.proto requires
+// image_ref to equal Image.id and ContainerStatus.image_id.
 func (s *Server) PullImage(ctx context.Context, req *runtimeapi.PullImageRequest) (*runtimeapi.PullImageResponse, error) {
 	ref := req.GetImage().GetImage()
 	if ref == "" {

@@ -21,6 +21,12 @@ Usage:
   husk help            print this help
 `
 
+// The main goroutine keeps the main thread. Namespaces are entered and made
+// on threads that are then thrown away; Go cannot throw away the main
+// thread, and the daemon's own namespaces, as tools see them in
+// /proc/<pid>/ns, must stay the host's.
+func init() { runtime.LockOSThread() }
+
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }

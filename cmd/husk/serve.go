@@ -51,13 +51,18 @@ func serve(args []string, stderr io.Writer) int {
 		_, _ = fmt.Fprintf(stderr, "husk serve: %v\n", err)
 		return 1
 	}
-	for flagVal, field := range map[string]*string{*listen: &cfg.Listen, *root: &cfg.Root, *state: &cfg.State} {
-		if flagVal != "" {
-			*field = flagVal
+	for _, o := range []struct{ flag, field *string }{{listen, &cfg.Listen}, {root, &cfg.Root}, {state, &cfg.State}} {
+		if *o.flag != "" {
+			*o.field = *o.flag
 		}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	go func() {
+		// A second signal during the grace period ends the daemon at once.
+		<-ctx.Done()
+		stop()
+	}()
 	if err := runDaemon(ctx, cfg); err != nil {
 		klog.ErrorS(err, "husk serve failed")
 		klog.Flush()
@@ -87,6 +92,14 @@ func runDaemon(ctx context.Context, cfg Config) error {
 		defer unlock()
 	}
 
+	// The socket first: Listen changes the process's umask for a moment,
+	// which must happen before any other goroutine creates files.
+	lis, err := cri.Listen(cfg.Listen)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = lis.Close() }()
+
 	images, err := image.Open(filepath.Join(cfg.Root, "images"), image.Options{
 		Registries:      cfg.Registry,
 		UserAgent:       "husk/" + version,
@@ -103,10 +116,6 @@ func runDaemon(ctx context.Context, cfg Config) error {
 		Version: version,
 		Info:    map[string]string{"config": string(cfgJSON)},
 	})
-	lis, err := cri.Listen(cfg.Listen)
-	if err != nil {
-		return err
-	}
 	g := cri.NewGRPCServer(srv)
 	served := make(chan error, 1)
 	go func() { served <- g.Serve(lis) }()

@@ -5,8 +5,10 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/opencontainers/go-digest"
+	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
 )
 
@@ -27,7 +29,17 @@ type syncer struct {
 	mu      sync.Mutex
 	pending []digest.Digest
 	running bool
+	closed  bool
 	done    sync.WaitGroup
+}
+
+// close waits for the syncs in flight; layers queued after it are synced
+// at the next start (checkDurability).
+func (y *syncer) close() {
+	y.mu.Lock()
+	y.closed = true
+	y.mu.Unlock()
+	y.done.Wait()
 }
 
 func bootID() string {
@@ -43,7 +55,7 @@ func (s *Store) scheduleSync(diffID digest.Digest) {
 	s.sync.mu.Lock()
 	defer s.sync.mu.Unlock()
 	s.sync.pending = append(s.sync.pending, diffID)
-	if s.sync.running {
+	if s.sync.running || s.sync.closed {
 		return
 	}
 	s.sync.running = true
@@ -63,19 +75,33 @@ func (s *Store) syncLoop() {
 			return
 		}
 		s.sync.mu.Unlock()
-		if err := syncfs(s.dir); err != nil {
-			klog.Warningf("image store: syncfs: %v", err)
-			continue
-		}
+		// The directories are opened before the sync and marked through
+		// those handles: a layer collected and unpacked anew meanwhile is
+		// another directory, which this sync did not cover.
+		dirs := make(map[digest.Digest]*os.File, len(batch))
 		for _, d := range batch {
-			f, err := os.Create(filepath.Join(s.layerDir(d), syncedMarker))
-			if err != nil {
-				if !os.IsNotExist(err) { // collected meanwhile
-					klog.Warningf("image store: marking layer %s durable: %v", d, err)
+			if f, err := os.Open(s.layerDir(d)); err == nil {
+				dirs[d] = f
+			}
+		}
+		err := syncfs(s.dir)
+		for d, f := range dirs {
+			if err == nil {
+				fd, merr := unix.Openat(int(f.Fd()), syncedMarker, unix.O_CREAT|unix.O_WRONLY|unix.O_CLOEXEC, 0o600)
+				if merr == nil {
+					_ = unix.Close(fd)
+				} else {
+					klog.Warningf("image store: marking layer %s durable: %v", d, merr)
 				}
-				continue
 			}
 			_ = f.Close()
+		}
+		if err != nil {
+			klog.Warningf("image store: syncfs: %v", err)
+			s.sync.mu.Lock()
+			s.sync.pending = append(s.sync.pending, batch...)
+			s.sync.mu.Unlock()
+			time.Sleep(time.Second)
 		}
 	}
 }

@@ -16,7 +16,7 @@ func TestLayersBecomeDurableInTheBackground(t *testing.T) {
 	reg.Push(t, "test/app:1", imagetest.Image(t, v1.Config{}, imagetest.Layer(t, file("f", "x"))))
 	s := openStore(t, insecure(reg.Host))
 	img := pull(t, s, reg.Ref("test/app:1"))
-	s.sync.done.Wait()
+	s.sync.close()
 	if _, err := os.Stat(filepath.Join(s.layerDir(img.Layers[0]), syncedMarker)); err != nil {
 		t.Fatalf("layer not marked durable after the background sync: %v", err)
 	}
@@ -72,7 +72,7 @@ func TestUnsyncedLayerFromAnotherBootIsDropped(t *testing.T) {
 	if _, err := s2.Get(b.ID); err != nil {
 		t.Errorf("image of this boot lost: %v", err)
 	}
-	s2.sync.done.Wait()
+	s2.sync.close()
 	if _, err := os.Stat(filepath.Join(bDir, syncedMarker)); err != nil {
 		t.Errorf("layer of this boot not synced after reopening: %v", err)
 	}

@@ -2,7 +2,12 @@ package image
 
 import (
 	"context"
+	"fmt"
+	"runtime/debug"
 	"sync"
+
+	"github.com/containerd/errdefs"
+	"k8s.io/klog/v2"
 )
 
 // flightGroup runs one piece of work per key however many callers ask for it
@@ -38,14 +43,17 @@ func (g *flightGroup[T]) Do(ctx context.Context, key string, fn func(context.Con
 		f = &flight[T]{done: make(chan struct{}), cancel: cancel}
 		g.flights[key] = f
 		go func() {
+			// The work runs outside the gRPC handler's recover: a panic on
+			// hostile input must fail this call, not the daemon.
+			defer func() {
+				if r := recover(); r != nil {
+					klog.ErrorS(nil, "Panic", "work", key, "panic", r, "stack", string(debug.Stack()))
+					f.err = fmt.Errorf("internal error: %v: %w", r, errdefs.ErrInternal)
+					g.finish(key, f, cancel)
+				}
+			}()
 			f.val, f.err = fn(wctx)
-			g.mu.Lock()
-			if g.flights[key] == f {
-				delete(g.flights, key)
-			}
-			g.mu.Unlock()
-			cancel()
-			close(f.done)
+			g.finish(key, f, cancel)
 		}()
 	}
 	f.waiters++
@@ -69,4 +77,14 @@ func (g *flightGroup[T]) Do(ctx context.Context, key string, fn func(context.Con
 		var zero T
 		return zero, ctx.Err()
 	}
+}
+
+func (g *flightGroup[T]) finish(key string, f *flight[T], cancel context.CancelFunc) {
+	g.mu.Lock()
+	if g.flights[key] == f {
+		delete(g.flights, key)
+	}
+	g.mu.Unlock()
+	cancel()
+	close(f.done)
 }

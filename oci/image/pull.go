@@ -79,48 +79,71 @@ func (s *Store) Pull(ctx context.Context, ref string, auth *Auth) (Image, error)
 	return *img, nil
 }
 
-// errStalled ends a pull whose registry stopped sending.
+// errStalled ends a download whose registry stopped sending.
 var errStalled = errors.New("no progress")
 
-func (s *Store) pull(ctx context.Context, named reference.Named, auth *Auth) (*Image, error) {
-	timeout := s.opts.ProgressTimeout
-	if timeout <= 0 {
-		timeout = DefaultProgressTimeout
+func (s *Store) progressTimeout() time.Duration {
+	if s.opts.ProgressTimeout > 0 {
+		return s.opts.ProgressTimeout
 	}
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	watchdog := time.AfterFunc(timeout, func() { cancel(errStalled) })
-	defer watchdog.Stop()
-	progress := func() { watchdog.Reset(timeout) }
+	return DefaultProgressTimeout
+}
 
-	img, err := s.pullEndpoints(ctx, named, auth, progress)
-	if errors.Is(context.Cause(ctx), errStalled) {
-		return nil, fmt.Errorf("pulling %s: the registry sent nothing for %v: %w", named, timeout, errdefs.ErrUnavailable)
+// stallGuard cancels ctx when progress is not called for the progress
+// timeout. kubelet puts no deadline on PullImage: without this, a registry
+// that stops sending would hold a pull forever. pause stops watching;
+// release ends ctx.
+func (s *Store) stallGuard(ctx context.Context) (_ context.Context, progress, pause, release func()) {
+	timeout := s.progressTimeout()
+	ctx, cancel := context.WithCancelCause(ctx)
+	wd := time.AfterFunc(timeout, func() { cancel(errStalled) })
+	return ctx, func() { wd.Reset(timeout) }, func() { wd.Stop() }, func() { wd.Stop(); cancel(nil) }
+}
+
+func (s *Store) stalled(ctx context.Context, what string, err error) error {
+	if err != nil && errors.Is(context.Cause(ctx), errStalled) {
+		return fmt.Errorf("%s: the registry sent nothing for %v: %w", what, s.progressTimeout(), errdefs.ErrUnavailable)
+	}
+	return err
+}
+
+func (s *Store) pull(ctx context.Context, named reference.Named, auth *Auth) (*Image, error) {
+	img, err := s.pullEndpoints(ctx, named, auth)
+	if err != nil {
+		// Layers and blobs this pull stored for an image it could not
+		// record go now, not at the next removal or restart.
+		s.mu.Lock()
+		s.collectLocked()
+		s.mu.Unlock()
 	}
 	return img, err
 }
 
-func (s *Store) pullEndpoints(ctx context.Context, named reference.Named, auth *Auth, progress func()) (*Image, error) {
-	domain := reference.Domain(named)
-	eps := endpoints(s.opts.Registries, domain)
-	var errs []error
-	for _, ep := range eps {
-		img, err := s.pullFrom(ctx, ep, named, auth, progress)
+func (s *Store) pullEndpoints(ctx context.Context, named reference.Named, auth *Auth) (*Image, error) {
+	eps := endpoints(s.opts.Registries, reference.Domain(named))
+	var mirrorErrs []string
+	for i, ep := range eps {
+		img, err := s.pullFrom(ctx, ep, named, auth)
 		if err == nil {
 			return img, nil
 		}
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		klog.V(2).InfoS("Pull attempt failed", "image", named.String(), "endpoint", ep.String(), "err", err)
-		errs = append(errs, fmt.Errorf("%s: %w", ep, err))
-		// What the registry itself answers is final; a mirror that lacks
-		// the image or fails falls through to the next endpoint.
+		if i < len(eps)-1 {
+			// A mirror that lacks the image or fails falls through to the
+			// next endpoint; its error is told, but the code a client acts
+			// on comes from the registry itself.
+			klog.V(2).InfoS("Pull from mirror failed", "image", named.String(), "mirror", ep.String(), "err", err)
+			mirrorErrs = append(mirrorErrs, fmt.Sprintf("%s: %v", ep, err))
+			continue
+		}
+		if len(mirrorErrs) > 0 {
+			return nil, fmt.Errorf("pulling %s: %s: %w (mirrors failed too: %s)", named, ep, err, strings.Join(mirrorErrs, "; "))
+		}
+		return nil, fmt.Errorf("pulling %s: %s: %w", named, ep, err)
 	}
-	if len(errs) == 1 {
-		return nil, fmt.Errorf("pulling %s: %w", named, errs[0])
-	}
-	return nil, fmt.Errorf("pulling %s: %w", named, errors.Join(errs...))
+	return nil, fmt.Errorf("pulling %s: no endpoint: %w", named, errdefs.ErrInternal)
 }
 
 func (s *Store) remoteRef(ep endpoint, named reference.Named) (name.Reference, error) {
@@ -146,12 +169,19 @@ func (s *Store) remoteOptions(ctx context.Context, ep endpoint, auth *Auth, prog
 	if ua == "" {
 		ua = "husk"
 	}
+	// Credentials were issued for the registry: a mirror, which the
+	// administrator chose and may speak plain HTTP, never sees them.
+	if ep.mirror {
+		auth = nil
+	}
 	return []remote.Option{
 		remote.WithContext(ctx),
 		remote.WithAuth(auth.authenticator()),
 		remote.WithTransport(rt),
 		remote.WithUserAgent(ua),
-		remote.WithPlatform(v1.Platform{OS: "linux", Architecture: runtime.GOARCH, Variant: cpuVariant()}),
+		// No variant: go-containerregistry then matches any, which is what
+		// arm64 images need (their indexes list "v8" or nothing).
+		remote.WithPlatform(v1.Platform{OS: "linux", Architecture: runtime.GOARCH}),
 	}
 }
 
@@ -164,18 +194,16 @@ func (s *Store) transport() http.RoundTripper {
 	return s.rt
 }
 
-func cpuVariant() string {
-	if runtime.GOARCH == "arm64" {
-		return "v8"
-	}
-	return ""
-}
-
-func (s *Store) pullFrom(ctx context.Context, ep endpoint, named reference.Named, auth *Auth, progress func()) (*Image, error) {
+func (s *Store) pullFrom(ctx context.Context, ep endpoint, named reference.Named, auth *Auth) (_ *Image, err error) {
 	ref, err := s.remoteRef(ep, named)
 	if err != nil {
 		return nil, fmt.Errorf("%v: %w", err, errdefs.ErrInvalidArgument)
 	}
+	// Everything this attempt starts ends with it, so that a failed mirror
+	// does not keep downloading while the next endpoint is tried.
+	ctx, progress, pause, release := s.stallGuard(ctx)
+	defer release()
+	defer func() { err = s.stalled(ctx, "fetching the manifest", err) }()
 	opts := s.remoteOptions(ctx, ep, auth, progress)
 	desc, err := remote.Get(ref, opts...)
 	if err != nil {
@@ -229,8 +257,12 @@ func (s *Store) pullFrom(ctx context.Context, ep endpoint, named reference.Named
 	if err != nil {
 		return nil, fmt.Errorf("config digest: %v: %w", err, errdefs.ErrDataLoss)
 	}
-	release := s.lease(append(slices.Collect(keys(blobs)), configDigest)...)
-	defer release()
+	if configDigest.Algorithm() != digest.SHA256 {
+		// Image ids are sha256 throughout the CRI and kubelet.
+		return nil, fmt.Errorf("config digest %s: only sha256 is supported: %w", configDigest, errdefs.ErrNotImplemented)
+	}
+	releaseBlobs := s.lease(append(slices.Collect(keys(blobs)), configDigest)...)
+	defer releaseBlobs()
 
 	rawConfig, err := os.ReadFile(s.blobPath(configDigest))
 	if err != nil {
@@ -249,35 +281,34 @@ func (s *Store) pullFrom(ctx context.Context, ep endpoint, named reference.Named
 	if len(cfg.RootFS.DiffIDs) != len(manifest.Layers) {
 		return nil, fmt.Errorf("image config %s lists %d layers, its manifest %d: %w", configDigest, len(cfg.RootFS.DiffIDs), len(manifest.Layers), errdefs.ErrDataLoss)
 	}
+	type layerRef struct {
+		blob, diffID digest.Digest
+		size         int64
+	}
+	layers := make([]layerRef, len(manifest.Layers))
+	for i, l := range manifest.Layers {
+		blob, err := digest.Parse(l.Digest.String())
+		if err != nil {
+			return nil, fmt.Errorf("layer digest %q: %v: %w", l.Digest, err, errdefs.ErrDataLoss)
+		}
+		diffID := cfg.RootFS.DiffIDs[i]
+		if err := diffID.Validate(); err != nil || diffID.Algorithm() != digest.SHA256 {
+			return nil, fmt.Errorf("image config %s: diffID %q is not a sha256 digest: %w", configDigest, diffID, errdefs.ErrDataLoss)
+		}
+		layers[i] = layerRef{blob: blob, diffID: diffID, size: l.Size}
+	}
 	releaseLayers := s.lease(cfg.RootFS.DiffIDs...)
 	defer releaseLayers()
 
+	// Layer downloads watch for stalls themselves: a pull waiting for a
+	// layer that another pull is downloading is not stalled.
+	pause()
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(layerConcurrency)
-	for i, l := range manifest.Layers {
-		diffID := cfg.RootFS.DiffIDs[i]
-		blob, err := digest.Parse(l.Digest.String())
-		if err != nil {
-			return nil, fmt.Errorf("layer digest: %v: %w", err, errdefs.ErrDataLoss)
-		}
-		if err := diffID.Validate(); err != nil {
-			return nil, fmt.Errorf("diffID %q: %v: %w", diffID, err, errdefs.ErrDataLoss)
-		}
-		size := l.Size
+	for _, l := range layers {
 		g.Go(func() error {
-			_, err := s.layers.Do(gctx, diffID.String(), func(lctx context.Context) (struct{}, error) {
-				if _, ok := s.hasLayer(diffID); ok {
-					return struct{}{}, nil
-				}
-				layer, err := img.LayerByDigest(l.Digest)
-				if err != nil {
-					return struct{}{}, registryError(err)
-				}
-				rc, err := layer.Compressed()
-				if err != nil {
-					return struct{}{}, registryError(err)
-				}
-				return struct{}{}, s.unpackLayer(lctx, blob, size, diffID, rc)
+			_, err := s.layers.Do(gctx, l.diffID.String(), func(lctx context.Context) (struct{}, error) {
+				return struct{}{}, s.fetchLayer(lctx, ep, ref.Context(), auth, l.blob, l.size, l.diffID)
 			})
 			return err
 		})
@@ -293,12 +324,34 @@ func (s *Store) pullFrom(ctx context.Context, ep endpoint, named reference.Named
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
 	}
-	return s.commit(named, topDigest, configDigest, slices.Collect(keys(blobs)), cfg)
+	return s.commit(named, topDigest, configDigest, len(rawConfig), slices.Collect(keys(blobs)), cfg)
+}
+
+// fetchLayer downloads and unpacks one layer unless it is in the store. It
+// runs in a layer flight shared by every pull that needs the layer, under
+// the flight's own context.
+func (s *Store) fetchLayer(ctx context.Context, ep endpoint, repo name.Repository, auth *Auth, blob digest.Digest, size int64, diffID digest.Digest) error {
+	if _, ok := s.hasLayer(diffID); ok {
+		return nil
+	}
+	ctx, progress, _, release := s.stallGuard(ctx)
+	defer release()
+	layer, err := remote.Layer(repo.Digest(blob.String()), s.remoteOptions(ctx, ep, auth, progress)...)
+	if err != nil {
+		return s.stalled(ctx, "layer "+blob.String(), registryError(err))
+	}
+	rc, err := layer.Compressed()
+	if err != nil {
+		return s.stalled(ctx, "layer "+blob.String(), registryError(err))
+	}
+	return s.stalled(ctx, "layer "+blob.String(), s.unpackLayer(ctx, blob, size, diffID, rc))
 }
 
 // commit records a pulled image and points named at it.
-func (s *Store) commit(named reference.Named, top, config digest.Digest, blobs []digest.Digest, cfg ocispec.Image) (*Image, error) {
-	var size uint64
+func (s *Store) commit(named reference.Named, top, config digest.Digest, configSize int, blobs []digest.Digest, cfg ocispec.Image) (*Image, error) {
+	// The CRI wants a size above zero, which an image of empty layers
+	// would not have without its config.
+	size := uint64(configSize)
 	for _, l := range cfg.RootFS.DiffIDs {
 		m, ok := s.hasLayer(l)
 		if !ok {

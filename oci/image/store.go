@@ -44,10 +44,10 @@ type Image struct {
 	RepoDigests []string `json:"repoDigests,omitempty"`
 	// Layers are the diffIDs, lowest first.
 	Layers []digest.Digest `json:"layers"`
-	// Blobs are the manifests (and index) that led to this image, kept so
-	// that the same pull can be answered without asking the registry twice.
+	// Blobs are the manifests (and index) that led to this image, kept
+	// with it so that the store holds every document an image was pulled by.
 	Blobs []digest.Digest `json:"blobs"`
-	// Size is the bytes the unpacked layers take.
+	// Size is the bytes the unpacked layers and the config take.
 	Size uint64 `json:"size"`
 	// User is the image config's USER, kept here so that ImageStatus does
 	// not read the config.
@@ -153,6 +153,10 @@ func (s *Store) load() error {
 		return fmt.Errorf("image index %s is corrupt: %w", s.indexPath(), err)
 	}
 	for _, img := range idx.Images {
+		if img == nil || !idPattern.MatchString(img.ID) || !validDigests(img.Layers) || !validDigests(img.Blobs) {
+			klog.Warningf("image index %s holds a malformed entry; skipping it", s.indexPath())
+			continue
+		}
 		if !s.complete(img) {
 			// Only possible if something outside husk deleted files.
 			klog.Warningf("image %s is missing pieces in the store; forgetting it", img.ID)
@@ -161,6 +165,15 @@ func (s *Store) load() error {
 		s.images[img.ID] = img
 	}
 	return nil
+}
+
+func validDigests(ds []digest.Digest) bool {
+	for _, d := range ds {
+		if d.Validate() != nil {
+			return false
+		}
+	}
+	return true
 }
 
 func (s *Store) complete(img *Image) bool {
@@ -226,7 +239,17 @@ func writeFileAtomic(path string, data []byte, mode fs.FileMode) error {
 		return err
 	}
 	ok = true
-	return nil
+	// The rename is durable only once the directory is.
+	return syncDir(filepath.Dir(path))
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = d.Close() }()
+	return d.Sync()
 }
 
 // List returns copies of every image.
@@ -324,8 +347,13 @@ func (s *Store) Remove(ref string) error {
 		return err
 	}
 	if tag != "" && len(img.RepoTags) > 1 {
-		img.RepoTags = slices.DeleteFunc(img.RepoTags, func(t string) bool { return t == tag })
-		return s.saveLocked()
+		saved := img.RepoTags
+		img.RepoTags = slices.DeleteFunc(slices.Clone(img.RepoTags), func(t string) bool { return t == tag })
+		if err := s.saveLocked(); err != nil {
+			img.RepoTags = saved
+			return fmt.Errorf("untagging %s: %w", tag, err)
+		}
+		return nil
 	}
 	delete(s.images, img.ID)
 	if err := s.saveLocked(); err != nil {
@@ -392,7 +420,7 @@ func (s *Store) collectLocked() {
 	for d := range s.leases {
 		used[d.Encoded()] = true
 	}
-	var doomed []string
+	var doomed string
 	for _, dir := range []string{filepath.Join(s.dir, "blobs", "sha256"), filepath.Join(s.dir, "layers")} {
 		entries, err := os.ReadDir(dir)
 		if err != nil {
@@ -403,36 +431,36 @@ func (s *Store) collectLocked() {
 			if used[e.Name()] {
 				continue
 			}
-			dst, err := os.MkdirTemp(s.tmpDir(), "gc-")
-			if err != nil {
-				klog.Warningf("image store: %v", err)
-				return
+			if doomed == "" {
+				if doomed, err = os.MkdirTemp(s.tmpDir(), "gc-"); err != nil {
+					klog.Warningf("image store: %v", err)
+					return
+				}
 			}
-			if err := os.Rename(filepath.Join(dir, e.Name()), filepath.Join(dst, e.Name())); err != nil {
+			// Blobs and layers share the namespace of hex digests, and a
+			// blob may have the hex of a layer: keep them apart.
+			dst := filepath.Join(doomed, filepath.Base(dir)+"-"+e.Name())
+			if err := os.Rename(filepath.Join(dir, e.Name()), dst); err != nil {
 				klog.Warningf("image store: collecting %s: %v", e.Name(), err)
-				_ = os.Remove(dst)
-				continue
 			}
-			doomed = append(doomed, dst)
 		}
 	}
-	if len(doomed) > 0 {
+	if doomed != "" {
 		s.removing.Add(1)
 		go func() {
 			defer s.removing.Done()
-			for _, d := range doomed {
-				if err := os.RemoveAll(d); err != nil {
-					klog.Warningf("image store: removing %s: %v", d, err)
-				}
+			if err := os.RemoveAll(doomed); err != nil {
+				klog.Warningf("image store: removing %s: %v", doomed, err)
 			}
 		}()
 	}
 }
 
-// Close waits for background removals and syncs to finish.
+// Close waits for background removals and syncs to finish. The store must
+// not be used afterwards.
 func (s *Store) Close() error {
 	s.removing.Wait()
-	s.sync.done.Wait()
+	s.sync.close()
 	return nil
 }
 

@@ -66,7 +66,7 @@ func dir(name string) imagetest.Entry {
 // failed pull left the store exactly as it was.
 func snapshot(t *testing.T, s *Store) []string {
 	t.Helper()
-	s.removing.Wait()
+	waitIdle(t, s)
 	var out []string
 	err := filepath.WalkDir(s.Dir(), func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -577,4 +577,20 @@ func waitForEmptyTmp(t *testing.T, s *Store) {
 	}
 	entries, _ := os.ReadDir(s.tmpDir())
 	t.Fatalf("tmp not emptied: %v", entries)
+}
+
+// waitIdle waits for the store's background removals and syncs.
+func waitIdle(t *testing.T, s *Store) {
+	t.Helper()
+	for range 500 {
+		s.removing.Wait()
+		s.sync.mu.Lock()
+		idle := !s.sync.running && len(s.sync.pending) == 0
+		s.sync.mu.Unlock()
+		if idle {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatal("store did not become idle")
 }
