@@ -10,8 +10,10 @@ CRICTL   := $(GOBIN)/crictl
 GOTESTSUM := $(GOBIN)/gotestsum
 GOLANGCI := $(GOBIN)/golangci-lint
 CONFIG   ?= /etc/husk/config.toml
+CNI_BIN  ?= /opt/cni/bin
+CNI_CONF ?= /etc/cni/net.d
 
-.PHONY: all build run test test-unit test-e2e deps lint bench clean
+.PHONY: all build run test deps cni-plugins lint bench clean
 
 all: build
 
@@ -33,10 +35,17 @@ $(GOTESTSUM):
 $(GOLANGCI):
 	GOFLAGS= $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.5.0
 
-run: build deps
-	$(BIN)/husk serve --config $(CONFIG)
+# The standard CNI plugins, built from the plugins module pinned in go.mod.
+cni-plugins:
+	sh hack/install-cni-plugins.sh $(CNI_BIN)
 
-test: build deps lint $(CRICTL) $(GOTESTSUM)
+# Writes the default pod network (bridge husk0, 10.88.0.0/16) only when
+# $(CNI_CONF) has no network config.
+run: build deps cni-plugins
+	$(BIN)/husk default-cni-config --dir $(CNI_CONF)
+	$(BIN)/husk serve --config $(CONFIG) --cni-conf-dir $(CNI_CONF) --cni-bin-dir $(CNI_BIN)
+
+test: build deps lint cni-plugins $(CRICTL) $(GOTESTSUM)
 	go vet ./...
 	$(GOTESTSUM) --format testname -- -count=1 -timeout 40m ./...
 

@@ -2,29 +2,30 @@ package cri
 
 import (
 	"context"
+	"fmt"
 	"maps"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
-// Status reports the runtime ready. The network is not ready until pod
-// networking (CNI) exists in husk; kubelet then runs only host-network pods.
+// Status reports the runtime ready, and the network ready once a CNI
+// network config is loaded; until then kubelet runs only host-network pods.
 func (s *Server) Status(_ context.Context, req *runtimeapi.StatusRequest) (*runtimeapi.StatusResponse, error) {
+	netReady, reason, message := s.pods.Network().Status()
 	resp := &runtimeapi.StatusResponse{
 		Status: &runtimeapi.RuntimeStatus{Conditions: []*runtimeapi.RuntimeCondition{
 			{Type: runtimeapi.RuntimeReady, Status: true},
-			{
-				Type:    runtimeapi.NetworkReady,
-				Status:  false,
-				Reason:  "NetworkPluginNotReady",
-				Message: "husk has no pod networking (CNI) yet",
-			},
+			{Type: runtimeapi.NetworkReady, Status: netReady, Reason: reason, Message: message},
 		}},
 		RuntimeHandlers: []*runtimeapi.RuntimeHandler{{Name: "", Features: &runtimeapi.RuntimeHandlerFeatures{}}},
 		Features:        &runtimeapi.RuntimeFeatures{},
 	}
 	if req.GetVerbose() {
 		resp.Info = maps.Clone(s.opts.Info)
+		if resp.Info == nil {
+			resp.Info = map[string]string{}
+		}
+		resp.Info["network"] = fmt.Sprintf("%q", s.pods.Network().NetworkName())
 	}
 	return resp, nil
 }

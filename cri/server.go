@@ -16,11 +16,13 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/husk-runtime/husk/oci/image"
+	"github.com/husk-runtime/husk/sandbox"
 )
 
 // Options is what the services need from the daemon.
 type Options struct {
 	Images *image.Store
+	Pods   *sandbox.Manager
 	// Version is husk's own version, semver.
 	Version string
 	// Info is shown by a verbose Status (crictl info); values are JSON.
@@ -35,11 +37,12 @@ type Server struct {
 
 	opts   Options
 	images *image.Store
+	pods   *sandbox.Manager
 }
 
 // New makes the services.
 func New(opts Options) *Server {
-	return &Server{opts: opts, images: opts.Images}
+	return &Server{opts: opts, images: opts.Images, pods: opts.Pods}
 }
 
 // NewGRPCServer makes a gRPC server with both CRI services registered and

@@ -29,6 +29,18 @@ type Config struct {
 	// long ("1m", "30s"). kubelet puts no deadline on PullImage, so without
 	// it a registry that stops answering would hold the pull forever.
 	PullProgressTimeout time.Duration `toml:"pull_progress_timeout" json:"pull_progress_timeout"`
+	// CgroupDriver is the kubelet cgroup driver to follow: "cgroupfs" or
+	// "systemd" (kubelet asks with RuntimeConfig).
+	CgroupDriver string    `toml:"cgroup_driver" json:"cgroup_driver"`
+	CNI          CNIConfig `toml:"cni" json:"cni"`
+}
+
+// CNIConfig says where pod networking comes from.
+type CNIConfig struct {
+	// ConfDir: the first .conflist/.conf/.json by name is the pod network.
+	ConfDir string `toml:"conf_dir" json:"conf_dir"`
+	// BinDirs are searched in order for plugins.
+	BinDirs []string `toml:"bin_dirs" json:"bin_dirs"`
 }
 
 func defaultConfig() Config {
@@ -38,6 +50,8 @@ func defaultConfig() Config {
 		State:  "/run/husk",
 
 		PullProgressTimeout: image.DefaultProgressTimeout,
+		CgroupDriver:        "cgroupfs",
+		CNI:                 CNIConfig{ConfDir: "/etc/cni/net.d", BinDirs: []string{"/opt/cni/bin"}},
 	}
 }
 
@@ -68,6 +82,9 @@ func loadConfig(path string, explicit bool) (Config, error) {
 		}
 		sort.Strings(keys)
 		return cfg, fmt.Errorf("config %s: unknown keys: %s", path, strings.Join(keys, ", "))
+	}
+	if cfg.CgroupDriver != "cgroupfs" && cfg.CgroupDriver != "systemd" {
+		return cfg, fmt.Errorf("config %s: cgroup_driver must be \"cgroupfs\" or \"systemd\", not %q", path, cfg.CgroupDriver)
 	}
 	if cfg.PullProgressTimeout <= 0 {
 		return cfg, fmt.Errorf("config %s: pull_progress_timeout must be positive", path)

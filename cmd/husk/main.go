@@ -4,10 +4,14 @@
 package main
 
 import (
+	"flag"
 	"fmt"
 	"io"
 	"os"
 	"runtime"
+
+	"github.com/husk-runtime/husk/network"
+	_ "github.com/husk-runtime/husk/sandbox" // the pod init (podinit.c)
 )
 
 // version is set at build time by the Makefile.
@@ -16,9 +20,11 @@ var version = "0.1.0-dev"
 const usage = `husk: a Kubernetes container runtime (CRI)
 
 Usage:
-  husk serve [flags]   run the CRI daemon (husk serve --help lists its flags)
-  husk version         print the version
-  husk help            print this help
+  husk serve [flags]                     run the CRI daemon (husk serve --help lists its flags)
+  husk default-cni-config [--dir DIR]    write the default pod network config into DIR
+                                         (default /etc/cni/net.d) unless it has one
+  husk version                           print the version
+  husk help                              print this help
 `
 
 // The main goroutine keeps the main thread. Namespaces are entered and made
@@ -39,6 +45,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "serve":
 		return serve(args[1:], stderr)
+	case "pod-init":
+		// Internal: PID 1 of a pod with a shared PID namespace, run by a
+		// constructor in package sandbox before Go starts (podinit.c).
+		_, _ = fmt.Fprintln(stderr, "husk pod-init: this husk was built without cgo")
+		return 1
+	case "default-cni-config":
+		return defaultCNIConfig(args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		_, _ = fmt.Fprintf(stdout, "husk %s (%s, %s/%s)\nCRI API: v1\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		return 0
@@ -49,4 +62,24 @@ func run(args []string, stdout, stderr io.Writer) int {
 		_, _ = fmt.Fprintf(stderr, "husk: unknown command %q\n\n%s", args[0], usage)
 		return 2
 	}
+}
+
+func defaultCNIConfig(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("husk default-cni-config", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dir := fs.String("dir", "/etc/cni/net.d", "CNI config directory")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	wrote, err := network.WriteDefaultConfig(*dir)
+	if err != nil {
+		_, _ = fmt.Fprintf(stderr, "husk default-cni-config: %v\n", err)
+		return 1
+	}
+	if wrote {
+		_, _ = fmt.Fprintf(stdout, "wrote the default pod network config into %s\n", *dir)
+	} else {
+		_, _ = fmt.Fprintf(stdout, "%s already has a network config; left it alone\n", *dir)
+	}
+	return 0
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -17,8 +18,17 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/husk-runtime/husk/cri"
+	"github.com/husk-runtime/husk/network"
 	"github.com/husk-runtime/husk/oci/image"
+	"github.com/husk-runtime/husk/oci/runtime/cgroups"
+	"github.com/husk-runtime/husk/sandbox"
 )
+
+// stringList is a flag that may be given several times.
+type stringList []string
+
+func (l *stringList) String() string     { return strings.Join(*l, ",") }
+func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
 
 // shutdownGrace is how long in-flight calls get to finish on SIGTERM before
 // they are cancelled.
@@ -31,6 +41,10 @@ func serve(args []string, stderr io.Writer) int {
 	listen := fs.String("listen", "", "unix socket to serve the CRI on (default /run/husk/husk.sock)")
 	root := fs.String("root", "", "directory for persistent data: images, pods, containers (default /var/lib/husk)")
 	state := fs.String("state", "", "directory for runtime state that does not survive a reboot (default /run/husk)")
+	cniConfDir := fs.String("cni-conf-dir", "", "directory of CNI network configs (default /etc/cni/net.d)")
+	var cniBinDirs stringList
+	fs.Var(&cniBinDirs, "cni-bin-dir", "directory of CNI plugins; repeat for several (default /opt/cni/bin)")
+	cgroupDriver := fs.String("cgroup-driver", "", "cgroup driver kubelet uses: cgroupfs or systemd (default cgroupfs)")
 	klogFlags := flag.NewFlagSet("klog", flag.ContinueOnError)
 	klog.InitFlags(klogFlags)
 	fs.Var(klogFlags.Lookup("v").Value, "v", "log verbosity (0-10)")
@@ -51,10 +65,20 @@ func serve(args []string, stderr io.Writer) int {
 		_, _ = fmt.Fprintf(stderr, "husk serve: %v\n", err)
 		return 1
 	}
-	for _, o := range []struct{ flag, field *string }{{listen, &cfg.Listen}, {root, &cfg.Root}, {state, &cfg.State}} {
+	for _, o := range []struct{ flag, field *string }{
+		{listen, &cfg.Listen}, {root, &cfg.Root}, {state, &cfg.State},
+		{cniConfDir, &cfg.CNI.ConfDir}, {cgroupDriver, &cfg.CgroupDriver},
+	} {
 		if *o.flag != "" {
 			*o.field = *o.flag
 		}
+	}
+	if len(cniBinDirs) > 0 {
+		cfg.CNI.BinDirs = cniBinDirs
+	}
+	if cfg.CgroupDriver != "cgroupfs" && cfg.CgroupDriver != "systemd" {
+		_, _ = fmt.Fprintf(stderr, "husk serve: --cgroup-driver must be cgroupfs or systemd\n")
+		return 2
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -110,9 +134,37 @@ func runDaemon(ctx context.Context, cfg Config) error {
 	}
 	defer func() { _ = images.Close() }()
 
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	cg, err := cgroups.New(cgroups.Driver(cfg.CgroupDriver))
+	if err != nil {
+		return fmt.Errorf("cgroups: %w", err)
+	}
+	netw, err := network.New(network.Config{
+		ConfDir:  cfg.CNI.ConfDir,
+		BinDirs:  cfg.CNI.BinDirs,
+		CacheDir: filepath.Join(cfg.Root, "cni"),
+	})
+	if err != nil {
+		return fmt.Errorf("pod network: %w", err)
+	}
+	pods, err := sandbox.New(ctx, sandbox.Options{
+		Root:       cfg.Root,
+		State:      cfg.State,
+		Network:    netw,
+		Cgroups:    cg,
+		InitBinary: exe,
+	})
+	if err != nil {
+		return fmt.Errorf("restoring pods: %w", err)
+	}
+
 	cfgJSON, _ := json.Marshal(cfg)
 	srv := cri.New(cri.Options{
 		Images:  images,
+		Pods:    pods,
 		Version: version,
 		Info:    map[string]string{"config": string(cfgJSON)},
 	})

@@ -22,6 +22,9 @@ import (
 var (
 	huskBin   string
 	crictlBin string
+	// cniBinDirs hold the standard plugins (built from the plugins module
+	// by hack/install-cni-plugins.sh) and the test's slowcni.
+	cniBinDirs []string
 )
 
 func TestMain(m *testing.M) {
@@ -46,6 +49,23 @@ func runMain(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "e2e: building husk:", err)
 		return 1
 	}
+	plugins := os.Getenv("HUSK_CNI_BIN")
+	if plugins == "" {
+		plugins = "/opt/cni/bin"
+	}
+	install := exec.Command("sh", "../../hack/install-cni-plugins.sh", plugins)
+	install.Stdout, install.Stderr = os.Stderr, os.Stderr
+	if err := install.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e: building the CNI plugins:", err)
+		return 1
+	}
+	slow := exec.Command("go", "build", "-o", filepath.Join(tmp, "slowcni"), "github.com/husk-runtime/husk/test/e2e/slowcni")
+	slow.Stdout, slow.Stderr = os.Stderr, os.Stderr
+	if err := slow.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e: building slowcni:", err)
+		return 1
+	}
+	cniBinDirs = []string{plugins, tmp}
 	crictlBin, err = exec.LookPath("crictl")
 	if err != nil {
 		gopath, _ := exec.Command("go", "env", "GOPATH").Output()
@@ -69,14 +89,17 @@ type daemon struct {
 	logPath string
 	cmd     *exec.Cmd
 	exited  chan error
+	// extraArgs are added to `husk serve`'s flags.
+	extraArgs []string
 
 	conn    *grpc.ClientConn
 	runtime runtimeapi.RuntimeServiceClient
 	images  runtimeapi.ImageServiceClient
 }
 
-// newDaemon starts husk with config (TOML) written to its config file.
-func newDaemon(t testing.TB, config string) *daemon {
+// newDaemon starts husk with config (TOML) written to its config file and
+// extraArgs added to its flags.
+func newDaemon(t testing.TB, config string, extraArgs ...string) *daemon {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "husk-e2e-")
 	if err != nil {
@@ -90,12 +113,19 @@ func newDaemon(t testing.TB, config string) *daemon {
 		sock:    filepath.Join(dir, "husk.sock"),
 		config:  filepath.Join(dir, "config.toml"),
 		logPath: filepath.Join(dir, "husk.log"),
+
+		extraArgs: extraArgs,
 	}
 	if err := os.WriteFile(d.config, []byte(config), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	if err := os.MkdirAll(d.cniConfDir(), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() {
+		d.removeAllPods()
 		_ = d.stop(syscall.SIGKILL)
+		unmountUnder(dir)
 		if t.Failed() {
 			b, _ := os.ReadFile(d.logPath)
 			t.Logf("husk log:\n%s", b)
@@ -107,7 +137,50 @@ func newDaemon(t testing.TB, config string) *daemon {
 }
 
 func (d *daemon) args() []string {
-	return []string{"serve", "--config", d.config, "--root", d.root, "--state", d.state, "--listen", d.sock, "--v", "10"}
+	args := []string{"serve", "--config", d.config, "--root", d.root, "--state", d.state, "--listen", d.sock, "--v", "10", "--cni-conf-dir", d.cniConfDir()}
+	for _, b := range cniBinDirs {
+		args = append(args, "--cni-bin-dir", b)
+	}
+	return append(args, d.extraArgs...)
+}
+
+// cniConfDir starts empty: a test that wants pod networking writes a
+// conflist there (husk picks it up without a restart).
+func (d *daemon) cniConfDir() string { return filepath.Join(d.dir, "net.d") }
+
+// removeAllPods is a test's last resort, so that a failed test does not
+// leave namespaces, veths or processes on the machine.
+func (d *daemon) removeAllPods() {
+	if d.conn == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	list, err := d.runtime.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
+	if err != nil {
+		return
+	}
+	for _, p := range list.Items {
+		_, _ = d.runtime.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: p.Id})
+	}
+}
+
+// unmountUnder lazily unmounts whatever a killed daemon left mounted in dir.
+func unmountUnder(dir string) {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return
+	}
+	var points []string
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 4 && strings.HasPrefix(f[4], dir) {
+			points = append(points, f[4])
+		}
+	}
+	for i := len(points) - 1; i >= 0; i-- {
+		_ = syscall.Unmount(points[i], syscall.MNT_DETACH)
+	}
 }
 
 // start runs the daemon and waits until it answers Version.

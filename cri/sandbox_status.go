@@ -1,0 +1,59 @@
+package cri
+
+import (
+	"context"
+	"encoding/json"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/husk-runtime/husk/sandbox"
+)
+
+// PodSandboxStatus reports a pod; verbose adds husk's own record of it.
+func (s *Server) PodSandboxStatus(_ context.Context, req *runtimeapi.PodSandboxStatusRequest) (*runtimeapi.PodSandboxStatusResponse, error) {
+	if req.GetPodSandboxId() == "" {
+		return nil, invalid("pod_sandbox_id", "is required")
+	}
+	p, err := s.pods.Get(req.GetPodSandboxId())
+	if err != nil {
+		return nil, err
+	}
+	resp := &runtimeapi.PodSandboxStatusResponse{Status: podStatus(p), Timestamp: 0}
+	if req.GetVerbose() {
+		b, err := json.Marshal(p)
+		if err != nil {
+			return nil, err
+		}
+		resp.Info = map[string]string{"info": string(b)}
+	}
+	return resp, nil
+}
+
+func podState(p *sandbox.Pod) runtimeapi.PodSandboxState {
+	if p.State == sandbox.Ready {
+		return runtimeapi.PodSandboxState_SANDBOX_READY
+	}
+	return runtimeapi.PodSandboxState_SANDBOX_NOTREADY
+}
+
+func podStatus(p *sandbox.Pod) *runtimeapi.PodSandboxStatus {
+	st := &runtimeapi.PodSandboxStatus{
+		Id:             p.ID,
+		Metadata:       p.Config.GetMetadata(),
+		State:          podState(p),
+		CreatedAt:      p.CreatedAt,
+		Labels:         p.Config.GetLabels(),
+		Annotations:    p.Config.GetAnnotations(),
+		RuntimeHandler: p.RuntimeHandler,
+		Linux: &runtimeapi.LinuxPodSandboxStatus{Namespaces: &runtimeapi.Namespace{
+			Options: p.Config.GetLinux().GetSecurityContext().GetNamespaceOptions(),
+		}},
+	}
+	if len(p.IPs) > 0 {
+		st.Network = &runtimeapi.PodSandboxNetworkStatus{Ip: p.IPs[0]}
+		for _, ip := range p.IPs[1:] {
+			st.Network.AdditionalIps = append(st.Network.AdditionalIps, &runtimeapi.PodIP{Ip: ip})
+		}
+	}
+	return st
+}

@@ -1,0 +1,63 @@
+package network
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/containernetworking/cni/libcni"
+)
+
+// DefaultConfName is the file WriteDefaultConfig creates.
+const DefaultConfName = "10-husk.conflist"
+
+// defaultConf makes a fresh machine work unconfigured: a bridge with NAT to
+// the outside, host ports and bandwidth annotations, all from the plugins
+// hack/install-cni-plugins.sh builds.
+const defaultConf = `{
+  "cniVersion": "1.0.0",
+  "name": "husk",
+  "plugins": [
+    {
+      "type": "bridge",
+      "bridge": "husk0",
+      "isGateway": true,
+      "ipMasq": true,
+      "hairpinMode": true,
+      "ipam": {
+        "type": "host-local",
+        "ranges": [[{"subnet": "10.88.0.0/16"}]],
+        "routes": [{"dst": "0.0.0.0/0"}]
+      }
+    },
+    {
+      "type": "portmap",
+      "capabilities": {"portMappings": true}
+    },
+    {
+      "type": "bandwidth",
+      "capabilities": {"bandwidth": true}
+    }
+  ]
+}
+`
+
+// WriteDefaultConfig never overrides an administrator's network: it writes
+// only when confDir has no .conf, .conflist or .json file, and reports
+// whether it wrote.
+func WriteDefaultConfig(confDir string) (bool, error) {
+	files, err := libcni.ConfFiles(confDir, confExtensions)
+	if err != nil {
+		return false, fmt.Errorf("reading CNI config dir: %w", err)
+	}
+	if len(files) > 0 {
+		return false, nil
+	}
+	if err := os.MkdirAll(confDir, 0o755); err != nil {
+		return false, fmt.Errorf("creating CNI config dir: %w", err)
+	}
+	if err := writeFileAtomic(filepath.Join(confDir, DefaultConfName), []byte(defaultConf), 0o644); err != nil {
+		return false, fmt.Errorf("writing default CNI config: %w", err)
+	}
+	return true, nil
+}

@@ -1,0 +1,175 @@
+package cgroups
+
+import (
+	"fmt"
+	"maps"
+	"math"
+	"strconv"
+	"strings"
+
+	"github.com/containerd/cgroups/v3/cgroup2"
+	"github.com/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// ResourcesFromCRI maps CRI container resources to OCI ones. Zero means
+// "not set" in CRI, so zero fields stay nil. As containerd does, a memory
+// limit without a swap limit also sets the swap limit (memory+swap, v1's
+// meaning) to the memory limit: no swap unless asked for. The values are
+// the v1 ones CRI speaks; Create and Update turn them into v2 files on v2
+// (cpu shares into cpu.weight, memory+swap into memory.swap.max).
+// nil in, nil out.
+func ResourcesFromCRI(r *runtimeapi.LinuxContainerResources) *specs.LinuxResources {
+	if r == nil {
+		return nil
+	}
+	out := &specs.LinuxResources{}
+	cpu := &specs.LinuxCPU{
+		Cpus: r.GetCpusetCpus(),
+		Mems: r.GetCpusetMems(),
+	}
+	if v := r.GetCpuPeriod(); v != 0 {
+		p := uint64(v)
+		cpu.Period = &p
+	}
+	if v := r.GetCpuQuota(); v != 0 {
+		cpu.Quota = &v
+	}
+	if v := r.GetCpuShares(); v != 0 {
+		s := uint64(v)
+		cpu.Shares = &s
+	}
+	if cpu.Period != nil || cpu.Quota != nil || cpu.Shares != nil || cpu.Cpus != "" || cpu.Mems != "" {
+		out.CPU = cpu
+	}
+	limit, swap := r.GetMemoryLimitInBytes(), r.GetMemorySwapLimitInBytes()
+	if limit != 0 || swap != 0 {
+		out.Memory = &specs.LinuxMemory{}
+		if limit != 0 {
+			out.Memory.Limit = &limit
+			if swap == 0 {
+				swap = limit
+			}
+		}
+		out.Memory.Swap = &swap
+	}
+	for _, h := range r.GetHugepageLimits() {
+		out.HugepageLimits = append(out.HugepageLimits, specs.LinuxHugepageLimit{Pagesize: h.GetPageSize(), Limit: h.GetLimit()})
+	}
+	if u := r.GetUnified(); len(u) > 0 {
+		out.Unified = maps.Clone(u)
+	}
+	return out
+}
+
+// v2Resources is what applyV2 writes: the cgroup2 package's resources,
+// the raw unified files, and the controllers they need (hugepage limits
+// aside: applyV2 drops them when the host has no hugetlb controller).
+type v2Resources struct {
+	res     *cgroup2.Resources
+	unified map[string]string
+	need    []string
+}
+
+// toV2 converts OCI resources to cgroup v2 ones. cgroup2.ToResources does
+// most of it; CPU and memory are done here because it writes "-1" (which
+// the kernel refuses; v2 says "max"), drops a quota given without a period
+// and gives a negative memory.swap.max for "unlimited" swap.
+func toV2(r *specs.LinuxResources) (*v2Resources, error) {
+	out := &v2Resources{res: &cgroup2.Resources{}}
+	if r == nil {
+		return out, nil
+	}
+	out.res = cgroup2.ToResources(r)
+	out.res.CPU, out.res.Memory = nil, nil
+	if c := r.CPU; c != nil {
+		cpu := &cgroup2.CPU{Cpus: c.Cpus, Mems: c.Mems}
+		if c.Shares != nil && *c.Shares != 0 {
+			w := cgroup2.ConvertCPUSharesToCgroupV2Value(*c.Shares)
+			cpu.Weight = &w
+		}
+		if c.Quota != nil || c.Period != nil {
+			quota, period := "max", uint64(100000)
+			if c.Quota != nil && *c.Quota > 0 {
+				quota = strconv.FormatInt(*c.Quota, 10)
+			}
+			if c.Period != nil && *c.Period != 0 {
+				period = *c.Period
+			}
+			cpu.Max = cgroup2.CPUMax(quota + " " + strconv.FormatUint(period, 10))
+		}
+		if cpu.Weight != nil || cpu.Max != "" {
+			out.need = append(out.need, "cpu")
+		}
+		if cpu.Cpus != "" || cpu.Mems != "" {
+			out.need = append(out.need, "cpuset")
+		}
+		if len(out.need) > 0 {
+			out.res.CPU = cpu
+		}
+	}
+	if mem := r.Memory; mem != nil {
+		m := &cgroup2.Memory{}
+		// The kernel parses "max" or a byte count; a count above the
+		// largest page counter is clamped to it, which reads back as "max".
+		unlimited := int64(math.MaxInt64)
+		var limit int64
+		if mem.Limit != nil && *mem.Limit != 0 {
+			limit = *mem.Limit
+			if limit < 0 {
+				limit = unlimited
+			}
+			m.Max = &limit
+		}
+		if mem.Swap != nil && *mem.Swap != 0 {
+			// OCI/CRI swap is memory+swap (v1); v2 limits swap alone.
+			var swap int64
+			switch {
+			case *mem.Swap < 0 || limit == unlimited:
+				swap = unlimited
+			case limit == 0:
+				return nil, fmt.Errorf("%w: memory+swap limit %d without a memory limit", errdefs.ErrInvalidArgument, *mem.Swap)
+			case *mem.Swap < limit:
+				return nil, fmt.Errorf("%w: memory+swap limit %d is below the memory limit %d", errdefs.ErrInvalidArgument, *mem.Swap, limit)
+			default:
+				swap = *mem.Swap - limit
+			}
+			m.Swap = &swap
+		}
+		if mem.Reservation != nil && *mem.Reservation > 0 {
+			low := *mem.Reservation
+			m.Low = &low
+		}
+		if m.Max != nil || m.Swap != nil || m.Low != nil {
+			out.res.Memory = m
+			out.need = append(out.need, "memory")
+		}
+	}
+	if out.res.Pids != nil {
+		out.need = append(out.need, "pids")
+	}
+	if out.res.IO != nil {
+		out.need = append(out.need, "io")
+	}
+	if out.res.RDMA != nil {
+		out.need = append(out.need, "rdma")
+	}
+	if out.res.HugeTlb != nil && len(*out.res.HugeTlb) == 0 {
+		out.res.HugeTlb = nil
+	}
+	out.res.Devices = r.Devices
+	if len(r.Unified) > 0 {
+		out.unified = r.Unified
+		for key := range r.Unified {
+			ctrl, _, ok := strings.Cut(key, ".")
+			if !ok || ctrl == "" || strings.ContainsAny(key, "/\x00") || key == "." || key == ".." {
+				return nil, fmt.Errorf("%w: unified key %q: want a cgroup v2 file name such as memory.high", errdefs.ErrInvalidArgument, key)
+			}
+			if ctrl != "cgroup" {
+				out.need = append(out.need, ctrl)
+			}
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,191 @@
+package cgroups
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/containerd/cgroups/v3/cgroup1"
+	"github.com/containerd/cgroups/v3/cgroup2"
+	"github.com/containerd/errdefs"
+)
+
+// Stats is what CRI's ContainerStats/PodSandboxStats and OOM detection need
+// from a cgroup. Every number covers the cgroup and its descendants.
+// Numbers for a controller that is not enabled for the cgroup are zero.
+type Stats struct {
+	// CPUUsageNanos is the CPU time used since the cgroup was made
+	// (v1 cpuacct.usage, v2 cpu.stat usage_usec).
+	CPUUsageNanos uint64
+	// MemoryUsageBytes includes page cache (v1 memory.usage_in_bytes,
+	// v2 memory.current).
+	MemoryUsageBytes uint64
+	// MemoryWorkingSetBytes is usage minus inactive file pages, as
+	// kubelet/cAdvisor compute it: what kubelet evicts on.
+	MemoryWorkingSetBytes uint64
+	// MemoryRSSBytes is anonymous memory (v1 total_rss, v2 anon).
+	MemoryRSSBytes uint64
+	// MemoryLimitBytes is 0 when there is no limit.
+	MemoryLimitBytes uint64
+	// MemoryAvailableBytes is the limit minus the working set, 0 without
+	// a limit (CRI's available_bytes).
+	MemoryAvailableBytes uint64
+	PageFaults           uint64
+	MajorPageFaults      uint64
+	// SwapUsageBytes is swap alone (v1 memsw usage minus memory usage).
+	SwapUsageBytes uint64
+	// Pids is the number of tasks (pids.current).
+	Pids uint64
+	// OOMKillCounted tells whether the kernel counts OOM kills for the
+	// cgroup: v1 memory.oom_control has "oom_kill" only since Linux 4.13,
+	// v2 memory.events only when the memory controller is enabled for it.
+	OOMKillCounted bool
+	// OOMKills is how many processes the OOM killer killed in the cgroup
+	// because of its memory limit.
+	OOMKills uint64
+}
+
+// Stats reads the cgroup's usage. A missing cgroup is errdefs.ErrNotFound.
+func (m *Manager) Stats(path string) (*Stats, error) {
+	if err := checkPath(path); err != nil {
+		return nil, err
+	}
+	if !m.Exists(path) {
+		return nil, fmt.Errorf("%w: cgroup %s", errdefs.ErrNotFound, path)
+	}
+	var (
+		st           *Stats
+		inactiveFile uint64
+		err          error
+	)
+	if m.unified {
+		st, inactiveFile, err = m.statsV2(path)
+	} else {
+		st, inactiveFile, err = m.statsV1(path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("stats of cgroup %s: %w", path, err)
+	}
+	if st.MemoryUsageBytes > inactiveFile {
+		st.MemoryWorkingSetBytes = st.MemoryUsageBytes - inactiveFile
+	}
+	if st.MemoryLimitBytes > st.MemoryWorkingSetBytes {
+		st.MemoryAvailableBytes = st.MemoryLimitBytes - st.MemoryWorkingSetBytes
+	}
+	return st, nil
+}
+
+// v1NoLimit: v1 reports "no limit" as the largest page counter in bytes
+// (9223372036854771712 with 4k pages), anything this large is no limit.
+const v1NoLimit = 1 << 62
+
+func (m *Manager) statsV1(path string) (st *Stats, inactiveFile uint64, err error) {
+	// Only the controllers read, and memory without the kmem files (gone
+	// on newer kernels) and the memsw ones when swap is not accounted.
+	var subs []cgroup1.Subsystem
+	if root := m.v1Root(cgroup1.Memory); root != "" {
+		subs = append(subs, cgroup1.NewMemory(filepath.Dir(root), cgroup1.OptionalSwap(), cgroup1.IgnoreModules("kmem", "kmem.tcp")))
+	}
+	if root := m.v1Root(cgroup1.Cpuacct); root != "" {
+		subs = append(subs, cgroup1.NewCpuacct(filepath.Dir(root)))
+	}
+	if root := m.v1Root(cgroup1.Pids); root != "" {
+		subs = append(subs, cgroup1.NewPids(filepath.Dir(root)))
+	}
+	st = &Stats{}
+	if len(subs) == 0 {
+		return st, 0, nil
+	}
+	cg, err := cgroup1.Load(cgroup1.StaticPath(path), cgroup1.WithHierarchy(func() ([]cgroup1.Subsystem, error) { return subs, nil }))
+	if errors.Is(err, cgroup1.ErrCgroupDeleted) {
+		// in none of these hierarchies
+		return st, 0, nil
+	}
+	if err != nil {
+		return nil, 0, err
+	}
+	mt, err := cg.Stat(cgroup1.IgnoreNotExist)
+	if err != nil {
+		return nil, 0, err
+	}
+	if c := mt.GetCPU().GetUsage(); c != nil {
+		st.CPUUsageNanos = c.Total
+	}
+	if mem := mt.GetMemory(); mem != nil {
+		st.MemoryUsageBytes = mem.GetUsage().GetUsage()
+		if l := mem.GetUsage().GetLimit(); l < v1NoLimit {
+			st.MemoryLimitBytes = l
+		}
+		inactiveFile = mem.TotalInactiveFile
+		st.MemoryRSSBytes = mem.TotalRSS
+		st.PageFaults = mem.TotalPgFault
+		st.MajorPageFaults = mem.TotalPgMajFault
+		if sw := mem.GetSwap().GetUsage(); sw > st.MemoryUsageBytes {
+			st.SwapUsageBytes = sw - st.MemoryUsageBytes
+		}
+		// The cgroup1 package reads oom_kill but cannot tell a zero
+		// from a kernel that does not count: look at the file.
+		st.OOMKills = mt.GetMemoryOomControl().GetOomKill()
+		st.OOMKillCounted, err = hasKey(filepath.Join(m.v1Root(cgroup1.Memory), path, "memory.oom_control"), "oom_kill")
+		if err != nil {
+			return nil, 0, err
+		}
+	}
+	st.Pids = mt.GetPids().GetCurrent()
+	return st, inactiveFile, nil
+}
+
+func (m *Manager) statsV2(path string) (st *Stats, inactiveFile uint64, err error) {
+	cg, err := m.loadV2(path)
+	if err != nil {
+		return nil, 0, err
+	}
+	mt, err := cg.StatFiltered(cgroup2.StatCPU | cgroup2.StatMemory | cgroup2.StatMemoryEvents | cgroup2.StatPids)
+	if err != nil {
+		return nil, 0, err
+	}
+	st = &Stats{}
+	st.CPUUsageNanos = mt.GetCPU().GetUsageUsec() * 1000
+	if mem := mt.GetMemory(); mem != nil {
+		st.MemoryUsageBytes = mem.Usage
+		if mem.UsageLimit != math.MaxUint64 {
+			st.MemoryLimitBytes = mem.UsageLimit
+		}
+		inactiveFile = mem.InactiveFile
+		st.MemoryRSSBytes = mem.Anon
+		st.PageFaults = mem.Pgfault
+		st.MajorPageFaults = mem.Pgmajfault
+		st.SwapUsageBytes = mem.SwapUsage
+	}
+	if ev := mt.GetMemoryEvents(); ev != nil {
+		st.OOMKillCounted = true
+		st.OOMKills = ev.OomKill
+	}
+	if p := mt.GetPids(); p != nil {
+		st.Pids = p.Current
+	}
+	return st, inactiveFile, nil
+}
+
+// hasKey reports whether a flat keyed cgroup file has a line for key.
+func hasKey(file, key string) (bool, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		if os.IsNotExist(err) {
+			return false, nil
+		}
+		return false, err
+	}
+	defer func() { _ = f.Close() }()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if k, _, _ := strings.Cut(sc.Text(), " "); k == key {
+			return true, nil
+		}
+	}
+	return false, sc.Err()
+}

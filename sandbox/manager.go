@@ -1,0 +1,224 @@
+package sandbox
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/containerd/errdefs"
+	"k8s.io/klog/v2"
+
+	"github.com/husk-runtime/husk/network"
+	"github.com/husk-runtime/husk/network/ns"
+	"github.com/husk-runtime/husk/oci/runtime/cgroups"
+)
+
+// Options configure a Manager.
+type Options struct {
+	// Root holds what survives a reboot: pod records and pod files.
+	Root string
+	// State holds what must not: pinned namespaces, /dev/shm mounts.
+	State   string
+	Network *network.Manager
+	Cgroups *cgroups.Manager
+	// InitBinary is the program started as PID 1 of a pod whose containers
+	// share a PID namespace; it is run as `InitBinary pod-init`.
+	InitBinary string
+}
+
+// Manager keeps every pod. It is safe for concurrent use; calls on one pod
+// are serialized, calls on different pods run in parallel.
+type Manager struct {
+	opts Options
+
+	mu     sync.Mutex
+	pods   map[string]*Pod
+	names  map[string]string // pod key -> id
+	locks  map[string]*sync.Mutex
+	starts map[string]*start // pod key -> RunPodSandbox in progress
+}
+
+type start struct {
+	done chan struct{}
+	id   string
+	err  error
+}
+
+// New opens the pods under opts.Root and brings each to a state the CRI
+// can express (see restore).
+func New(ctx context.Context, opts Options) (*Manager, error) {
+	m := &Manager{opts: opts, pods: map[string]*Pod{}, names: map[string]string{}, locks: map[string]*sync.Mutex{}, starts: map[string]*start{}}
+	for _, d := range []string{m.podsRoot(), m.podsState()} {
+		if err := os.MkdirAll(d, 0o711); err != nil {
+			return nil, err
+		}
+	}
+	if err := ns.PrepareDir(m.podsState()); err != nil {
+		return nil, err
+	}
+	if err := m.restore(ctx); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func (m *Manager) podsRoot() string          { return filepath.Join(m.opts.Root, "pods") }
+func (m *Manager) podsState() string         { return filepath.Join(m.opts.State, "pods") }
+func (m *Manager) rootDir(id string) string  { return filepath.Join(m.podsRoot(), id) }
+func (m *Manager) stateDir(id string) string { return filepath.Join(m.podsState(), id) }
+func (m *Manager) nsPath(id string, t ns.Type) string {
+	return filepath.Join(m.stateDir(id), "ns-"+string(t))
+}
+
+// Network is the CNI manager, for the runtime's Status.
+func (m *Manager) Network() *network.Manager { return m.opts.Network }
+
+// CgroupDriver is the kubelet cgroup driver husk is configured for.
+func (m *Manager) CgroupDriver() cgroups.Driver { return m.opts.Cgroups.Driver() }
+
+func newID() string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// lockPod serializes calls on one pod.
+func (m *Manager) lockPod(id string) func() {
+	m.mu.Lock()
+	l, ok := m.locks[id]
+	if !ok {
+		l = &sync.Mutex{}
+		m.locks[id] = l
+	}
+	m.mu.Unlock()
+	l.Lock()
+	return l.Unlock
+}
+
+// Get returns a copy of the pod with the given id, or of the only pod whose
+// id starts with it (crictl accepts id prefixes).
+func (m *Manager) Get(id string) (*Pod, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	p, err := m.findLocked(id)
+	if err != nil {
+		return nil, err
+	}
+	return copyPod(p), nil
+}
+
+func (m *Manager) findLocked(id string) (*Pod, error) {
+	if id == "" {
+		return nil, fmt.Errorf("pod sandbox id is empty: %w", errdefs.ErrInvalidArgument)
+	}
+	if p, ok := m.pods[id]; ok {
+		return p, nil
+	}
+	var found *Pod
+	for pid, p := range m.pods {
+		if strings.HasPrefix(pid, id) {
+			if found != nil {
+				return nil, fmt.Errorf("pod sandbox id prefix %q is ambiguous: %w", id, errdefs.ErrInvalidArgument)
+			}
+			found = p
+		}
+	}
+	if found == nil {
+		return nil, fmt.Errorf("pod sandbox %q: %w", id, errdefs.ErrNotFound)
+	}
+	return found, nil
+}
+
+// List returns copies of every pod, oldest first.
+func (m *Manager) List() []*Pod {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]*Pod, 0, len(m.pods))
+	for _, p := range m.pods {
+		out = append(out, copyPod(p))
+	}
+	slices.SortFunc(out, func(a, b *Pod) int {
+		if a.CreatedAt != b.CreatedAt {
+			if a.CreatedAt < b.CreatedAt {
+				return -1
+			}
+			return 1
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	return out
+}
+
+// restore finds every pod again after a (re)start. Assumptions: the pod
+// records are as the daemon left them; pinned namespaces and /dev/shm
+// mounts survive a daemon restart but not a reboot; the pod init may have
+// died meanwhile.
+//
+//   - A pod still Creating is undone and forgotten: its RunPodSandbox never
+//     answered, and kubelet retries it.
+//   - A Ready pod whose namespaces are gone (a reboot) or whose init died is
+//     torn down (CNI DEL from the cached result frees its IP) and NotReady.
+//   - A record that cannot be read is reported and its pod left alone.
+func (m *Manager) restore(ctx context.Context) error {
+	entries, err := os.ReadDir(m.podsRoot())
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		dir := filepath.Join(m.podsRoot(), e.Name())
+		p, err := loadPod(dir)
+		if err != nil {
+			klog.ErrorS(err, "Cannot read pod record; leaving it alone", "dir", dir)
+			continue
+		}
+		switch p.State {
+		case Creating:
+			klog.InfoS("Undoing a pod sandbox whose creation was interrupted", "id", p.ID)
+			if err := m.destroy(ctx, p); err != nil {
+				klog.ErrorS(err, "Undoing interrupted pod sandbox", "id", p.ID)
+				p.State = NotReady
+				m.add(p)
+			}
+			continue
+		case Ready:
+			if reason := m.lost(p); reason != "" {
+				klog.InfoS("Pod sandbox lost its namespaces; stopping it", "id", p.ID, "reason", reason)
+				if err := m.teardown(ctx, p); err != nil {
+					klog.ErrorS(err, "Stopping pod sandbox", "id", p.ID)
+				}
+				p.State = NotReady
+				if err := p.save(m.rootDir(p.ID)); err != nil {
+					klog.ErrorS(err, "Saving pod sandbox", "id", p.ID)
+				}
+			}
+		}
+		m.add(p)
+	}
+	return nil
+}
+
+func (m *Manager) add(p *Pod) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.pods[p.ID] = p
+	m.names[p.key()] = p.ID
+}
+
+// lost says why a Ready pod can no longer run containers, or "".
+func (m *Manager) lost(p *Pod) string {
+	for t, path := range p.Namespaces {
+		if !ns.IsPinned(path) {
+			return fmt.Sprintf("%s namespace is gone", t)
+		}
+	}
+	if p.Init != nil && !alive(p.Init) {
+		return "the pod's init process died"
+	}
+	return ""
+}
