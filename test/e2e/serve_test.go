@@ -54,9 +54,9 @@ func TestCrictlVersionAndInfo(t *testing.T) {
 
 func TestUnbuiltRPCsAnswerUnimplemented(t *testing.T) {
 	d := newDaemon(t, "")
-	_, err := d.runtime.RunPodSandbox(t.Context(), &runtimeapi.RunPodSandboxRequest{})
+	_, err := d.runtime.CreateContainer(t.Context(), &runtimeapi.CreateContainerRequest{})
 	if status.Code(err) != codes.Unimplemented {
-		t.Errorf("RunPodSandbox: %v", err)
+		t.Errorf("CreateContainer: %v", err)
 	}
 }
 
