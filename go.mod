@@ -9,7 +9,6 @@ require (
 	github.com/containernetworking/cni v1.3.1
 	github.com/distribution/reference v0.6.0
 	github.com/google/go-containerregistry v0.22.1
-	github.com/google/renameio/v2 v2.0.2
 	github.com/klauspost/compress v1.19.2
 	github.com/moby/go-archive v0.3.3
 	github.com/moby/sys/mountinfo v0.7.3

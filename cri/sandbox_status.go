@@ -3,6 +3,7 @@ package cri
 import (
 	"context"
 	"encoding/json"
+	"time"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -18,7 +19,7 @@ func (s *Server) PodSandboxStatus(_ context.Context, req *runtimeapi.PodSandboxS
 	if err != nil {
 		return nil, err
 	}
-	resp := &runtimeapi.PodSandboxStatusResponse{Status: podStatus(p), Timestamp: 0}
+	resp := &runtimeapi.PodSandboxStatusResponse{Status: podStatus(p), Timestamp: time.Now().UnixNano()}
 	if req.GetVerbose() {
 		b, err := json.Marshal(p)
 		if err != nil {
@@ -30,7 +31,7 @@ func (s *Server) PodSandboxStatus(_ context.Context, req *runtimeapi.PodSandboxS
 }
 
 func podState(p *sandbox.Pod) runtimeapi.PodSandboxState {
-	if p.State == sandbox.Ready {
+	if p.Ready() {
 		return runtimeapi.PodSandboxState_SANDBOX_READY
 	}
 	return runtimeapi.PodSandboxState_SANDBOX_NOTREADY

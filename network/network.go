@@ -173,10 +173,6 @@ func (m *Manager) Setup(ctx context.Context, pod Pod) (*Result, error) {
 
 	args := cniArgs(pod)
 	loRT := &libcni.RuntimeConf{ContainerID: pod.ID, NetNS: pod.NetNS, IfName: loopbackIfName, Args: args}
-	if _, err := m.add(ctx, m.loopback, loRT); err != nil {
-		return nil, fmt.Errorf("CNI setup of sandbox %s: loopback: %w", pod.ID, err)
-	}
-
 	podRT := &libcni.RuntimeConf{
 		ContainerID:    pod.ID,
 		NetNS:          pod.NetNS,
@@ -184,13 +180,35 @@ func (m *Manager) Setup(ctx context.Context, pod Pod) (*Result, error) {
 		Args:           args,
 		CapabilityArgs: capabilityArgs(pod),
 	}
+	// lo and eth0 are independent: bringing lo up while the pod network's
+	// plugins run takes the loopback plugin off RunPodSandbox's latency.
+	loErr := make(chan error, 1)
+	go func() {
+		_, err := m.add(ctx, m.loopback, loRT)
+		loErr <- err
+	}()
 	res, err := m.add(ctx, list, podRT)
-	if err != nil {
+	lerr := <-loErr
+	// A failed ADD has already been undone by add (or left pending for
+	// Teardown); what remains to undo is the other attachment.
+	switch {
+	case err != nil:
 		err = fmt.Errorf("CNI setup of sandbox %s: network %q: %w", pod.ID, list.Name, err)
+		if lerr != nil {
+			return nil, errors.Join(err, fmt.Errorf("loopback: %w", lerr))
+		}
 		cctx, cancel := cleanupContext(ctx)
 		defer cancel()
 		if derr := m.del(cctx, m.loopback, loRT, false); derr != nil {
 			err = errors.Join(err, fmt.Errorf("undoing loopback: %w", derr))
+		}
+		return nil, err
+	case lerr != nil:
+		err = fmt.Errorf("CNI setup of sandbox %s: loopback: %w", pod.ID, lerr)
+		cctx, cancel := cleanupContext(ctx)
+		defer cancel()
+		if derr := m.Teardown(cctx, pod); derr != nil {
+			err = errors.Join(err, fmt.Errorf("undoing setup: %w", derr))
 		}
 		return nil, err
 	}

@@ -34,7 +34,9 @@ func podHostname(cfg *runtimeapi.PodSandboxConfig, hostNetwork bool) (string, er
 	}
 	h := cfg.GetHostname()
 	if h == "" {
-		h = cfg.GetMetadata().GetName()
+		// kubelet always sends one; crictl users may not. The pod's name
+		// may hold what a hostname cannot.
+		h = hostnameFrom(cfg.GetMetadata().GetName())
 	}
 	if !hostnamePattern.MatchString(h) || len(h) > 64 {
 		return "", fmt.Errorf("hostname: %q is not a valid hostname (lower-case RFC 1123, at most 64 characters): %w", h, errdefs.ErrInvalidArgument)
@@ -96,4 +98,21 @@ func hostsFile(hostname string, ips []string, hostNetwork bool) ([]byte, error) 
 		fmt.Fprintf(&b, "%s\t%s\n", ip, hostname)
 	}
 	return []byte(b.String()), nil
+}
+
+func hostnameFrom(name string) string {
+	b := []byte(strings.ToLower(name))
+	for i, c := range b {
+		if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '-' && c != '.' {
+			b[i] = '-'
+		}
+	}
+	h := strings.Trim(string(b), "-.")
+	if len(h) > 63 {
+		h = strings.Trim(h[:63], "-.")
+	}
+	if h == "" {
+		h = "pod"
+	}
+	return h
 }

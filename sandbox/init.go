@@ -15,28 +15,71 @@ import (
 	"github.com/husk-runtime/husk/network/ns"
 )
 
-// startInit starts the pod init in a new PID namespace inside the pod's
-// other namespaces, and pins its PID namespace. The init lives in its own
-// session, so that it outlives the daemon.
-func (m *Manager) startInit(p *Pod, cgroupPath string) (*Process, error) {
-	cmd := exec.Command(m.opts.InitBinary, "pod-init")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID, Setsid: true}
-	err := ns.Do(p.Namespaces, cmd.Start)
+// startInit starts the pod init: PID 1 of a new PID namespace, inside the
+// pod's other namespaces, in a cgroup of its own below the pod's (on
+// cgroup v2 the pod's cgroup cannot hold processes and children at once),
+// and pins its PID namespace.
+//
+// The init waits on a pipe before it does anything: the daemon lets it go
+// only once the init is recorded and in its cgroup. A daemon that dies
+// before that closes the pipe, and the init exits: no init runs that no
+// record knows of.
+func (m *Manager) startInit(p *Pod) (err error) {
+	initCgroup, err := m.opts.Cgroups.ContainerPath(p.CgroupPath, "init")
 	if err != nil {
-		return nil, fmt.Errorf("starting the pod init: %w", err)
+		return err
+	}
+	if err := m.opts.Cgroups.Create(initCgroup, nil); err != nil {
+		return fmt.Errorf("creating its cgroup: %w", err)
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	defer func() { _ = w.Close() }()
+	cmd := exec.Command(m.opts.InitBinary, "pod-init", m.emptyDir())
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID, Setsid: true}
+	cmd.ExtraFiles = []*os.File{r} // fd 3
+	cmd.Env = []string{}
+	cmd.Dir = "/"
+	err = ns.Do(p.Namespaces, cmd.Start)
+	_ = r.Close()
+	if err != nil {
+		return err
 	}
 	// The daemon reaps it if it dies first; after a restart, host init does.
 	go func() { _ = cmd.Wait() }()
-	proc := &Process{PID: cmd.Process.Pid}
+	proc := &Process{PID: cmd.Process.Pid, BootID: bootID()}
+	pidNS := m.nsPath(p.ID, ns.PID)
+	defer func() {
+		if err != nil {
+			_ = cmd.Process.Kill()
+		}
+	}()
 	if proc.StartTime, err = startTime(proc.PID); err != nil {
-		_ = cmd.Process.Kill()
-		return nil, err
+		return err
 	}
-	if err := m.opts.Cgroups.AddProcess(cgroupPath, proc.PID); err != nil {
-		_ = cmd.Process.Kill()
-		return nil, fmt.Errorf("moving the pod init into its cgroup: %w", err)
+	if err := m.update(p, func(p *Pod) { p.Init = proc; p.Namespaces[ns.PID] = pidNS }); err != nil {
+		return err
 	}
-	return proc, nil
+	if err := m.opts.Cgroups.AddProcess(initCgroup, proc.PID); err != nil {
+		return fmt.Errorf("moving it into its cgroup: %w", err)
+	}
+	if err := ns.PinProcess(proc.PID, ns.PID, pidNS); err != nil {
+		return fmt.Errorf("pinning its PID namespace: %w", err)
+	}
+	if _, err := w.Write([]byte{1}); err != nil {
+		return fmt.Errorf("letting it run: %w", err)
+	}
+	return nil
+}
+
+func bootID() string {
+	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
 }
 
 // startTime reads a process's start time (clock ticks since boot), which
@@ -70,6 +113,9 @@ func procStat(pid int) (uint64, string, error) {
 // alive: the recorded process still runs. A zombie is dead: whether its
 // parent reaps it is not ours to wait for.
 func alive(p *Process) bool {
+	if p.BootID != bootID() {
+		return false
+	}
 	st, state, err := procStat(p.PID)
 	return err == nil && st == p.StartTime && state != "Z"
 }

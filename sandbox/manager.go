@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -62,6 +64,10 @@ func New(ctx context.Context, opts Options) (*Manager, error) {
 	if err := ns.PrepareDir(m.podsState()); err != nil {
 		return nil, err
 	}
+	// The pod init's root: empty, and not writable by it.
+	if err := os.MkdirAll(m.emptyDir(), 0o555); err != nil {
+		return nil, err
+	}
 	if err := m.restore(ctx); err != nil {
 		return nil, err
 	}
@@ -101,14 +107,33 @@ func (m *Manager) lockPod(id string) func() {
 	return l.Unlock
 }
 
+// update changes a pod's fields under m.mu, so that List and Get see them
+// whole, then saves its record. Only the holder of the pod's lock calls it.
+func (m *Manager) update(p *Pod, fn func(*Pod)) error {
+	m.mu.Lock()
+	if fn != nil {
+		fn(p)
+	}
+	b, err := p.encode()
+	m.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return writeRecord(m.rootDir(p.ID), p.ID, b)
+}
+
 // Get returns a copy of the pod with the given id, or of the only pod whose
-// id starts with it (crictl accepts id prefixes).
+// id starts with it (crictl accepts id prefixes). A pod still being
+// created is not there yet: kubelet must not take it for a failed one.
 func (m *Manager) Get(id string) (*Pod, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	p, err := m.findLocked(id)
 	if err != nil {
 		return nil, err
+	}
+	if p.State == Creating {
+		return nil, fmt.Errorf("pod sandbox %q: %w", id, errdefs.ErrNotFound)
 	}
 	return copyPod(p), nil
 }
@@ -135,13 +160,16 @@ func (m *Manager) findLocked(id string) (*Pod, error) {
 	return found, nil
 }
 
-// List returns copies of every pod, oldest first.
+// List returns copies of every pod, oldest first, but those still being
+// created.
 func (m *Manager) List() []*Pod {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	out := make([]*Pod, 0, len(m.pods))
 	for _, p := range m.pods {
-		out = append(out, copyPod(p))
+		if p.State != Creating {
+			out = append(out, copyPod(p))
+		}
 	}
 	slices.SortFunc(out, func(a, b *Pod) int {
 		if a.CreatedAt != b.CreatedAt {
@@ -158,12 +186,16 @@ func (m *Manager) List() []*Pod {
 // restore finds every pod again after a (re)start. Assumptions: the pod
 // records are as the daemon left them; pinned namespaces and /dev/shm
 // mounts survive a daemon restart but not a reboot; the pod init may have
-// died meanwhile.
+// died meanwhile; a teardown may have been interrupted.
 //
 //   - A pod still Creating is undone and forgotten: its RunPodSandbox never
 //     answered, and kubelet retries it.
+//   - A NotReady pod is torn down again: a stop may have been interrupted
+//     (teardown can be repeated).
 //   - A Ready pod whose namespaces are gone (a reboot) or whose init died is
 //     torn down (CNI DEL from the cached result frees its IP) and NotReady.
+//   - A directory without a record is what a crash right at the start of
+//     RunPodSandbox leaves: it is removed.
 //   - A record that cannot be read is reported and its pod left alone.
 func (m *Manager) restore(ctx context.Context) error {
 	entries, err := os.ReadDir(m.podsRoot())
@@ -173,6 +205,12 @@ func (m *Manager) restore(ctx context.Context) error {
 	for _, e := range entries {
 		dir := filepath.Join(m.podsRoot(), e.Name())
 		p, err := loadPod(dir)
+		if errors.Is(err, fs.ErrNotExist) {
+			klog.InfoS("Removing the directory of a pod sandbox that was never recorded", "id", e.Name())
+			_ = os.RemoveAll(m.stateDir(e.Name()))
+			_ = os.RemoveAll(dir)
+			continue
+		}
 		if err != nil {
 			klog.ErrorS(err, "Cannot read pod record; leaving it alone", "dir", dir)
 			continue
@@ -184,21 +222,26 @@ func (m *Manager) restore(ctx context.Context) error {
 				klog.ErrorS(err, "Undoing interrupted pod sandbox", "id", p.ID)
 				p.State = NotReady
 				m.add(p)
+				_ = m.update(p, nil)
 			}
 			continue
+		case NotReady:
+			if err := m.teardown(ctx, p); err != nil {
+				klog.ErrorS(err, "Finishing the stop of a pod sandbox", "id", p.ID)
+			}
 		case Ready:
 			if reason := m.lost(p); reason != "" {
 				klog.InfoS("Pod sandbox lost its namespaces; stopping it", "id", p.ID, "reason", reason)
+				p.State = NotReady
 				if err := m.teardown(ctx, p); err != nil {
 					klog.ErrorS(err, "Stopping pod sandbox", "id", p.ID)
-				}
-				p.State = NotReady
-				if err := p.save(m.rootDir(p.ID)); err != nil {
-					klog.ErrorS(err, "Saving pod sandbox", "id", p.ID)
 				}
 			}
 		}
 		m.add(p)
+		if err := m.update(p, nil); err != nil {
+			klog.ErrorS(err, "Saving pod sandbox", "id", p.ID)
+		}
 	}
 	return nil
 }
@@ -222,3 +265,6 @@ func (m *Manager) lost(p *Pod) string {
 	}
 	return ""
 }
+
+// emptyDir is the root of every pod init: empty, and not writable by it.
+func (m *Manager) emptyDir() string { return filepath.Join(m.opts.State, "empty") }

@@ -13,7 +13,6 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/google/renameio/v2"
 	"google.golang.org/protobuf/encoding/protojson"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -52,17 +51,27 @@ type Pod struct {
 	Hostname       string                       `json:"hostname"`
 }
 
-// Process identifies a process across daemon restarts: a pid alone could
-// have been reused.
+// Process identifies a process across daemon restarts and reboots: a pid,
+// and even a pid with its start time, can come again in another boot.
 type Process struct {
 	PID       int    `json:"pid"`
 	StartTime uint64 `json:"startTime"`
+	BootID    string `json:"bootID"`
 }
 
 func (p *Pod) key() string { return podKey(p.Config.GetMetadata()) }
 
+// podKey names a pod by its metadata. NUL cannot occur in any of the
+// fields, so no two pods share a key.
 func podKey(md *runtimeapi.PodSandboxMetadata) string {
-	return fmt.Sprintf("%s/%s/%s/%d", md.GetNamespace(), md.GetName(), md.GetUid(), md.GetAttempt())
+	return fmt.Sprintf("%s\x00%s\x00%s\x00%d", md.GetNamespace(), md.GetName(), md.GetUid(), md.GetAttempt())
+}
+
+// Ready tells whether the pod can run containers: it is Ready and, when it
+// has an init, the init still runs (without it the PID namespace cannot
+// take new processes).
+func (p *Pod) Ready() bool {
+	return p.State == Ready && (p.Init == nil || alive(p.Init))
 }
 
 // HostNetwork tells whether the pod uses the host's network namespace.
@@ -70,21 +79,30 @@ func (p *Pod) HostNetwork() bool {
 	return p.Config.GetLinux().GetSecurityContext().GetNamespaceOptions().GetNetwork() == runtimeapi.NamespaceMode_NODE
 }
 
-// save writes pod.json atomically: a crash leaves the old or the new one.
-func (p *Pod) save(dir string) error {
-	raw, err := protojson.Marshal(p.Config)
-	if err != nil {
-		return err
+// writeRecord writes pod.json atomically: a crash of the daemon leaves the
+// old or the new one. It does not fsync: what a record describes (namespaces,
+// mounts, processes, cgroups) does not outlive a power loss either, and a
+// pod is saved several times on the RunPodSandbox path, whose latency
+// counts.
+func writeRecord(dir, id string, b []byte) error {
+	tmp := filepath.Join(dir, ".pod.json.tmp")
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return fmt.Errorf("saving pod %s: %w", id, err)
 	}
-	p.RawConfig = raw
-	b, err := json.Marshal(p)
-	if err != nil {
-		return err
-	}
-	if err := renameio.WriteFile(filepath.Join(dir, "pod.json"), b, 0o600); err != nil {
-		return fmt.Errorf("saving pod %s: %w", p.ID, err)
+	if err := os.Rename(tmp, filepath.Join(dir, "pod.json")); err != nil {
+		return fmt.Errorf("saving pod %s: %w", id, err)
 	}
 	return nil
+}
+
+func (p *Pod) encode() ([]byte, error) {
+	raw, err := protojson.Marshal(p.Config)
+	if err != nil {
+		return nil, err
+	}
+	c := *p
+	c.RawConfig = raw
+	return json.Marshal(&c)
 }
 
 func loadPod(dir string) (*Pod, error) {

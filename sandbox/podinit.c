@@ -1,24 +1,48 @@
 // The pod init: PID 1 of a pod whose containers share a PID namespace.
 //
-// It runs as `husk pod-init`, and this constructor takes over before the Go
-// runtime starts: a Go runtime costs a pod init ~15 MiB of resident memory
-// for what is a loop around waitpid. It reaps the zombies the pod's
-// processes leave (orphans are re-parented to it) and exits on SIGTERM or
-// SIGINT; SIGKILL from the daemon ends it and, with it, every process of
-// the namespace.
+// It runs as `husk pod-init EMPTY_DIR` with a pipe on fd 3, and this
+// constructor takes over before the Go runtime starts: a Go runtime costs a
+// pod init ~15 MiB of resident memory for what is a loop around waitpid.
+//
+// It waits for the daemon's go-ahead on fd 3 (EOF means the daemon died
+// before recording it: exit). Then it gives up everything a process of the
+// pod could use against the host through it (it is PID 1 of every
+// container, and /proc/1 leads to its root, its binary and its memory): its
+// own mount namespace with EMPTY_DIR as root, no capabilities, an
+// unprivileged user, no new privileges, not dumpable. Then it reaps the
+// zombies the pod's processes leave (orphans are re-parented to it) and
+// exits on SIGTERM or SIGINT; SIGKILL from the daemon ends it and, with
+// it, every process of the namespace.
 #define _GNU_SOURCE
+#include <grp.h>
+#include <sched.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#define NOBODY 65534
+
 __attribute__((constructor)) static void husk_pod_init(int argc, char **argv) {
-	if (argc < 2 || strcmp(argv[1], "pod-init") != 0)
+	if (argc < 3 || strcmp(argv[1], "pod-init") != 0)
 		return;
-	// Not dumpable: no process of the pod may open /proc/1/exe, which is
-	// the husk binary (CVE-2019-5736), or read this process's memory.
+	char go;
+	if (read(3, &go, 1) != 1)
+		_exit(1);
+	close(3);
+
 	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+	if (unshare(CLONE_NEWNS) != 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0)
+		_exit(2);
+	if (chdir(argv[2]) != 0 || chroot(".") != 0 || chdir("/") != 0)
+		_exit(3);
+	if (setgroups(0, NULL) != 0 || setgid(NOBODY) != 0 || setuid(NOBODY) != 0)
+		_exit(4);
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
+		_exit(5);
+
 	sigset_t set;
 	sigemptyset(&set);
 	sigaddset(&set, SIGCHLD);

@@ -3,11 +3,14 @@ package sandbox
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"time"
 
 	"github.com/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/klog/v2"
 
@@ -128,55 +131,44 @@ func (m *Manager) run(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, han
 		CgroupPath:     cgroupPath,
 		Hostname:       hostname,
 	}
+	// step names a failed step in the error, and logs how long each took:
+	// RunPodSandbox latency is a figure husk is measured by.
+	last := time.Now()
+	step := func(name string, err error) error {
+		if err == nil {
+			klog.V(4).InfoS("RunPodSandbox step done", "pod", p.key(), "step", name, "took", time.Since(last))
+			last = time.Now()
+			return nil
+		}
+		return fmt.Errorf("RunPodSandbox %s/%s: %s: %w", cfg.GetMetadata().GetNamespace(), cfg.GetMetadata().GetName(), name, err)
+	}
 	for _, d := range []string{m.rootDir(id), m.stateDir(id)} {
 		if err := os.MkdirAll(d, 0o711); err != nil {
-			return "", err
+			return "", step("creating the pod's directories", err)
 		}
 	}
+	// The pod is locked for the whole run: a Stop or Remove that finds it
+	// waits until it is made, or undone.
+	unlock := m.lockPod(id)
+	defer unlock()
 	// From here on, a crash leaves a record that restore undoes; an error
-	// is undone now.
-	if err := p.save(m.rootDir(id)); err != nil {
+	// is undone now. Every resource is recorded before it is made.
+	if err := m.update(p, nil); err != nil {
 		_ = os.RemoveAll(m.rootDir(id))
 		_ = os.RemoveAll(m.stateDir(id))
-		return "", err
+		return "", step("recording the pod", err)
 	}
 	m.add(p)
 	defer func() {
 		if err != nil {
 			if derr := m.destroy(context.WithoutCancel(ctx), p); derr != nil {
 				klog.ErrorS(derr, "Undoing a failed RunPodSandbox", "id", id)
-				p.State = NotReady
-				_ = p.save(m.rootDir(id))
+				_ = m.update(p, func(p *Pod) { p.State = NotReady })
 				return
 			}
 			m.forget(p)
 		}
 	}()
-
-	step := func(name string, err error) error {
-		if err == nil {
-			return nil
-		}
-		return fmt.Errorf("RunPodSandbox %s: %s: %w", p.key(), name, err)
-	}
-	res := cgroups.ResourcesFromCRI(cfg.GetLinux().GetResources())
-	if res == nil {
-		res = cgroups.ResourcesFromCRI(cfg.GetLinux().GetOverhead())
-	}
-	if err := step("creating the pod cgroup", m.opts.Cgroups.Create(cgroupPath, res)); err != nil {
-		return "", err
-	}
-
-	resolv, err := resolvConf(cfg.GetDnsConfig())
-	if err != nil {
-		return "", step("reading the host's resolv.conf", err)
-	}
-	if err := os.WriteFile(m.FilePath(id, ResolvFile), resolv, 0o644); err != nil {
-		return "", step("writing resolv.conf", err)
-	}
-	if err := os.WriteFile(m.FilePath(id, HostnameFile), []byte(hostname+"\n"), 0o644); err != nil {
-		return "", step("writing hostname", err)
-	}
 
 	pins := map[ns.Type]string{}
 	if !hostNetwork {
@@ -189,74 +181,94 @@ func (m *Manager) run(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, han
 		pins[ns.IPC] = m.nsPath(id, ns.IPC)
 	}
 	if len(pins) > 0 {
-		// Recorded before they exist, so that an interrupted run is undone.
-		p.Namespaces = pins
-		if err := p.save(m.rootDir(id)); err != nil {
-			return "", err
+		if err := m.update(p, func(p *Pod) { maps.Copy(p.Namespaces, pins) }); err != nil {
+			return "", step("recording namespaces", err)
 		}
-		err := ns.Pin(pins, func() error {
+		err := step("creating namespaces", ns.Pin(pins, func() error {
 			if !hostNetwork {
 				if err := unix.Sethostname([]byte(hostname)); err != nil {
 					return fmt.Errorf("setting the hostname: %w", err)
 				}
 			}
 			return applySysctls(sysctls)
-		})
+		}))
 		if err != nil {
-			return "", step("creating namespaces", err)
+			return "", err
 		}
+	}
+
+	// CNI takes most of RunPodSandbox's time and needs only the network
+	// namespace: it runs while the rest of the pod is made.
+	type cniResult struct {
+		res *network.Result
+		err error
+	}
+	cniDone := make(chan cniResult, 1)
+	if hostNetwork {
+		cniDone <- cniResult{res: &network.Result{}}
+	} else {
+		if err := m.update(p, func(p *Pod) { p.Network = true }); err != nil {
+			return "", step("recording the network", err)
+		}
+		np := m.networkPod(p, bw)
+		go func() {
+			res, err := m.opts.Network.Setup(ctx, np)
+			cniDone <- cniResult{res, err}
+		}()
+	}
+	// Every return from here waits for CNI first: an undo must not race
+	// the ADD it undoes.
+	var cni *cniResult
+	waitCNI := func() cniResult {
+		if cni == nil {
+			r := <-cniDone
+			cni = &r
+		}
+		return *cni
+	}
+	defer waitCNI()
+
+	if err := step("creating the pod cgroup", m.opts.Cgroups.Create(cgroupPath, podResources(cfg.GetLinux()))); err != nil {
+		return "", err
+	}
+
+	resolv, err := resolvConf(cfg.GetDnsConfig())
+	if err != nil {
+		return "", step("reading the host's resolv.conf", err)
+	}
+	if err := os.WriteFile(m.FilePath(id, ResolvFile), resolv, 0o644); err != nil {
+		return "", step("writing resolv.conf", err)
+	}
+	if err := step("writing pod files", os.WriteFile(m.FilePath(id, HostnameFile), []byte(hostname+"\n"), 0o644)); err != nil {
+		return "", err
 	}
 
 	if !hostIPC {
 		shm := m.stateDir(id) + "/shm"
-		p.Shm = shm
-		if err := p.save(m.rootDir(id)); err != nil {
-			return "", err
+		if err := m.update(p, func(p *Pod) { p.Shm = shm }); err != nil {
+			return "", step("recording /dev/shm", err)
 		}
 		if err := os.MkdirAll(shm, 0o755); err != nil {
 			return "", step("creating /dev/shm", err)
 		}
-		if err := unix.Mount("shm", shm, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, fmt.Sprintf("mode=1777,size=%d", shmSize)); err != nil {
-			return "", step("mounting /dev/shm", err)
+		if err := step("mounting /dev/shm", unix.Mount("shm", shm, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, fmt.Sprintf("mode=1777,size=%d", shmSize))); err != nil {
+			return "", err
 		}
 	}
 
 	if opts.GetPid() == runtimeapi.NamespaceMode_POD {
-		initCgroup, err := m.opts.Cgroups.ContainerPath(cgroupPath, "init")
-		if err == nil {
-			err = m.opts.Cgroups.Create(initCgroup, nil)
-		}
-		if err != nil {
-			return "", step("creating the pod init's cgroup", err)
-		}
-		proc, err := m.startInit(p, initCgroup)
-		if err != nil {
-			return "", step("starting the pod init", err)
-		}
-		p.Init = proc
-		if err := p.save(m.rootDir(id)); err != nil {
+		if err := step("starting the pod init", m.startInit(p)); err != nil {
 			return "", err
 		}
-		pidNS := m.nsPath(id, ns.PID)
-		if err := ns.PinProcess(proc.PID, ns.PID, pidNS); err != nil {
-			return "", step("pinning the PID namespace", err)
-		}
-		p.Namespaces[ns.PID] = pidNS
 	}
 
+	r := waitCNI()
+	if err := step("setting up the network (CNI)", r.err); err != nil {
+		return "", err
+	}
 	var ips []string
-	if !hostNetwork {
-		p.Network = true
-		if err := p.save(m.rootDir(id)); err != nil {
-			return "", err
-		}
-		result, err := m.opts.Network.Setup(ctx, m.networkPod(p, bw))
-		if err != nil {
-			return "", step("setting up the network (CNI)", err)
-		}
-		for _, ip := range result.IPs {
-			ips = append(ips, ip.String())
-		}
+	for _, ip := range r.res.IPs {
+		ips = append(ips, ip.String())
 	}
 	hosts, err := hostsFile(hostname, ips, hostNetwork)
 	if err != nil {
@@ -265,15 +277,34 @@ func (m *Manager) run(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, han
 	if err := os.WriteFile(m.FilePath(id, HostsFile), hosts, 0o644); err != nil {
 		return "", step("writing hosts", err)
 	}
-
-	m.mu.Lock()
-	p.IPs = ips
-	p.State = Ready
-	m.mu.Unlock()
-	if err := p.save(m.rootDir(id)); err != nil {
-		return "", err
+	if err := m.update(p, func(p *Pod) { p.IPs, p.State = ips, Ready }); err != nil {
+		return "", step("recording the pod ready", err)
 	}
 	return id, nil
+}
+
+// podResources is what the pod cgroup is limited to: kubelet sends the sum
+// of its containers' resources and, apart, the pod's overhead, which the
+// pod's own processes (the init, the runtime's share) are charged against.
+func podResources(l *runtimeapi.LinuxPodSandboxConfig) *specs.LinuxResources {
+	r, o := l.GetResources(), l.GetOverhead()
+	if r == nil || o == nil {
+		if r == nil {
+			r = o
+		}
+		return cgroups.ResourcesFromCRI(r)
+	}
+	sum := proto.Clone(r).(*runtimeapi.LinuxContainerResources)
+	if sum.MemoryLimitInBytes > 0 && o.MemoryLimitInBytes > 0 {
+		sum.MemoryLimitInBytes += o.MemoryLimitInBytes
+	}
+	if sum.CpuQuota > 0 && o.CpuQuota > 0 && sum.CpuPeriod == o.CpuPeriod {
+		sum.CpuQuota += o.CpuQuota
+	}
+	if sum.CpuShares > 0 {
+		sum.CpuShares += o.CpuShares
+	}
+	return cgroups.ResourcesFromCRI(sum)
 }
 
 func (m *Manager) networkPod(p *Pod, bw *network.Bandwidth) network.Pod {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
@@ -17,36 +18,45 @@ import (
 // listed as NotReady until removed. Stopping a stopped or unknown pod
 // succeeds: kubelet retries stops until they succeed.
 func (m *Manager) Stop(ctx context.Context, id string) error {
-	p, err := m.lookup(id)
-	if errdefs.IsNotFound(err) {
-		return nil
-	}
-	if err != nil {
+	p, unlock, err := m.lockExisting(id)
+	if err != nil || p == nil {
 		return err
 	}
-	unlock := m.lockPod(p.ID)
 	defer unlock()
-	if p.State == Creating {
-		return fmt.Errorf("pod sandbox %s is still being created: %w", p.ID, errdefs.ErrFailedPrecondition)
+	// NotReady is recorded first: a daemon that dies during the teardown
+	// finishes it when it comes back (restore), and never reports a pod
+	// Ready whose network is half gone.
+	if err := m.update(p, func(p *Pod) { p.State = NotReady }); err != nil {
+		return err
 	}
 	if err := m.teardown(ctx, p); err != nil {
 		return fmt.Errorf("stopping pod sandbox %s: %w", p.ID, err)
 	}
-	if p.State != NotReady {
-		m.mu.Lock()
-		p.State = NotReady
-		m.mu.Unlock()
-		if err := p.save(m.rootDir(p.ID)); err != nil {
-			return err
-		}
-	}
 	return nil
 }
 
-func (m *Manager) lookup(id string) (*Pod, error) {
+// lockExisting finds a pod and takes its lock. It returns a nil pod, and no
+// error, when the pod is unknown or was removed while waiting for the lock:
+// stop and remove of what is gone succeed.
+func (m *Manager) lockExisting(id string) (*Pod, func(), error) {
 	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.findLocked(id)
+	p, err := m.findLocked(id)
+	m.mu.Unlock()
+	if errdefs.IsNotFound(err) {
+		return nil, nil, nil
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	unlock := m.lockPod(p.ID)
+	m.mu.Lock()
+	current := m.pods[p.ID]
+	m.mu.Unlock()
+	if current != p {
+		unlock()
+		return nil, nil, nil
+	}
+	return p, unlock, nil
 }
 
 // teardown undoes what makes a pod run, in the reverse order of run. Each
@@ -62,10 +72,7 @@ func (m *Manager) teardown(ctx context.Context, p *Pod) error {
 		if err := m.opts.Network.Teardown(ctx, m.networkPod(p, nil)); err != nil {
 			return fmt.Errorf("tearing down the network (CNI DEL): %w", err)
 		}
-		m.mu.Lock()
-		p.Network = false
-		m.mu.Unlock()
-		if err := p.save(m.rootDir(p.ID)); err != nil {
+		if err := m.update(p, func(p *Pod) { p.Network = false }); err != nil {
 			return err
 		}
 	}
@@ -88,17 +95,13 @@ func (m *Manager) teardown(ctx context.Context, p *Pod) error {
 // runs, then its cgroup, files and record go. Removing an unknown pod
 // succeeds.
 func (m *Manager) Remove(ctx context.Context, id string) error {
-	p, err := m.lookup(id)
-	if errdefs.IsNotFound(err) {
-		return nil
-	}
-	if err != nil {
+	p, unlock, err := m.lockExisting(id)
+	if err != nil || p == nil {
 		return err
 	}
-	unlock := m.lockPod(p.ID)
 	defer unlock()
-	if p.State == Creating {
-		return fmt.Errorf("pod sandbox %s is still being created: %w", p.ID, errdefs.ErrFailedPrecondition)
+	if err := m.update(p, func(p *Pod) { p.State = NotReady }); err != nil {
+		return err
 	}
 	if err := m.destroy(ctx, p); err != nil {
 		return fmt.Errorf("removing pod sandbox %s: %w", p.ID, err)
@@ -112,14 +115,17 @@ func (m *Manager) destroy(ctx context.Context, p *Pod) error {
 	if err := m.teardown(ctx, p); err != nil {
 		return err
 	}
-	if p.Init != nil {
+	if p.CgroupPath != "" {
+		// Whatever still runs in the pod's cgroups (an init the record
+		// never learnt of) goes with them.
+		if err := m.killCgroup(p.CgroupPath); err != nil {
+			return err
+		}
 		if initCgroup, err := m.opts.Cgroups.ContainerPath(p.CgroupPath, "init"); err == nil {
 			if err := m.opts.Cgroups.Delete(initCgroup); err != nil {
 				return fmt.Errorf("removing the pod init's cgroup: %w", err)
 			}
 		}
-	}
-	if p.CgroupPath != "" {
 		if err := m.opts.Cgroups.Delete(p.CgroupPath); err != nil {
 			return fmt.Errorf("removing the pod cgroup: %w", err)
 		}
@@ -128,10 +134,26 @@ func (m *Manager) destroy(ctx context.Context, p *Pod) error {
 		return err
 	}
 	// The record goes last: until then, a crash leaves a pod to finish.
-	if err := os.RemoveAll(m.rootDir(p.ID)); err != nil {
-		return err
+	return os.RemoveAll(m.rootDir(p.ID))
+}
+
+// killCgroup kills every process in a cgroup tree and waits until it is
+// empty.
+func (m *Manager) killCgroup(path string) error {
+	for range 500 {
+		pids, err := m.opts.Cgroups.Pids(path)
+		if errdefs.IsNotFound(err) || (err == nil && len(pids) == 0) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("listing the processes of cgroup %s: %w", path, err)
+		}
+		for _, pid := range pids {
+			_ = unix.Kill(pid, unix.SIGKILL)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
-	return nil
+	return fmt.Errorf("processes of cgroup %s do not die", path)
 }
 
 func (m *Manager) forget(p *Pod) {

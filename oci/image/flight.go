@@ -22,11 +22,12 @@ type flightGroup[T any] struct {
 }
 
 type flight[T any] struct {
-	done    chan struct{}
-	val     T
-	err     error
-	waiters int
-	cancel  context.CancelFunc
+	done      chan struct{}
+	val       T
+	err       error
+	waiters   int
+	cancel    context.CancelFunc
+	abandoned bool
 }
 
 // Do runs fn for key unless a run is already in flight, then waits for the
@@ -37,6 +38,19 @@ func (g *flightGroup[T]) Do(ctx context.Context, key string, fn func(context.Con
 		g.flights = make(map[string]*flight[T])
 	}
 	f, ok := g.flights[key]
+	for ok && f.abandoned {
+		// A run nobody waits for any more is being torn down: let it
+		// finish (its cleanup must not race a fresh run), then start anew.
+		g.mu.Unlock()
+		select {
+		case <-f.done:
+		case <-ctx.Done():
+			var zero T
+			return zero, ctx.Err()
+		}
+		g.mu.Lock()
+		f, ok = g.flights[key]
+	}
 	if !ok {
 		// The work keeps ctx's values (klog, tracing) but not its deadline.
 		wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
@@ -66,16 +80,25 @@ func (g *flightGroup[T]) Do(ctx context.Context, key string, fn func(context.Con
 		g.mu.Lock()
 		f.waiters--
 		if f.waiters == 0 {
-			// Abandoned: later callers must start afresh rather than
-			// join a run that is being torn down.
+			f.abandoned = true
 			f.cancel()
-			if g.flights[key] == f {
-				delete(g.flights, key)
-			}
 		}
 		g.mu.Unlock()
 		var zero T
 		return zero, ctx.Err()
+	}
+}
+
+// wait returns once no run for key is in flight.
+func (g *flightGroup[T]) wait(key string) {
+	for {
+		g.mu.Lock()
+		f, ok := g.flights[key]
+		g.mu.Unlock()
+		if !ok {
+			return
+		}
+		<-f.done
 	}
 }
 

@@ -299,6 +299,16 @@ func (s *Store) pullFrom(ctx context.Context, ep endpoint, named reference.Named
 	}
 	releaseLayers := s.lease(cfg.RootFS.DiffIDs...)
 	defer releaseLayers()
+	defer func() {
+		if err != nil {
+			// Downloads this pull gave up on may still be winding down, and
+			// one could yet store its layer: the cleanup after a failed pull
+			// must come after them.
+			for _, l := range layers {
+				s.layers.wait(l.diffID.String())
+			}
+		}
+	}()
 
 	// Layer downloads watch for stalls themselves: a pull waiting for a
 	// layer that another pull is downloading is not stalled.

@@ -449,9 +449,16 @@ func (s *Store) collectLocked() {
 		s.removing.Add(1)
 		go func() {
 			defer s.removing.Done()
-			if err := os.RemoveAll(doomed); err != nil {
-				klog.Warningf("image store: removing %s: %v", doomed, err)
+			// The background sync may be marking a layer in there through a
+			// handle it opened before the rename: try again after it.
+			var err error
+			for range 5 {
+				if err = os.RemoveAll(doomed); err == nil {
+					return
+				}
+				time.Sleep(50 * time.Millisecond)
 			}
+			klog.Warningf("image store: removing %s: %v", doomed, err)
 		}()
 	}
 }

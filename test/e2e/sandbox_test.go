@@ -608,7 +608,9 @@ func TestSIGKILLDuringRunAndStopLeavesNothing(t *testing.T) {
 		t.Errorf("a kill during RunPodSandbox left something behind:\nbefore %+v\nafter  %+v", before, after)
 	}
 
-	// Now during StopPodSandbox, while CNI DEL runs.
+	// Now during StopPodSandbox, while CNI DEL runs, of a pod without an
+	// init (kubelet's default): nothing but the record tells it is stopping.
+	cfg = podConfig("killed-in-stop")
 	id := runPod(t, d, cfg)
 	_ = os.Remove(marker + ".DEL")
 	if err := os.WriteFile(hold, nil, 0o644); err != nil {
@@ -622,12 +624,139 @@ func TestSIGKILLDuringRunAndStopLeavesNothing(t *testing.T) {
 	_ = os.Remove(hold)
 	d.start()
 	st, _ := podStatus(t, d, id)
-	if st.State != runtimeapi.PodSandboxState_SANDBOX_READY && st.State != runtimeapi.PodSandboxState_SANDBOX_NOTREADY {
+	if st.State != runtimeapi.PodSandboxState_SANDBOX_NOTREADY {
 		t.Fatalf("state after a kill during stop: %v", st.State)
+	}
+	if l := countLeaks(t, d); l.Leases != before.Leases || l.Veths != before.Veths {
+		t.Errorf("the interrupted stop was not finished at restart: %+v, want %+v", l, before)
 	}
 	stopPod(t, d, id)
 	removePod(t, d, id)
 	if after := countLeaks(t, d); after != before {
 		t.Errorf("a kill during StopPodSandbox left something behind:\nbefore %+v\nafter  %+v", before, after)
 	}
+}
+
+// A pod that shares its PID namespace gets a tiny init as PID 1, which
+// reaps orphans, runs with nothing of the host's, and whose death makes the
+// pod NotReady.
+func TestPodInitReapsAndIsConfined(t *testing.T) {
+	d, _ := newPodDaemon(t)
+	cfg := podConfig("shared-pid")
+	cfg.Linux.SecurityContext.NamespaceOptions.Pid = runtimeapi.NamespaceMode_POD
+	id := runPod(t, d, cfg)
+	_, info := podStatus(t, d, id)
+	if info.Init == nil {
+		t.Fatal("no pod init")
+	}
+	initPID := info.Init.PID
+	status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", initPID))
+	for _, want := range []string{"NSpid:\t" + fmt.Sprint(initPID) + "\t1\n", "Uid:\t65534\t65534\t65534\t65534", "CapEff:\t0000000000000000", "NoNewPrivs:\t1"} {
+		if !strings.Contains(string(status), want) {
+			t.Errorf("pod init status lacks %q:\n%s", want, status)
+		}
+	}
+	if root, err := os.Readlink(fmt.Sprintf("/proc/%d/root", initPID)); err != nil || root == "/" {
+		t.Errorf("pod init's root is %q (%v), want its empty directory", root, err)
+	}
+	// An orphan in the pod's PID namespace is re-parented to the init and
+	// reaped when it exits: the init's children go from one to none, with
+	// no zombie left.
+	children := func() string {
+		var out []string
+		procs, _ := os.ReadDir("/proc")
+		for _, e := range procs {
+			b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "status"))
+			if err == nil && strings.Contains(string(b), fmt.Sprintf("\nPPid:\t%d\n", initPID)) {
+				out = append(out, e.Name())
+			}
+		}
+		return strings.Join(out, " ")
+	}
+	err := ns.Do(map[ns.Type]string{ns.PID: info.Namespaces["pid"]}, func() error {
+		return exec.Command("sh", "-c", "sleep 0.5 & exit 0").Run()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if children() == "" {
+		t.Fatal("the orphan was not re-parented to the pod init")
+	}
+	waitFor(t, func() bool { return children() == "" })
+	// The init dies: the pod can no longer take processes.
+	if err := syscall.Kill(initPID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool {
+		st, _ := podStatus(t, d, id)
+		return st.State == runtimeapi.PodSandboxState_SANDBOX_NOTREADY
+	})
+}
+
+// Stop alone releases the pod's IP and network; the pod stays listed.
+func TestStopReleasesTheNetwork(t *testing.T) {
+	d, _ := newPodDaemon(t)
+	warm := runPod(t, d, podConfig("warm"))
+	removePod(t, d, warm)
+	before := countLeaks(t, d)
+	id := runPod(t, d, podConfig("stopped"))
+	if l := countLeaks(t, d); l.Leases != before.Leases+1 || l.Veths != before.Veths+1 {
+		t.Fatalf("running pod: %+v", l)
+	}
+	stopPod(t, d, id)
+	st, _ := podStatus(t, d, id)
+	if st.State != runtimeapi.PodSandboxState_SANDBOX_NOTREADY {
+		t.Errorf("state after stop: %v", st.State)
+	}
+	l := countLeaks(t, d)
+	if l.Leases != before.Leases || l.Veths != before.Veths || l.IPTablesRules != before.IPTablesRules {
+		t.Errorf("after stop: %+v, before the pod: %+v", l, before)
+	}
+}
+
+func TestPodOverheadAddsToResources(t *testing.T) {
+	d, _ := newPodDaemon(t)
+	cfg := podConfig("overhead")
+	cfg.Linux.Resources = &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 128 << 20}
+	cfg.Linux.Overhead = &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 32 << 20}
+	id := runPod(t, d, cfg)
+	_, info := podStatus(t, d, id)
+	limit, err := os.ReadFile(filepath.Join("/sys/fs/cgroup/memory", info.CgroupPath, "memory.limit_in_bytes"))
+	if err != nil || strings.TrimSpace(string(limit)) != fmt.Sprint(160<<20) {
+		t.Errorf("memory limit %q, %v; want resources + overhead", limit, err)
+	}
+}
+
+// kubelet lists pods all the time; a List racing RunPodSandbox must see
+// whole pods only, and never one still being made.
+func TestListWhileRunning(t *testing.T) {
+	d, _ := newPodDaemon(t)
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			list, err := d.runtime.ListPodSandbox(context.Background(), &runtimeapi.ListPodSandboxRequest{})
+			if err != nil {
+				t.Errorf("ListPodSandbox: %v", err)
+				return
+			}
+			for _, p := range list.Items {
+				if p.State != runtimeapi.PodSandboxState_SANDBOX_READY {
+					t.Errorf("listed a pod that is not ready: %v", p)
+				}
+			}
+		}
+	})
+	for i := range 10 {
+		cfg := podConfig(fmt.Sprintf("listed-%d", i))
+		cfg.Linux.SecurityContext.NamespaceOptions.Pid = runtimeapi.NamespaceMode_POD
+		runPod(t, d, cfg)
+	}
+	close(done)
+	wg.Wait()
 }

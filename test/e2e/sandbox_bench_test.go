@@ -1,0 +1,115 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+func percentile(d []time.Duration, p float64) time.Duration {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return s[int(float64(len(s)-1)*p)]
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// rssKiB reads a process's resident set size.
+func rssKiB(b *testing.B, pid int) float64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+			v, _ := strconv.ParseFloat(f[1], 64)
+			return v
+		}
+	}
+	b.Fatal("no VmRSS")
+	return 0
+}
+
+func removeAll(b *testing.B, d *daemon, ids []string) {
+	for _, id := range ids {
+		if _, err := d.runtime.RemovePodSandbox(context.Background(), &runtimeapi.RemovePodSandboxRequest{PodSandboxId: id}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkRunPodSandbox measures RunPodSandbox over gRPC on the default
+// kind of network (bridge, host-local, portmap, bandwidth): the latency of
+// 50 pods made one after the other, then of 20 made at once (all in
+// parallel, and by 4 workers as containerd was measured), and the memory
+// the daemon holds per running pod. Run with -benchtime 1x; see
+// docs/benchmarks.md.
+func BenchmarkRunPodSandbox(b *testing.B) {
+	d, _ := newPodDaemon(b)
+	ctx := context.Background()
+	run := func(name string) (string, time.Duration) {
+		start := time.Now()
+		resp, err := d.runtime.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: podConfig(name)})
+		if err != nil {
+			b.Fatal(err)
+		}
+		return resp.PodSandboxId, time.Since(start)
+	}
+	for i := 0; i < b.N; i++ {
+		// Warm-up: the first pod creates the bridge.
+		id, _ := run(fmt.Sprintf("warm-%d", i))
+		removeAll(b, d, []string{id})
+
+		var seq []time.Duration
+		var ids []string
+		rssBefore := rssKiB(b, d.cmd.Process.Pid)
+		for j := range 50 {
+			id, took := run(fmt.Sprintf("seq-%d-%d", i, j))
+			seq = append(seq, took)
+			ids = append(ids, id)
+		}
+		rssAfter := rssKiB(b, d.cmd.Process.Pid)
+		b.ReportMetric(ms(percentile(seq, 0.5)), "seq-p50-ms")
+		b.ReportMetric(ms(percentile(seq, 0.9)), "seq-p90-ms")
+		b.ReportMetric((rssAfter-rssBefore)/50, "daemon-KiB/pod")
+		removeAll(b, d, ids)
+
+		for _, workers := range []int{20, 4} {
+			var mu sync.Mutex
+			var par []time.Duration
+			ids = ids[:0]
+			jobs := make(chan int)
+			var wg sync.WaitGroup
+			start := time.Now()
+			for range workers {
+				wg.Go(func() {
+					for j := range jobs {
+						id, took := run(fmt.Sprintf("par%d-%d-%d", workers, i, j))
+						mu.Lock()
+						par = append(par, took)
+						ids = append(ids, id)
+						mu.Unlock()
+					}
+				})
+			}
+			for j := range 20 {
+				jobs <- j
+			}
+			close(jobs)
+			wg.Wait()
+			elapsed := time.Since(start)
+			b.ReportMetric(ms(percentile(par, 0.5)), fmt.Sprintf("par%d-p50-ms", workers))
+			b.ReportMetric(ms(percentile(par, 0.9)), fmt.Sprintf("par%d-p90-ms", workers))
+			b.ReportMetric(20/elapsed.Seconds(), fmt.Sprintf("par%d-pods/s", workers))
+			removeAll(b, d, ids)
+		}
+	}
+}
