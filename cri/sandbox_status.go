@@ -10,8 +10,9 @@ import (
 	"github.com/husk-runtime/husk/sandbox"
 )
 
-// PodSandboxStatus reports a pod; verbose adds husk's own record of it.
-func (s *Server) PodSandboxStatus(_ context.Context, req *runtimeapi.PodSandboxStatusRequest) (*runtimeapi.PodSandboxStatusResponse, error) {
+// PodSandboxStatus reports a pod; verbose adds husk's own record of it and,
+// for a pod on the pod network, the outcome of a CNI CHECK.
+func (s *Server) PodSandboxStatus(ctx context.Context, req *runtimeapi.PodSandboxStatusRequest) (*runtimeapi.PodSandboxStatusResponse, error) {
 	if req.GetPodSandboxId() == "" {
 		return nil, invalid("pod_sandbox_id", "is required")
 	}
@@ -26,6 +27,14 @@ func (s *Server) PodSandboxStatus(_ context.Context, req *runtimeapi.PodSandboxS
 			return nil, err
 		}
 		resp.Info = map[string]string{"info": string(b)}
+		if p.Network && p.Ready() {
+			check := "ok"
+			if err := s.pods.CheckNetwork(ctx, p.ID); err != nil {
+				check = err.Error()
+			}
+			c, _ := json.Marshal(check)
+			resp.Info["networkCheck"] = string(c)
+		}
 	}
 	return resp, nil
 }

@@ -165,3 +165,16 @@ func (m *Manager) forget(p *Pod) {
 	}
 	delete(m.locks, p.ID)
 }
+
+// CheckNetwork runs CNI CHECK for a ready pod: a diagnosis of whether its
+// network is still as CNI set it up.
+func (m *Manager) CheckNetwork(ctx context.Context, id string) error {
+	p, err := m.Get(id)
+	if err != nil {
+		return err
+	}
+	if !p.Network || !p.Ready() {
+		return fmt.Errorf("pod sandbox %s has no pod network to check: %w", p.ID, errdefs.ErrFailedPrecondition)
+	}
+	return m.opts.Network.Check(ctx, m.networkPod(p, nil))
+}

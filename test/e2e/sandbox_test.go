@@ -760,3 +760,55 @@ func TestListWhileRunning(t *testing.T) {
 	close(done)
 	wg.Wait()
 }
+
+// A conflist with an IPv4 and an IPv6 range gives the pod both, IPv4 first.
+func TestDualStackPodIPs(t *testing.T) {
+	d := newDaemon(t, "")
+	n := newPodNet(t, d)
+	v6 := fmt.Sprintf("fd%02x:%04x::/64", rand.IntN(256), rand.IntN(65536))
+	conf := strings.Replace(n.conflist(), fmt.Sprintf(`"ranges":[[{"subnet":%q}]]`, n.subnet),
+		fmt.Sprintf(`"ranges":[[{"subnet":%q}],[{"subnet":%q}]]`, n.subnet, v6), 1)
+	if err := os.WriteFile(filepath.Join(d.cniConfDir(), "10-e2e.conflist"), []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	id := runPod(t, d, podConfig("dual"))
+	st, _ := podStatus(t, d, id)
+	ip := net.ParseIP(st.GetNetwork().GetIp())
+	if ip == nil || ip.To4() == nil || len(st.Network.AdditionalIps) != 1 {
+		t.Fatalf("pod network status %v", st.GetNetwork())
+	}
+	if v6ip := net.ParseIP(st.Network.AdditionalIps[0].Ip); v6ip == nil || v6ip.To4() != nil {
+		t.Errorf("second IP %q is not IPv6", st.Network.AdditionalIps[0].Ip)
+	}
+	resp, err := d.runtime.PodSandboxStatus(context.Background(), &runtimeapi.PodSandboxStatusRequest{PodSandboxId: id, Verbose: true})
+	if err != nil || resp.Info["networkCheck"] != `"ok"` {
+		t.Errorf("CNI CHECK in verbose status: %q, %v", resp.GetInfo()["networkCheck"], err)
+	}
+}
+
+func TestBadBandwidthAnnotationIsInvalid(t *testing.T) {
+	d, _ := newPodDaemon(t)
+	cfg := podConfig("bw")
+	cfg.Annotations = map[string]string{"kubernetes.io/ingress-bandwidth": "lots"}
+	_, err := d.runtime.RunPodSandbox(context.Background(), &runtimeapi.RunPodSandboxRequest{Config: cfg})
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "kubernetes.io/ingress-bandwidth") {
+		t.Errorf("RunPodSandbox with a bad bandwidth annotation: %v", err)
+	}
+	cfg.Annotations = map[string]string{"kubernetes.io/ingress-bandwidth": "10M", "kubernetes.io/egress-bandwidth": "20M"}
+	id := runPod(t, d, cfg)
+	// The bandwidth plugin shapes on the host side: a tbf at each rate.
+	out, err := exec.Command("tc", "qdisc", "show").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, rate := range []string{"rate 10Mbit", "rate 20Mbit"} {
+		if !strings.Contains(string(out), rate) {
+			t.Errorf("no tbf qdisc with %s:\n%s", rate, out)
+		}
+	}
+	stopPod(t, d, id)
+	out, _ = exec.Command("tc", "qdisc", "show").Output()
+	if strings.Contains(string(out), "rate 10Mbit") {
+		t.Errorf("shaping left after stop:\n%s", out)
+	}
+}
