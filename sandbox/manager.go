@@ -18,6 +18,7 @@ import (
 
 	"github.com/husk-runtime/husk/network"
 	"github.com/husk-runtime/husk/network/ns"
+	"github.com/husk-runtime/husk/oci/image"
 	"github.com/husk-runtime/husk/oci/runtime/cgroups"
 )
 
@@ -29,9 +30,10 @@ type Options struct {
 	State   string
 	Network *network.Manager
 	Cgroups *cgroups.Manager
-	// InitBinary is the program started as PID 1 of a pod whose containers
-	// share a PID namespace; it is run as `InitBinary pod-init`.
-	InitBinary string
+	// Binary is the sealed copy of husk (oci/runtime/linux.SealedBinary)
+	// that the pod init, the container monitors and the runtime run from.
+	Binary *os.File
+	Images *image.Store
 }
 
 // Manager keeps every pod. It is safe for concurrent use; calls on one pod
@@ -44,6 +46,9 @@ type Manager struct {
 	names  map[string]string // pod key -> id
 	locks  map[string]*sync.Mutex
 	starts map[string]*start // pod key -> RunPodSandbox in progress
+
+	containers map[string]*Container
+	cnames     map[string]string // container key -> id
 }
 
 type start struct {
@@ -55,8 +60,11 @@ type start struct {
 // New opens the pods under opts.Root and brings each to a state the CRI
 // can express (see restore).
 func New(ctx context.Context, opts Options) (*Manager, error) {
-	m := &Manager{opts: opts, pods: map[string]*Pod{}, names: map[string]string{}, locks: map[string]*sync.Mutex{}, starts: map[string]*start{}}
-	for _, d := range []string{m.podsRoot(), m.podsState()} {
+	m := &Manager{
+		opts: opts, pods: map[string]*Pod{}, names: map[string]string{}, locks: map[string]*sync.Mutex{},
+		starts: map[string]*start{}, containers: map[string]*Container{}, cnames: map[string]string{},
+	}
+	for _, d := range []string{m.podsRoot(), m.podsState(), m.containersRoot(), m.containersState()} {
 		if err := os.MkdirAll(d, 0o711); err != nil {
 			return nil, err
 		}
@@ -68,9 +76,15 @@ func New(ctx context.Context, opts Options) (*Manager, error) {
 	if err := os.MkdirAll(m.emptyDir(), 0o555); err != nil {
 		return nil, err
 	}
+	if err := m.restoreContainers(); err != nil {
+		return nil, err
+	}
 	if err := m.restore(ctx); err != nil {
 		return nil, err
 	}
+	// Layers of the images containers run from stay, even when the image
+	// is removed.
+	opts.Images.SetInUse(m.layersInUse)
 	return m, nil
 }
 

@@ -29,6 +29,12 @@ func (m *Manager) Stop(ctx context.Context, id string) error {
 	if err := m.update(p, func(p *Pod) { p.State = NotReady }); err != nil {
 		return err
 	}
+	// The CRI: stopping a pod forcibly stops its containers.
+	for _, c := range m.containersOf(p.ID) {
+		if err := m.StopContainer(ctx, c.ID, 0); err != nil {
+			return fmt.Errorf("stopping pod sandbox %s: %w", p.ID, err)
+		}
+	}
 	if err := m.teardown(ctx, p); err != nil {
 		return fmt.Errorf("stopping pod sandbox %s: %w", p.ID, err)
 	}
@@ -102,6 +108,12 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 	defer unlock()
 	if err := m.update(p, func(p *Pod) { p.State = NotReady }); err != nil {
 		return err
+	}
+	// Its containers go first: they live in its namespaces and cgroup.
+	for _, c := range m.containersOf(p.ID) {
+		if err := m.RemoveContainer(ctx, c.ID); err != nil {
+			return fmt.Errorf("removing pod sandbox %s: %w", p.ID, err)
+		}
 	}
 	if err := m.destroy(ctx, p); err != nil {
 		return fmt.Errorf("removing pod sandbox %s: %w", p.ID, err)
@@ -177,4 +189,10 @@ func (m *Manager) CheckNetwork(ctx context.Context, id string) error {
 		return fmt.Errorf("pod sandbox %s has no pod network to check: %w", p.ID, errdefs.ErrFailedPrecondition)
 	}
 	return m.opts.Network.Check(ctx, m.networkPod(p, nil))
+}
+
+func (m *Manager) lookup(id string) (*Pod, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.findLocked(id)
 }

@@ -11,6 +11,7 @@ import (
 	"runtime"
 
 	"github.com/husk-runtime/husk/network"
+	"github.com/husk-runtime/husk/oci/runtime/linux"
 	_ "github.com/husk-runtime/husk/sandbox" // the pod init (podinit.c)
 )
 
@@ -49,6 +50,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 		// Internal: PID 1 of a pod with a shared PID namespace, run by a
 		// constructor in package sandbox before Go starts (podinit.c).
 		_, _ = fmt.Fprintln(stderr, "husk pod-init: this husk was built without cgo")
+		return 1
+	case "container-init":
+		// Internal: a container's first process, until it executes the
+		// container's command (oci/runtime/linux).
+		return linux.Init(args[1:])
+	case "monitor":
+		// Internal: run by a constructor in package sandbox (monitor.c).
+		_, _ = fmt.Fprintln(stderr, "husk monitor: this husk was built without cgo")
 		return 1
 	case "default-cni-config":
 		return defaultCNIConfig(args[1:], stdout, stderr)

@@ -21,6 +21,7 @@ import (
 	"github.com/husk-runtime/husk/network"
 	"github.com/husk-runtime/husk/oci/image"
 	"github.com/husk-runtime/husk/oci/runtime/cgroups"
+	"github.com/husk-runtime/husk/oci/runtime/linux"
 	"github.com/husk-runtime/husk/sandbox"
 )
 
@@ -134,10 +135,11 @@ func runDaemon(ctx context.Context, cfg Config) error {
 	}
 	defer func() { _ = images.Close() }()
 
-	exe, err := os.Executable()
+	binary, err := linux.SealedBinary()
 	if err != nil {
 		return err
 	}
+	defer func() { _ = binary.Close() }()
 	cg, err := cgroups.New(cgroups.Driver(cfg.CgroupDriver))
 	if err != nil {
 		return fmt.Errorf("cgroups: %w", err)
@@ -151,11 +153,12 @@ func runDaemon(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("pod network: %w", err)
 	}
 	pods, err := sandbox.New(ctx, sandbox.Options{
-		Root:       cfg.Root,
-		State:      cfg.State,
-		Network:    netw,
-		Cgroups:    cg,
-		InitBinary: exe,
+		Root:    cfg.Root,
+		State:   cfg.State,
+		Network: netw,
+		Cgroups: cg,
+		Binary:  binary,
+		Images:  images,
 	})
 	if err != nil {
 		return fmt.Errorf("restoring pods: %w", err)

@@ -88,6 +88,7 @@ type Store struct {
 	layers   flightGroup[struct{}]
 	removing sync.WaitGroup
 	sync     syncer
+	inUse    func() []digest.Digest
 }
 
 // Open opens or creates the store in dir. Leftovers of work that was
@@ -384,6 +385,20 @@ func (s *Store) Config(id string) (ocispec.Image, []byte, error) {
 	return cfg, b, nil
 }
 
+// LeaseLayers keeps layers from being collected until the returned func is
+// called: for a container being created from an image someone may remove.
+func (s *Store) LeaseLayers(diffIDs []digest.Digest) func() {
+	return s.lease(diffIDs...)
+}
+
+// SetInUse tells the store which layers containers use: those stay when
+// their image is removed.
+func (s *Store) SetInUse(fn func() []digest.Digest) {
+	s.mu.Lock()
+	s.inUse = fn
+	s.mu.Unlock()
+}
+
 // lease keeps digests (blobs or diffIDs) from being collected while a pull
 // that needs them is running; the returned func gives them back.
 func (s *Store) lease(ds ...digest.Digest) func() {
@@ -419,6 +434,11 @@ func (s *Store) collectLocked() {
 	}
 	for d := range s.leases {
 		used[d.Encoded()] = true
+	}
+	if s.inUse != nil {
+		for _, d := range s.inUse() {
+			used[d.Encoded()] = true
+		}
 	}
 	var doomed string
 	for _, dir := range []string{filepath.Join(s.dir, "blobs", "sha256"), filepath.Join(s.dir, "layers")} {

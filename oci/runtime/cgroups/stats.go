@@ -189,3 +189,21 @@ func hasKey(file, key string) (bool, error) {
 	}
 	return false, sc.Err()
 }
+
+// OOMEventsFile is the file of a cgroup that counts the processes the
+// kernel killed in it for memory ("oom_kill N"): memory.events on v2,
+// memory.oom_control on v1. The container monitor reads it when the
+// container ends. Empty when the host has no memory controller.
+func (m *Manager) OOMEventsFile(path string) string {
+	if checkPath(path) != nil {
+		return ""
+	}
+	if m.unified {
+		return filepath.Join(m.mountpoint, path, "memory.events")
+	}
+	root := m.v1Root(cgroup1.Memory)
+	if root == "" {
+		return ""
+	}
+	return filepath.Join(root, path, "memory.oom_control")
+}

@@ -1,0 +1,23 @@
+package cri
+
+import (
+	"context"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// CreateContainer makes a container in a ready pod; nothing runs until
+// StartContainer. A failure leaves nothing behind.
+func (s *Server) CreateContainer(ctx context.Context, req *runtimeapi.CreateContainerRequest) (*runtimeapi.CreateContainerResponse, error) {
+	if req.GetPodSandboxId() == "" {
+		return nil, invalid("pod_sandbox_id", "is required")
+	}
+	if req.GetConfig() == nil {
+		return nil, invalid("config", "is required")
+	}
+	id, err := s.pods.CreateContainer(ctx, req.GetPodSandboxId(), req.GetConfig())
+	if err != nil {
+		return nil, err
+	}
+	return &runtimeapi.CreateContainerResponse{ContainerId: id}, nil
+}

@@ -1,0 +1,198 @@
+// Package linux is husk's built-in runtime: it turns an OCI runtime spec
+// into a running process, with no other binary.
+//
+// The container's first process starts as `husk container-init BUNDLE`,
+// started by the container monitor already inside the pod's network, IPC
+// and UTS namespaces and in new mount (and PID) namespaces. Init reads the
+// bundle's config.json, joins its cgroup, builds the root filesystem and
+// pivots into it, becomes the container's user with its capabilities,
+// seccomp filter and limits, then executes the container's command in its
+// own place. It reports any failure on descriptor 3, which the exec closes.
+package linux
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
+	"github.com/husk-runtime/husk/oci/runtime/cgroups"
+)
+
+// reportFD is where init reports failures; the monitor passes it on from
+// the daemon, which reads it until the exec closes it.
+const reportFD = 3
+
+// Init is `husk container-init BUNDLE`. It returns only on failure.
+func Init(args []string) int {
+	report := os.NewFile(reportFD, "report")
+	if len(args) != 1 {
+		_, _ = fmt.Fprintln(report, "usage: husk container-init BUNDLE")
+		return 2
+	}
+	err := initContainer(args[0])
+	_, _ = fmt.Fprint(report, err.Error())
+	return 1
+}
+
+func initContainer(bundle string) error {
+	// Until the exec, nothing in the container may look into this process
+	// (its memory, /proc/self/exe: CVE-2019-5736).
+	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
+		return fmt.Errorf("prctl: %w", err)
+	}
+	b, err := os.ReadFile(filepath.Join(bundle, "config.json"))
+	if err != nil {
+		return fmt.Errorf("reading the spec: %w", err)
+	}
+	var spec specs.Spec
+	if err := json.Unmarshal(b, &spec); err != nil {
+		return fmt.Errorf("reading the spec: %w", err)
+	}
+	if spec.Process == nil || spec.Root == nil || spec.Linux == nil {
+		return errors.New("the spec has no process, root or linux section")
+	}
+	if spec.Linux.CgroupsPath != "" {
+		cg, err := cgroups.New(cgroups.Cgroupfs)
+		if err != nil {
+			return err
+		}
+		// First, so that all the container's memory is charged to it.
+		if err := cg.AddProcess(spec.Linux.CgroupsPath, os.Getpid()); err != nil {
+			return fmt.Errorf("joining the container's cgroup: %w", err)
+		}
+	}
+	for _, n := range spec.Linux.Namespaces {
+		// A cgroup namespace made after joining the cgroup: the container
+		// sees its cgroup as the root.
+		if n.Type == specs.CgroupNamespace && n.Path == "" {
+			if err := unix.Unshare(unix.CLONE_NEWCGROUP); err != nil {
+				return fmt.Errorf("creating the cgroup namespace: %w", err)
+			}
+		}
+	}
+	rootfs := spec.Root.Path
+	if !filepath.IsAbs(rootfs) {
+		rootfs = filepath.Join(bundle, rootfs)
+	}
+	if err := setupRootfs(&spec, rootfs); err != nil {
+		return err
+	}
+	if err := setRlimits(spec.Process.Rlimits); err != nil {
+		return err
+	}
+	if spec.Process.OOMScoreAdj != nil {
+		if err := os.WriteFile("/proc/self/oom_score_adj", fmt.Appendf(nil, "%d", *spec.Process.OOMScoreAdj), 0); err != nil {
+			return fmt.Errorf("setting oom_score_adj: %w", err)
+		}
+	}
+	if err := os.Chdir(spec.Process.Cwd); err != nil {
+		return fmt.Errorf("changing to the working directory %s: %w", spec.Process.Cwd, err)
+	}
+	path, err := lookPath(spec.Process.Args, spec.Process.Env)
+	if err != nil {
+		return err
+	}
+	if err := becomeUser(spec.Process); err != nil {
+		return err
+	}
+	if spec.Process.NoNewPrivileges {
+		if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+			return fmt.Errorf("setting no_new_privs: %w", err)
+		}
+	}
+	// No descriptor of the host reaches the container: all but 0, 1 and 2
+	// close on exec (the report descriptor too, which tells the daemon the
+	// exec happened).
+	if err := closeOnExecFrom(3); err != nil {
+		return err
+	}
+	// The seccomp filter comes last: it may forbid what the steps before
+	// need.
+	if err := loadSeccomp(spec.Linux.Seccomp); err != nil {
+		return err
+	}
+	err = unix.Exec(path, spec.Process.Args, spec.Process.Env)
+	return fmt.Errorf("executing %s: %w", spec.Process.Args[0], err)
+}
+
+// lookPath finds the command in the container's PATH, as execvp would, so
+// that a missing command is reported before the process is given up.
+func lookPath(args, env []string) (string, error) {
+	if len(args) == 0 || args[0] == "" {
+		return "", errors.New("the spec has no command")
+	}
+	cmd := args[0]
+	if strings.Contains(cmd, "/") {
+		return cmd, checkExecutable(cmd)
+	}
+	pathVar := "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+	for _, e := range env {
+		if v, ok := strings.CutPrefix(e, "PATH="); ok {
+			pathVar = v
+		}
+	}
+	for _, dir := range filepath.SplitList(pathVar) {
+		if dir == "" {
+			dir = "."
+		}
+		p := filepath.Join(dir, cmd)
+		if checkExecutable(p) == nil {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("executable %q not found in $PATH (%s)", cmd, pathVar)
+}
+
+func checkExecutable(p string) error {
+	fi, err := os.Stat(p)
+	if err != nil {
+		return fmt.Errorf("executable %q: %w", p, err)
+	}
+	if fi.IsDir() || fi.Mode()&0o111 == 0 {
+		return fmt.Errorf("%q is not an executable file", p)
+	}
+	return nil
+}
+
+func closeOnExecFrom(minFD int) error {
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		var fd int
+		if _, err := fmt.Sscan(e.Name(), &fd); err != nil || fd < minFD {
+			continue
+		}
+		unix.CloseOnExec(fd)
+	}
+	return nil
+}
+
+func setRlimits(rl []specs.POSIXRlimit) error {
+	for _, r := range rl {
+		res, ok := rlimitNames[r.Type]
+		if !ok {
+			return fmt.Errorf("unknown rlimit %q", r.Type)
+		}
+		if err := unix.Setrlimit(res, &unix.Rlimit{Cur: r.Soft, Max: r.Hard}); err != nil {
+			return fmt.Errorf("setting %s: %w", r.Type, err)
+		}
+	}
+	return nil
+}
+
+var rlimitNames = map[string]int{
+	"RLIMIT_AS": unix.RLIMIT_AS, "RLIMIT_CORE": unix.RLIMIT_CORE, "RLIMIT_CPU": unix.RLIMIT_CPU,
+	"RLIMIT_DATA": unix.RLIMIT_DATA, "RLIMIT_FSIZE": unix.RLIMIT_FSIZE, "RLIMIT_LOCKS": unix.RLIMIT_LOCKS,
+	"RLIMIT_MEMLOCK": unix.RLIMIT_MEMLOCK, "RLIMIT_MSGQUEUE": unix.RLIMIT_MSGQUEUE, "RLIMIT_NICE": unix.RLIMIT_NICE,
+	"RLIMIT_NOFILE": unix.RLIMIT_NOFILE, "RLIMIT_NPROC": unix.RLIMIT_NPROC, "RLIMIT_RSS": unix.RLIMIT_RSS,
+	"RLIMIT_RTPRIO": unix.RLIMIT_RTPRIO, "RLIMIT_RTTIME": unix.RLIMIT_RTTIME, "RLIMIT_SIGPENDING": unix.RLIMIT_SIGPENDING,
+	"RLIMIT_STACK": unix.RLIMIT_STACK,
+}

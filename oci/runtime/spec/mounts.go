@@ -1,0 +1,174 @@
+package spec
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// defaultMounts are the filesystems every container gets, those of runc's
+// and containerd's default spec, in mount order.
+func defaultMounts(in Input, sc *runtimeapi.LinuxContainerSecurityContext) []specs.Mount {
+	sysOpt := "ro"
+	if sc.GetPrivileged() {
+		sysOpt = "rw"
+	}
+	ms := []specs.Mount{
+		{Destination: "/proc", Type: "proc", Source: "proc", Options: []string{"nosuid", "noexec", "nodev"}},
+		{Destination: "/dev", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "strictatime", "mode=755", "size=65536k"}},
+		{Destination: "/dev/pts", Type: "devpts", Source: "devpts", Options: []string{"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"}},
+		{Destination: "/dev/mqueue", Type: "mqueue", Source: "mqueue", Options: []string{"nosuid", "noexec", "nodev"}},
+		{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", sysOpt}},
+		{Destination: "/sys/fs/cgroup", Type: "cgroup", Source: "cgroup", Options: []string{"nosuid", "noexec", "nodev", "relatime", sysOpt}},
+	}
+	if in.ShmPath != "" {
+		ms = append(ms, specs.Mount{Destination: "/dev/shm", Type: "bind", Source: in.ShmPath, Options: []string{"rbind", "rprivate", "rw"}})
+	} else {
+		ms = append(ms, specs.Mount{Destination: "/dev/shm", Type: "tmpfs", Source: "shm", Options: []string{"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"}})
+	}
+	// The pod's files follow the root's read-only flag, as in containerd: a
+	// read-only container should not be able to rewrite its name resolution.
+	rw := "rw"
+	if sc.GetReadonlyRootfs() {
+		rw = "ro"
+	}
+	for _, f := range []struct{ dst, src string }{
+		{"/etc/hostname", in.HostnamePath}, {"/etc/hosts", in.HostsPath}, {"/etc/resolv.conf", in.ResolvConfPath},
+	} {
+		if f.src != "" {
+			ms = append(ms, specs.Mount{Destination: f.dst, Type: "bind", Source: f.src, Options: []string{"rbind", "rprivate", rw}})
+		}
+	}
+	return ms
+}
+
+// mounts returns the container's mounts and the propagation its rootfs
+// needs: a CRI mount that receives host mounts (rslave) or shares them both
+// ways (rshared) only works if the mounts above it propagate too.
+func mounts(in Input, sc *runtimeapi.LinuxContainerSecurityContext) ([]specs.Mount, string, error) {
+	var cri []specs.Mount
+	propagation := ""
+	for i, m := range in.Config.GetMounts() {
+		field := fmt.Sprintf("config.mounts[%d]", i)
+		dst, err := containerPath(m.GetContainerPath(), field+".container_path")
+		if err != nil {
+			return nil, "", err
+		}
+		for _, o := range cri {
+			if o.Destination == dst {
+				return nil, "", invalid(field+".container_path", "%q is also the destination of another mount", dst)
+			}
+		}
+		if img := m.GetImage(); img != nil && img.GetImage() != "" {
+			if m.GetHostPath() != "" {
+				return nil, "", invalid(field, "host_path and image are mutually exclusive")
+			}
+			// Image volumes need the image store; the caller resolves them
+			// to a host path before calling Generate.
+			return nil, "", fmt.Errorf("%s.image: image volume mounts are not supported: %w", field, errdefs.ErrNotImplemented)
+		}
+		if len(m.GetUidMappings()) > 0 || len(m.GetGidMappings()) > 0 {
+			return nil, "", fmt.Errorf("%s: id-mapped mounts are not supported: %w", field, errdefs.ErrNotImplemented)
+		}
+		src, err := hostPath(m.GetHostPath(), field+".host_path")
+		if err != nil {
+			return nil, "", err
+		}
+		opts := []string{"rbind"}
+		switch p := m.GetPropagation(); p {
+		case runtimeapi.MountPropagation_PROPAGATION_PRIVATE:
+			opts = append(opts, "rprivate")
+		case runtimeapi.MountPropagation_PROPAGATION_HOST_TO_CONTAINER:
+			opts = append(opts, "rslave")
+			if propagation == "" {
+				propagation = "rslave"
+			}
+		case runtimeapi.MountPropagation_PROPAGATION_BIDIRECTIONAL:
+			opts = append(opts, "rshared")
+			propagation = "rshared"
+		default:
+			return nil, "", invalid(field+".propagation", "unknown propagation %v", p)
+		}
+		switch {
+		case m.GetRecursiveReadOnly():
+			if !m.GetReadonly() || m.GetPropagation() != runtimeapi.MountPropagation_PROPAGATION_PRIVATE {
+				return nil, "", invalid(field+".recursive_read_only", "needs readonly and private propagation")
+			}
+			// "ro" too, so that a runtime without "rro" still gets the top
+			// of the tree read-only.
+			opts = append(opts, "ro", "rro")
+		case m.GetReadonly():
+			opts = append(opts, "ro")
+		default:
+			opts = append(opts, "rw")
+		}
+		opts = append(opts, m.GetMountOptions()...)
+		cri = append(cri, specs.Mount{Destination: dst, Type: "bind", Source: src, Options: opts})
+	}
+
+	// A CRI mount hides every default at or below its destination (a /dev
+	// volume takes /dev/pts with it): mounted first, they would only be
+	// shadowed, and mounted after, they would cover the user's volume.
+	var out []specs.Mount
+	for _, d := range defaultMounts(in, sc) {
+		if !slices.ContainsFunc(cri, func(m specs.Mount) bool { return within(d.Destination, m.Destination) }) {
+			out = append(out, d)
+		}
+	}
+	// Parents before children, so that /a/b is not hidden by a later /a;
+	// stable, so that otherwise kubelet's order stands.
+	slices.SortStableFunc(cri, func(a, b specs.Mount) int { return depth(a.Destination) - depth(b.Destination) })
+	return append(out, cri...), propagation, nil
+}
+
+func containerPath(p, field string) (string, error) {
+	if !filepath.IsAbs(p) {
+		return "", invalid(field, "%q is not an absolute path", p)
+	}
+	if slices.Contains(strings.Split(p, "/"), "..") {
+		return "", invalid(field, "%q contains a \"..\" component", p)
+	}
+	if strings.ContainsRune(p, 0) {
+		return "", invalid(field, "%q contains a NUL byte", p)
+	}
+	p = filepath.Clean(p)
+	if p == "/" {
+		return "", invalid(field, "cannot mount over the container's root")
+	}
+	return p, nil
+}
+
+// hostPath resolves symlinks, as api.proto asks: the mount is of the real
+// file. It creates nothing: kubelet makes the directories it wants.
+func hostPath(p, field string) (string, error) {
+	if !filepath.IsAbs(p) {
+		return "", invalid(field, "%q is not an absolute path", p)
+	}
+	real, err := filepath.EvalSymlinks(p)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return "", invalid(field, "%q does not exist", p)
+		}
+		return "", fmt.Errorf("%s: resolving %q: %w", field, p, err)
+	}
+	return real, nil
+}
+
+// within reports whether p is dir or lies below it.
+func within(p, dir string) bool {
+	return p == dir || dir == "/" || strings.HasPrefix(p, dir+"/")
+}
+
+func depth(p string) int {
+	if p == "/" {
+		return 0
+	}
+	return strings.Count(p, "/")
+}

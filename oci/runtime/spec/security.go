@@ -1,0 +1,209 @@
+package spec
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/moby/profiles/seccomp"
+	"github.com/moby/sys/capability"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// DefaultCapabilities is the set of Docker and containerd: what most images
+// assume they have, and nothing that reaches outside the container.
+var DefaultCapabilities = []string{
+	"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD",
+	"CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP",
+	"CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+}
+
+// DefaultMaskedPaths and DefaultReadonlyPaths are containerd's, used when
+// kubelet sends none (it normally sends its own, the same list).
+var (
+	DefaultMaskedPaths = []string{
+		"/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+		"/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
+		"/sys/firmware", "/sys/devices/virtual/powercap",
+	}
+	DefaultReadonlyPaths = []string{
+		"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
+	}
+)
+
+const capField = scField + "capabilities."
+
+// allCapabilities is every capability the running kernel has, so that a
+// privileged container is not refused by an older kernel for a capability it
+// lacks; the library's list is the fallback if /proc cannot tell.
+func allCapabilities() []string {
+	caps, err := capability.ListSupported()
+	if err != nil {
+		caps = capability.ListKnown()
+	}
+	out := make([]string, len(caps))
+	for i, c := range caps {
+		out[i] = "CAP_" + strings.ToUpper(c.String())
+	}
+	return out
+}
+
+// capName normalizes a CRI capability name ("net_admin", "CAP_NET_ADMIN")
+// to the OCI form and rejects names no kernel knows.
+func capName(name, field string) (string, error) {
+	n := strings.ToUpper(strings.TrimSpace(name))
+	n = strings.TrimPrefix(n, "CAP_")
+	for _, c := range capability.ListKnown() {
+		if strings.ToUpper(c.String()) == n {
+			return "CAP_" + n, nil
+		}
+	}
+	return "", invalid(field, "unknown capability %q", name)
+}
+
+// capabilities applies the CRI adds and drops to the default set in
+// containerd's order: "ALL" adds first, then "ALL" drops, then the single
+// names, so that add ALL + drop X means everything but X and drop ALL + add
+// X means only X.
+func capabilities(c *runtimeapi.Capability) (*specs.LinuxCapabilities, error) {
+	set := slices.Clone(DefaultCapabilities)
+	isAll := func(s string) bool { return strings.EqualFold(strings.TrimSpace(s), "ALL") }
+	if slices.ContainsFunc(c.GetAddCapabilities(), isAll) {
+		set = allCapabilities()
+	}
+	if slices.ContainsFunc(c.GetDropCapabilities(), isAll) {
+		set = nil
+	}
+	for i, a := range c.GetAddCapabilities() {
+		if isAll(a) {
+			continue
+		}
+		n, err := capName(a, fmt.Sprintf(capField+"add_capabilities[%d]", i))
+		if err != nil {
+			return nil, err
+		}
+		if !slices.Contains(set, n) {
+			set = append(set, n)
+		}
+	}
+	for i, d := range c.GetDropCapabilities() {
+		if isAll(d) {
+			continue
+		}
+		n, err := capName(d, fmt.Sprintf(capField+"drop_capabilities[%d]", i))
+		if err != nil {
+			return nil, err
+		}
+		set = slices.DeleteFunc(set, func(s string) bool { return s == n })
+	}
+	return withAmbient(set, c)
+}
+
+// privilegedCapabilities ignores adds and drops: CRI's privileged means all
+// capabilities. Ambient ones still apply, since they only affect a non-root
+// process and a privileged pod may run one.
+func privilegedCapabilities(c *runtimeapi.Capability) (*specs.LinuxCapabilities, error) {
+	return withAmbient(allCapabilities(), c)
+}
+
+// withAmbient builds the OCI sets. Inheritable stays empty (CVE-2022-24769)
+// except for ambient capabilities, which the kernel only raises when they
+// are permitted and inheritable; an ambient capability outside the permitted
+// set is refused rather than silently granted.
+func withAmbient(set []string, c *runtimeapi.Capability) (*specs.LinuxCapabilities, error) {
+	if set == nil {
+		set = []string{}
+	}
+	out := &specs.LinuxCapabilities{
+		Bounding:    slices.Clone(set),
+		Effective:   slices.Clone(set),
+		Permitted:   slices.Clone(set),
+		Inheritable: []string{},
+	}
+	for i, a := range c.GetAddAmbientCapabilities() {
+		field := fmt.Sprintf(capField+"add_ambient_capabilities[%d]", i)
+		n, err := capName(a, field)
+		if err != nil {
+			return nil, err
+		}
+		if !slices.Contains(set, n) {
+			return nil, invalid(field, "%s is not among the container's capabilities; add it with add_capabilities", n)
+		}
+		if !slices.Contains(out.Ambient, n) {
+			out.Ambient = append(out.Ambient, n)
+			out.Inheritable = append(out.Inheritable, n)
+		}
+	}
+	return out, nil
+}
+
+// protectedPaths returns the masked and read-only paths: kubelet's when it
+// sends them, containerd's defaults when not.
+func protectedPaths(sc *runtimeapi.LinuxContainerSecurityContext) (masked, readonly []string) {
+	masked, readonly = sc.GetMaskedPaths(), sc.GetReadonlyPaths()
+	if len(masked) == 0 {
+		masked = DefaultMaskedPaths
+	}
+	if len(readonly) == 0 {
+		readonly = DefaultReadonlyPaths
+	}
+	return slices.Clone(masked), slices.Clone(readonly)
+}
+
+// seccompProfile needs s's final capabilities: the default profile allows
+// the syscalls a granted capability is about (CAP_SYS_ADMIN's mount, ...).
+func seccompProfile(sc *runtimeapi.LinuxContainerSecurityContext, s *specs.Spec) (*specs.LinuxSeccomp, error) {
+	field := scField + "seccomp"
+	kind, ref := "", ""
+	if p := sc.GetSeccomp(); p != nil {
+		switch p.GetProfileType() {
+		case runtimeapi.SecurityProfile_RuntimeDefault:
+			kind = "runtime/default"
+		case runtimeapi.SecurityProfile_Unconfined:
+			kind = "unconfined"
+		case runtimeapi.SecurityProfile_Localhost:
+			kind, ref = "localhost", p.GetLocalhostRef()
+			field += ".localhost_ref"
+		default:
+			return nil, invalid(field+".profile_type", "unknown profile type %v", p.GetProfileType())
+		}
+	} else if path := sc.GetSeccompProfilePath(); path != "" { //nolint:staticcheck // older kubelets still send it
+		field = scField + "seccomp_profile_path"
+		switch {
+		case path == "runtime/default" || path == "docker/default":
+			kind = "runtime/default"
+		case path == "unconfined":
+			kind = "unconfined"
+		case strings.HasPrefix(path, "localhost/"):
+			kind, ref = "localhost", strings.TrimPrefix(path, "localhost/")
+		default:
+			return nil, invalid(field, "unknown profile %q", path)
+		}
+	}
+	switch kind {
+	case "", "unconfined":
+		// CRI: unset is the same as unconfined.
+		return nil, nil
+	case "runtime/default":
+		prof, err := seccomp.GetDefaultProfile(s)
+		if err != nil {
+			return nil, fmt.Errorf("%s: building the default profile: %w", field, err)
+		}
+		return prof, nil
+	}
+	if !filepath.IsAbs(ref) {
+		return nil, invalid(field, "%q is not an absolute path", ref)
+	}
+	body, err := os.ReadFile(ref)
+	if err != nil {
+		return nil, invalid(field, "reading profile: %v", err)
+	}
+	prof, err := seccomp.LoadProfile(string(body), s)
+	if err != nil {
+		return nil, invalid(field, "loading profile %s: %v", ref, err)
+	}
+	return prof, nil
+}

@@ -1,0 +1,305 @@
+// Package spec turns a CRI container request into an OCI runtime spec.
+//
+// The result is what both the built-in runtime and runc-compatible binaries
+// execute, so every CRI field that has an effect must show up here; what is
+// only for husk itself (the monitor's stdin handling) goes to annotations.
+package spec
+
+import (
+	"bytes"
+	"fmt"
+	"maps"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/containerd/errdefs"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/husk-runtime/husk/oci/runtime/cgroups"
+)
+
+// Annotations for the container monitor: CRI's stdin flags decide how the
+// monitor wires the container's stdin, which the OCI process has no field for.
+const (
+	AnnotationStdin     = "io.husk.stdin"
+	AnnotationStdinOnce = "io.husk.stdin-once"
+)
+
+// DefaultPath is the PATH of a container whose image sets none; it is the
+// one Docker and containerd use, so images behave the same here.
+const DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// Input is everything Generate needs. Keeping the host-side decisions (which
+// namespaces exist, where the pod's files are) in the caller lets Generate
+// stay a function of its input plus read-only looks at the host and rootfs.
+type Input struct {
+	ID     string // container id
+	Config *runtimeapi.ContainerConfig
+	Pod    *runtimeapi.PodSandboxConfig
+	Image  ocispec.ImageConfig // Entrypoint, Cmd, Env, User, WorkingDir, StopSignal
+	// RootfsPath: host path of the container's root filesystem, already
+	// mounted (overlay). Read only to resolve users and groups from its
+	// /etc/passwd and /etc/group, which are opened inside it so that an
+	// image's symlinks cannot point the lookup at host files.
+	RootfsPath string
+	// Pod files on the host, bind-mounted into the container unless a CRI
+	// mount already targets the same container path: /etc/hostname,
+	// /etc/hosts, /etc/resolv.conf. Empty means none.
+	HostnamePath, HostsPath, ResolvConfPath string
+	// ShmPath: the pod's /dev/shm (a tmpfs on the host) to bind; empty means
+	// the container gets a tmpfs /dev/shm of its own (64 MiB).
+	ShmPath string
+	// Namespaces of the pod to join, as paths of pinned namespace files:
+	// keys "network", "ipc", "uts", "pid". A missing network, ipc or uts key
+	// means the host's (the namespace is left out of the spec). For pid the
+	// container's NamespaceOptions.Pid decides: CONTAINER => a new one; POD
+	// => the pod's when given, else a new one (the pod shares none); TARGET
+	// => the path given (the target container's); NODE => the host's.
+	// The mount namespace is always new.
+	Namespaces  map[string]string
+	CgroupsPath string // the container's cgroup path (cgroupfs style), goes to spec.Linux.CgroupsPath
+	// CgroupNamespace gives the container a cgroup namespace of its own, so
+	// that its /sys/fs/cgroup shows its own cgroup as the root (what
+	// containerd does on cgroup v2 hosts). The caller knows the host's mode.
+	CgroupNamespace bool
+}
+
+// invalid is the error for bad input: it wraps errdefs.ErrInvalidArgument so
+// the CRI layer maps it to codes.InvalidArgument, and names the field.
+func invalid(field, format string, args ...any) error {
+	return fmt.Errorf("%s: %s: %w", field, fmt.Sprintf(format, args...), errdefs.ErrInvalidArgument)
+}
+
+// Generate builds the OCI runtime spec of a container. It reads the rootfs's
+// /etc/passwd and /etc/group, stats CRI mount and device host paths and reads
+// a localhost seccomp profile, but changes nothing on the host.
+func Generate(in Input) (*specs.Spec, error) {
+	cfg := in.Config
+	if cfg == nil {
+		return nil, invalid("config", "missing")
+	}
+	sc := cfg.GetLinux().GetSecurityContext()
+
+	args, err := processArgs(cfg, in.Image)
+	if err != nil {
+		return nil, err
+	}
+	cwd, err := workingDir(cfg, in.Image)
+	if err != nil {
+		return nil, err
+	}
+	usr, home, err := resolveUser(in.RootfsPath, sc, in.Image.User)
+	if err != nil {
+		return nil, err
+	}
+	env, err := buildEnv(cfg, in.Image, in.Pod, home)
+	if err != nil {
+		return nil, err
+	}
+
+	s := &specs.Spec{
+		Version: specs.Version,
+		Process: &specs.Process{
+			Terminal:        cfg.GetTty(),
+			User:            usr,
+			Args:            args,
+			Env:             env,
+			Cwd:             cwd,
+			NoNewPrivileges: sc.GetNoNewPrivs(),
+		},
+		Root: &specs.Root{
+			Path:     in.RootfsPath,
+			Readonly: sc.GetReadonlyRootfs(),
+		},
+		Linux: &specs.Linux{
+			CgroupsPath: in.CgroupsPath,
+		},
+	}
+
+	if a := cfg.GetAnnotations(); len(a) > 0 || cfg.GetStdin() || cfg.GetStdinOnce() {
+		s.Annotations = maps.Clone(a)
+		if s.Annotations == nil {
+			s.Annotations = map[string]string{}
+		}
+		if cfg.GetStdin() {
+			s.Annotations[AnnotationStdin] = "true"
+		}
+		if cfg.GetStdinOnce() {
+			s.Annotations[AnnotationStdinOnce] = "true"
+		}
+	}
+
+	if s.Linux.Namespaces, err = namespaces(in, sc); err != nil {
+		return nil, err
+	}
+	if s.Mounts, s.Linux.RootfsPropagation, err = mounts(in, sc); err != nil {
+		return nil, err
+	}
+
+	// AppArmor and SELinux options are not applied: this host runs neither,
+	// and the spec fields would only make a runtime fail. A requested
+	// profile is therefore a no-op, as it is for containerd on such hosts.
+	if sc.GetPrivileged() {
+		s.Process.Capabilities, err = privilegedCapabilities(sc.GetCapabilities())
+	} else {
+		s.Process.Capabilities, err = capabilities(sc.GetCapabilities())
+	}
+	if err != nil {
+		return nil, err
+	}
+	if !sc.GetPrivileged() {
+		s.Linux.MaskedPaths, s.Linux.ReadonlyPaths = protectedPaths(sc)
+		if s.Linux.Seccomp, err = seccompProfile(sc, s); err != nil {
+			return nil, err
+		}
+	}
+
+	res := cfg.GetLinux().GetResources()
+	s.Linux.Resources = cgroups.ResourcesFromCRI(res)
+	if s.Linux.Resources == nil {
+		s.Linux.Resources = &specs.LinuxResources{}
+	}
+	if res != nil {
+		adj := int(res.GetOomScoreAdj())
+		s.Process.OOMScoreAdj = &adj
+	}
+	if s.Linux.Devices, s.Linux.Resources.Devices, err = devices(cfg.GetDevices(), sc.GetPrivileged()); err != nil {
+		return nil, err
+	}
+	if len(cfg.GetCDIDevices()) > 0 {
+		return nil, fmt.Errorf("config.CDI_devices: CDI devices are not supported: %w", errdefs.ErrNotImplemented)
+	}
+	return s, nil
+}
+
+// processArgs applies Kubernetes' rule: command replaces the image's
+// ENTRYPOINT and args its CMD, except that a command alone drops the CMD too
+// (an image's CMD is meant as arguments to its own ENTRYPOINT).
+func processArgs(cfg *runtimeapi.ContainerConfig, img ocispec.ImageConfig) ([]string, error) {
+	command, args := cfg.GetCommand(), cfg.GetArgs()
+	var out []string
+	switch {
+	case len(command) > 0:
+		out = append(append(out, command...), args...)
+	case len(args) > 0:
+		out = append(append(out, img.Entrypoint...), args...)
+	default:
+		out = append(append(out, img.Entrypoint...), img.Cmd...)
+	}
+	if len(out) == 0 {
+		return nil, invalid("config.command", "no command given and the image has no ENTRYPOINT or CMD")
+	}
+	return out, nil
+}
+
+func workingDir(cfg *runtimeapi.ContainerConfig, img ocispec.ImageConfig) (string, error) {
+	dir, field := cfg.GetWorkingDir(), "config.working_dir"
+	if dir == "" {
+		dir, field = img.WorkingDir, "image config WorkingDir"
+	}
+	if dir == "" {
+		return "/", nil
+	}
+	if !filepath.IsAbs(dir) {
+		return "", invalid(field, "%q is not an absolute path", dir)
+	}
+	return filepath.Clean(dir), nil
+}
+
+// buildEnv merges the image's environment with the config's, a later value
+// replacing an earlier one in place so that the order stays the image's.
+// HOSTNAME is set as containerd does, because images and tools expect it;
+// HOME as runc does, since the built-in runtime does not add it itself.
+func buildEnv(cfg *runtimeapi.ContainerConfig, img ocispec.ImageConfig, pod *runtimeapi.PodSandboxConfig, home string) ([]string, error) {
+	var keys []string
+	vals := map[string]string{}
+	set := func(k, v string) {
+		if _, ok := vals[k]; !ok {
+			keys = append(keys, k)
+		}
+		vals[k] = v
+	}
+	for _, kv := range img.Env {
+		k, v, _ := strings.Cut(kv, "=")
+		if k != "" {
+			set(k, v)
+		}
+	}
+	for i, e := range cfg.GetEnvs() {
+		if e.GetKey() == "" || strings.ContainsAny(e.GetKey(), "=\x00") {
+			return nil, invalid(fmt.Sprintf("config.envs[%d].key", i), "%q is not a valid variable name", e.GetKey())
+		}
+		if bytes.IndexByte(e.GetValue(), 0) >= 0 {
+			return nil, invalid(fmt.Sprintf("config.envs[%d].value", i), "contains a NUL byte")
+		}
+		set(e.GetKey(), string(e.GetValue()))
+	}
+	if _, ok := vals["PATH"]; !ok {
+		set("PATH", DefaultPath)
+	}
+	if _, ok := vals["HOSTNAME"]; !ok {
+		host := pod.GetHostname()
+		if host == "" {
+			// A pod without a hostname of its own shares the host's UTS.
+			host, _ = os.Hostname()
+		}
+		if host != "" {
+			set("HOSTNAME", host)
+		}
+	}
+	if _, ok := vals["HOME"]; !ok {
+		if home == "" {
+			home = "/"
+		}
+		set("HOME", home)
+	}
+	out := make([]string, len(keys))
+	for i, k := range keys {
+		out[i] = k + "=" + vals[k]
+	}
+	return out, nil
+}
+
+// namespaces lists the namespaces the container joins (with a path) or gets
+// new (without); a namespace left out is the host's.
+func namespaces(in Input, sc *runtimeapi.LinuxContainerSecurityContext) ([]specs.LinuxNamespace, error) {
+	opts := sc.GetNamespaceOptions()
+	if u := opts.GetUsernsOptions(); u != nil && (len(u.GetUids()) > 0 || len(u.GetGids()) > 0) {
+		return nil, fmt.Errorf("config.linux.security_context.namespace_options.userns_options: user namespaces are not supported: %w", errdefs.ErrNotImplemented)
+	}
+	out := []specs.LinuxNamespace{{Type: specs.MountNamespace}}
+	for _, n := range []struct {
+		key string
+		typ specs.LinuxNamespaceType
+	}{{"network", specs.NetworkNamespace}, {"ipc", specs.IPCNamespace}, {"uts", specs.UTSNamespace}} {
+		if p := in.Namespaces[n.key]; p != "" {
+			out = append(out, specs.LinuxNamespace{Type: n.typ, Path: p})
+		}
+	}
+	pidPath := in.Namespaces["pid"]
+	switch mode := opts.GetPid(); mode {
+	case runtimeapi.NamespaceMode_CONTAINER:
+		out = append(out, specs.LinuxNamespace{Type: specs.PIDNamespace})
+	case runtimeapi.NamespaceMode_POD:
+		// POD is also what an unset option reads as; a pod whose processes
+		// do not share a PID namespace has none to join.
+		out = append(out, specs.LinuxNamespace{Type: specs.PIDNamespace, Path: pidPath})
+	case runtimeapi.NamespaceMode_TARGET:
+		if pidPath == "" {
+			return nil, invalid("config.linux.security_context.namespace_options.pid", "TARGET %q has no PID namespace to join", opts.GetTargetId())
+		}
+		out = append(out, specs.LinuxNamespace{Type: specs.PIDNamespace, Path: pidPath})
+	case runtimeapi.NamespaceMode_NODE:
+	default:
+		return nil, invalid("config.linux.security_context.namespace_options.pid", "unknown mode %v", mode)
+	}
+	if in.CgroupNamespace {
+		out = append(out, specs.LinuxNamespace{Type: specs.CgroupNamespace})
+	}
+	return out, nil
+}
+
+var errInvalid = errdefs.ErrInvalidArgument

@@ -1,0 +1,147 @@
+package sandbox
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/opencontainers/go-digest"
+	"google.golang.org/protobuf/encoding/protojson"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// ContainerState is where a container is in its life.
+type ContainerState string
+
+const (
+	// ContainerCreating: CreateContainer has begun and not finished; after
+	// a restart such a container is undone.
+	ContainerCreating ContainerState = "creating"
+	ContainerCreated  ContainerState = "created"
+	// ContainerStarted: its monitor was started; whether it still runs is
+	// read from the monitor's files.
+	ContainerStarted ContainerState = "started"
+	ContainerExited  ContainerState = "exited"
+)
+
+// Container is one container of a pod.
+type Container struct {
+	ID        string                      `json:"id"`
+	PodID     string                      `json:"podID"`
+	Config    *runtimeapi.ContainerConfig `json:"-"`
+	RawConfig json.RawMessage             `json:"config"`
+	ImageID   string                      `json:"imageID"`
+	Layers    []digest.Digest             `json:"layers"`
+	State     ContainerState              `json:"state"`
+	CreatedAt int64                       `json:"createdAt"`
+	StartedAt int64                       `json:"startedAt,omitempty"`
+	LogPath   string                      `json:"logPath,omitempty"`
+	Cgroup    string                      `json:"cgroup"`
+	Rootfs    string                      `json:"rootfs,omitempty"` // mounted overlay, while mounted
+	Monitor   *Process                    `json:"monitor,omitempty"`
+	StopSig   int                         `json:"stopSignal"`
+	Exit      *Exit                       `json:"exit,omitempty"`
+	Mounts    []*runtimeapi.Mount         `json:"-"`
+}
+
+// Exit is how a container ended.
+type Exit struct {
+	Code       int32  `json:"code"`
+	FinishedAt int64  `json:"finishedAt"`
+	Reason     string `json:"reason"`
+	Message    string `json:"message,omitempty"`
+}
+
+func (c *Container) encode() ([]byte, error) {
+	raw, err := protojson.Marshal(c.Config)
+	if err != nil {
+		return nil, err
+	}
+	cp := *c
+	cp.RawConfig = raw
+	return json.Marshal(&cp)
+}
+
+func loadContainer(dir string) (*Container, error) {
+	b, err := os.ReadFile(filepath.Join(dir, "container.json"))
+	if err != nil {
+		return nil, err
+	}
+	var c Container
+	if err := json.Unmarshal(b, &c); err != nil {
+		return nil, err
+	}
+	c.Config = &runtimeapi.ContainerConfig{}
+	if err := protojson.Unmarshal(c.RawConfig, c.Config); err != nil {
+		return nil, err
+	}
+	if c.ID != filepath.Base(dir) {
+		return nil, fmt.Errorf("container record in %s names container %q", dir, c.ID)
+	}
+	return &c, nil
+}
+
+func copyContainer(c *Container) *Container {
+	cp := *c
+	if c.Exit != nil {
+		e := *c.Exit
+		cp.Exit = &e
+	}
+	if c.Monitor != nil {
+		m := *c.Monitor
+		cp.Monitor = &m
+	}
+	return &cp
+}
+
+func containerKey(podID string, md *runtimeapi.ContainerMetadata) string {
+	return fmt.Sprintf("%s\x00%s\x00%d", podID, md.GetName(), md.GetAttempt())
+}
+
+// monitorPID reads the "pid" file the monitor writes: the container's
+// first process.
+func readMonitorPID(dir string) (*Process, error) {
+	b, err := os.ReadFile(filepath.Join(dir, "pid"))
+	if err != nil {
+		return nil, err
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 2 {
+		return nil, fmt.Errorf("malformed pid file in %s", dir)
+	}
+	pid, err := strconv.Atoi(f[0])
+	if err != nil {
+		return nil, err
+	}
+	st, err := strconv.ParseUint(f[1], 10, 64)
+	if err != nil {
+		return nil, err
+	}
+	return &Process{PID: pid, StartTime: st, BootID: bootID()}, nil
+}
+
+// readExit reads the "exit" file the monitor writes when the container
+// ends: code, finish time, whether the kernel killed it for memory.
+func readExit(dir string) (*Exit, error) {
+	b, err := os.ReadFile(filepath.Join(dir, "exit"))
+	if err != nil {
+		return nil, err
+	}
+	var code int32
+	var finished int64
+	var oom int
+	if _, err := fmt.Sscan(string(b), &code, &finished, &oom); err != nil {
+		return nil, fmt.Errorf("malformed exit file in %s: %w", dir, err)
+	}
+	e := &Exit{Code: code, FinishedAt: finished, Reason: "Completed"}
+	switch {
+	case oom != 0:
+		e.Reason = "OOMKilled"
+	case code != 0:
+		e.Reason = "Error"
+	}
+	return e, nil
+}

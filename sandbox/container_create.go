@@ -1,0 +1,266 @@
+package sandbox
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"golang.org/x/sys/unix"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	"k8s.io/klog/v2"
+
+	"github.com/husk-runtime/husk/network/ns"
+	"github.com/husk-runtime/husk/oci/runtime/spec"
+)
+
+func (m *Manager) containersRoot() string        { return filepath.Join(m.opts.Root, "containers") }
+func (m *Manager) containersState() string       { return filepath.Join(m.opts.State, "containers") }
+func (m *Manager) containerDir(id string) string { return filepath.Join(m.containersRoot(), id) }
+func (m *Manager) bundleDir(id string) string    { return filepath.Join(m.containersState(), id) }
+func (m *Manager) rootfsDir(id string) string    { return filepath.Join(m.bundleDir(id), "rootfs") }
+func (m *Manager) upperDir(id string) string     { return filepath.Join(m.containerDir(id), "upper") }
+func (m *Manager) workDir(id string) string      { return filepath.Join(m.containerDir(id), "work") }
+func (m *Manager) emptyLayerDir() string         { return filepath.Join(m.opts.Root, "empty-layer") }
+
+// updateContainer changes a container's fields under m.mu and saves its
+// record; only the holder of the container's lock calls it.
+func (m *Manager) updateContainer(c *Container, fn func(*Container)) error {
+	m.mu.Lock()
+	if fn != nil {
+		fn(c)
+	}
+	b, err := c.encode()
+	m.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	dir := m.containerDir(c.ID)
+	f, err := os.CreateTemp(dir, ".container.json.")
+	if err != nil {
+		return fmt.Errorf("saving container %s: %w", c.ID, err)
+	}
+	_, err = f.Write(b)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), filepath.Join(dir, "container.json"))
+	}
+	if err != nil {
+		_ = os.Remove(f.Name())
+		return fmt.Errorf("saving container %s: %w", c.ID, err)
+	}
+	return nil
+}
+
+// CreateContainer makes a container in a ready pod, as CreateContainer:
+// its root filesystem (overlayfs of the image's layers and an upper dir of
+// its own), its OCI spec and its cgroup. Nothing runs yet. A failure
+// undoes every step.
+func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg *runtimeapi.ContainerConfig) (_ string, err error) {
+	md := cfg.GetMetadata()
+	if md.GetName() == "" {
+		return "", fmt.Errorf("config.metadata.name is required: %w", errdefs.ErrInvalidArgument)
+	}
+	if cfg.GetImage().GetImage() == "" {
+		return "", fmt.Errorf("config.image.image is required: %w", errdefs.ErrInvalidArgument)
+	}
+	pod, unlockPod, err := m.lockExisting(podID)
+	if err != nil {
+		return "", err
+	}
+	if pod == nil {
+		return "", fmt.Errorf("pod sandbox %q: %w", podID, errdefs.ErrNotFound)
+	}
+	defer unlockPod()
+	if !pod.Ready() {
+		return "", fmt.Errorf("pod sandbox %s is not ready: %w", pod.ID, errdefs.ErrFailedPrecondition)
+	}
+	img, err := m.opts.Images.Get(cfg.GetImage().GetImage())
+	if err != nil {
+		return "", fmt.Errorf("config.image.image: %w", err)
+	}
+	releaseLayers := m.opts.Images.LeaseLayers(img.Layers)
+	defer releaseLayers()
+	imgCfg, _, err := m.opts.Images.Config(img.ID)
+	if err != nil {
+		return "", err
+	}
+
+	key := containerKey(pod.ID, md)
+	id := newID()
+	m.mu.Lock()
+	if other, ok := m.cnames[key]; ok {
+		m.mu.Unlock()
+		return "", fmt.Errorf("container %s in pod %s already exists as %s: %w", md.GetName(), pod.ID, other, errdefs.ErrAlreadyExists)
+	}
+	m.cnames[key] = id
+	m.mu.Unlock()
+	cgroup, err := m.opts.Cgroups.ContainerPath(pod.CgroupPath, id)
+	if err != nil {
+		m.forgetName(key, id)
+		return "", err
+	}
+	c := &Container{
+		ID: id, PodID: pod.ID, Config: cfg, ImageID: img.ID, Layers: img.Layers,
+		State: ContainerCreating, CreatedAt: time.Now().UnixNano(), Cgroup: cgroup,
+	}
+	if dir, p := pod.Config.GetLogDirectory(), cfg.GetLogPath(); dir != "" && p != "" {
+		c.LogPath = filepath.Join(dir, p)
+	}
+	step := func(name string, err error) error {
+		if err == nil {
+			return nil
+		}
+		return fmt.Errorf("CreateContainer %s: %s: %w", md.GetName(), name, err)
+	}
+	for _, d := range []string{m.containerDir(id), m.bundleDir(id)} {
+		if err := os.MkdirAll(d, 0o711); err != nil {
+			m.forgetName(key, id)
+			return "", step("creating its directories", err)
+		}
+	}
+	unlock := m.lockPod(id)
+	defer unlock()
+	if err := m.updateContainer(c, nil); err != nil {
+		m.forgetName(key, id)
+		_ = os.RemoveAll(m.containerDir(id))
+		_ = os.RemoveAll(m.bundleDir(id))
+		return "", step("recording it", err)
+	}
+	m.mu.Lock()
+	m.containers[id] = c
+	m.mu.Unlock()
+	defer func() {
+		if err != nil {
+			if derr := m.destroyContainer(c); derr != nil {
+				klog.ErrorS(derr, "Undoing a failed CreateContainer", "id", id)
+				_ = m.updateContainer(c, func(c *Container) {
+					c.State = ContainerExited
+					c.Exit = &Exit{Code: 128, Reason: "CreateError", Message: err.Error()}
+				})
+				return
+			}
+			m.forgetContainer(c)
+		}
+	}()
+
+	// The root filesystem: the image's layers, top first, under an upper
+	// dir of the container's.
+	for _, d := range []string{m.upperDir(id), m.workDir(id), m.rootfsDir(id)} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return "", step("creating the root filesystem", err)
+		}
+	}
+	lowers := make([]string, 0, len(img.Layers))
+	for i := len(img.Layers) - 1; i >= 0; i-- {
+		lowers = append(lowers, m.opts.Images.LayerPath(img.Layers[i]))
+	}
+	if len(lowers) == 0 {
+		if err := os.MkdirAll(m.emptyLayerDir(), 0o755); err != nil {
+			return "", err
+		}
+		lowers = []string{m.emptyLayerDir()}
+	}
+	if err := m.updateContainer(c, func(c *Container) { c.Rootfs = m.rootfsDir(id) }); err != nil {
+		return "", err
+	}
+	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", strings.Join(lowers, ":"), m.upperDir(id), m.workDir(id))
+	if err := unix.Mount("overlay", m.rootfsDir(id), "overlay", 0, opts); err != nil {
+		return "", step("mounting the root filesystem (overlayfs)", err)
+	}
+
+	in := spec.Input{
+		ID:             id,
+		Config:         cfg,
+		Pod:            pod.Config,
+		Image:          imgCfg.Config,
+		RootfsPath:     m.rootfsDir(id),
+		HostnamePath:   m.FilePath(pod.ID, HostnameFile),
+		HostsPath:      m.FilePath(pod.ID, HostsFile),
+		ResolvConfPath: m.FilePath(pod.ID, ResolvFile),
+		ShmPath:        pod.Shm,
+		Namespaces:     map[string]string{},
+		CgroupsPath:    cgroup,
+		// On cgroup v2 a container sees only its own cgroup, as with
+		// containerd; v1 has the bind mounts of the runtime instead.
+		CgroupNamespace: m.opts.Cgroups.Unified(),
+	}
+	for t, key := range map[ns.Type]string{ns.Net: "network", ns.IPC: "ipc", ns.UTS: "uts", ns.PID: "pid"} {
+		if p, ok := pod.Namespaces[t]; ok {
+			in.Namespaces[key] = p
+		}
+	}
+	s, err := spec.Generate(in)
+	if err != nil {
+		return "", err
+	}
+	s.Root.Path = m.rootfsDir(id)
+	if s.Process.OOMScoreAdj != nil {
+		adj := clampOOMScoreAdj(*s.Process.OOMScoreAdj)
+		s.Process.OOMScoreAdj = &adj
+	}
+	sig, err := spec.ContainerStopSignal(cfg, imgCfg.Config)
+	if err != nil {
+		return "", err
+	}
+	b, err := json.Marshal(s)
+	if err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(filepath.Join(m.bundleDir(id), "config.json"), b, 0o600); err != nil {
+		return "", step("writing its OCI spec", err)
+	}
+	if err := step("creating its cgroup", m.opts.Cgroups.Create(cgroup, s.Linux.Resources)); err != nil {
+		return "", err
+	}
+	if c.LogPath != "" {
+		if err := os.MkdirAll(filepath.Dir(c.LogPath), 0o755); err != nil {
+			return "", step("creating the log directory", err)
+		}
+	}
+	if err := m.updateContainer(c, func(c *Container) { c.State = ContainerCreated; c.StopSig = int(sig) }); err != nil {
+		return "", err
+	}
+	return id, nil
+}
+
+// clampOOMScoreAdj keeps a container's oom_score_adj at or above the
+// daemon's own: without CAP_SYS_RESOURCE it cannot be lowered below it,
+// and a container must not fail for that (containerd's
+// restrict_oom_score_adj).
+func clampOOMScoreAdj(want int) int {
+	b, err := os.ReadFile("/proc/self/oom_score_adj")
+	if err != nil {
+		return want
+	}
+	own, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || want >= own {
+		return want
+	}
+	return own
+}
+
+func (m *Manager) forgetName(key, id string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.cnames[key] == id {
+		delete(m.cnames, key)
+	}
+}
+
+func (m *Manager) forgetContainer(c *Container) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.containers, c.ID)
+	if key := containerKey(c.PodID, c.Config.GetMetadata()); m.cnames[key] == c.ID {
+		delete(m.cnames, key)
+	}
+	delete(m.locks, c.ID)
+}

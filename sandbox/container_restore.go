@@ -1,0 +1,71 @@
+package sandbox
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/opencontainers/go-digest"
+	"k8s.io/klog/v2"
+)
+
+// restoreContainers finds every container again after a (re)start. Their
+// monitors kept running without the daemon and recorded any exit; the
+// first refresh reads it. A container still Creating is undone; a
+// directory without a record is removed.
+func (m *Manager) restoreContainers() error {
+	entries, err := os.ReadDir(m.containersRoot())
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		dir := filepath.Join(m.containersRoot(), e.Name())
+		c, err := loadContainer(dir)
+		if errors.Is(err, fs.ErrNotExist) {
+			_ = os.RemoveAll(m.bundleDir(e.Name()))
+			_ = os.RemoveAll(dir)
+			continue
+		}
+		if err != nil {
+			klog.ErrorS(err, "Cannot read container record; leaving it alone", "dir", dir)
+			continue
+		}
+		if c.State == ContainerCreating {
+			klog.InfoS("Undoing a container whose creation was interrupted", "id", c.ID)
+			if err := m.destroyContainer(c); err == nil {
+				continue
+			}
+			c.State = ContainerExited
+			c.Exit = &Exit{Code: 128, Reason: "CreateError", Message: "the daemon stopped while creating it"}
+		}
+		m.containers[c.ID] = c
+		m.cnames[containerKey(c.PodID, c.Config.GetMetadata())] = c.ID
+		m.refresh(c)
+	}
+	return nil
+}
+
+func (m *Manager) layersInUse() []digest.Digest {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []digest.Digest
+	for _, c := range m.containers {
+		out = append(out, c.Layers...)
+	}
+	return out
+}
+
+func sortContainers(cs []*Container) {
+	slices.SortFunc(cs, func(a, b *Container) int {
+		if a.CreatedAt != b.CreatedAt {
+			if a.CreatedAt < b.CreatedAt {
+				return -1
+			}
+			return 1
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+}

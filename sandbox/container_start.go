@@ -1,0 +1,168 @@
+package sandbox
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/containerd/errdefs"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/husk-runtime/husk/network/ns"
+)
+
+// startTimeout bounds how long a container's runtime may take to set it up.
+const startTimeout = time.Minute
+
+// StartContainer starts a created container, as StartContainer: its
+// monitor (which outlives the daemon) starts the runtime, which sets the
+// container up and executes its command. It returns once the command was
+// executed, or with the runtime's error; a container that fails to start
+// is Exited with reason StartError.
+func (m *Manager) StartContainer(ctx context.Context, id string) error {
+	c, unlock, err := m.lockContainer(id)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if c.State != ContainerCreated {
+		return fmt.Errorf("container %s is %s, not created: %w", c.ID, c.State, errdefs.ErrFailedPrecondition)
+	}
+	pod, err := m.lookup(c.PodID)
+	if err != nil {
+		return err
+	}
+	if !pod.Ready() {
+		return fmt.Errorf("pod sandbox %s of container %s is not ready: %w", pod.ID, c.ID, errdefs.ErrFailedPrecondition)
+	}
+	if err := m.startMonitor(c, pod); err != nil {
+		_ = m.updateContainer(c, func(c *Container) {
+			c.State = ContainerExited
+			c.Exit = &Exit{Code: 128, FinishedAt: time.Now().UnixNano(), Reason: "StartError", Message: err.Error()}
+		})
+		return fmt.Errorf("starting container %s: %w", c.ID, err)
+	}
+	return nil
+}
+
+func (m *Manager) startMonitor(c *Container, pod *Pod) error {
+	dir := m.containerDir(c.ID)
+	logPath := c.LogPath
+	if logPath == "" {
+		logPath = os.DevNull
+	}
+	args := []string{"monitor", "--state", dir, "--log", logPath, "--exec-fd", "4"}
+	if oom := m.opts.Cgroups.OOMEventsFile(c.Cgroup); oom != "" {
+		args = append(args, "--oom", oom)
+	}
+	for t, flag := range map[ns.Type]string{ns.Net: "--netns", ns.IPC: "--ipcns", ns.UTS: "--utsns"} {
+		if p, ok := pod.Namespaces[t]; ok {
+			args = append(args, flag, p)
+		}
+	}
+	switch c.Config.GetLinux().GetSecurityContext().GetNamespaceOptions().GetPid() {
+	case runtimeapi.NamespaceMode_POD:
+		p, ok := pod.Namespaces[ns.PID]
+		if !ok {
+			return fmt.Errorf("the container shares the pod's PID namespace, which the pod does not have: %w", errdefs.ErrFailedPrecondition)
+		}
+		args = append(args, "--pidns", p)
+	case runtimeapi.NamespaceMode_CONTAINER:
+		args = append(args, "--newpid")
+	}
+	if c.Config.GetTty() {
+		args = append(args, "--tty")
+	}
+	args = append(args, "--", "husk", "container-init", m.bundleDir(c.ID))
+
+	for _, f := range []string{"pid", "exit"} {
+		_ = os.Remove(filepath.Join(dir, f))
+	}
+	report, reportW, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	defer func() { _ = report.Close() }()
+	stderr, err := os.OpenFile(filepath.Join(dir, "monitor.err"), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		_ = reportW.Close()
+		return err
+	}
+	defer func() { _ = stderr.Close() }()
+	cmd := exec.Command(m.binaryPath(), args...)
+	cmd.Stderr = stderr
+	cmd.ExtraFiles = []*os.File{reportW, m.opts.Binary} // fds 3 and 4
+	cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+	cmd.Dir = "/"
+	// Its own session: the monitor must not get the daemon's signals, and
+	// it outlives the daemon.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	err = cmd.Start()
+	_ = reportW.Close()
+	if err != nil {
+		return fmt.Errorf("starting its monitor: %w", err)
+	}
+	go func() { _ = cmd.Wait() }() // reaped by the daemon while it lives
+	mon := &Process{PID: cmd.Process.Pid, BootID: bootID()}
+	if mon.StartTime, err = startTime(mon.PID); err != nil {
+		_ = cmd.Process.Kill()
+		return err
+	}
+	if err := m.updateContainer(c, func(c *Container) { c.Monitor = mon; c.State = ContainerStarted; c.StartedAt = time.Now().UnixNano() }); err != nil {
+		_ = cmd.Process.Kill()
+		return err
+	}
+
+	// The runtime reports a failure on the pipe; the exec of the command
+	// closes it. The monitor closes its own end after starting the runtime.
+	msg := make(chan []byte, 1)
+	go func() {
+		b, _ := io.ReadAll(io.LimitReader(report, 64<<10))
+		msg <- b
+	}()
+	select {
+	case b := <-msg:
+		if len(b) > 0 {
+			m.waitExit(c, 5*time.Second)
+			return fmt.Errorf("%s", b)
+		}
+	case <-time.After(startTimeout):
+		_ = syscall.Kill(mon.PID, syscall.SIGKILL)
+		return fmt.Errorf("the runtime did not start the container within %v", startTimeout)
+	}
+	if _, err := readMonitorPID(dir); err != nil {
+		b, _ := os.ReadFile(filepath.Join(dir, "monitor.err"))
+		return fmt.Errorf("the monitor did not start the container: %s", b)
+	}
+	return nil
+}
+
+func (m *Manager) binaryPath() string {
+	return "/proc/self/fd/" + strconv.Itoa(int(m.opts.Binary.Fd()))
+}
+
+// lockContainer finds a container and takes its lock; NotFound if there is
+// no such container (any more).
+func (m *Manager) lockContainer(id string) (*Container, func(), error) {
+	m.mu.Lock()
+	c, err := m.findContainerLocked(id)
+	m.mu.Unlock()
+	if err != nil {
+		return nil, nil, err
+	}
+	unlock := m.lockPod(c.ID)
+	m.mu.Lock()
+	current := m.containers[c.ID]
+	m.mu.Unlock()
+	if current != c {
+		unlock()
+		return nil, nil, fmt.Errorf("container %q: %w", id, errdefs.ErrNotFound)
+	}
+	return c, unlock, nil
+}

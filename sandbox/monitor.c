@@ -1,0 +1,357 @@
+// The container monitor: `husk monitor`, one per container, the parent of
+// the container's first process. It outlives the daemon: it holds the
+// container's stdout and stderr and writes them to the CRI log file, and
+// records how the container ended, so that a daemon that restarts finds
+// both. Like the pod init it runs as a constructor before the Go runtime
+// starts, which keeps it at about 1 MiB of memory per container.
+//
+//   husk monitor --state DIR --log FILE [--oom FILE] [--netns F] [--ipcns F]
+//                [--utsns F] [--pidns F | --newpid] [--tty] [--exec-fd N]
+//                -- PROGRAM ARGS...
+//
+// It joins the pod's namespaces given (files of pinned namespaces), then
+// starts PROGRAM in a new mount namespace and, with --newpid, a new PID
+// namespace. With --exec-fd it runs the program from that descriptor (a
+// sealed copy of the husk binary: nothing in the container can reach the
+// file on the host, CVE-2019-5736). Descriptor 3 is passed on to the
+// program: the runtime reports setup errors on it and closes it by exec.
+//
+// In DIR it writes "pid" (pid and start time, once the program runs) and
+// "exit" (exit code, finish time in ns, OOM kill 0/1) when it ends. Log
+// lines are "TIMESTAMP STREAM P|F TEXT" as kubelet reads them, split at
+// 16 KiB; SIGUSR1 reopens the log file (kubelet's log rotation).
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_LINE 16384
+
+struct stream {
+	const char *name;
+	int fd;
+	char buf[MAX_LINE];
+	size_t len;
+};
+
+static const char *log_path;
+static int log_fd = -1;
+
+static void die(const char *what) {
+	dprintf(2, "husk monitor: %s: %s\n", what, strerror(errno));
+	_exit(1);
+}
+
+static void open_log(void) {
+	int fd = open(log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+	if (fd < 0)
+		return; // keep writing to the old one rather than lose output
+	if (log_fd >= 0)
+		close(log_fd);
+	log_fd = fd;
+}
+
+static void write_all(int fd, const char *p, size_t n) {
+	while (n > 0) {
+		ssize_t w = write(fd, p, n);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return;
+		}
+		p += w;
+		n -= (size_t)w;
+	}
+}
+
+// emit writes one CRI log line; full tells F (the line ended) from P.
+static void emit(struct stream *s, const char *p, size_t n, int full) {
+	struct timespec ts;
+	struct tm tm;
+	char head[64];
+	clock_gettime(CLOCK_REALTIME, &ts);
+	gmtime_r(&ts.tv_sec, &tm);
+	int h = snprintf(head, sizeof head, "%04d-%02d-%02dT%02d:%02d:%02d.%09ldZ %s %c ",
+			 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+			 ts.tv_nsec, s->name, full ? 'F' : 'P');
+	// One write per line, so that a line is never torn by a reopen.
+	char *line = malloc((size_t)h + n + 1);
+	if (line == NULL)
+		return;
+	memcpy(line, head, (size_t)h);
+	memcpy(line + h, p, n);
+	line[(size_t)h + n] = '\n';
+	write_all(log_fd, line, (size_t)h + n + 1);
+	free(line);
+}
+
+// consume splits what arrived into lines; an unfinished line waits in the
+// buffer until it ends, or goes out as a partial (P) line once it fills it.
+static void consume(struct stream *s, const char *p, size_t n) {
+	while (n > 0) {
+		const char *nl = memchr(p, '\n', n);
+		size_t seg = nl ? (size_t)(nl - p) : n;
+		size_t room = MAX_LINE - s->len;
+		if (seg > room || (seg == room && nl == NULL)) {
+			memcpy(s->buf + s->len, p, room);
+			emit(s, s->buf, MAX_LINE, 0);
+			s->len = 0;
+			p += room;
+			n -= room;
+			continue;
+		}
+		memcpy(s->buf + s->len, p, seg);
+		s->len += seg;
+		p += seg;
+		n -= seg;
+		if (nl != NULL) {
+			emit(s, s->buf, s->len, 1);
+			s->len = 0;
+			p++;
+			n--;
+		}
+	}
+}
+
+static void flush(struct stream *s) {
+	if (s->len > 0)
+		emit(s, s->buf, s->len, 1);
+	s->len = 0;
+}
+
+static void write_file(const char *dir, const char *name, const char *content) {
+	char tmp[4096], path[4096];
+	snprintf(tmp, sizeof tmp, "%s/.%s.tmp", dir, name);
+	snprintf(path, sizeof path, "%s/%s", dir, name);
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return;
+	write_all(fd, content, strlen(content));
+	close(fd);
+	rename(tmp, path);
+}
+
+static unsigned long long start_time(pid_t pid) {
+	char path[64], buf[1024];
+	snprintf(path, sizeof path, "/proc/%d/stat", pid);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	ssize_t n = read(fd, buf, sizeof buf - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = 0;
+	char *p = strrchr(buf, ')');
+	if (p == NULL)
+		return 0;
+	// Field 22 (starttime) is the 20th after the command name.
+	for (int field = 0; field < 20 && p; field++)
+		p = strchr(p + 1, ' ');
+	return p ? strtoull(p + 1, NULL, 10) : 0;
+}
+
+static int oom_kills(const char *file) {
+	if (file == NULL)
+		return 0;
+	char buf[4096];
+	int fd = open(file, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	ssize_t n = read(fd, buf, sizeof buf - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = 0;
+	char *p = strstr(buf, "oom_kill ");
+	return p ? atoi(p + strlen("oom_kill ")) : 0;
+}
+
+static void join(const char *file, int type) {
+	if (file == NULL)
+		return;
+	int fd = open(file, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 || setns(fd, type) != 0)
+		die(file);
+	close(fd);
+}
+
+__attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
+	if (argc < 2 || strcmp(argv[1], "monitor") != 0)
+		return;
+	static struct option opts[] = {
+		{"state", required_argument, 0, 's'}, {"log", required_argument, 0, 'l'},
+		{"oom", required_argument, 0, 'o'},   {"netns", required_argument, 0, 'n'},
+		{"ipcns", required_argument, 0, 'i'}, {"utsns", required_argument, 0, 'u'},
+		{"pidns", required_argument, 0, 'p'}, {"newpid", no_argument, 0, 'P'},
+		{"tty", no_argument, 0, 't'},         {"exec-fd", required_argument, 0, 'e'},
+		{0, 0, 0, 0}};
+	const char *state = NULL, *oom = NULL, *netns = NULL, *ipcns = NULL, *utsns = NULL, *pidns = NULL;
+	int newpid = 0, tty = 0, exec_fd = -1;
+	optind = 2;
+	for (int c; (c = getopt_long(argc, argv, "", opts, NULL)) != -1;) {
+		switch (c) {
+		case 's': state = optarg; break;
+		case 'l': log_path = optarg; break;
+		case 'o': oom = optarg; break;
+		case 'n': netns = optarg; break;
+		case 'i': ipcns = optarg; break;
+		case 'u': utsns = optarg; break;
+		case 'p': pidns = optarg; break;
+		case 'P': newpid = 1; break;
+		case 't': tty = 1; break;
+		case 'e': exec_fd = atoi(optarg); break;
+		default: _exit(2);
+		}
+	}
+	if (state == NULL || log_path == NULL || optind >= argc)
+		_exit(2);
+	char **prog = argv + optind;
+
+	open_log();
+	if (log_fd < 0)
+		die(log_path);
+
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGCHLD);
+	sigaddset(&set, SIGUSR1);
+	sigprocmask(SIG_BLOCK, &set, NULL);
+	int sfd = signalfd(-1, &set, SFD_CLOEXEC);
+	if (sfd < 0)
+		die("signalfd");
+
+	// The container's output: two pipes, or one terminal.
+	int out[2], err[2] = {-1, -1}, term_slave = -1;
+	if (tty) {
+		out[0] = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+		if (out[0] < 0 || grantpt(out[0]) != 0 || unlockpt(out[0]) != 0)
+			die("pty");
+		term_slave = open(ptsname(out[0]), O_RDWR | O_NOCTTY);
+		if (term_slave < 0)
+			die("pty slave");
+	} else if (pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) {
+		die("pipe");
+	}
+
+	join(netns, CLONE_NEWNET);
+	join(ipcns, CLONE_NEWIPC);
+	join(utsns, CLONE_NEWUTS);
+	join(pidns, CLONE_NEWPID); // for the child: the monitor stays where it is
+	int flags = SIGCHLD;
+	if (exec_fd >= 0) // the built-in runtime: husk container-init
+		flags |= CLONE_NEWNS | (newpid ? CLONE_NEWPID : 0);
+	pid_t child = (pid_t)syscall(SYS_clone, flags, NULL, NULL, NULL, NULL);
+	if (child < 0)
+		die("clone");
+	if (child == 0) {
+		sigprocmask(SIG_UNBLOCK, &set, NULL);
+		int null = open("/dev/null", O_RDONLY);
+		if (tty) {
+			setsid();
+			ioctl(term_slave, TIOCSCTTY, 0);
+			dup2(term_slave, 0);
+			dup2(term_slave, 1);
+			dup2(term_slave, 2);
+		} else {
+			dup2(null, 0);
+			dup2(out[1], 1);
+			dup2(err[1], 2);
+		}
+		if (exec_fd >= 0) {
+			fexecve(exec_fd, prog, environ);
+		} else {
+			execvp(prog[0], prog);
+		}
+		dprintf(3, "starting %s: %s", prog[0], strerror(errno));
+		_exit(127);
+	}
+	// The runtime's report channel is the child's now: its end of file
+	// tells the daemon that the container's process was exec'd.
+	close(3);
+	if (exec_fd >= 0)
+		close(exec_fd);
+	char buf[MAX_LINE];
+	snprintf(buf, sizeof buf, "%d %llu\n", child, start_time(child));
+	write_file(state, "pid", buf);
+	if (tty) {
+		close(term_slave);
+	} else {
+		close(out[1]);
+		close(err[1]);
+	}
+
+	struct stream streams[2] = {{.name = "stdout", .fd = out[0]}, {.name = "stderr", .fd = err[0]}};
+	int open_streams = tty ? 1 : 2;
+	int status = 0, exited = 0;
+	long drain_ms = -1; // after the process ended: how long more to read
+	while (open_streams > 0 || !exited) {
+		struct pollfd pfd[3] = {{.fd = sfd, .events = POLLIN}};
+		int n = 1;
+		for (int i = 0; i < 2; i++)
+			if (streams[i].fd >= 0)
+				pfd[n++] = (struct pollfd){.fd = streams[i].fd, .events = POLLIN};
+		int timeout = exited ? (int)drain_ms : -1;
+		int r = poll(pfd, (nfds_t)n, timeout);
+		if (r < 0 && errno != EINTR)
+			break;
+		if (r == 0 && exited)
+			break; // processes the container left hold its output open
+		if (pfd[0].revents & POLLIN) {
+			struct signalfd_siginfo si;
+			while (read(sfd, &si, sizeof si) == sizeof si) {
+				if (si.ssi_signo == SIGUSR1)
+					open_log();
+				if (si.ssi_signo == SIGCHLD) {
+					int st;
+					pid_t w;
+					while ((w = waitpid(-1, &st, WNOHANG)) > 0) {
+						if (w == child) {
+							status = st;
+							exited = 1;
+							drain_ms = 2000;
+						}
+					}
+				}
+				break;
+			}
+		}
+		for (int i = 1; i < n; i++) {
+			if (!(pfd[i].revents & (POLLIN | POLLHUP | POLLERR)))
+				continue;
+			struct stream *s = streams[0].fd == pfd[i].fd ? &streams[0] : &streams[1];
+			ssize_t got = read(s->fd, buf, sizeof buf);
+			if (got > 0) {
+				consume(s, buf, (size_t)got);
+			} else if (got == 0 || (errno != EINTR && errno != EAGAIN)) {
+				flush(s);
+				close(s->fd);
+				s->fd = -1;
+				open_streams--;
+			}
+		}
+	}
+	for (int i = 0; i < 2; i++)
+		flush(&streams[i]);
+
+	int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	snprintf(buf, sizeof buf, "%d %lld %d\n", code, (long long)now.tv_sec * 1000000000LL + now.tv_nsec,
+		 oom_kills(oom) > 0);
+	write_file(state, "exit", buf);
+	_exit(0);
+}

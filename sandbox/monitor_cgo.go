@@ -1,0 +1,3 @@
+package sandbox
+
+// monitor.c runs `husk monitor` before the Go runtime starts.
