@@ -165,3 +165,196 @@ func TestContainerCommandSemantics(t *testing.T) {
 		}
 	}
 }
+
+// runToEnd runs a container to completion and returns its status and
+// standard output.
+func (e *ctrEnv) runToEnd(t *testing.T, podID string, pod *runtimeapi.PodSandboxConfig, cfg *runtimeapi.ContainerConfig) (*runtimeapi.ContainerStatus, []string) {
+	t.Helper()
+	id := e.run(t, podID, pod, cfg)
+	st := e.waitExited(t, id)
+	return st, output(t, st.LogPath, "stdout")
+}
+
+func TestContainerEnvWorkdirAndUser(t *testing.T) {
+	e := newCtrEnv(t)
+	podID, pod := e.pod(t, "envuser")
+
+	cfg := ctrConfig("env", e.image("entrypoint"), "sh", "-c", "echo $FROM_IMAGE $OVERRIDE $FROM_CONFIG; pwd")
+	cfg.Envs = []*runtimeapi.KeyValue{{Key: "OVERRIDE", Value: []byte("config")}, {Key: "FROM_CONFIG", Value: []byte("yes")}}
+	st, out := e.runToEnd(t, podID, pod, cfg)
+	if st.ExitCode != 0 || len(out) != 2 || out[0] != "image config yes" || out[1] != "/tmp" {
+		t.Errorf("env and image workdir: exit %d, %q", st.ExitCode, out)
+	}
+	cfg = ctrConfig("workdir", e.image("entrypoint"), "pwd")
+	cfg.WorkingDir = "/home"
+	if _, out := e.runToEnd(t, podID, pod, cfg); len(out) != 1 || out[0] != "/home" {
+		t.Errorf("working_dir: %q", out)
+	}
+
+	// The kernel keeps supplementary groups sorted, as id shows them.
+	for name, tc := range map[string]struct {
+		tag  string
+		sc   *runtimeapi.LinuxContainerSecurityContext
+		want string
+	}{
+		"image USER":          {"user", nil, "uid=1000(alice) gid=1000(alice) groups=50(staff),1000(alice),2000(extra)"},
+		"run_as_user":         {"plain", &runtimeapi.LinuxContainerSecurityContext{RunAsUser: &runtimeapi.Int64Value{Value: 1001}}, "uid=1001(bob) gid=1001(bob) groups=50(staff),1001(bob)"},
+		"run_as_username":     {"plain", &runtimeapi.LinuxContainerSecurityContext{RunAsUsername: "alice"}, "uid=1000(alice) gid=1000(alice) groups=50(staff),1000(alice),2000(extra)"},
+		"run_as_group":        {"plain", &runtimeapi.LinuxContainerSecurityContext{RunAsUser: &runtimeapi.Int64Value{Value: 1001}, RunAsGroup: &runtimeapi.Int64Value{Value: 50}}, "uid=1001(bob) gid=50(staff) groups=50(staff)"},
+		"supplemental_groups": {"plain", &runtimeapi.LinuxContainerSecurityContext{RunAsUser: &runtimeapi.Int64Value{Value: 1001}, SupplementalGroups: []int64{4242}}, "uid=1001(bob) gid=1001(bob) groups=50(staff),1001(bob),4242"},
+		"root by default":     {"plain", nil, "uid=0(root) gid=0(root) groups=0(root)"},
+	} {
+		cfg := ctrConfig(strings.ReplaceAll(name, " ", "-"), e.image(tc.tag), "id")
+		if tc.sc != nil {
+			tc.sc.NamespaceOptions = cfg.Linux.SecurityContext.NamespaceOptions
+			cfg.Linux.SecurityContext = tc.sc
+		}
+		_, out := e.runToEnd(t, podID, pod, cfg)
+		if len(out) != 1 || !strings.HasPrefix(out[0], tc.want) {
+			t.Errorf("%s: id says %q, want %q", name, out, tc.want)
+		}
+	}
+}
+
+func TestContainerSeesOnlyItsOwnProcessesAndFDs(t *testing.T) {
+	e := newCtrEnv(t)
+	podID, pod := e.pod(t, "isolation")
+	_, out := e.runToEnd(t, podID, pod, ctrConfig("ps", e.image("plain"), "sh", "-c", "ls /proc | grep -E '^[0-9]+$' | wc -l; ls /proc/self/fd | sort | tr '\\n' ' '"))
+	if len(out) != 2 || strings.TrimSpace(out[0]) != "4" {
+		// sh, ls, grep, wc: the container's own pipeline and nothing else.
+		t.Errorf("processes seen: %q", out)
+	}
+	if len(out) == 2 && strings.TrimSpace(out[1]) != "0 1 2 3" {
+		// 3 is the directory ls reads /proc/self/fd through.
+		t.Errorf("file descriptors: %q, want only 0 1 2 (and ls's own 3)", out[1])
+	}
+
+	// In a pod sharing its PID namespace, containers see the pod init and
+	// each other.
+	shared := podConfig("shared")
+	shared.LogDirectory = filepath.Join(e.logs, "shared")
+	shared.Linux.SecurityContext.NamespaceOptions.Pid = runtimeapi.NamespaceMode_POD
+	sharedID := runPod(t, e.d, shared)
+	sleeper := ctrConfig("sleeper", e.image("plain"), "sleep", "300")
+	sleeper.Linux.SecurityContext.NamespaceOptions.Pid = runtimeapi.NamespaceMode_POD
+	e.run(t, sharedID, shared, sleeper)
+	looker := ctrConfig("looker", e.image("plain"), "sh", "-c", "cat /proc/1/cmdline | tr '\\0' ' '; echo; ps -o comm | grep -c sleep; cat /proc/1/exe > /dev/null 2>&1 && echo readable || echo denied")
+	looker.Linux.SecurityContext.NamespaceOptions.Pid = runtimeapi.NamespaceMode_POD
+	_, out = e.runToEnd(t, sharedID, shared, looker)
+	if len(out) != 3 || !strings.Contains(out[0], "pod-init") || strings.TrimSpace(out[1]) != "1" || out[2] != "denied" {
+		t.Errorf("in a shared PID namespace: %q", out)
+	}
+}
+
+func TestLogsSurviveReopen(t *testing.T) {
+	e := newCtrEnv(t)
+	podID, pod := e.pod(t, "logs")
+	long := strings.Repeat("x", 40000)
+	cfg := ctrConfig("talker", e.image("plain"), "sh", "-c",
+		"echo out1; echo err1 >&2; printf '"+long+"\\n'; printf 'no-newline'; sleep 1; i=0; while [ $i -lt 40 ]; do echo tick$i; i=$((i+1)); sleep 0.05; done")
+	id := e.run(t, podID, pod, cfg)
+	st := e.status(t, id)
+	time.Sleep(1500 * time.Millisecond)
+	rotated := st.LogPath + ".1"
+	if err := os.Rename(st.LogPath, rotated); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.d.runtime.ReopenContainerLog(context.Background(), &runtimeapi.ReopenContainerLogRequest{ContainerId: id}); err != nil {
+		t.Fatalf("ReopenContainerLog: %v", err)
+	}
+	e.waitExited(t, id)
+	first, second := output(t, rotated, "stdout"), output(t, st.LogPath, "stdout")
+	if len(first) < 3 || first[0] != "out1" || first[1] != long {
+		t.Fatalf("before rotation: %d lines, first %q", len(first), first[:min(1, len(first))])
+	}
+	if errs := output(t, rotated, "stderr"); len(errs) != 1 || errs[0] != "err1" {
+		t.Errorf("stderr: %q", errs)
+	}
+	all := append(append([]string{}, first[3:]...), second...)
+	if first[2] != "no-newline"+"tick0" && first[2] != "no-newline" {
+		t.Errorf("the line without newline: %q", first[2])
+	}
+	// No gap and no duplicate across the rotation.
+	var ticks []string
+	for _, l := range append([]string{first[2]}, all...) {
+		if i := strings.Index(l, "tick"); i >= 0 {
+			ticks = append(ticks, l[i:])
+		}
+	}
+	for i := range 40 {
+		if i >= len(ticks) || ticks[i] != fmt.Sprintf("tick%d", i) {
+			t.Fatalf("ticks across the rotation: %q", ticks)
+		}
+	}
+	if len(second) == 0 {
+		t.Error("nothing written to the reopened log")
+	}
+	// Lines longer than 16 KiB are split into partial lines.
+	raw, _ := os.ReadFile(rotated)
+	if !strings.Contains(string(raw), " stdout P "+strings.Repeat("x", 100)) {
+		t.Error("a 40000-byte line was not split into partial lines")
+	}
+}
+
+func TestStopKillsWhatIgnoresSIGTERM(t *testing.T) {
+	e := newCtrEnv(t)
+	podID, pod := e.pod(t, "stop")
+	// Not PID 1 of its namespace (sh is), so SIGTERM would kill it were it
+	// not ignored.
+	id := e.run(t, podID, pod, ctrConfig("stubborn", e.image("plain"), "sh", "-c", "trap '' TERM; while true; do sleep 0.1; done"))
+	start := time.Now()
+	if _, err := e.d.runtime.StopContainer(context.Background(), &runtimeapi.StopContainerRequest{ContainerId: id, Timeout: 1}); err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(start)
+	st := e.status(t, id)
+	if st.State != runtimeapi.ContainerState_CONTAINER_EXITED || st.ExitCode != 137 {
+		t.Errorf("after stop: %v exit %d", st.State, st.ExitCode)
+	}
+	if took < time.Second {
+		t.Errorf("stopped after %v, before the timeout", took)
+	}
+	// Stop again: idempotent.
+	if _, err := e.d.runtime.StopContainer(context.Background(), &runtimeapi.StopContainerRequest{ContainerId: id, Timeout: 1}); err != nil {
+		t.Errorf("second stop: %v", err)
+	}
+	// A well-behaved container stops on SIGTERM before the timeout.
+	id = e.run(t, podID, pod, ctrConfig("polite", e.image("plain"), "sh", "-c", "trap 'exit 3' TERM; while true; do sleep 0.1; done"))
+	time.Sleep(200 * time.Millisecond)
+	if _, err := e.d.runtime.StopContainer(context.Background(), &runtimeapi.StopContainerRequest{ContainerId: id, Timeout: 30}); err != nil {
+		t.Fatal(err)
+	}
+	if st := e.status(t, id); st.ExitCode != 3 || st.Reason != "Error" {
+		t.Errorf("polite container: exit %d reason %s", st.ExitCode, st.Reason)
+	}
+}
+
+func TestMemoryHogIsOOMKilled(t *testing.T) {
+	e := newCtrEnv(t)
+	podID, pod := e.pod(t, "oom")
+	cfg := ctrConfig("hog", e.image("plain"), "sh", "-c", "x=a; while true; do x=$x$x; done")
+	cfg.Linux.Resources = &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 32 << 20}
+	st, _ := e.runToEnd(t, podID, pod, cfg)
+	if st.Reason != "OOMKilled" || st.ExitCode != 137 {
+		t.Errorf("memory hog: reason %q exit %d", st.Reason, st.ExitCode)
+	}
+}
+
+func TestTerminationMessage(t *testing.T) {
+	e := newCtrEnv(t)
+	podID, pod := e.pod(t, "termination")
+	hostFile := filepath.Join(t.TempDir(), "termination-log")
+	if err := os.WriteFile(hostFile, nil, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	cfg := ctrConfig("dying", e.image("plain"), "sh", "-c", "echo 'it went wrong' > /dev/termination-log; exit 2")
+	cfg.Mounts = []*runtimeapi.Mount{{ContainerPath: "/dev/termination-log", HostPath: hostFile}}
+	cfg.Annotations = map[string]string{"io.kubernetes.container.terminationMessagePath": "/dev/termination-log"}
+	st, _ := e.runToEnd(t, podID, pod, cfg)
+	if st.ExitCode != 2 || st.Reason != "Error" || strings.TrimSpace(st.Message) != "it went wrong" {
+		t.Errorf("status: exit %d reason %q message %q", st.ExitCode, st.Reason, st.Message)
+	}
+	if st.FinishedAt <= st.StartedAt || st.StartedAt <= st.CreatedAt {
+		t.Errorf("times: created %d started %d finished %d", st.CreatedAt, st.StartedAt, st.FinishedAt)
+	}
+}
