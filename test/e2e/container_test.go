@@ -1,17 +1,22 @@
 package e2e
 
 import (
+	"archive/tar"
 	"bufio"
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/husk-runtime/husk/test/imagetest"
@@ -357,4 +362,223 @@ func TestTerminationMessage(t *testing.T) {
 	if st.FinishedAt <= st.StartedAt || st.StartedAt <= st.CreatedAt {
 		t.Errorf("times: created %d started %d finished %d", st.CreatedAt, st.StartedAt, st.FinishedAt)
 	}
+}
+
+// The daemon is killed while containers run and write logs. Back, it finds
+// them running, their logs have no gap, and one that exited during the
+// outage is reported with its exit code.
+func TestContainersSurviveDaemonSIGKILL(t *testing.T) {
+	e := newCtrEnv(t)
+	podID, pod := e.pod(t, "outage")
+	counter := e.run(t, podID, pod, ctrConfig("counter", e.image("plain"), "sh", "-c", "i=0; while true; do echo line$i; i=$((i+1)); sleep 0.02; done"))
+	quitter := e.run(t, podID, pod, ctrConfig("quitter", e.image("plain"), "sh", "-c", "sleep 1; exit 7"))
+	time.Sleep(300 * time.Millisecond)
+	_ = e.d.stop(syscall.SIGKILL)
+	time.Sleep(1500 * time.Millisecond) // the quitter exits meanwhile
+	e.d.start()
+
+	if st := e.status(t, counter); st.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
+		t.Fatalf("counter after the restart: %v", st.State)
+	}
+	st := e.status(t, quitter)
+	if st.State != runtimeapi.ContainerState_CONTAINER_EXITED || st.ExitCode != 7 {
+		t.Errorf("quitter after the restart: %v exit %d", st.State, st.ExitCode)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if _, err := e.d.runtime.StopContainer(context.Background(), &runtimeapi.StopContainerRequest{ContainerId: counter, Timeout: 0}); err != nil {
+		t.Fatal(err)
+	}
+	lines := output(t, e.status(t, counter).LogPath, "stdout")
+	if len(lines) < 50 {
+		t.Fatalf("only %d lines logged", len(lines))
+	}
+	for i, l := range lines {
+		if l != fmt.Sprintf("line%d", i) {
+			t.Fatalf("line %d is %q: a gap or a duplicate", i, l)
+		}
+	}
+}
+
+func TestFailedStartIsReportedAndUndone(t *testing.T) {
+	e := newCtrEnv(t)
+	podID, pod := e.pod(t, "failing")
+	id := e.create(t, podID, pod, ctrConfig("nocmd", e.image("plain"), "/no/such/command"))
+	_, err := e.d.runtime.StartContainer(context.Background(), &runtimeapi.StartContainerRequest{ContainerId: id})
+	if err == nil || !strings.Contains(err.Error(), "/no/such/command") {
+		t.Fatalf("starting a missing command: %v", err)
+	}
+	st := e.status(t, id)
+	if st.State != runtimeapi.ContainerState_CONTAINER_EXITED || st.Reason != "StartError" || !strings.Contains(st.Message, "/no/such/command") {
+		t.Errorf("status: %v %q %q", st.State, st.Reason, st.Message)
+	}
+	// Starting it again is not possible; a started container neither.
+	if _, err := e.d.runtime.StartContainer(context.Background(), &runtimeapi.StartContainerRequest{ContainerId: id}); status.Code(err) != codes.FailedPrecondition {
+		t.Errorf("second start: %v", err)
+	}
+	// Bad input at create: a clear error naming the field, nothing left.
+	before := countLeaks(t, e.d)
+	cfg := ctrConfig("badmount", e.image("plain"), "true")
+	cfg.Mounts = []*runtimeapi.Mount{{ContainerPath: "/data", HostPath: "/no/such/host/path"}}
+	_, err = e.d.runtime.CreateContainer(context.Background(), &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: cfg, SandboxConfig: pod})
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "mounts[0].host_path") {
+		t.Errorf("a missing host path: %v", err)
+	}
+	_, err = e.d.runtime.CreateContainer(context.Background(), &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: ctrConfig("noimage", &runtimeapi.ImageSpec{Image: "never/pulled:1"}, "true"), SandboxConfig: pod})
+	if status.Code(err) != codes.NotFound {
+		t.Errorf("an image not pulled: %v", err)
+	}
+	if after := countLeaks(t, e.d); after != before {
+		t.Errorf("failed creates left something behind:\nbefore %+v\nafter  %+v", before, after)
+	}
+	list, _ := e.d.runtime.ListContainers(context.Background(), &runtimeapi.ListContainersRequest{})
+	if len(list.Containers) != 1 {
+		t.Errorf("containers listed: %v", list.Containers)
+	}
+}
+
+func TestContainerInStoppedPodCannotStart(t *testing.T) {
+	e := newCtrEnv(t)
+	podID, pod := e.pod(t, "stopped")
+	id := e.create(t, podID, pod, ctrConfig("late", e.image("plain"), "true"))
+	stopPod(t, e.d, podID)
+	_, err := e.d.runtime.StartContainer(context.Background(), &runtimeapi.StartContainerRequest{ContainerId: id})
+	if status.Code(err) != codes.FailedPrecondition {
+		t.Errorf("start in a stopped pod: %v", err)
+	}
+	_, err = e.d.runtime.CreateContainer(context.Background(), &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: ctrConfig("later", e.image("plain"), "true"), SandboxConfig: pod})
+	if status.Code(err) != codes.FailedPrecondition {
+		t.Errorf("create in a stopped pod: %v", err)
+	}
+	// Removing the pod removes its containers.
+	removePod(t, e.d, podID)
+	if _, err := e.d.runtime.ContainerStatus(context.Background(), &runtimeapi.ContainerStatusRequest{ContainerId: id}); status.Code(err) != codes.NotFound {
+		t.Errorf("container of a removed pod: %v", err)
+	}
+}
+
+// An image whose directories are symlinks to host paths cannot send a
+// container's mount onto the host: the symlinks resolve inside the rootfs.
+func TestMountThroughImageSymlinkStaysInRootfs(t *testing.T) {
+	e := newCtrEnv(t)
+	hostDir := t.TempDir()
+	e.reg.Push(t, "busybox:evil", imagetest.BusyboxImage(t, v1.Config{}, imagetest.Layer(t,
+		imagetest.Entry{Name: "evil", Type: tar.TypeSymlink, Linkname: hostDir},
+		imagetest.Entry{Name: "slash", Type: tar.TypeSymlink, Linkname: "/"},
+	)))
+	pullImage(t, e.d, e.reg.Ref("busybox:evil"))
+	podID, pod := e.pod(t, "evil")
+	src := t.TempDir()
+	if err := os.WriteFile(filepath.Join(src, "payload"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// Through "/": the mount lands on the container's own /tmp/mnt.
+	cfg := ctrConfig("slash", e.image("evil"), "ls", "/tmp/mnt")
+	cfg.Mounts = []*runtimeapi.Mount{{ContainerPath: "/slash/tmp/mnt", HostPath: src}}
+	st, out := e.runToEnd(t, podID, pod, cfg)
+	if st.ExitCode != 0 || len(out) != 1 || out[0] != "payload" {
+		t.Errorf("through a symlink to /: exit %d %q", st.ExitCode, out)
+	}
+	// Through a symlink to a host directory: that directory does not exist
+	// in the rootfs, and nothing may be made on the host.
+	cfg = ctrConfig("evil", e.image("evil"), "true")
+	cfg.Mounts = []*runtimeapi.Mount{{ContainerPath: "/evil/mnt", HostPath: src}}
+	id := e.create(t, podID, pod, cfg)
+	_, err := e.d.runtime.StartContainer(context.Background(), &runtimeapi.StartContainerRequest{ContainerId: id})
+	t.Logf("start through a symlink to a host path: %v", err)
+	entries, _ := os.ReadDir(hostDir)
+	if len(entries) != 0 {
+		t.Errorf("the mount reached the host: %v", entries)
+	}
+}
+
+func TestListContainersFilters(t *testing.T) {
+	e := newCtrEnv(t)
+	podA, cfgA := e.pod(t, "fa")
+	podB, cfgB := e.pod(t, "fb")
+	a := ctrConfig("a", e.image("plain"), "sleep", "300")
+	a.Labels = map[string]string{"role": "a"}
+	ida := e.run(t, podA, cfgA, a)
+	idb := e.create(t, podB, cfgB, ctrConfig("b", e.image("plain"), "true"))
+	list := func(f *runtimeapi.ContainerFilter) string {
+		resp, err := e.d.runtime.ListContainers(context.Background(), &runtimeapi.ListContainersRequest{Filter: f})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, c := range resp.Containers {
+			ids = append(ids, c.Id)
+		}
+		return strings.Join(ids, ",")
+	}
+	for name, tc := range map[string]struct {
+		f    *runtimeapi.ContainerFilter
+		want string
+	}{
+		"id":      {&runtimeapi.ContainerFilter{Id: ida[:10]}, ida},
+		"pod":     {&runtimeapi.ContainerFilter{PodSandboxId: podB}, idb},
+		"running": {&runtimeapi.ContainerFilter{State: &runtimeapi.ContainerStateValue{State: runtimeapi.ContainerState_CONTAINER_RUNNING}}, ida},
+		"created": {&runtimeapi.ContainerFilter{State: &runtimeapi.ContainerStateValue{State: runtimeapi.ContainerState_CONTAINER_CREATED}}, idb},
+		"label":   {&runtimeapi.ContainerFilter{LabelSelector: map[string]string{"role": "a"}}, ida},
+	} {
+		if got := list(tc.f); got != tc.want {
+			t.Errorf("%s: %s, want %s", name, got, tc.want)
+		}
+	}
+}
+
+func TestContainerCyclesLeaveNothing(t *testing.T) {
+	e := newCtrEnv(t)
+	podID, pod := e.pod(t, "cycles")
+	warm := e.run(t, podID, pod, ctrConfig("warm", e.image("plain"), "true"))
+	if _, err := e.d.runtime.RemoveContainer(context.Background(), &runtimeapi.RemoveContainerRequest{ContainerId: warm}); err != nil {
+		t.Fatal(err)
+	}
+	before := countContainerLeaks(t, e.d)
+	for i := range 200 {
+		cmd := []string{"sleep", "300"}
+		if i%3 == 0 {
+			cmd = []string{"true"}
+		}
+		id := e.run(t, podID, pod, ctrConfig(fmt.Sprintf("c%d", i), e.image("plain"), cmd...))
+		if _, err := e.d.runtime.StopContainer(context.Background(), &runtimeapi.StopContainerRequest{ContainerId: id, Timeout: 0}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.d.runtime.RemoveContainer(context.Background(), &runtimeapi.RemoveContainerRequest{ContainerId: id}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.d.runtime.RemoveContainer(context.Background(), &runtimeapi.RemoveContainerRequest{ContainerId: id}); err != nil {
+			t.Fatalf("second remove: %v", err)
+		}
+	}
+	if after := countContainerLeaks(t, e.d); after != before {
+		t.Errorf("200 cycles left something behind:\nbefore %+v\nafter  %+v", before, after)
+	}
+}
+
+type containerLeaks struct {
+	Mounts, Cgroups, Monitors, Dirs int
+}
+
+func countContainerLeaks(t *testing.T, d *daemon) containerLeaks {
+	t.Helper()
+	var l containerLeaks
+	mi, _ := os.ReadFile("/proc/self/mountinfo")
+	for _, line := range strings.Split(string(mi), "\n") {
+		if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(f[4], d.dir) {
+			l.Mounts++
+		}
+	}
+	_ = filepath.WalkDir("/sys/fs/cgroup/pids/husk", func(p string, de os.DirEntry, err error) error {
+		if err == nil && de.IsDir() {
+			l.Cgroups++
+		}
+		return nil
+	})
+	out, _ := exec.Command("pgrep", "-f", "husk monitor|monitor --state "+d.root).Output()
+	l.Monitors = len(strings.Fields(string(out)))
+	for _, dir := range []string{filepath.Join(d.root, "containers"), filepath.Join(d.state, "containers")} {
+		entries, _ := os.ReadDir(dir)
+		l.Dirs += len(entries)
+	}
+	return l
 }
