@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/opencontainers/go-digest"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -21,6 +22,9 @@ const (
 	// a restart such a container is undone.
 	ContainerCreating ContainerState = "creating"
 	ContainerCreated  ContainerState = "created"
+	// ContainerStarting: StartContainer is starting its monitor. After a
+	// restart, the monitor's own file tells whether it got that far.
+	ContainerStarting ContainerState = "starting"
 	// ContainerStarted: its monitor was started; whether it still runs is
 	// read from the monitor's files.
 	ContainerStarted ContainerState = "started"
@@ -44,7 +48,11 @@ type Container struct {
 	Monitor   *Process                    `json:"monitor,omitempty"`
 	StopSig   int                         `json:"stopSignal"`
 	Exit      *Exit                       `json:"exit,omitempty"`
-	Mounts    []*runtimeapi.Mount         `json:"-"`
+
+	// writeMu orders the writes of the record: the last one written holds
+	// the latest state. gone is set once the container's files are removed.
+	writeMu sync.Mutex
+	gone    bool
 }
 
 // Exit is how a container ended.
@@ -60,9 +68,9 @@ func (c *Container) encode() ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	cp := *c
+	cp := copyContainer(c)
 	cp.RawConfig = raw
-	return json.Marshal(&cp)
+	return json.Marshal(cp)
 }
 
 func loadContainer(dir string) (*Container, error) {
@@ -85,7 +93,11 @@ func loadContainer(dir string) (*Container, error) {
 }
 
 func copyContainer(c *Container) *Container {
-	cp := *c
+	cp := &Container{
+		ID: c.ID, PodID: c.PodID, Config: c.Config, RawConfig: c.RawConfig, ImageID: c.ImageID, Layers: c.Layers, State: c.State,
+		CreatedAt: c.CreatedAt, StartedAt: c.StartedAt, LogPath: c.LogPath, Cgroup: c.Cgroup,
+		Rootfs: c.Rootfs, StopSig: c.StopSig,
+	}
 	if c.Exit != nil {
 		e := *c.Exit
 		cp.Exit = &e
@@ -94,17 +106,23 @@ func copyContainer(c *Container) *Container {
 		m := *c.Monitor
 		cp.Monitor = &m
 	}
-	return &cp
+	return cp
 }
 
 func containerKey(podID string, md *runtimeapi.ContainerMetadata) string {
 	return fmt.Sprintf("%s\x00%s\x00%d", podID, md.GetName(), md.GetAttempt())
 }
 
-// monitorPID reads the "pid" file the monitor writes: the container's
+// readMonitorPID reads the "pid" file the monitor writes: the container's
 // first process.
 func readMonitorPID(dir string) (*Process, error) {
-	b, err := os.ReadFile(filepath.Join(dir, "pid"))
+	return readProcessFile(filepath.Join(dir, "pid"))
+}
+
+// readProcessFile reads "PID STARTTIME" as the monitor writes it.
+func readProcessFile(path string) (*Process, error) {
+	dir := filepath.Dir(path)
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}

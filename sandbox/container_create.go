@@ -31,13 +31,16 @@ func (m *Manager) emptyLayerDir() string         { return filepath.Join(m.opts.R
 // updateContainer changes a container's fields under m.mu and saves its
 // record; only the holder of the container's lock calls it.
 func (m *Manager) updateContainer(c *Container, fn func(*Container)) error {
+	c.writeMu.Lock()
+	defer c.writeMu.Unlock()
 	m.mu.Lock()
 	if fn != nil {
 		fn(c)
 	}
 	b, err := c.encode()
+	gone := c.gone
 	m.mu.Unlock()
-	if err != nil {
+	if err != nil || gone {
 		return err
 	}
 	dir := m.containerDir(c.ID)
@@ -197,6 +200,15 @@ func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg *runtim
 			in.Namespaces[key] = p
 		}
 	}
+	if nsOpts := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions(); nsOpts.GetPid() == runtimeapi.NamespaceMode_TARGET {
+		// A debug container joins the PID namespace of the container it
+		// targets (kubectl debug --target), which must run.
+		pid, err := m.ContainerPID(nsOpts.GetTargetId())
+		if err != nil {
+			return "", fmt.Errorf("linux.security_context.namespace_options.target_id: %w", err)
+		}
+		in.Namespaces["pid"] = fmt.Sprintf("/proc/%d/ns/pid", pid)
+	}
 	s, err := spec.Generate(in)
 	if err != nil {
 		return "", err
@@ -231,11 +243,12 @@ func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg *runtim
 	return id, nil
 }
 
-// clampOOMScoreAdj keeps a container's oom_score_adj at or above the
-// daemon's own: without CAP_SYS_RESOURCE it cannot be lowered below it,
-// and a container must not fail for that (containerd's
+// clampOOMScoreAdj keeps a container's oom_score_adj in the kernel's range
+// and at or above the daemon's own: without CAP_SYS_RESOURCE it cannot be
+// lowered below it, and a container must not fail for that (containerd's
 // restrict_oom_score_adj).
 func clampOOMScoreAdj(want int) int {
+	want = max(-1000, min(1000, want))
 	b, err := os.ReadFile("/proc/self/oom_score_adj")
 	if err != nil {
 		return want

@@ -41,6 +41,15 @@ func (m *Manager) restoreContainers() error {
 			c.State = ContainerExited
 			c.Exit = &Exit{Code: 128, Reason: "CreateError", Message: "the daemon stopped while creating it"}
 		}
+		if c.State == ContainerStarting {
+			// The daemon died while starting it: the monitor's own file says
+			// whether it got going.
+			if mon, err := readProcessFile(filepath.Join(dir, "monitor")); err == nil && alive(mon) {
+				c.State, c.Monitor = ContainerStarted, mon
+			} else {
+				m.failStart(c, "the daemon stopped while starting it")
+			}
+		}
 		m.containers[c.ID] = c
 		m.cnames[containerKey(c.PodID, c.Config.GetMetadata())] = c.ID
 		m.refresh(c)

@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -12,7 +13,8 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
-	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"k8s.io/klog/v2"
 
 	"github.com/husk-runtime/husk/network/ns"
 )
@@ -42,13 +44,29 @@ func (m *Manager) StartContainer(ctx context.Context, id string) error {
 		return fmt.Errorf("pod sandbox %s of container %s is not ready: %w", pod.ID, c.ID, errdefs.ErrFailedPrecondition)
 	}
 	if err := m.startMonitor(c, pod); err != nil {
-		_ = m.updateContainer(c, func(c *Container) {
-			c.State = ContainerExited
-			c.Exit = &Exit{Code: 128, FinishedAt: time.Now().UnixNano(), Reason: "StartError", Message: err.Error()}
-		})
+		m.failStart(c, err.Error())
 		return fmt.Errorf("starting container %s: %w", c.ID, err)
 	}
 	return nil
+}
+
+// failStart ends a start that did not get the container running: whatever
+// runs of it (the monitor, a runtime stuck in its setup, the command if it
+// got that far) is killed, and the container is Exited with StartError.
+func (m *Manager) failStart(c *Container, msg string) {
+	if mon, err := readProcessFile(filepath.Join(m.containerDir(c.ID), "monitor")); err == nil && alive(mon) {
+		_ = syscall.Kill(mon.PID, syscall.SIGKILL)
+	}
+	if p, err := readMonitorPID(m.containerDir(c.ID)); err == nil && alive(p) {
+		_ = syscall.Kill(p.PID, syscall.SIGKILL)
+	}
+	if err := m.killCgroup(c.Cgroup); err != nil {
+		klog.ErrorS(err, "Killing what a failed start left", "id", c.ID)
+	}
+	_ = m.updateContainer(c, func(c *Container) {
+		c.State = ContainerExited
+		c.Exit = &Exit{Code: 128, FinishedAt: time.Now().UnixNano(), Reason: "StartError", Message: msg}
+	})
 }
 
 func (m *Manager) startMonitor(c *Container, pod *Pod) error {
@@ -61,19 +79,25 @@ func (m *Manager) startMonitor(c *Container, pod *Pod) error {
 	if oom := m.opts.Cgroups.OOMEventsFile(c.Cgroup); oom != "" {
 		args = append(args, "--oom", oom)
 	}
+	for _, f := range m.opts.Cgroups.ProcsFiles(c.Cgroup) {
+		args = append(args, "--cgroup", f)
+	}
 	for t, flag := range map[ns.Type]string{ns.Net: "--netns", ns.IPC: "--ipcns", ns.UTS: "--utsns"} {
 		if p, ok := pod.Namespaces[t]; ok {
 			args = append(args, flag, p)
 		}
 	}
-	switch c.Config.GetLinux().GetSecurityContext().GetNamespaceOptions().GetPid() {
-	case runtimeapi.NamespaceMode_POD:
-		p, ok := pod.Namespaces[ns.PID]
-		if !ok {
-			return fmt.Errorf("the container shares the pod's PID namespace, which the pod does not have: %w", errdefs.ErrFailedPrecondition)
-		}
-		args = append(args, "--pidns", p)
-	case runtimeapi.NamespaceMode_CONTAINER:
+	// The PID namespace is the one the spec says: the pod's, a new one,
+	// or (no entry) the host's.
+	pidNS, err := m.specPIDNamespace(c.ID)
+	if err != nil {
+		return err
+	}
+	switch {
+	case pidNS == nil:
+	case pidNS.Path != "":
+		args = append(args, "--pidns", pidNS.Path)
+	default:
 		args = append(args, "--newpid")
 	}
 	if c.Config.GetTty() {
@@ -103,6 +127,13 @@ func (m *Manager) startMonitor(c *Container, pod *Pod) error {
 	// Its own session: the monitor must not get the daemon's signals, and
 	// it outlives the daemon.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	t0 := time.Now()
+	// Recorded first: a daemon that dies from here on finds the monitor
+	// by the file it writes, and the container is not started twice.
+	if err := m.updateContainer(c, func(c *Container) { c.State = ContainerStarting }); err != nil {
+		_ = reportW.Close()
+		return err
+	}
 	err = cmd.Start()
 	_ = reportW.Close()
 	if err != nil {
@@ -133,13 +164,13 @@ func (m *Manager) startMonitor(c *Container, pod *Pod) error {
 			return fmt.Errorf("%s", b)
 		}
 	case <-time.After(startTimeout):
-		_ = syscall.Kill(mon.PID, syscall.SIGKILL)
 		return fmt.Errorf("the runtime did not start the container within %v", startTimeout)
 	}
 	if _, err := readMonitorPID(dir); err != nil {
 		b, _ := os.ReadFile(filepath.Join(dir, "monitor.err"))
 		return fmt.Errorf("the monitor did not start the container: %s", b)
 	}
+	klog.V(4).InfoS("Container started", "id", c.ID, "took", time.Since(t0))
 	return nil
 }
 
@@ -165,4 +196,26 @@ func (m *Manager) lockContainer(id string) (*Container, func(), error) {
 		return nil, nil, fmt.Errorf("container %q: %w", id, errdefs.ErrNotFound)
 	}
 	return c, unlock, nil
+}
+
+// specPIDNamespace reads the PID namespace of a container's spec: nil for
+// the host's.
+func (m *Manager) specPIDNamespace(id string) (*specs.LinuxNamespace, error) {
+	b, err := os.ReadFile(filepath.Join(m.bundleDir(id), "config.json"))
+	if err != nil {
+		return nil, err
+	}
+	var s specs.Spec
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, err
+	}
+	if s.Linux == nil {
+		return nil, nil
+	}
+	for _, n := range s.Linux.Namespaces {
+		if n.Type == specs.PIDNamespace {
+			return &n, nil
+		}
+	}
+	return nil, nil
 }

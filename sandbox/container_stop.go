@@ -16,7 +16,9 @@ import (
 
 // refresh brings a started container's record up to date with its
 // monitor: the exit it recorded, or, if the monitor died without one (it
-// was killed, the machine rebooted), an unknown end.
+// was killed, the machine rebooted) and the container's process is gone
+// too, an unknown end. A container whose monitor died but whose process
+// still runs stays running (unlogged): stop and remove kill it.
 func (m *Manager) refresh(c *Container) {
 	m.mu.Lock()
 	state, mon := c.State, c.Monitor
@@ -31,6 +33,9 @@ func (m *Manager) refresh(c *Container) {
 		}
 		// The monitor may have written the file just after the check.
 		if e, err = readExit(m.containerDir(c.ID)); err != nil {
+			if p, perr := readMonitorPID(m.containerDir(c.ID)); perr == nil && alive(p) {
+				return
+			}
 			e = &Exit{Code: 255, FinishedAt: time.Now().UnixNano(), Reason: "Unknown", Message: "the container's monitor ended without recording an exit"}
 		}
 	}
@@ -74,7 +79,10 @@ func (m *Manager) terminationMessage(c *Container) string {
 
 // running is the container's first process, if it runs.
 func (m *Manager) running(c *Container) *Process {
-	if c.State != ContainerStarted {
+	m.mu.Lock()
+	state := c.State
+	m.mu.Unlock()
+	if state != ContainerStarted {
 		return nil
 	}
 	p, err := readMonitorPID(m.containerDir(c.ID))
@@ -103,7 +111,13 @@ func (m *Manager) stopContainer(c *Container, timeout time.Duration) error {
 	m.refresh(c)
 	p := m.running(c)
 	if p == nil {
-		m.waitExit(c, 2*time.Second)
+		// Its first process has ended, but what it started may live on
+		// (and hold the monitor, which waits for the output to close):
+		// nothing of a stopped container may run.
+		if err := m.killCgroup(c.Cgroup); err != nil {
+			return err
+		}
+		m.waitExit(c, 5*time.Second)
 		return nil
 	}
 	if timeout > 0 {
@@ -194,6 +208,13 @@ func (m *Manager) destroyContainer(c *Container) error {
 	if err := os.RemoveAll(m.bundleDir(c.ID)); err != nil {
 		return err
 	}
+	// No record is written once the files go (a refresh racing the removal
+	// would bring the directory back).
+	c.writeMu.Lock()
+	defer c.writeMu.Unlock()
+	m.mu.Lock()
+	c.gone = true
+	m.mu.Unlock()
 	return os.RemoveAll(m.containerDir(c.ID))
 }
 
@@ -206,13 +227,16 @@ func (m *Manager) ReopenContainerLog(ctx context.Context, id string) error {
 	}
 	defer unlock()
 	m.refresh(c)
-	if m.running(c) == nil || c.Monitor == nil || !alive(c.Monitor) {
+	m.mu.Lock()
+	mon := c.Monitor
+	m.mu.Unlock()
+	if m.running(c) == nil || mon == nil || !alive(mon) {
 		return fmt.Errorf("container %s is not running: %w", c.ID, errdefs.ErrFailedPrecondition)
 	}
 	if c.LogPath == "" {
 		return nil
 	}
-	if err := unix.Kill(c.Monitor.PID, unix.SIGUSR1); err != nil {
+	if err := unix.Kill(mon.PID, unix.SIGUSR1); err != nil {
 		return fmt.Errorf("signalling the monitor: %w", err)
 	}
 	for range 200 {

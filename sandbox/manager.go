@@ -240,6 +240,7 @@ func (m *Manager) restore(ctx context.Context) error {
 			}
 			continue
 		case NotReady:
+			m.stopContainersOf(ctx, p.ID)
 			if err := m.teardown(ctx, p); err != nil {
 				klog.ErrorS(err, "Finishing the stop of a pod sandbox", "id", p.ID)
 			}
@@ -247,6 +248,7 @@ func (m *Manager) restore(ctx context.Context) error {
 			if reason := m.lost(p); reason != "" {
 				klog.InfoS("Pod sandbox lost its namespaces; stopping it", "id", p.ID, "reason", reason)
 				p.State = NotReady
+				m.stopContainersOf(ctx, p.ID)
 				if err := m.teardown(ctx, p); err != nil {
 					klog.ErrorS(err, "Stopping pod sandbox", "id", p.ID)
 				}
@@ -282,3 +284,13 @@ func (m *Manager) lost(p *Pod) string {
 
 // emptyDir is the root of every pod init: empty, and not writable by it.
 func (m *Manager) emptyDir() string { return filepath.Join(m.opts.State, "empty") }
+
+// stopContainersOf stops a pod's containers at restore: no container runs
+// in a pod that is not ready.
+func (m *Manager) stopContainersOf(ctx context.Context, podID string) {
+	for _, c := range m.containersOf(podID) {
+		if err := m.StopContainer(ctx, c.ID, 0); err != nil {
+			klog.ErrorS(err, "Stopping a container of a stopped pod", "id", c.ID)
+		}
+	}
+}

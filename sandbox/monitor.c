@@ -7,7 +7,7 @@
 //
 //   husk monitor --state DIR --log FILE [--oom FILE] [--netns F] [--ipcns F]
 //                [--utsns F] [--pidns F | --newpid] [--tty] [--exec-fd N]
-//                -- PROGRAM ARGS...
+//                [--cgroup PROCS_FILE ...] -- PROGRAM ARGS...
 //
 // It joins the pod's namespaces given (files of pinned namespaces), then
 // starts PROGRAM in a new mount namespace and, with --newpid, a new PID
@@ -15,6 +15,9 @@
 // sealed copy of the husk binary: nothing in the container can reach the
 // file on the host, CVE-2019-5736). Descriptor 3 is passed on to the
 // program: the runtime reports setup errors on it and closes it by exec.
+// With --cgroup it moves the program into the container's cgroup (a pid
+// written to each cgroup.procs file) while the program sets the container
+// up, and tells it on descriptor 5 when that is done.
 //
 // In DIR it writes "pid" (pid and start time, once the program runs) and
 // "exit" (exit code, finish time in ns, OOM kill 0/1) when it ends. Log
@@ -198,7 +201,9 @@ __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 		{"ipcns", required_argument, 0, 'i'}, {"utsns", required_argument, 0, 'u'},
 		{"pidns", required_argument, 0, 'p'}, {"newpid", no_argument, 0, 'P'},
 		{"tty", no_argument, 0, 't'},         {"exec-fd", required_argument, 0, 'e'},
-		{0, 0, 0, 0}};
+		{"cgroup", required_argument, 0, 'c'}, {0, 0, 0, 0}};
+	const char *cgroups[64];
+	int ncgroups = 0;
 	const char *state = NULL, *oom = NULL, *netns = NULL, *ipcns = NULL, *utsns = NULL, *pidns = NULL;
 	int newpid = 0, tty = 0, exec_fd = -1;
 	optind = 2;
@@ -214,6 +219,10 @@ __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 		case 'P': newpid = 1; break;
 		case 't': tty = 1; break;
 		case 'e': exec_fd = atoi(optarg); break;
+		case 'c':
+			if (ncgroups < 64)
+				cgroups[ncgroups++] = optarg;
+			break;
 		default: _exit(2);
 		}
 	}
@@ -224,6 +233,11 @@ __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 	open_log();
 	if (log_fd < 0)
 		die(log_path);
+	// Who the monitor is, first: a daemon that dies while starting the
+	// container finds it by this file.
+	char self[64];
+	snprintf(self, sizeof self, "%d %llu\n", getpid(), start_time(getpid()));
+	write_file(state, "monitor", self);
 
 	sigset_t set;
 	sigemptyset(&set);
@@ -247,6 +261,10 @@ __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 		die("pipe");
 	}
 
+	int ready[2] = {-1, -1};
+	if (ncgroups > 0 && pipe2(ready, O_CLOEXEC) != 0)
+		die("pipe");
+
 	join(netns, CLONE_NEWNET);
 	join(ipcns, CLONE_NEWIPC);
 	join(utsns, CLONE_NEWUTS);
@@ -259,13 +277,20 @@ __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 		die("clone");
 	if (child == 0) {
 		sigprocmask(SIG_UNBLOCK, &set, NULL);
-		int null = open("/dev/null", O_RDONLY);
+		int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
+		if (ncgroups > 0) {
+			// Without O_CLOEXEC: the runtime reads it, then closes it.
+			dup2(ready[0], 5);
+			setenv("HUSK_CGROUP_FD", "5", 1);
+		}
 		if (tty) {
 			setsid();
 			ioctl(term_slave, TIOCSCTTY, 0);
 			dup2(term_slave, 0);
 			dup2(term_slave, 1);
 			dup2(term_slave, 2);
+			if (term_slave > 2)
+				close(term_slave);
 		} else {
 			dup2(null, 0);
 			dup2(out[1], 1);
@@ -279,14 +304,29 @@ __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 		dprintf(3, "starting %s: %s", prog[0], strerror(errno));
 		_exit(127);
 	}
-	// The runtime's report channel is the child's now: its end of file
-	// tells the daemon that the container's process was exec'd.
-	close(3);
-	if (exec_fd >= 0)
-		close(exec_fd);
+	if (ncgroups > 0) {
+		close(ready[0]);
+		for (int i = 0; i < ncgroups; i++) {
+			int fd = open(cgroups[i], O_WRONLY | O_CLOEXEC);
+			if (fd < 0 || dprintf(fd, "%d", child) < 0) {
+				dprintf(3, "moving the container into its cgroup (%s): %s", cgroups[i], strerror(errno));
+				kill(child, SIGKILL);
+				_exit(1);
+			}
+			close(fd);
+		}
+		write_all(ready[1], "1", 1);
+		close(ready[1]);
+	}
 	char buf[MAX_LINE];
 	snprintf(buf, sizeof buf, "%d %llu\n", child, start_time(child));
 	write_file(state, "pid", buf);
+	// The runtime's report channel is the child's now: its end of file
+	// tells the daemon that the container's process was exec'd (so the pid
+	// file is written before).
+	close(3);
+	if (exec_fd >= 0)
+		close(exec_fd);
 	if (tty) {
 		close(term_slave);
 	} else {
@@ -297,19 +337,30 @@ __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 	struct stream streams[2] = {{.name = "stdout", .fd = out[0]}, {.name = "stderr", .fd = err[0]}};
 	int open_streams = tty ? 1 : 2;
 	int status = 0, exited = 0;
-	long drain_ms = -1; // after the process ended: how long more to read
+	struct timespec finished = {0}, drain_until = {0};
 	while (open_streams > 0 || !exited) {
 		struct pollfd pfd[3] = {{.fd = sfd, .events = POLLIN}};
 		int n = 1;
 		for (int i = 0; i < 2; i++)
 			if (streams[i].fd >= 0)
 				pfd[n++] = (struct pollfd){.fd = streams[i].fd, .events = POLLIN};
-		int timeout = exited ? (int)drain_ms : -1;
+		int timeout = -1;
+		if (exited) {
+			// Processes the container left may hold its output open: it is
+			// read for two seconds more at most.
+			struct timespec now;
+			clock_gettime(CLOCK_MONOTONIC, &now);
+			long left = (drain_until.tv_sec - now.tv_sec) * 1000 + (drain_until.tv_nsec - now.tv_nsec) / 1000000;
+			if (left <= 0)
+				break;
+			timeout = (int)left;
+		}
 		int r = poll(pfd, (nfds_t)n, timeout);
-		if (r < 0 && errno != EINTR)
-			break;
-		if (r == 0 && exited)
-			break; // processes the container left hold its output open
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			die("poll");
+		}
 		if (pfd[0].revents & POLLIN) {
 			struct signalfd_siginfo si;
 			while (read(sfd, &si, sizeof si) == sizeof si) {
@@ -322,7 +373,9 @@ __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 						if (w == child) {
 							status = st;
 							exited = 1;
-							drain_ms = 2000;
+							clock_gettime(CLOCK_REALTIME, &finished);
+							clock_gettime(CLOCK_MONOTONIC, &drain_until);
+							drain_until.tv_sec += 2;
 						}
 					}
 				}
@@ -330,7 +383,7 @@ __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 			}
 		}
 		for (int i = 1; i < n; i++) {
-			if (!(pfd[i].revents & (POLLIN | POLLHUP | POLLERR)))
+			if (!(pfd[i].revents & (POLLIN | POLLHUP | POLLERR | POLLNVAL)))
 				continue;
 			struct stream *s = streams[0].fd == pfd[i].fd ? &streams[0] : &streams[1];
 			ssize_t got = read(s->fd, buf, sizeof buf);
@@ -347,10 +400,16 @@ __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 	for (int i = 0; i < 2; i++)
 		flush(&streams[i]);
 
+	if (!exited) {
+		// Both streams closed before the process ended: wait for it.
+		int st;
+		while (waitpid(child, &st, 0) < 0 && errno == EINTR)
+			;
+		status = st;
+		clock_gettime(CLOCK_REALTIME, &finished);
+	}
 	int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-	struct timespec now;
-	clock_gettime(CLOCK_REALTIME, &now);
-	snprintf(buf, sizeof buf, "%d %lld %d\n", code, (long long)now.tv_sec * 1000000000LL + now.tv_nsec,
+	snprintf(buf, sizeof buf, "%d %lld %d\n", code, (long long)finished.tv_sec * 1000000000LL + finished.tv_nsec,
 		 oom_kills(oom) > 0);
 	write_file(state, "exit", buf);
 	_exit(0);

@@ -582,3 +582,111 @@ func countContainerLeaks(t *testing.T, d *daemon) containerLeaks {
 	}
 	return l
 }
+
+func TestSeccompAndPIDModes(t *testing.T) {
+	e := newCtrEnv(t)
+	podID, pod := e.pod(t, "seccomp")
+	for name, nnp := range map[string]bool{"default": false, "no_new_privs": true} {
+		cfg := ctrConfig("sc-"+strings.ReplaceAll(name, "_", "-"), e.image("plain"), "grep", "-E", "^(Seccomp|NoNewPrivs):", "/proc/self/status")
+		cfg.Linux.SecurityContext.Seccomp = &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_RuntimeDefault}
+		cfg.Linux.SecurityContext.NoNewPrivs = nnp
+		st, out := e.runToEnd(t, podID, pod, cfg)
+		want := fmt.Sprintf("NoNewPrivs:\t%d", map[bool]int{false: 0, true: 1}[nnp])
+		if st.ExitCode != 0 || len(out) != 2 || out[0] != want || out[1] != "Seccomp:\t2" {
+			t.Errorf("RuntimeDefault seccomp, %s: exit %d %q", name, st.ExitCode, out)
+		}
+	}
+	// An unset PID mode (POD, the zero value) in a pod without a shared
+	// PID namespace: a namespace of the container's own.
+	cfg := ctrConfig("pid-unset", e.image("plain"), "sh", "-c", "echo $$")
+	cfg.Linux.SecurityContext.NamespaceOptions = nil
+	if st, out := e.runToEnd(t, podID, pod, cfg); st.ExitCode != 0 || len(out) != 1 || out[0] != "1" {
+		t.Errorf("unset PID mode: exit %d, pid %q", st.ExitCode, out)
+	}
+	// A debug container targeting another sees its processes.
+	target := e.run(t, podID, pod, ctrConfig("target", e.image("plain"), "sleep", "300"))
+	dbg := ctrConfig("debug", e.image("plain"), "sh", "-c", "cat /proc/1/cmdline | tr '\\0' ' '")
+	dbg.Linux.SecurityContext.NamespaceOptions = &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_TARGET, TargetId: target}
+	if st, out := e.runToEnd(t, podID, pod, dbg); st.ExitCode != 0 || len(out) != 1 || !strings.HasPrefix(out[0], "sleep 300") {
+		t.Errorf("TARGET PID mode: exit %d, PID 1 is %q", st.ExitCode, out)
+	}
+}
+
+func TestNoMountIntoProc(t *testing.T) {
+	e := newCtrEnv(t)
+	podID, pod := e.pod(t, "procmount")
+	cfg := ctrConfig("proc", e.image("plain"), "ls", "/proc/self/fd")
+	cfg.Mounts = []*runtimeapi.Mount{{ContainerPath: "/proc/self/fd", HostPath: t.TempDir()}}
+	id := e.create(t, podID, pod, cfg)
+	_, err := e.d.runtime.StartContainer(context.Background(), &runtimeapi.StartContainerRequest{ContainerId: id})
+	if err == nil || !strings.Contains(err.Error(), "/proc") {
+		t.Errorf("a mount into /proc: %v", err)
+	}
+	// A tty container holds only its terminal.
+	tty := ctrConfig("tty", e.image("plain"), "ls", "/proc/self/fd")
+	tty.Tty = true
+	st, out := e.runToEnd(t, podID, pod, tty)
+	// A terminal ends lines with \r\n; ls lays its output out in columns.
+	if fds := strings.Fields(strings.ReplaceAll(strings.Join(out, " "), "\r", "")); st.ExitCode != 0 || strings.Join(fds, " ") != "0 1 2 3" {
+		t.Errorf("tty container: exit %d, fds %q", st.ExitCode, out)
+	}
+}
+
+// What a container's first process leaves running does not keep it
+// running, nor survives its stop.
+func TestLeftoverProcessesAreKilledOnStop(t *testing.T) {
+	e := newCtrEnv(t)
+	shared := podConfig("leftover")
+	shared.LogDirectory = filepath.Join(e.logs, "leftover")
+	shared.Linux.SecurityContext.NamespaceOptions.Pid = runtimeapi.NamespaceMode_POD
+	podID := runPod(t, e.d, shared)
+	cfg := ctrConfig("parent", e.image("plain"), "sh", "-c", "(while true; do echo bg; sleep 0.5; done) & exit 0")
+	cfg.Linux.SecurityContext.NamespaceOptions.Pid = runtimeapi.NamespaceMode_POD
+	id := e.run(t, podID, shared, cfg)
+	// The monitor stops reading 2 s after the first process ended, even
+	// though the background loop still writes.
+	st := e.waitExited(t, id)
+	if st.ExitCode != 0 {
+		t.Errorf("exit %d", st.ExitCode)
+	}
+	if _, err := e.d.runtime.StopContainer(context.Background(), &runtimeapi.StopContainerRequest{ContainerId: id}); err != nil {
+		t.Fatal(err)
+	}
+	if l := countContainerLeaks(t, e.d); l.Monitors != 0 {
+		t.Errorf("monitors left: %+v", l)
+	}
+	out, _ := exec.Command("pgrep", "-f", "while true; do echo bg").Output()
+	if strings.TrimSpace(string(out)) != "" {
+		t.Errorf("the background loop survived the stop: %s", out)
+	}
+}
+
+// A monitor killed under a running container: the container keeps
+// running (unlogged) until it is stopped, which kills it.
+func TestKilledMonitor(t *testing.T) {
+	e := newCtrEnv(t)
+	podID, pod := e.pod(t, "monitorless")
+	id := e.run(t, podID, pod, ctrConfig("orphan", e.image("plain"), "sleep", "300"))
+	mons, _ := exec.Command("pgrep", "-f", "monitor --state "+filepath.Join(e.d.root, "containers", id)).Output()
+	if len(strings.Fields(string(mons))) != 1 {
+		t.Fatalf("monitor of the container: %q", mons)
+	}
+	_ = exec.Command("kill", "-9", strings.TrimSpace(string(mons))).Run()
+	time.Sleep(100 * time.Millisecond)
+	if st := e.status(t, id); st.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
+		t.Errorf("with its monitor killed: %v", st.State)
+	}
+	if _, err := e.d.runtime.StopContainer(context.Background(), &runtimeapi.StopContainerRequest{ContainerId: id, Timeout: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if st := e.status(t, id); st.State != runtimeapi.ContainerState_CONTAINER_EXITED {
+		t.Errorf("after stop: %v", st.State)
+	}
+	out, _ := exec.Command("pgrep", "-x", "sleep").Output()
+	for _, pid := range strings.Fields(string(out)) {
+		cg, _ := os.ReadFile("/proc/" + pid + "/cgroup")
+		if strings.Contains(string(cg), id) {
+			t.Errorf("the container's process %s survived the stop", pid)
+		}
+	}
+}

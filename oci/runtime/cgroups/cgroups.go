@@ -399,3 +399,20 @@ func removeTree(dir string) error {
 		delay *= 2
 	}
 }
+
+// ProcsFiles are the cgroup.procs files of path, one per hierarchy: writing
+// a pid to each moves that process into the cgroup. The container monitor
+// does it for the container's first process while the runtime sets the
+// container up (on cgroup v1 each move waits for an RCU grace period, a few
+// milliseconds a hierarchy).
+func (m *Manager) ProcsFiles(path string) []string {
+	if checkPath(path) != nil {
+		return nil
+	}
+	dirs := m.dirs(path)
+	out := make([]string, 0, len(dirs))
+	for _, d := range dirs {
+		out = append(out, filepath.Join(d, "cgroup.procs"))
+	}
+	return out
+}

@@ -16,12 +16,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
-
-	"github.com/husk-runtime/husk/oci/runtime/cgroups"
 )
 
 // reportFD is where init reports failures; the monitor passes it on from
@@ -57,15 +56,10 @@ func initContainer(bundle string) error {
 	if spec.Process == nil || spec.Root == nil || spec.Linux == nil {
 		return errors.New("the spec has no process, root or linux section")
 	}
-	if spec.Linux.CgroupsPath != "" {
-		cg, err := cgroups.New(cgroups.Cgroupfs)
-		if err != nil {
-			return err
-		}
-		// First, so that all the container's memory is charged to it.
-		if err := cg.AddProcess(spec.Linux.CgroupsPath, os.Getpid()); err != nil {
-			return fmt.Errorf("joining the container's cgroup: %w", err)
-		}
+	// The monitor moves this process into the container's cgroup while it
+	// sets the container up, and says when it is done.
+	if err := waitForCgroup(); err != nil {
+		return err
 	}
 	for _, n := range spec.Linux.Namespaces {
 		// A cgroup namespace made after joining the cgroup: the container
@@ -76,13 +70,8 @@ func initContainer(bundle string) error {
 			}
 		}
 	}
-	rootfs := spec.Root.Path
-	if !filepath.IsAbs(rootfs) {
-		rootfs = filepath.Join(bundle, rootfs)
-	}
-	if err := setupRootfs(&spec, rootfs); err != nil {
-		return err
-	}
+	// /proc/self is still this process's own here: what is written through
+	// it is written before any mount of the container could shadow it.
 	if err := setRlimits(spec.Process.Rlimits); err != nil {
 		return err
 	}
@@ -91,12 +80,34 @@ func initContainer(bundle string) error {
 			return fmt.Errorf("setting oom_score_adj: %w", err)
 		}
 	}
+	rootfs := spec.Root.Path
+	if !filepath.IsAbs(rootfs) {
+		rootfs = filepath.Join(bundle, rootfs)
+	}
+	if err := setupRootfs(&spec, rootfs); err != nil {
+		return err
+	}
 	if err := os.Chdir(spec.Process.Cwd); err != nil {
 		return fmt.Errorf("changing to the working directory %s: %w", spec.Process.Cwd, err)
 	}
 	path, err := lookPath(spec.Process.Args, spec.Process.Env)
 	if err != nil {
 		return err
+	}
+	// No descriptor of the host reaches the container: all but 0, 1 and 2
+	// close on exec (the report descriptor too, which tells the daemon the
+	// exec happened). close_range needs no /proc, which a mount could hide.
+	if err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
+		return fmt.Errorf("close_range: %w", err)
+	}
+	// The kernel takes a seccomp filter only from a process with
+	// no_new_privs or CAP_SYS_ADMIN. With no_new_privs the filter comes
+	// last, after the steps it may forbid; without, it must come while the
+	// capabilities are still there (as runc does).
+	if !spec.Process.NoNewPrivileges {
+		if err := loadSeccomp(spec.Linux.Seccomp); err != nil {
+			return err
+		}
 	}
 	if err := becomeUser(spec.Process); err != nil {
 		return err
@@ -105,17 +116,9 @@ func initContainer(bundle string) error {
 		if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
 			return fmt.Errorf("setting no_new_privs: %w", err)
 		}
-	}
-	// No descriptor of the host reaches the container: all but 0, 1 and 2
-	// close on exec (the report descriptor too, which tells the daemon the
-	// exec happened).
-	if err := closeOnExecFrom(3); err != nil {
-		return err
-	}
-	// The seccomp filter comes last: it may forbid what the steps before
-	// need.
-	if err := loadSeccomp(spec.Linux.Seccomp); err != nil {
-		return err
+		if err := loadSeccomp(spec.Linux.Seccomp); err != nil {
+			return err
+		}
 	}
 	err = unix.Exec(path, spec.Process.Args, spec.Process.Env)
 	return fmt.Errorf("executing %s: %w", spec.Process.Args[0], err)
@@ -160,21 +163,6 @@ func checkExecutable(p string) error {
 	return nil
 }
 
-func closeOnExecFrom(minFD int) error {
-	entries, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		return err
-	}
-	for _, e := range entries {
-		var fd int
-		if _, err := fmt.Sscan(e.Name(), &fd); err != nil || fd < minFD {
-			continue
-		}
-		unix.CloseOnExec(fd)
-	}
-	return nil
-}
-
 func setRlimits(rl []specs.POSIXRlimit) error {
 	for _, r := range rl {
 		res, ok := rlimitNames[r.Type]
@@ -195,4 +183,24 @@ var rlimitNames = map[string]int{
 	"RLIMIT_NOFILE": unix.RLIMIT_NOFILE, "RLIMIT_NPROC": unix.RLIMIT_NPROC, "RLIMIT_RSS": unix.RLIMIT_RSS,
 	"RLIMIT_RTPRIO": unix.RLIMIT_RTPRIO, "RLIMIT_RTTIME": unix.RLIMIT_RTTIME, "RLIMIT_SIGPENDING": unix.RLIMIT_SIGPENDING,
 	"RLIMIT_STACK": unix.RLIMIT_STACK,
+}
+
+// waitForCgroup waits for the monitor to say, on the descriptor named by
+// HUSK_CGROUP_FD, that this process is in the container's cgroup.
+func waitForCgroup() error {
+	v := os.Getenv("HUSK_CGROUP_FD")
+	if v == "" {
+		return nil // a monitor that manages no cgroup
+	}
+	fd, err := strconv.Atoi(v)
+	if err != nil || fd < 3 {
+		return fmt.Errorf("HUSK_CGROUP_FD=%q", v)
+	}
+	f := os.NewFile(uintptr(fd), "cgroup-ready")
+	defer func() { _ = f.Close() }()
+	var b [1]byte
+	if n, err := f.Read(b[:]); n != 1 {
+		return fmt.Errorf("the monitor did not move the container into its cgroup: %v", err)
+	}
+	return nil
 }

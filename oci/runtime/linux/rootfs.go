@@ -106,7 +106,18 @@ func setupRootfs(spec *specs.Spec, rootfs string) error {
 	return nil
 }
 
+// underProc tells whether dest is in /proc, where a mount could hide or
+// replace what the kernel says about the container's processes (runc's
+// checkProcMount; CVE-2019-16884, CVE-2025-52881).
+func underProc(dest string) bool {
+	dest = filepath.Clean("/" + dest)
+	return dest == "/proc" || strings.HasPrefix(dest, "/proc/")
+}
+
 func mountOne(root *os.File, m specs.Mount) error {
+	if underProc(m.Destination) && m.Type != "proc" {
+		return fmt.Errorf("a %s mount may not go into /proc", m.Type)
+	}
 	flags, propagation, data := parseMountOptions(m.Options)
 	isBind := flags&unix.MS_BIND != 0
 	typ := m.Type
