@@ -58,10 +58,15 @@ func parseMountOptions(opts []string) (flags uintptr, propagation []uintptr, dat
 // pathrs-lite): a symlink in the image cannot send a mount onto the host,
 // even if the image changes it meanwhile.
 func setupRootfs(spec *specs.Spec, rootfs string) error {
-	// Nothing mounted here may reach the host; what the host mounts may
-	// still reach in (rslave volumes).
-	if err := unix.Mount("", "/", "", unix.MS_SLAVE|unix.MS_REC, ""); err != nil {
-		return fmt.Errorf("making / a slave mount: %w", err)
+	// Nothing mounted here may reach the host, but what the host mounts
+	// may reach in (rslave volumes); unless a Bidirectional volume asks
+	// for mounts to go both ways (rshared).
+	propagation := uintptr(unix.MS_SLAVE | unix.MS_REC)
+	if spec.Linux.RootfsPropagation == "rshared" || spec.Linux.RootfsPropagation == "shared" {
+		propagation = unix.MS_SHARED | unix.MS_REC
+	}
+	if err := unix.Mount("", "/", "", propagation, ""); err != nil {
+		return fmt.Errorf("setting the propagation of /: %w", err)
 	}
 	if err := unix.Mount(rootfs, rootfs, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
 		return fmt.Errorf("bind-mounting the rootfs: %w", err)
