@@ -1,0 +1,67 @@
+package cri
+
+import (
+	"context"
+	"strings"
+
+	"github.com/containerd/errdefs"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// PodSandboxStats reports a ready pod's use, from its cgroup (which holds
+// its containers'), with its running containers' own.
+func (s *Server) PodSandboxStats(_ context.Context, req *runtimeapi.PodSandboxStatsRequest) (*runtimeapi.PodSandboxStatsResponse, error) {
+	if req.GetPodSandboxId() == "" {
+		return nil, invalid("pod_sandbox_id", "is required")
+	}
+	st, err := s.podStats(req.GetPodSandboxId())
+	if err != nil {
+		return nil, err
+	}
+	return &runtimeapi.PodSandboxStatsResponse{Stats: st}, nil
+}
+
+// ListPodSandboxStats reports every ready pod the filter matches.
+func (s *Server) ListPodSandboxStats(_ context.Context, req *runtimeapi.ListPodSandboxStatsRequest) (*runtimeapi.ListPodSandboxStatsResponse, error) {
+	f := req.GetFilter()
+	var out []*runtimeapi.PodSandboxStats
+	for _, p := range s.pods.List() {
+		if !p.Ready() || (f.GetId() != "" && !strings.HasPrefix(p.ID, f.GetId())) || !labelsMatch(p.Config.GetLabels(), f.GetLabelSelector()) {
+			continue
+		}
+		st, err := s.podStats(p.ID)
+		if errdefs.IsNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, st)
+	}
+	return &runtimeapi.ListPodSandboxStatsResponse{Stats: out}, nil
+}
+
+func (s *Server) podStats(id string) (*runtimeapi.PodSandboxStats, error) {
+	p, u, cs, err := s.pods.PodUsage(id)
+	if err != nil {
+		return nil, err
+	}
+	st := &runtimeapi.PodSandboxStats{
+		Attributes: &runtimeapi.PodSandboxAttributes{
+			Id: p.ID, Metadata: p.Config.GetMetadata(), Labels: p.Config.GetLabels(), Annotations: p.Config.GetAnnotations(),
+		},
+		Linux: &runtimeapi.LinuxPodSandboxStats{
+			Cpu:     cpuUsage(u),
+			Memory:  memoryUsage(u),
+			Process: &runtimeapi.ProcessUsage{Timestamp: u.Timestamp, ProcessCount: &runtimeapi.UInt64Value{Value: u.Pids}},
+		},
+	}
+	for _, c := range cs {
+		c, cu, err := s.pods.ContainerUsage(c.ID)
+		if err != nil {
+			continue // ended meanwhile
+		}
+		st.Linux.Containers = append(st.Linux.Containers, containerStats(c, cu))
+	}
+	return st, nil
+}

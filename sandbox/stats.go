@@ -1,0 +1,119 @@
+package sandbox
+
+import (
+	"context"
+	"fmt"
+	"io/fs"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/containerd/errdefs"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/husk-runtime/husk/oci/runtime/cgroups"
+)
+
+// Usage is what a container or a pod uses, as the CRI's stats report it.
+type Usage struct {
+	Timestamp int64
+	cgroups.Stats
+	// NanoCores is the CPU used per second since the previous sample of
+	// the same cgroup (the CRI's usage_nano_cores); 0 on the first.
+	NanoCores uint64
+	// Writable layer (containers only).
+	LayerBytes, LayerInodes uint64
+	LayerMountpoint         string
+}
+
+type cpuSample struct {
+	at    time.Time
+	usage uint64
+}
+
+var cpuSamples sync.Map // cgroup path -> cpuSample
+
+func (m *Manager) usage(cgroup string) (Usage, error) {
+	st, err := m.opts.Cgroups.Stats(cgroup)
+	if err != nil {
+		return Usage{}, err
+	}
+	now := time.Now()
+	u := Usage{Timestamp: now.UnixNano(), Stats: *st}
+	if prev, ok := cpuSamples.Load(cgroup); ok {
+		p := prev.(cpuSample)
+		if dt := now.Sub(p.at); dt > 0 && st.CPUUsageNanos >= p.usage {
+			u.NanoCores = uint64(float64(st.CPUUsageNanos-p.usage) / dt.Seconds())
+		}
+	}
+	cpuSamples.Store(cgroup, cpuSample{at: now, usage: st.CPUUsageNanos})
+	return u, nil
+}
+
+// ContainerUsage reports a running container's resource use. A container
+// that does not run has no cgroup to read: NotFound.
+func (m *Manager) ContainerUsage(id string) (*Container, Usage, error) {
+	c, err := m.GetContainer(id)
+	if err != nil {
+		return nil, Usage{}, err
+	}
+	if c.State != ContainerStarted {
+		return c, Usage{}, fmt.Errorf("container %s is not running: %w", c.ID, errdefs.ErrNotFound)
+	}
+	u, err := m.usage(c.Cgroup)
+	if err != nil {
+		return c, Usage{}, err
+	}
+	// The writable layer is the upper dir: what the container wrote.
+	u.LayerMountpoint = m.upperDir(c.ID)
+	_ = filepath.WalkDir(m.upperDir(c.ID), func(_ string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		u.LayerInodes++
+		if info, err := d.Info(); err == nil && info.Mode().IsRegular() {
+			u.LayerBytes += uint64(info.Size())
+		}
+		return nil
+	})
+	return c, u, nil
+}
+
+// PodUsage reports a ready pod's resource use (its cgroup holds its
+// containers').
+func (m *Manager) PodUsage(id string) (*Pod, Usage, []*Container, error) {
+	p, err := m.Get(id)
+	if err != nil {
+		return nil, Usage{}, nil, err
+	}
+	if !p.Ready() {
+		return p, Usage{}, nil, fmt.Errorf("pod sandbox %s is not ready: %w", p.ID, errdefs.ErrNotFound)
+	}
+	u, err := m.usage(p.CgroupPath)
+	if err != nil {
+		return p, Usage{}, nil, err
+	}
+	var cs []*Container
+	for _, c := range m.ListContainers() {
+		if c.PodID == p.ID && c.State == ContainerStarted {
+			cs = append(cs, c)
+		}
+	}
+	return p, u, cs, nil
+}
+
+// UpdateContainerResources applies new limits to a container's cgroup.
+func (m *Manager) UpdateContainerResources(ctx context.Context, id string, r *runtimeapi.LinuxContainerResources) error {
+	c, unlock, err := m.lockContainer(id)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if r == nil {
+		return nil
+	}
+	if err := m.opts.Cgroups.Update(c.Cgroup, cgroups.ResourcesFromCRI(r)); err != nil {
+		return fmt.Errorf("updating the resources of container %s: %w", c.ID, err)
+	}
+	return nil
+}

@@ -1,0 +1,57 @@
+package e2e
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+func TestContainerAndPodStats(t *testing.T) {
+	e := newCtrEnv(t)
+	podID, pod := e.pod(t, "stats")
+	// 24 MiB in the pod's /dev/shm (a tmpfs charged to the writer's
+	// cgroup) and 1 MiB in its writable layer.
+	id := e.run(t, podID, pod, ctrConfig("user", e.image("plain"), "sh", "-c",
+		"dd if=/dev/zero of=/dev/shm/x bs=1M count=24 2>/dev/null; dd if=/dev/zero of=/layer bs=1M count=1 2>/dev/null; echo ready; sleep 300"))
+	waitFor(t, func() bool {
+		st := e.status(t, id)
+		out := output(t, st.LogPath, "stdout")
+		return len(out) == 1 && out[0] == "ready"
+	})
+	resp, err := e.d.runtime.ContainerStats(context.Background(), &runtimeapi.ContainerStatsRequest{ContainerId: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := resp.Stats
+	if st.GetMemory().GetWorkingSetBytes().GetValue() < 20<<20 || st.GetCpu().GetUsageCoreNanoSeconds().GetValue() == 0 {
+		t.Errorf("container stats: memory %v cpu %v", st.GetMemory(), st.GetCpu())
+	}
+	if st.GetWritableLayer().GetUsedBytes().GetValue() < 1<<20 {
+		t.Errorf("writable layer: %v", st.GetWritableLayer())
+	}
+	list, err := e.d.runtime.ListContainerStats(context.Background(), &runtimeapi.ListContainerStatsRequest{Filter: &runtimeapi.ContainerStatsFilter{PodSandboxId: podID}})
+	if err != nil || len(list.Stats) != 1 || list.Stats[0].Attributes.Id != id {
+		t.Errorf("ListContainerStats: %v, %v", list, err)
+	}
+	ps, err := e.d.runtime.PodSandboxStats(context.Background(), &runtimeapi.PodSandboxStatsRequest{PodSandboxId: podID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ps.Stats.GetLinux().GetMemory().GetWorkingSetBytes().GetValue() < 20<<20 || len(ps.Stats.GetLinux().GetContainers()) != 1 || ps.Stats.GetLinux().GetProcess().GetProcessCount().GetValue() == 0 {
+		t.Errorf("pod stats: %v", ps.Stats.GetLinux())
+	}
+	// crictl shows them.
+	if out := e.d.mustCrictl("stats", id); !strings.Contains(out, "user") {
+		t.Errorf("crictl stats:\n%s", out)
+	}
+	// Limits change in place.
+	if _, err := e.d.runtime.UpdateContainerResources(context.Background(), &runtimeapi.UpdateContainerResourcesRequest{ContainerId: id, Linux: &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 256 << 20}}); err != nil {
+		t.Fatal(err)
+	}
+	resp, _ = e.d.runtime.ContainerStats(context.Background(), &runtimeapi.ContainerStatsRequest{ContainerId: id})
+	if avail := resp.GetStats().GetMemory().GetAvailableBytes().GetValue(); avail == 0 || avail > 256<<20 {
+		t.Errorf("available memory after a 256 MiB limit: %d", avail)
+	}
+}
