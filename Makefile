@@ -43,7 +43,7 @@ cni-plugins:
 # $(CNI_CONF) has no network config.
 run: build deps cni-plugins
 	$(BIN)/husk default-cni-config --dir $(CNI_CONF)
-	$(BIN)/husk serve --config $(CONFIG) --cni-conf-dir $(CNI_CONF) --cni-bin-dir $(CNI_BIN)
+	$(BIN)/husk serve $(if $(wildcard $(CONFIG)),--config $(CONFIG),) --cni-conf-dir $(CNI_CONF) --cni-bin-dir $(CNI_BIN)
 
 test: build deps lint cni-plugins $(CRICTL) $(GOTESTSUM)
 	go vet ./...
