@@ -701,3 +701,47 @@ func TestKilledMonitor(t *testing.T) {
 		}
 	}
 }
+
+// oom_score_adj below the daemon's own cannot be set without
+// CAP_SYS_RESOURCE: it is clamped, not a failure; above, it is kept.
+func TestOOMScoreAdjIsClamped(t *testing.T) {
+	e := newCtrEnv(t)
+	podID, pod := e.pod(t, "oomadj")
+	own, err := os.ReadFile(fmt.Sprintf("/proc/%d/oom_score_adj", e.d.cmd.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for want, adj := range map[string]int64{strings.TrimSpace(string(own)): -999, "500": 500} {
+		cfg := ctrConfig(fmt.Sprintf("adj%d", adj+1000), e.image("plain"), "cat", "/proc/self/oom_score_adj")
+		cfg.Linux.Resources = &runtimeapi.LinuxContainerResources{OomScoreAdj: adj}
+		st, out := e.runToEnd(t, podID, pod, cfg)
+		if st.ExitCode != 0 || len(out) != 1 || out[0] != want {
+			t.Errorf("oom_score_adj %d: exit %d, %q; want %s", adj, st.ExitCode, out, want)
+		}
+	}
+}
+
+// What runs husk for a container (its monitor) runs a sealed in-memory
+// copy, which cannot be written (CVE-2019-5736), not the binary on disk.
+func TestHuskBinaryCannotBeOverwrittenThroughContainerProcesses(t *testing.T) {
+	e := newCtrEnv(t)
+	podID, pod := e.pod(t, "sealed")
+	id := e.run(t, podID, pod, ctrConfig("sleeper", e.image("plain"), "sleep", "300"))
+	mon, err := exec.Command("pgrep", "-f", "monitor --state "+filepath.Join(e.d.root, "containers", id)).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	exe := "/proc/" + strings.TrimSpace(string(mon)) + "/exe"
+	target, _ := os.Readlink(exe)
+	if !strings.HasPrefix(target, "/memfd:husk") {
+		t.Errorf("the monitor runs %q, want the sealed memfd copy", target)
+	}
+	if f, err := os.OpenFile(exe, os.O_WRONLY, 0); err == nil {
+		_ = f.Close()
+		t.Error("the monitor's binary can be opened for writing")
+	}
+	if f, err := os.OpenFile(exe, os.O_RDWR|os.O_TRUNC, 0); err == nil {
+		_ = f.Close()
+		t.Error("the monitor's binary can be truncated")
+	}
+}

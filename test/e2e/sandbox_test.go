@@ -812,3 +812,31 @@ func TestBadBandwidthAnnotationIsInvalid(t *testing.T) {
 		t.Errorf("shaping left after stop:\n%s", out)
 	}
 }
+
+// With the systemd driver, kubelet's slice names are expanded the way
+// systemd lays them out, and the pod gets a scope under its slice.
+func TestSystemdDriverPodCgroup(t *testing.T) {
+	d, _ := newPodDaemon(t, "--cgroup-driver", "systemd")
+	uid := fmt.Sprintf("e2e%d", rand.IntN(1_000_000))
+	cfg := podConfig("slice")
+	cfg.Linux.CgroupParent = "kubepods-besteffort-pod" + uid + ".slice"
+	id := runPod(t, d, cfg)
+	_, info := podStatus(t, d, id)
+	want := "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod" + uid + ".slice/husk-" + id + ".scope"
+	if info.CgroupPath != want {
+		t.Fatalf("pod cgroup %s, want %s", info.CgroupPath, want)
+	}
+	if _, err := os.Stat(filepath.Join("/sys/fs/cgroup/pids", want)); err != nil {
+		t.Errorf("pod cgroup not made: %v", err)
+	}
+	removePod(t, d, id)
+	if _, err := os.Stat(filepath.Join("/sys/fs/cgroup/pids", want)); !os.IsNotExist(err) {
+		t.Errorf("pod cgroup left: %v", err)
+	}
+	entries, _ := os.ReadDir("/sys/fs/cgroup")
+	for _, e := range entries {
+		for _, p := range []string{"/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod" + uid + ".slice", "/kubepods.slice/kubepods-besteffort.slice", "/kubepods.slice"} {
+			_ = os.Remove(filepath.Join("/sys/fs/cgroup", e.Name(), p))
+		}
+	}
+}
