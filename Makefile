@@ -17,7 +17,8 @@ CNI_CONF ?= /etc/cni/net.d
 
 all: build
 
-build:
+# deps first: building needs libseccomp-dev and pkg-config.
+build: deps
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/husk ./cmd/husk
 
 # System packages the tests and the daemon use. Idempotent and quick when

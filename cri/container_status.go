@@ -34,6 +34,9 @@ func (s *Server) ContainerStatus(_ context.Context, req *runtimeapi.ContainerSta
 		Mounts:      c.Config.GetMounts(),
 		LogPath:     c.LogPath,
 	}
+	if r := c.Config.GetLinux().GetResources(); r != nil {
+		st.Resources = &runtimeapi.ContainerResources{Linux: r}
+	}
 	if c.Exit != nil {
 		st.FinishedAt = c.Exit.FinishedAt
 		st.ExitCode = c.Exit.Code

@@ -205,6 +205,7 @@ func (m *Manager) destroyContainer(c *Container) error {
 	if err := m.opts.Cgroups.Delete(c.Cgroup); err != nil {
 		return fmt.Errorf("removing its cgroup: %w", err)
 	}
+	m.forgetSamples(c.Cgroup)
 	if err := os.RemoveAll(m.bundleDir(c.ID)); err != nil {
 		return err
 	}

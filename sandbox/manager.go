@@ -49,6 +49,9 @@ type Manager struct {
 
 	containers map[string]*Container
 	cnames     map[string]string // container key -> id
+
+	samplesMu sync.Mutex
+	samples   map[string][2]cpuSample // cgroup -> the two latest CPU samples
 }
 
 type start struct {

@@ -5,10 +5,10 @@ import (
 	"fmt"
 	"io/fs"
 	"path/filepath"
-	"sync"
 	"time"
 
 	"github.com/containerd/errdefs"
+	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/husk-runtime/husk/oci/runtime/cgroups"
@@ -31,7 +31,9 @@ type cpuSample struct {
 	usage uint64
 }
 
-var cpuSamples sync.Map // cgroup path -> cpuSample
+// minSampleGap keeps CPU rates from being computed over the few
+// milliseconds between two stats calls of one kubelet scrape.
+const minSampleGap = time.Second
 
 func (m *Manager) usage(cgroup string) (Usage, error) {
 	st, err := m.opts.Cgroups.Stats(cgroup)
@@ -40,14 +42,33 @@ func (m *Manager) usage(cgroup string) (Usage, error) {
 	}
 	now := time.Now()
 	u := Usage{Timestamp: now.UnixNano(), Stats: *st}
-	if prev, ok := cpuSamples.Load(cgroup); ok {
-		p := prev.(cpuSample)
-		if dt := now.Sub(p.at); dt > 0 && st.CPUUsageNanos >= p.usage {
-			u.NanoCores = uint64(float64(st.CPUUsageNanos-p.usage) / dt.Seconds())
-		}
+	m.samplesMu.Lock()
+	defer m.samplesMu.Unlock()
+	if m.samples == nil {
+		m.samples = map[string][2]cpuSample{}
 	}
-	cpuSamples.Store(cgroup, cpuSample{at: now, usage: st.CPUUsageNanos})
+	// Two samples: the rate is taken against the newest one at least
+	// minSampleGap old.
+	s := m.samples[cgroup]
+	base := s[1]
+	if now.Sub(base.at) < minSampleGap {
+		base = s[0]
+	}
+	if dt := now.Sub(base.at); !base.at.IsZero() && dt > 0 && st.CPUUsageNanos >= base.usage {
+		u.NanoCores = uint64(float64(st.CPUUsageNanos-base.usage) / dt.Seconds())
+	}
+	if now.Sub(s[1].at) >= minSampleGap {
+		s[0] = s[1]
+	}
+	s[1] = cpuSample{at: now, usage: st.CPUUsageNanos}
+	m.samples[cgroup] = s
 	return u, nil
+}
+
+func (m *Manager) forgetSamples(cgroup string) {
+	m.samplesMu.Lock()
+	delete(m.samples, cgroup)
+	m.samplesMu.Unlock()
 }
 
 // ContainerUsage reports a running container's resource use. A container
@@ -115,5 +136,13 @@ func (m *Manager) UpdateContainerResources(ctx context.Context, id string, r *ru
 	if err := m.opts.Cgroups.Update(c.Cgroup, cgroups.ResourcesFromCRI(r)); err != nil {
 		return fmt.Errorf("updating the resources of container %s: %w", c.ID, err)
 	}
-	return nil
+	// Recorded, for ContainerStatus (kubelet's in-place resize reads it).
+	return m.updateContainer(c, func(c *Container) {
+		cfg := proto.Clone(c.Config).(*runtimeapi.ContainerConfig)
+		if cfg.Linux == nil {
+			cfg.Linux = &runtimeapi.LinuxContainerConfig{}
+		}
+		cfg.Linux.Resources = r
+		c.Config = cfg
+	})
 }

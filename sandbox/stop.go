@@ -141,6 +141,7 @@ func (m *Manager) destroy(ctx context.Context, p *Pod) error {
 		if err := m.opts.Cgroups.Delete(p.CgroupPath); err != nil {
 			return fmt.Errorf("removing the pod cgroup: %w", err)
 		}
+		m.forgetSamples(p.CgroupPath)
 	}
 	if err := os.RemoveAll(m.stateDir(p.ID)); err != nil {
 		return err

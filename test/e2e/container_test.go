@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -707,18 +708,67 @@ func TestKilledMonitor(t *testing.T) {
 func TestOOMScoreAdjIsClamped(t *testing.T) {
 	e := newCtrEnv(t)
 	podID, pod := e.pod(t, "oomadj")
-	own, err := os.ReadFile(fmt.Sprintf("/proc/%d/oom_score_adj", e.d.cmd.Process.Pid))
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/oom_score_adj", e.d.cmd.Process.Pid))
 	if err != nil {
 		t.Fatal(err)
 	}
-	for want, adj := range map[string]int64{strings.TrimSpace(string(own)): -999, "500": 500} {
+	own, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Below the daemon's own: clamped to it. Above: kept.
+	cases := map[int64]int{int64(max(own-1, -1000)): own, int64(min(own+1, 1000)): min(own+1, 1000)}
+	for adj, want := range cases {
 		cfg := ctrConfig(fmt.Sprintf("adj%d", adj+1000), e.image("plain"), "cat", "/proc/self/oom_score_adj")
 		cfg.Linux.Resources = &runtimeapi.LinuxContainerResources{OomScoreAdj: adj}
 		st, out := e.runToEnd(t, podID, pod, cfg)
-		if st.ExitCode != 0 || len(out) != 1 || out[0] != want {
-			t.Errorf("oom_score_adj %d: exit %d, %q; want %s", adj, st.ExitCode, out, want)
+		if st.ExitCode != 0 || len(out) != 1 || out[0] != strconv.Itoa(want) {
+			t.Errorf("oom_score_adj %d with the daemon at %d: exit %d, %q; want %d", adj, own, st.ExitCode, out, want)
 		}
 	}
+}
+
+// A Bidirectional volume: what the container mounts in it shows on the
+// host, and the container starts (its rootfs stays private for
+// pivot_root).
+func TestBidirectionalVolume(t *testing.T) {
+	e := newCtrEnv(t)
+	podID, pod := e.pod(t, "bidi")
+	vol := t.TempDir()
+	// Propagation needs a shared mount on the host side.
+	if err := syscall.Mount(vol, vol, "", syscall.MS_BIND, ""); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = syscall.Unmount(vol, syscall.MNT_DETACH) })
+	if err := syscall.Mount("", vol, "", syscall.MS_SHARED, ""); err != nil {
+		t.Fatal(err)
+	}
+	cfg := ctrConfig("bidi", e.image("plain"), "sh", "-c", "mkdir -p /vol/sub && mount -t tmpfs tmpfs /vol/sub && echo hi > /vol/sub/file && sleep 300")
+	cfg.Mounts = []*runtimeapi.Mount{{ContainerPath: "/vol", HostPath: vol, Propagation: runtimeapi.MountPropagation_PROPAGATION_BIDIRECTIONAL}}
+	cfg.Linux.SecurityContext.Privileged = true
+	id := e.run(t, podID, pod, cfg)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		b, err := os.ReadFile(filepath.Join(vol, "sub", "file"))
+		if err == nil && string(b) == "hi\n" {
+			break
+		}
+		if time.Now().After(deadline) {
+			st := e.status(t, id)
+			pid, _ := e.d.runtime.ContainerStatus(context.Background(), &runtimeapi.ContainerStatusRequest{ContainerId: id, Verbose: true})
+			t.Logf("info %s", pid.GetInfo()["info"][:80])
+			var info struct{ Pid int }
+			_ = json.Unmarshal([]byte(pid.GetInfo()["info"]), &info)
+			mi, _ := os.ReadFile(fmt.Sprintf("/proc/%d/mountinfo", info.Pid))
+			self, _ := os.ReadFile("/proc/self/mountinfo")
+			t.Fatalf("the container's mount did not reach the host: %v; container %v, stderr %q\ncontainer:\n%s\nhost:\n%s", err, st.State, output(t, st.LogPath, "stderr"), mi, self)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, err := e.d.runtime.RemoveContainer(context.Background(), &runtimeapi.RemoveContainerRequest{ContainerId: id}); err != nil {
+		t.Fatal(err)
+	}
+	_ = syscall.Unmount(filepath.Join(vol, "sub"), syscall.MNT_DETACH)
 }
 
 // What runs husk for a container (its monitor) runs a sealed in-memory

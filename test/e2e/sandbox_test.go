@@ -820,23 +820,34 @@ func TestSystemdDriverPodCgroup(t *testing.T) {
 	uid := fmt.Sprintf("e2e%d", rand.IntN(1_000_000))
 	cfg := podConfig("slice")
 	cfg.Linux.CgroupParent = "kubepods-besteffort-pod" + uid + ".slice"
+	t.Cleanup(func() {
+		// kubelet makes and removes the slices; here the test does.
+		for _, root := range []string{"/sys/fs/cgroup"} {
+			dirs, _ := os.ReadDir(root)
+			for _, p := range []string{"/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod" + uid + ".slice", "/kubepods.slice/kubepods-besteffort.slice", "/kubepods.slice"} {
+				_ = os.Remove(filepath.Join(root, p))
+				for _, e := range dirs {
+					_ = os.Remove(filepath.Join(root, e.Name(), p))
+				}
+			}
+		}
+	})
 	id := runPod(t, d, cfg)
 	_, info := podStatus(t, d, id)
 	want := "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod" + uid + ".slice/husk-" + id + ".scope"
 	if info.CgroupPath != want {
 		t.Fatalf("pod cgroup %s, want %s", info.CgroupPath, want)
 	}
-	if _, err := os.Stat(filepath.Join("/sys/fs/cgroup/pids", want)); err != nil {
+	// The pids hierarchy on cgroup v1, the only one on v2.
+	hier := "/sys/fs/cgroup/pids"
+	if _, err := os.Stat(hier); err != nil {
+		hier = "/sys/fs/cgroup"
+	}
+	if _, err := os.Stat(filepath.Join(hier, want)); err != nil {
 		t.Errorf("pod cgroup not made: %v", err)
 	}
 	removePod(t, d, id)
-	if _, err := os.Stat(filepath.Join("/sys/fs/cgroup/pids", want)); !os.IsNotExist(err) {
+	if _, err := os.Stat(filepath.Join(hier, want)); !os.IsNotExist(err) {
 		t.Errorf("pod cgroup left: %v", err)
-	}
-	entries, _ := os.ReadDir("/sys/fs/cgroup")
-	for _, e := range entries {
-		for _, p := range []string{"/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod" + uid + ".slice", "/kubepods.slice/kubepods-besteffort.slice", "/kubepods.slice"} {
-			_ = os.Remove(filepath.Join("/sys/fs/cgroup", e.Name(), p))
-		}
 	}
 }

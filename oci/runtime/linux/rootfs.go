@@ -68,6 +68,12 @@ func setupRootfs(spec *specs.Spec, rootfs string) error {
 	if err := unix.Mount("", "/", "", propagation, ""); err != nil {
 		return fmt.Errorf("setting the propagation of /: %w", err)
 	}
+	// pivot_root refuses a root that shares propagation with anything, and
+	// what is mounted under the rootfs must not show on the host: the
+	// rootfs's own mount is private (volumes keep theirs).
+	if err := unix.Mount("", rootfs, "", unix.MS_PRIVATE, ""); err != nil {
+		return fmt.Errorf("making the rootfs private: %w", err)
+	}
 	if err := unix.Mount(rootfs, rootfs, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
 		return fmt.Errorf("bind-mounting the rootfs: %w", err)
 	}
@@ -267,13 +273,23 @@ func makeDevices(root *os.File, devices []specs.LinuxDevice) error {
 // pivotRoot makes rootfs the root and drops the old one, so that nothing
 // of the host's filesystem is reachable from the container.
 func pivotRoot(rootfs string) error {
+	oldroot, err := unix.Open("/", unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = unix.Close(oldroot) }()
 	if err := unix.Chdir(rootfs); err != nil {
 		return err
 	}
-	// pivot_root(".", ".") stacks the old root under the new one, where it
+	// pivot_root(".", ".") stacks the old root on the new one, where it
 	// can be unmounted without a directory of its own.
 	if err := unix.PivotRoot(".", "."); err != nil {
 		return fmt.Errorf("pivot_root: %w", err)
+	}
+	// From the old root, so that only it becomes a slave (its unmount must
+	// not reach the host), not the container's own mounts.
+	if err := unix.Fchdir(oldroot); err != nil {
+		return err
 	}
 	if err := unix.Mount("", ".", "", unix.MS_SLAVE|unix.MS_REC, ""); err != nil {
 		return err

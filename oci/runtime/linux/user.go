@@ -2,6 +2,7 @@ package linux
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/moby/sys/capability"
@@ -45,13 +46,26 @@ func becomeUser(p *specs.Process) error {
 	if err := c.Load(); err != nil {
 		return err
 	}
+	// What the runtime itself does not have (here: root may lack
+	// CAP_SYS_RESOURCE) no container can get; a privileged container gets
+	// all the rest rather than failing.
+	var have []capability.Cap
+	for _, k := range capability.ListKnown() {
+		if c.Get(capability.BOUNDING, k) {
+			have = append(have, k)
+		}
+	}
 	set := func(which capability.CapType, names []string) error {
 		cs, err := caps(names)
 		if err != nil {
 			return err
 		}
 		c.Clear(which)
-		c.Set(which, cs...)
+		for _, k := range cs {
+			if slices.Contains(have, k) {
+				c.Set(which, k)
+			}
+		}
 		return nil
 	}
 	pc := p.Capabilities
