@@ -691,6 +691,11 @@ func cleanupContext(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
 }
 
+// writeFileAtomic replaces path whole. It does not fsync: the pending
+// records it writes matter after a crash of the daemon, which leaves the
+// page cache intact, and a power loss takes the namespaces and veths they
+// describe with it; an fsync on every ADD would cost RunPodSandbox a disk
+// flush.
 func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp")
 	if err != nil {
@@ -698,9 +703,6 @@ func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
 	}
 	tmp := f.Name()
 	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
 	if err == nil {
 		err = f.Chmod(perm)
 	}
