@@ -795,3 +795,26 @@ func TestHuskBinaryCannotBeOverwrittenThroughContainerProcesses(t *testing.T) {
 		t.Error("the monitor's binary can be truncated")
 	}
 }
+
+// Read-only root filesystem and a recursively read-only volume: nothing
+// under either can be written, submounts included.
+func TestReadOnlyRootfsAndRecursiveReadOnlyVolume(t *testing.T) {
+	e := newCtrEnv(t)
+	podID, pod := e.pod(t, "readonly")
+	vol := t.TempDir()
+	sub := filepath.Join(vol, "sub")
+	if err := os.Mkdir(sub, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mount("tmpfs", sub, "tmpfs", 0, ""); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = syscall.Unmount(sub, syscall.MNT_DETACH) })
+	cfg := ctrConfig("ro", e.image("plain"), "sh", "-c", "touch /x 2>/dev/null && echo root-writable; touch /vol/sub/x 2>/dev/null && echo sub-writable; echo done")
+	cfg.Linux.SecurityContext.ReadonlyRootfs = true
+	cfg.Mounts = []*runtimeapi.Mount{{ContainerPath: "/vol", HostPath: vol, Readonly: true, RecursiveReadOnly: true}}
+	st, out := e.runToEnd(t, podID, pod, cfg)
+	if st.ExitCode != 0 || len(out) != 1 || out[0] != "done" {
+		t.Errorf("writes in read-only places: exit %d, %q", st.ExitCode, out)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	pathrs "github.com/cyphar/filepath-securejoin/pathrs-lite"
@@ -37,6 +38,9 @@ var propagationFlags = map[string]uintptr{
 func parseMountOptions(opts []string) (flags uintptr, propagation []uintptr, data string) {
 	var rest []string
 	for _, o := range opts {
+		if o == "rro" {
+			continue // applied after the mount (recursiveReadOnly)
+		}
 		if f, ok := mountFlags[o]; ok {
 			if f.clear {
 				flags &^= f.flag
@@ -110,7 +114,7 @@ func setupRootfs(spec *specs.Spec, rootfs string) error {
 		}
 	}
 	if spec.Root.Readonly {
-		if err := unix.Mount("", "/", "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY, ""); err != nil {
+		if err := unix.Mount("", "/", "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY|lockedFlags("/"), ""); err != nil {
 			return fmt.Errorf("making the rootfs read-only: %w", err)
 		}
 	}
@@ -165,6 +169,19 @@ func mountOne(root *os.File, m specs.Mount) error {
 		remount := unix.MS_REMOUNT | unix.MS_BIND | flags&(unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC)
 		if err := unix.Mount("", fmt.Sprintf("/proc/self/fd/%d", again.Fd()), "", remount, ""); err != nil {
 			return fmt.Errorf("remounting: %w", err)
+		}
+	}
+	if slices.Contains(m.Options, "rro") {
+		// Read-only all the way down, submounts included: a plain "ro"
+		// bind leaves them writable.
+		again, err := pathrs.OpenatInRoot(root, m.Destination)
+		if err != nil {
+			return err
+		}
+		err = unix.MountSetattr(int(again.Fd()), "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY})
+		_ = again.Close()
+		if err != nil {
+			return fmt.Errorf("making it recursively read-only: %w", err)
 		}
 	}
 	for _, p := range propagation {
@@ -321,7 +338,27 @@ func readonlyPath(p string) error {
 		}
 		return err
 	}
-	return unix.Mount(p, p, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_REC, "")
+	return unix.Mount(p, p, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_REC|lockedFlags(p), "")
+}
+
+// lockedFlags are the nosuid, nodev, noexec and atime flags a mount has: a
+// bind remount that leaves them out clears them (or fails, when they are
+// locked), so a read-only remount must repeat them.
+func lockedFlags(p string) uintptr {
+	var st unix.Statfs_t
+	if err := unix.Statfs(p, &st); err != nil {
+		return 0
+	}
+	var f uintptr
+	for bit, mf := range map[int64]uintptr{
+		unix.ST_NOSUID: unix.MS_NOSUID, unix.ST_NODEV: unix.MS_NODEV, unix.ST_NOEXEC: unix.MS_NOEXEC,
+		unix.ST_NOATIME: unix.MS_NOATIME, unix.ST_NODIRATIME: unix.MS_NODIRATIME, unix.ST_RELATIME: unix.MS_RELATIME,
+	} {
+		if st.Flags&bit != 0 {
+			f |= mf
+		}
+	}
+	return f
 }
 
 // mountCgroups shows the container its own cgroups at m.Destination. On a
