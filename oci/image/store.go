@@ -118,9 +118,9 @@ func Open(dir string, opts Options) (*Store, error) {
 	if err := s.load(); err != nil {
 		return nil, err
 	}
-	s.mu.Lock()
-	s.collectLocked()
-	s.mu.Unlock()
+	// Leftovers of interrupted pulls are collected once the store knows
+	// which layers containers use (SetInUse): collecting now could take a
+	// layer from under a container whose image was removed.
 	return s, nil
 }
 
@@ -392,10 +392,12 @@ func (s *Store) LeaseLayers(diffIDs []digest.Digest) func() {
 }
 
 // SetInUse tells the store which layers containers use: those stay when
-// their image is removed.
+// their image is removed. It then collects what an interrupted pull or a
+// removal left.
 func (s *Store) SetInUse(fn func() []digest.Digest) {
 	s.mu.Lock()
 	s.inUse = fn
+	s.collectLocked()
 	s.mu.Unlock()
 }
 

@@ -20,6 +20,7 @@ import (
 
 	"github.com/containerd/errdefs"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
 
 	"github.com/husk-runtime/husk/test/imagetest"
@@ -593,4 +594,42 @@ func waitIdle(t *testing.T, s *Store) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	t.Fatal("store did not become idle")
+}
+
+// Layers a container runs from stay when their image is removed, also
+// across a reopen; once no container uses them, they go.
+func TestLayersInUseSurviveRemovalAndReopen(t *testing.T) {
+	reg := imagetest.NewRegistry(t)
+	reg.Push(t, "test/app:1", imagetest.Image(t, v1.Config{}, imagetest.Layer(t, file("f", "x"))))
+	dir := filepath.Join(t.TempDir(), "images")
+	s, err := Open(dir, Options{Registries: insecure(reg.Host)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := pull(t, s, reg.Ref("test/app:1"))
+	inUse := func() []digest.Digest { return img.Layers }
+	s.SetInUse(inUse)
+	if err := s.Remove(img.ID); err != nil {
+		t.Fatal(err)
+	}
+	waitIdle(t, s)
+	if _, err := os.Stat(s.LayerPath(img.Layers[0])); err != nil {
+		t.Fatalf("layer in use removed with its image: %v", err)
+	}
+	_ = s.Close()
+	s2, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = s2.Close() }()
+	s2.SetInUse(inUse)
+	waitIdle(t, s2)
+	if _, err := os.Stat(s2.LayerPath(img.Layers[0])); err != nil {
+		t.Fatalf("layer in use removed at reopen: %v", err)
+	}
+	s2.SetInUse(func() []digest.Digest { return nil })
+	waitIdle(t, s2)
+	if _, err := os.Stat(s2.LayerPath(img.Layers[0])); !os.IsNotExist(err) {
+		t.Errorf("unused layer kept: %v", err)
+	}
 }

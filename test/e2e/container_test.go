@@ -818,3 +818,24 @@ func TestReadOnlyRootfsAndRecursiveReadOnlyVolume(t *testing.T) {
 		t.Errorf("writes in read-only places: exit %d, %q", st.ExitCode, out)
 	}
 }
+
+// Removing an image that a container uses keeps the layers the container
+// runs from; a container created before a daemon restart starts after it.
+func TestImageRemovalAndRestartDoNotBreakContainers(t *testing.T) {
+	e := newCtrEnv(t)
+	podID, pod := e.pod(t, "inuse")
+	created := e.create(t, podID, pod, ctrConfig("later", e.image("plain"), "sh", "-c", "echo started-after-restart"))
+	running := e.run(t, podID, pod, ctrConfig("running", e.image("plain"), "sleep", "300"))
+	if _, err := e.d.images.RemoveImage(context.Background(), &runtimeapi.RemoveImageRequest{Image: e.image("plain")}); err != nil {
+		t.Fatal(err)
+	}
+	e.d.restart()
+	e.start(t, created)
+	st := e.waitExited(t, created)
+	if out := output(t, st.LogPath, "stdout"); st.ExitCode != 0 || len(out) != 1 || out[0] != "started-after-restart" {
+		t.Errorf("container created before the restart: exit %d, %q", st.ExitCode, out)
+	}
+	if st := e.status(t, running); st.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
+		t.Errorf("running container after the image removal and restart: %v", st.State)
+	}
+}
