@@ -4,7 +4,6 @@ import (
 	"context"
 	"testing"
 
-	v1 "github.com/google/go-containerregistry/pkg/v1"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/husk-runtime/husk/test/imagetest"
@@ -16,20 +15,8 @@ import (
 // the image is removed, and its layers with it, outside the timed part.
 // Run with: make bench (see docs/benchmarks.md).
 func BenchmarkPullImage50MB(b *testing.B) {
-	const layerBytes = 50 << 20 / 3
 	reg := imagetest.NewRegistry(b)
-	img := imagetest.Image(b, v1.Config{},
-		imagetest.RandomFilesLayer(b, 11, layerBytes, 40),
-		imagetest.RandomFilesLayer(b, 12, layerBytes, 40),
-		imagetest.RandomFilesLayer(b, 13, layerBytes, 40),
-	)
-	reg.Push(b, "bench/pull:1", img)
-	var total int64
-	layers, _ := img.Layers()
-	for _, l := range layers {
-		n, _ := l.Size()
-		total += n
-	}
+	total := imagetest.PullBenchImage(b, reg, "bench/pull:1")
 	d := newDaemon(b, insecureConfig(reg.Host))
 	ref := reg.Ref("bench/pull:1")
 	ctx := context.Background()

@@ -308,3 +308,24 @@ func Index(t testing.TB, imgs map[string]v1.Image) v1.ImageIndex {
 	}
 	return mutate.AppendManifests(mutate.IndexMediaType(empty.Index, idxType), adds...)
 }
+
+// PullBenchImage pushes the image the pull benchmarks use, as repoTag: three
+// layers of random, incompressible files, about 50 MB in all. It returns the
+// bytes a pull transfers.
+func PullBenchImage(t testing.TB, reg *Registry, repoTag string) int64 {
+	t.Helper()
+	const layerBytes = 50 << 20 / 3
+	img := Image(t, v1.Config{},
+		RandomFilesLayer(t, 11, layerBytes, 40),
+		RandomFilesLayer(t, 12, layerBytes, 40),
+		RandomFilesLayer(t, 13, layerBytes, 40),
+	)
+	reg.Push(t, repoTag, img)
+	var total int64
+	layers, _ := img.Layers()
+	for _, l := range layers {
+		n, _ := l.Size()
+		total += n
+	}
+	return total
+}
