@@ -55,6 +55,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		// Internal: a container's first process, until it executes the
 		// container's command (oci/runtime/linux).
 		return linux.Init(args[1:])
+	case "exec-init":
+		// Internal: a process started in a running container (ExecSync).
+		return linux.Exec(args[1:])
+	case "exec-enter":
+		_, _ = fmt.Fprintln(stderr, "husk exec-enter: this husk was built without cgo")
+		return 1
 	case "monitor":
 		// Internal: run by a constructor in package sandbox (monitor.c).
 		_, _ = fmt.Fprintln(stderr, "husk monitor: this husk was built without cgo")

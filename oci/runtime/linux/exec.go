@@ -1,0 +1,83 @@
+package linux
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+)
+
+// Exec is `husk exec-init -- COMMAND...`, started by `husk exec-enter`
+// inside a running container's namespaces and cgroup. It takes the
+// container's user, capabilities, no_new_privs, seccomp, environment and
+// working directory from its spec (on the descriptor HUSK_EXEC_SPEC_FD)
+// and executes COMMAND. It returns only on failure, with the exit code a
+// shell gives: 127 for a command not found, 126 otherwise.
+func Exec(args []string) int {
+	if len(args) < 2 || args[0] != "--" {
+		_, _ = fmt.Fprintln(os.Stderr, "usage: husk exec-init -- COMMAND...")
+		return 126
+	}
+	err := execInContainer(args[1:])
+	_, _ = fmt.Fprintf(os.Stderr, "husk exec: %v\n", err)
+	var nf errNotFound
+	if errors.As(err, &nf) {
+		return 127
+	}
+	return 126
+}
+
+type errNotFound struct{ error }
+
+func execInContainer(cmd []string) error {
+	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
+		return err
+	}
+	fd, err := strconv.Atoi(os.Getenv("HUSK_EXEC_SPEC_FD"))
+	if err != nil {
+		return errors.New("no spec descriptor")
+	}
+	f := os.NewFile(uintptr(fd), "spec")
+	var spec specs.Spec
+	err = json.NewDecoder(f).Decode(&spec)
+	_ = f.Close()
+	if err != nil {
+		return fmt.Errorf("reading the container's spec: %w", err)
+	}
+	if spec.Process == nil || spec.Linux == nil {
+		return errors.New("the spec has no process or linux section")
+	}
+	if err := os.Chdir(spec.Process.Cwd); err != nil {
+		return fmt.Errorf("changing to the working directory %s: %w", spec.Process.Cwd, err)
+	}
+	path, err := lookPath(cmd, spec.Process.Env)
+	if err != nil {
+		return errNotFound{err}
+	}
+	if err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
+		return fmt.Errorf("close_range: %w", err)
+	}
+	// The same order as the container's own first process (initContainer).
+	if !spec.Process.NoNewPrivileges {
+		if err := loadSeccomp(spec.Linux.Seccomp); err != nil {
+			return err
+		}
+	}
+	if err := becomeUser(spec.Process); err != nil {
+		return err
+	}
+	if spec.Process.NoNewPrivileges {
+		if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+			return fmt.Errorf("setting no_new_privs: %w", err)
+		}
+		if err := loadSeccomp(spec.Linux.Seccomp); err != nil {
+			return err
+		}
+	}
+	err = unix.Exec(path, cmd, spec.Process.Env)
+	return fmt.Errorf("executing %s: %w", cmd[0], err)
+}

@@ -1,0 +1,145 @@
+// `husk exec-enter`: the way into a running container for ExecSync. Like
+// the monitor it is a constructor that runs before the Go runtime starts,
+// because only a single-threaded process can join a mount namespace.
+//
+//   husk exec-enter --pid PID --exec-fd N [--cgroup PROCS_FILE ...]
+//                   -- ARGS...
+//
+// It joins the cgroup and the namespaces of the container's first process
+// PID, then starts ARGS (husk exec-init: the user, capabilities and
+// seccomp of the container, then the command) from the sealed husk binary
+// at descriptor N, as a child: joining a PID namespace takes effect for
+// children only. On SIGTERM (the daemon's timeout) it kills the child's
+// process group; the child dies with it too. It exits as the child did.
+//
+// The mount namespace is joined last, by the child, in the constructor
+// below: after the dynamic loader has loaded husk's libraries from the
+// host (the container's image may have no such libraries), before the Go
+// runtime starts threads.
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static void fail(const char *what) {
+	dprintf(2, "husk exec: %s: %s\n", what, strerror(errno));
+	_exit(126);
+}
+
+__attribute__((constructor)) static void husk_exec_enter(int argc, char **argv) {
+	if (argc < 2 || strcmp(argv[1], "exec-enter") != 0)
+		return;
+	static struct option opts[] = {
+		{"pid", required_argument, 0, 'p'}, {"exec-fd", required_argument, 0, 'e'},
+		{"cgroup", required_argument, 0, 'c'}, {0, 0, 0, 0}};
+	const char *cgroups[64];
+	int ncgroups = 0, pid = 0, exec_fd = -1;
+	optind = 2;
+	for (int c; (c = getopt_long(argc, argv, "", opts, NULL)) != -1;) {
+		switch (c) {
+		case 'p': pid = atoi(optarg); break;
+		case 'e': exec_fd = atoi(optarg); break;
+		case 'c':
+			if (ncgroups < 64)
+				cgroups[ncgroups++] = optarg;
+			break;
+		default: _exit(126);
+		}
+	}
+	if (pid <= 0 || exec_fd < 0 || optind >= argc)
+		_exit(126);
+
+	// All namespace files first: once in the container's mount namespace,
+	// /proc is the container's.
+	static const struct {
+		const char *name;
+		int type;
+	} kinds[] = {{"ipc", CLONE_NEWIPC}, {"uts", CLONE_NEWUTS}, {"net", CLONE_NEWNET},
+		     {"cgroup", CLONE_NEWCGROUP}, {"pid", CLONE_NEWPID}, {"mnt", CLONE_NEWNS}};
+	int fds[6];
+	for (int i = 0; i < 6; i++) {
+		char path[64];
+		snprintf(path, sizeof path, "/proc/%d/ns/%s", pid, kinds[i].name);
+		fds[i] = open(path, O_RDONLY | O_CLOEXEC);
+		if (fds[i] < 0)
+			fail(path);
+	}
+	for (int i = 0; i < ncgroups; i++) {
+		int fd = open(cgroups[i], O_WRONLY | O_CLOEXEC);
+		if (fd < 0 || dprintf(fd, "%d", getpid()) < 0)
+			fail(cgroups[i]);
+		close(fd);
+	}
+	for (int i = 0; i < 5; i++) {
+		if (setns(fds[i], kinds[i].type) != 0)
+			fail(kinds[i].name);
+		close(fds[i]);
+	}
+	// The mount namespace goes to the child, open across its exec.
+	int mnt = fds[5];
+	if (fcntl(mnt, F_SETFD, 0) != 0)
+		fail("fcntl");
+	char mntfd[16];
+	snprintf(mntfd, sizeof mntfd, "%d", mnt);
+	setenv("HUSK_EXEC_MNT_FD", mntfd, 1);
+
+	sigset_t set, old;
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGCHLD);
+	sigprocmask(SIG_BLOCK, &set, &old);
+	pid_t child = fork();
+	if (child < 0)
+		fail("fork");
+	if (child == 0) {
+		sigprocmask(SIG_SETMASK, &old, NULL);
+		// A group of its own: a timeout ends all the command started.
+		setpgid(0, 0);
+		prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+		fexecve(exec_fd, argv + optind, environ);
+		fail("exec");
+	}
+	for (;;) {
+		int sig;
+		if (sigwait(&set, &sig) != 0)
+			continue;
+		if (sig != SIGCHLD) {
+			// The daemon gives up on the command (a timeout): it ends,
+			// with everything it started.
+			kill(-child, SIGKILL);
+			kill(child, SIGKILL);
+			continue;
+		}
+		int st;
+		pid_t w = waitpid(child, &st, WNOHANG);
+		if (w == child)
+			_exit(WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
+	}
+}
+
+// The second half: in `husk exec-init`, join the container's mount
+// namespace while the process is still single-threaded.
+__attribute__((constructor)) static void husk_exec_join_mount(int argc, char **argv) {
+	if (argc < 2 || strcmp(argv[1], "exec-init") != 0)
+		return;
+	const char *v = getenv("HUSK_EXEC_MNT_FD");
+	if (v == NULL)
+		return;
+	int fd = atoi(v);
+	if (setns(fd, CLONE_NEWNS) != 0)
+		fail("joining the mount namespace");
+	close(fd);
+	unsetenv("HUSK_EXEC_MNT_FD");
+	if (chdir("/") != 0)
+		fail("chdir");
+}
