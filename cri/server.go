@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	"k8s.io/cri-streaming/pkg/streaming"
 	"k8s.io/klog/v2"
 
 	"github.com/husk-runtime/husk/oci/image"
@@ -27,6 +28,8 @@ type Options struct {
 	Version string
 	// Info is shown by a verbose Status (crictl info); values are JSON.
 	Info map[string]string
+	// Stream serves exec and port-forward streams (NewStreamServer).
+	Stream streaming.Server
 }
 
 // Server implements the CRI RuntimeService and ImageService. RPCs not built
@@ -38,11 +41,12 @@ type Server struct {
 	opts   Options
 	images *image.Store
 	pods   *sandbox.Manager
+	stream streaming.Server
 }
 
 // New makes the services.
 func New(opts Options) *Server {
-	return &Server{opts: opts, images: opts.Images, pods: opts.Pods}
+	return &Server{opts: opts, images: opts.Images, pods: opts.Pods, stream: opts.Stream}
 }
 
 // NewGRPCServer makes a gRPC server with both CRI services registered and

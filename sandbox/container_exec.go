@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +15,9 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	"golang.org/x/sys/unix"
+
+	"github.com/husk-runtime/husk/network/ns"
 )
 
 // maxExecOutput bounds what ExecSync keeps of each stream, as the CRI's
@@ -33,64 +37,208 @@ func (b *limitedBuffer) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// ExecSync runs cmd in a running container, as ExecSync (kubelet's exec
-// probes): in its namespaces and cgroup, as its user, with its
-// capabilities and seccomp filter. A timeout (0: none) kills the command.
-func (m *Manager) ExecSync(ctx context.Context, id string, cmd []string, timeout time.Duration) (stdout, stderr []byte, code int32, err error) {
+// execCommand prepares `husk exec-enter` for cmd in a running container:
+// in its namespaces and cgroup, as its user, with its capabilities and
+// seccomp filter. Cancelling ctx kills the command and all it started. The
+// returned func releases what the command holds open of the daemon's.
+func (m *Manager) execCommand(ctx context.Context, id string, cmd []string, tty bool) (*exec.Cmd, func(), error) {
 	if len(cmd) == 0 {
-		return nil, nil, 0, fmt.Errorf("cmd is empty: %w", errdefs.ErrInvalidArgument)
+		return nil, nil, fmt.Errorf("cmd is empty: %w", errdefs.ErrInvalidArgument)
 	}
 	c, err := m.GetContainer(id)
 	if err != nil {
-		return nil, nil, 0, err
+		return nil, nil, err
 	}
 	p := m.running(c)
 	if p == nil {
-		return nil, nil, 0, fmt.Errorf("container %s is not running: %w", c.ID, errdefs.ErrFailedPrecondition)
+		return nil, nil, fmt.Errorf("container %s is not running: %w", c.ID, errdefs.ErrFailedPrecondition)
 	}
 	spec, err := os.Open(filepath.Join(m.bundleDir(c.ID), "config.json"))
 	if err != nil {
-		return nil, nil, 0, err
+		return nil, nil, err
 	}
-	defer func() { _ = spec.Close() }()
 	args := []string{"exec-enter", "--pid", strconv.Itoa(p.PID), "--exec-fd", "3"}
 	for _, f := range m.opts.Cgroups.ProcsFiles(c.Cgroup) {
 		args = append(args, "--cgroup", f)
 	}
+	if tty {
+		args = append(args, "--tty")
+	}
 	args = append(args, "--", "husk", "exec-init", "--")
 	args = append(args, cmd...)
+	x := exec.CommandContext(ctx, m.binaryPath(), args...)
+	x.ExtraFiles = []*os.File{m.opts.Binary, spec} // fds 3 and 4
+	x.Env = []string{"HUSK_EXEC_SPEC_FD=4"}
+	x.Dir = "/"
+	x.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	// On cancel exec-enter gets SIGTERM and kills all the command started;
+	// SIGKILL follows if it does not end.
+	x.Cancel = func() error { return x.Process.Signal(syscall.SIGTERM) }
+	// What the command started may hold its output open after it ended.
+	x.WaitDelay = time.Second
+	return x, func() { _ = spec.Close() }, nil
+}
 
+// ExecSync runs cmd in a running container, as ExecSync (kubelet's exec
+// probes). A timeout (0: none) kills the command.
+func (m *Manager) ExecSync(ctx context.Context, id string, cmd []string, timeout time.Duration) (stdout, stderr []byte, code int32, err error) {
 	if timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
+	x, release, err := m.execCommand(ctx, id, cmd, false)
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	defer release()
 	var out, errOut limitedBuffer
 	out.n, errOut.n = maxExecOutput, maxExecOutput
-	x := exec.CommandContext(ctx, m.binaryPath(), args...)
-	x.ExtraFiles = []*os.File{m.opts.Binary, spec} // fds 3 and 4
-	x.Env = []string{"HUSK_EXEC_SPEC_FD=4"}
-	x.Stdin = nil
 	x.Stdout, x.Stderr = &out, &errOut
-	x.Dir = "/"
-	x.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	// On a timeout exec-enter gets SIGTERM and kills all the command
-	// started; SIGKILL follows if it does not end.
-	x.Cancel = func() error { return x.Process.Signal(syscall.SIGTERM) }
-	// What the command started may hold its output open after it ended.
-	x.WaitDelay = time.Second
 	err = x.Run()
 	if ctx.Err() != nil {
-		return out.Bytes(), errOut.Bytes(), 0, fmt.Errorf("exec in container %s: %w", c.ID, ctx.Err())
+		return out.Bytes(), errOut.Bytes(), 0, fmt.Errorf("exec in container %s: %w", id, ctx.Err())
 	}
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
 		return out.Bytes(), errOut.Bytes(), int32(ee.ExitCode()), nil
 	}
 	if err != nil && !errors.Is(err, exec.ErrWaitDelay) {
-		return nil, nil, 0, fmt.Errorf("exec in container %s: %w", c.ID, err)
+		return nil, nil, 0, fmt.Errorf("exec in container %s: %w", id, err)
 	}
 	return out.Bytes(), errOut.Bytes(), 0, nil
 }
 
-var _ io.Writer = (*limitedBuffer)(nil)
+// TerminalSize is a terminal's size in characters.
+type TerminalSize struct{ Width, Height uint16 }
+
+// Exec runs cmd in a running container with its standard streams
+// connected to the caller's (kubectl exec, crictl exec). With tty, the
+// command gets a terminal of its own, resized as resize says, and its
+// output comes on out alone. The error is an exec.ExitError for a command
+// that ran and failed.
+func (m *Manager) Exec(ctx context.Context, id string, cmd []string, in io.Reader, out, errw io.Writer, tty bool, resize <-chan TerminalSize) error {
+	x, release, err := m.execCommand(ctx, id, cmd, tty)
+	if err != nil {
+		return err
+	}
+	defer release()
+	if !tty {
+		x.Stdin, x.Stdout, x.Stderr = in, out, errw
+		err := x.Run()
+		if errors.Is(err, exec.ErrWaitDelay) {
+			return nil
+		}
+		return err
+	}
+	master, slave, err := openPTY()
+	if err != nil {
+		return err
+	}
+	defer func() { _ = master.Close() }()
+	x.Stdin, x.Stdout, x.Stderr = slave, slave, slave
+	err = x.Start()
+	_ = slave.Close()
+	if err != nil {
+		return err
+	}
+	go func() {
+		for s := range resize {
+			_ = unix.IoctlSetWinsize(int(master.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Col: s.Width, Row: s.Height})
+		}
+	}()
+	if in != nil {
+		go func() { _, _ = io.Copy(master, in) }()
+	}
+	// The terminal's output ends (EIO) once the command and all that holds
+	// the terminal are gone.
+	copied := make(chan struct{})
+	go func() {
+		_, _ = io.Copy(out, master)
+		close(copied)
+	}()
+	err = x.Wait()
+	select {
+	case <-copied:
+	case <-time.After(time.Second):
+	}
+	return err
+}
+
+// openPTY opens a new pseudo-terminal pair.
+func openPTY() (master, slave *os.File, err error) {
+	master, err = os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	fd := int(master.Fd())
+	if err := unix.IoctlSetPointerInt(fd, unix.TIOCSPTLCK, 0); err != nil {
+		_ = master.Close()
+		return nil, nil, err
+	}
+	n, err := unix.IoctlGetInt(fd, unix.TIOCGPTN)
+	if err != nil {
+		_ = master.Close()
+		return nil, nil, err
+	}
+	slave, err = os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		_ = master.Close()
+		return nil, nil, err
+	}
+	return master, slave, nil
+}
+
+// PortForward connects stream to a TCP port of a ready pod, as kubectl
+// port-forward: a connection to localhost made inside the pod's network
+// namespace.
+func (m *Manager) PortForward(ctx context.Context, podID string, port int32, stream io.ReadWriteCloser) error {
+	defer func() { _ = stream.Close() }()
+	p, err := m.Get(podID)
+	if err != nil {
+		return err
+	}
+	if !p.Ready() {
+		return fmt.Errorf("pod sandbox %s is not ready: %w", p.ID, errdefs.ErrFailedPrecondition)
+	}
+	if port <= 0 || port > 65535 {
+		return fmt.Errorf("port %d: %w", port, errdefs.ErrInvalidArgument)
+	}
+	var conn net.Conn
+	dial := func() error {
+		var d net.Dialer
+		var err error
+		for _, addr := range []string{"127.0.0.1", "::1"} {
+			if conn, err = d.DialContext(ctx, "tcp", net.JoinHostPort(addr, strconv.Itoa(int(port)))); err == nil {
+				return nil
+			}
+		}
+		return err
+	}
+	if netns, ok := p.Namespaces[ns.Net]; ok {
+		err = ns.Do(map[ns.Type]string{ns.Net: netns}, dial)
+	} else {
+		err = dial()
+	}
+	if err != nil {
+		return fmt.Errorf("connecting to port %d of pod %s: %w", port, p.ID, err)
+	}
+	defer func() { _ = conn.Close() }()
+	done := make(chan struct{}, 2)
+	go func() {
+		_, _ = io.Copy(conn, stream)
+		if tc, ok := conn.(*net.TCPConn); ok {
+			_ = tc.CloseWrite()
+		}
+		done <- struct{}{}
+	}()
+	go func() {
+		_, _ = io.Copy(stream, conn)
+		done <- struct{}{}
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+	return nil
+}

@@ -2,7 +2,7 @@
 // the monitor it is a constructor that runs before the Go runtime starts,
 // because only a single-threaded process can join a mount namespace.
 //
-//   husk exec-enter --pid PID --exec-fd N [--cgroup PROCS_FILE ...]
+//   husk exec-enter --pid PID --exec-fd N [--cgroup PROCS_FILE ...] [--tty]
 //                   -- ARGS...
 //
 // It joins the cgroup and the namespaces of the container's first process
@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -39,14 +40,15 @@ __attribute__((constructor)) static void husk_exec_enter(int argc, char **argv) 
 		return;
 	static struct option opts[] = {
 		{"pid", required_argument, 0, 'p'}, {"exec-fd", required_argument, 0, 'e'},
-		{"cgroup", required_argument, 0, 'c'}, {0, 0, 0, 0}};
+		{"cgroup", required_argument, 0, 'c'}, {"tty", no_argument, 0, 't'}, {0, 0, 0, 0}};
 	const char *cgroups[64];
-	int ncgroups = 0, pid = 0, exec_fd = -1;
+	int ncgroups = 0, pid = 0, exec_fd = -1, tty = 0;
 	optind = 2;
 	for (int c; (c = getopt_long(argc, argv, "", opts, NULL)) != -1;) {
 		switch (c) {
 		case 'p': pid = atoi(optarg); break;
 		case 'e': exec_fd = atoi(optarg); break;
+		case 't': tty = 1; break;
 		case 'c':
 			if (ncgroups < 64)
 				cgroups[ncgroups++] = optarg;
@@ -103,8 +105,14 @@ __attribute__((constructor)) static void husk_exec_enter(int argc, char **argv) 
 		fail("fork");
 	if (child == 0) {
 		sigprocmask(SIG_SETMASK, &old, NULL);
-		// A group of its own: a timeout ends all the command started.
-		setpgid(0, 0);
+		// A group of its own: a timeout ends all the command started. With
+		// a terminal (on descriptor 0), a session that it controls.
+		if (tty) {
+			setsid();
+			ioctl(0, TIOCSCTTY, 0);
+		} else {
+			setpgid(0, 0);
+		}
 		prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
 		fexecve(exec_fd, argv + optind, environ);
 		fail("exec");

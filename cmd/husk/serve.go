@@ -164,8 +164,20 @@ func runDaemon(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("restoring pods: %w", err)
 	}
 
+	stream, err := cri.NewStreamServer(pods)
+	if err != nil {
+		return fmt.Errorf("stream server: %w", err)
+	}
+	go func() {
+		if err := stream.Start(true); err != nil {
+			klog.ErrorS(err, "Stream server stopped")
+		}
+	}()
+	defer func() { _ = stream.Stop() }()
+
 	cfgJSON, _ := json.Marshal(cfg)
 	srv := cri.New(cri.Options{
+		Stream:  stream,
 		Images:  images,
 		Pods:    pods,
 		Version: version,

@@ -2,11 +2,16 @@ package e2e
 
 import (
 	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -58,5 +63,100 @@ func TestExecSync(t *testing.T) {
 	stopped := e.create(t, podID, pod, ctrConfig("created", e.image("plain"), "true"))
 	if _, err := e.exec(t, stopped, 10, "true"); status.Code(err) != codes.FailedPrecondition {
 		t.Errorf("exec in a created container: %v", err)
+	}
+}
+
+// crictl exec without --sync streams through husk's streaming server, as
+// kubectl exec does; crictl port-forward reaches a port in the pod.
+func TestStreamingExecAndPortForward(t *testing.T) {
+	e := newCtrEnv(t)
+	podID, pod := e.pod(t, "stream")
+	id := e.run(t, podID, pod, ctrConfig("target", e.image("plain"), "sleep", "300"))
+	out, err := e.d.crictl("exec", id, "sh", "-c", "echo streamed; echo to-stderr >&2")
+	if err != nil || strings.TrimSpace(out) != "streamed" {
+		t.Errorf("crictl exec: %q, %v", out, err)
+	}
+	if _, err := e.d.crictl("exec", id, "sh", "-c", "exit 5"); err == nil || !strings.Contains(err.Error(), "exit code 5") {
+		t.Errorf("crictl exec of a failing command: %v", err)
+	}
+	// stdin.
+	cmd := exec.Command(crictlBin, "--config", filepath.Join(e.d.dir, "crictl.yaml"), "exec", "-i", id, "cat")
+	cmd.Stdin = strings.NewReader("from stdin\n")
+	if b, err := cmd.Output(); err != nil || string(b) != "from stdin\n" {
+		t.Errorf("crictl exec -i: %q, %v", b, err)
+	}
+
+	_, info := podStatus(t, e.d, podID)
+	listenIn(t, info.Namespaces["net"], "127.0.0.1:8088", "through port-forward")
+	local := 40000 + rand.IntN(10000)
+	pf := exec.Command(crictlBin, "--config", filepath.Join(e.d.dir, "crictl.yaml"), "port-forward", podID, fmt.Sprintf("%d:8088", local))
+	if err := pf.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = pf.Process.Kill(); _ = pf.Wait() })
+	var got string
+	waitFor(t, func() bool {
+		got, err = readFrom(fmt.Sprintf("127.0.0.1:%d", local))
+		return err == nil
+	})
+	if got != "through port-forward" {
+		t.Errorf("port-forward read %q", got)
+	}
+}
+
+// An exec with a terminal (crictl exec -it, kubectl exec -it): the command
+// runs on a terminal of its own.
+func TestStreamingExecWithTerminal(t *testing.T) {
+	e := newCtrEnv(t)
+	podID, pod := e.pod(t, "tty")
+	id := e.run(t, podID, pod, ctrConfig("target", e.image("plain"), "sleep", "300"))
+	e.d.mustCrictl("version") // writes crictl's config
+	master, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = master.Close() }()
+	if err := unix.IoctlSetPointerInt(int(master.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatal(err)
+	}
+	n, err := unix.IoctlGetInt(int(master.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slave, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(crictlBin, "--config", filepath.Join(e.d.dir, "crictl.yaml"), "exec", "-it", id, "sh", "-c", "[ -t 0 ] && [ -t 1 ] && echo on-a-terminal; stty size")
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	_ = slave.Close()
+	var got strings.Builder
+	done := make(chan struct{})
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := master.Read(buf)
+			got.Write(buf[:n])
+			if err != nil {
+				close(done)
+				return
+			}
+		}
+	}()
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("crictl exec -it: %v", err)
+	}
+	select {
+	case <-done:
+	case <-time.After(2 * time.Second):
+	}
+	// The terminal is a pseudo-terminal of the host's devpts: a terminal
+	// for the command (isatty, its size), though ttyname finds no such
+	// device in the container's own /dev/pts.
+	if !strings.Contains(got.String(), "on-a-terminal") {
+		t.Errorf("exec -it in the container: %q", got.String())
 	}
 }

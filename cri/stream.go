@@ -1,0 +1,101 @@
+package cri
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os/exec"
+
+	"github.com/containerd/errdefs"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	"k8s.io/cri-streaming/pkg/streaming"
+	remotecommand "k8s.io/cri-streaming/pkg/streaming/remotecommand"
+	utilexec "k8s.io/utils/exec"
+
+	"github.com/husk-runtime/husk/sandbox"
+)
+
+// NewStreamServer makes the server kubelet and crictl open exec and
+// port-forward streams on, listening on a free port of 127.0.0.1 (the
+// streaming URLs Exec and PortForward answer point at it).
+func NewStreamServer(pods *sandbox.Manager) (streaming.Server, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	addr := l.Addr().String()
+	_ = l.Close()
+	cfg := streaming.DefaultConfig
+	cfg.Addr = addr
+	// The URL must carry the port before Start has bound it.
+	cfg.BaseURL = &url.URL{Scheme: "http", Host: addr}
+	return streaming.NewServer(cfg, streamRuntime{pods})
+}
+
+type streamRuntime struct{ pods *sandbox.Manager }
+
+func (r streamRuntime) Exec(ctx context.Context, id string, cmd []string, in io.Reader, out, errw io.WriteCloser, tty bool, resize <-chan remotecommand.TerminalSize) error {
+	sizes := make(chan sandbox.TerminalSize)
+	go func() {
+		defer close(sizes)
+		for s := range resize {
+			sizes <- sandbox.TerminalSize{Width: s.Width, Height: s.Height}
+		}
+	}()
+	var w io.Writer
+	if errw != nil {
+		w = errw
+	}
+	err := r.pods.Exec(ctx, id, cmd, in, out, w, tty, sizes)
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		// The streaming server tells the client the exit code from this.
+		return utilexec.CodeExitError{Err: err, Code: ee.ExitCode()}
+	}
+	return err
+}
+
+func (r streamRuntime) Attach(context.Context, string, io.Reader, io.WriteCloser, io.WriteCloser, bool, <-chan remotecommand.TerminalSize) error {
+	return fmt.Errorf("attach is not supported yet: %w", errdefs.ErrNotImplemented)
+}
+
+func (r streamRuntime) PortForward(ctx context.Context, podID string, port int32, stream io.ReadWriteCloser) error {
+	return r.pods.PortForward(ctx, podID, port, stream)
+}
+
+// Exec answers the URL of a stream that runs the command; the container
+// must run.
+func (s *Server) Exec(_ context.Context, req *runtimeapi.ExecRequest) (*runtimeapi.ExecResponse, error) {
+	if req.GetContainerId() == "" {
+		return nil, invalid("container_id", "is required")
+	}
+	if len(req.GetCmd()) == 0 {
+		return nil, invalid("cmd", "is required")
+	}
+	if !req.GetStdout() && !req.GetStderr() && !req.GetStdin() {
+		return nil, invalid("stdin, stdout, stderr", "one must be requested")
+	}
+	if _, err := s.pods.ContainerPID(req.GetContainerId()); err != nil {
+		return nil, err
+	}
+	return s.stream.GetExec(req)
+}
+
+// PortForward answers the URL of a stream to the pod's ports; the pod must
+// be ready.
+func (s *Server) PortForward(_ context.Context, req *runtimeapi.PortForwardRequest) (*runtimeapi.PortForwardResponse, error) {
+	if req.GetPodSandboxId() == "" {
+		return nil, invalid("pod_sandbox_id", "is required")
+	}
+	p, err := s.pods.Get(req.GetPodSandboxId())
+	if err != nil {
+		return nil, err
+	}
+	if !p.Ready() {
+		return nil, fmt.Errorf("pod sandbox %s is not ready: %w", p.ID, errdefs.ErrFailedPrecondition)
+	}
+	return s.stream.GetPortForward(req)
+}
