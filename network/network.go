@@ -6,6 +6,7 @@
 package network
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -716,4 +717,32 @@ func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
 		_ = os.Remove(tmp)
 	}
 	return err
+}
+
+// WaitForPlugins waits until no CNI plugin process works for the sandbox
+// id (found by the CNI_CONTAINERID in its environment). A daemon killed
+// during an ADD leaves its plugins running; a DEL at restart must come
+// after them, or a late ADD would leave a veth, an IP lease or a rule
+// behind.
+func WaitForPlugins(ctx context.Context, id string, limit time.Duration) {
+	needle := []byte("CNI_CONTAINERID=" + id + "\x00")
+	deadline := time.Now().Add(limit)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		busy := false
+		procs, _ := os.ReadDir("/proc")
+		for _, p := range procs {
+			if p.Name()[0] < '0' || p.Name()[0] > '9' {
+				continue
+			}
+			env, err := os.ReadFile(filepath.Join("/proc", p.Name(), "environ"))
+			if err == nil && bytes.Contains(env, needle) {
+				busy = true
+				break
+			}
+		}
+		if !busy {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }

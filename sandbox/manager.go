@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/containerd/errdefs"
 	"k8s.io/klog/v2"
@@ -235,6 +236,7 @@ func (m *Manager) restore(ctx context.Context) error {
 		switch p.State {
 		case Creating:
 			klog.InfoS("Undoing a pod sandbox whose creation was interrupted", "id", p.ID)
+			network.WaitForPlugins(ctx, p.ID, 30*time.Second)
 			if err := m.destroy(ctx, p); err != nil {
 				klog.ErrorS(err, "Undoing interrupted pod sandbox", "id", p.ID)
 				p.State = NotReady
