@@ -13,7 +13,7 @@ CONFIG   ?= /etc/husk/config.toml
 CNI_BIN  ?= /opt/cni/bin
 CNI_CONF ?= /etc/cni/net.d
 
-.PHONY: all build run test deps cni-plugins lint bench clean
+.PHONY: all build run test deps cni-plugins lint bench clean kubelet-test
 
 all: build
 
@@ -51,6 +51,12 @@ run: build deps cni-plugins
 test: build deps lint cni-plugins $(CRICTL) $(GOTESTSUM)
 	go vet ./...
 	$(GOTESTSUM) --format testname -- -p 1 -count=1 -timeout 40m ./...
+
+# A real kubelet (standalone mode, a static pod) on husk; not in `make test`
+# because building kubelet takes ~8 minutes.
+kubelet-test: build deps cni-plugins
+	test -x $(BIN)/kubelet || sh hack/build-kubelet.sh $(CURDIR)/$(BIN)
+	KUBELET=$(CURDIR)/$(BIN)/kubelet $(GO) test -tags kubelet -count=1 -run TestKubeletRunsAStaticPod -v ./test/e2e/
 
 lint: $(GOLANGCI)
 	$(GOLANGCI) run ./...

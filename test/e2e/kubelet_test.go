@@ -1,0 +1,134 @@
+//go:build kubelet
+
+// A real kubelet (standalone, static pods) on husk: `make kubelet-test`
+// builds kubelet from the Kubernetes module and runs this. It is not in
+// `make test`: building kubelet takes ~8 minutes.
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/husk-runtime/husk/test/imagetest"
+)
+
+// TestKubeletRunsAStaticPod: kubelet pulls the image (through a mirror),
+// runs the pod and its container, probes it with exec, and tears it down
+// when its manifest goes.
+func TestKubeletRunsAStaticPod(t *testing.T) {
+	kubelet := os.Getenv("KUBELET")
+	if kubelet == "" {
+		t.Fatal("KUBELET must name a kubelet binary (make kubelet-test builds one)")
+	}
+	reg := imagetest.NewRegistry(t)
+	reg.Push(t, "library/busybox:latest", imagetest.BusyboxImage(t, v1.Config{}))
+	d := newDaemon(t, fmt.Sprintf("[registry.\"docker.io\"]\nmirrors = [\"http://%s\"]\n", reg.Host))
+	newPodNet(t, d).install(t, d)
+	dir := t.TempDir()
+	manifests := filepath.Join(dir, "manifests")
+	_ = os.MkdirAll(manifests, 0o755)
+	cfg := fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+staticPodPath: %s
+cgroupDriver: cgroupfs
+failCgroupV1: false
+failSwapOn: false
+containerRuntimeEndpoint: unix://%s
+authentication:
+  anonymous:
+    enabled: true
+  webhook:
+    enabled: false
+authorization:
+  mode: AlwaysAllow
+readOnlyPort: 0
+port: 10299
+healthzPort: 0
+enforceNodeAllocatable: []
+localStorageCapacityIsolation: false
+resolvConf: /etc/resolv.conf
+`, manifests, d.sock)
+	_ = os.WriteFile(filepath.Join(dir, "kubelet.yaml"), []byte(cfg), 0o644)
+	_ = os.WriteFile(filepath.Join(manifests, "hello.yaml"), []byte(`apiVersion: v1
+kind: Pod
+metadata:
+  name: hello
+  namespace: default
+spec:
+  terminationGracePeriodSeconds: 2
+  containers:
+  - name: hello
+    image: busybox
+    command: ["sh", "-c", "while true; do echo hello from kubelet; sleep 1; done"]
+    livenessProbe:
+      exec:
+        command: ["sh", "-c", "true"]
+      periodSeconds: 2
+`), 0o644)
+	logf, _ := os.Create(filepath.Join(dir, "kubelet.log"))
+	k := exec.Command(kubelet, "--config", filepath.Join(dir, "kubelet.yaml"), "--root-dir", filepath.Join(dir, "root"), "--hostname-override", "husk-node", "--v", "2")
+	k.Stdout, k.Stderr = logf, logf
+	if err := k.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		_ = k.Process.Kill()
+		_ = k.Wait()
+		unmountUnder(dir)
+		if t.Failed() {
+			b, _ := os.ReadFile(filepath.Join(dir, "kubelet.log"))
+			lines := strings.Split(string(b), "\n")
+			t.Logf("kubelet log (last 80 lines):\n%s", strings.Join(lines[max(0, len(lines)-80):], "\n"))
+		}
+	}()
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		list, err := d.runtime.ListContainers(context.Background(), &runtimeapi.ListContainersRequest{})
+		if err == nil {
+			for _, c := range list.Containers {
+				if c.State == runtimeapi.ContainerState_CONTAINER_RUNNING {
+					st, _ := d.runtime.ContainerStatus(context.Background(), &runtimeapi.ContainerStatusRequest{ContainerId: c.Id})
+					out := output(t, st.Status.LogPath, "stdout")
+					if len(out) >= 3 {
+						t.Logf("kubelet's pod runs on husk: %s %q", c.Metadata.Name, out[:3])
+						time.Sleep(5 * time.Second) // a few liveness probes
+						b, _ := os.ReadFile(filepath.Join(dir, "kubelet.log"))
+						if strings.Contains(string(b), "Liveness probe failed") {
+							t.Errorf("liveness probe failed")
+						}
+						st2, _ := d.runtime.ContainerStatus(context.Background(), &runtimeapi.ContainerStatusRequest{ContainerId: c.Id})
+						if st2.Status.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
+							t.Errorf("container not running after probes: %v", st2.Status.State)
+						}
+						// Remove the manifest: kubelet tears the pod down.
+						_ = os.Remove(filepath.Join(manifests, "hello.yaml"))
+						waitFor(t, func() bool {
+							pods, _ := d.runtime.ListPodSandbox(context.Background(), &runtimeapi.ListPodSandboxRequest{})
+							for _, p := range pods.GetItems() {
+								if p.State == runtimeapi.PodSandboxState_SANDBOX_READY {
+									return false
+								}
+							}
+							return true
+						})
+						return
+					}
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("kubelet's static pod did not run")
+		}
+		time.Sleep(time.Second)
+	}
+}
