@@ -7,6 +7,7 @@ import (
 	"crypto/sha512"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -185,7 +186,7 @@ func freeSubnet(t *testing.T) netip.Prefix {
 		_, _ = rand.Read(b)
 		subnets.next = int(b[0])
 	}
-	routes, err := netlink.RouteList(nil, netlink.FAMILY_V4)
+	routes, err := retryDump(func() ([]netlink.Route, error) { return netlink.RouteList(nil, netlink.FAMILY_V4) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -355,7 +356,7 @@ func bridgePorts(t *testing.T, bridge string) int {
 	if err != nil {
 		return 0
 	}
-	links, err := netlink.LinkList()
+	links, err := retryDump(netlink.LinkList)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -375,7 +376,7 @@ func hostVeth(t *testing.T, bridge string) netlink.Link {
 	if err != nil {
 		t.Fatal(err)
 	}
-	links, err := netlink.LinkList()
+	links, err := retryDump(netlink.LinkList)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -431,7 +432,7 @@ func (n *testNet) assertGone(t *testing.T, pod Pod, network string) {
 	if isNetNS(pod.NetNS) {
 		var names []string
 		if err := inNS(pod.NetNS, func() error {
-			links, err := netlink.LinkList()
+			links, err := retryDump(netlink.LinkList)
 			for _, l := range links {
 				names = append(names, l.Attrs().Name)
 			}
@@ -523,4 +524,22 @@ func teardown(t *testing.T, m *Manager, pod Pod) {
 	if err := m.Teardown(ctx, pod); err != nil {
 		t.Fatalf("Teardown: %v", err)
 	}
+}
+
+// retryDump repeats a netlink dump that other tests' changes to links and
+// routes interrupted (netlink.ErrDumpInterrupted: the result may be
+// inconsistent).
+func retryDump[T any](dump func() ([]T, error)) ([]T, error) {
+	var (
+		out []T
+		err error
+	)
+	for range 20 {
+		out, err = dump()
+		if !errors.Is(err, netlink.ErrDumpInterrupted) {
+			return out, err
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return out, err
 }

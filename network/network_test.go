@@ -145,7 +145,7 @@ func TestBandwidth(t *testing.T) {
 	// Ingress (to the pod) is shaped on the host end of the veth, egress
 	// on an ifb device the host end's ingress is redirected to.
 	tbfRate := func(l netlink.Link) uint64 {
-		qs, err := netlink.QdiscList(l)
+		qs, err := retryDump(func() ([]netlink.Qdisc, error) { return netlink.QdiscList(l) })
 		if err != nil {
 			t.Fatal(err)
 		}
