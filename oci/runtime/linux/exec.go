@@ -58,25 +58,8 @@ func execInContainer(cmd []string) error {
 	if err != nil {
 		return errNotFound{err}
 	}
-	if err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
-		return fmt.Errorf("close_range: %w", err)
-	}
-	// The same order as the container's own first process (initContainer).
-	if !spec.Process.NoNewPrivileges {
-		if err := loadSeccomp(spec.Linux.Seccomp); err != nil {
-			return err
-		}
-	}
-	if err := becomeUser(spec.Process); err != nil {
+	if err := becomeContainerProcess(&spec); err != nil {
 		return err
-	}
-	if spec.Process.NoNewPrivileges {
-		if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
-			return fmt.Errorf("setting no_new_privs: %w", err)
-		}
-		if err := loadSeccomp(spec.Linux.Seccomp); err != nil {
-			return err
-		}
 	}
 	err = unix.Exec(path, cmd, spec.Process.Env)
 	return fmt.Errorf("executing %s: %w", cmd[0], err)

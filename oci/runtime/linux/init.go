@@ -94,16 +94,27 @@ func initContainer(bundle string) error {
 	if err != nil {
 		return err
 	}
-	// No descriptor of the host reaches the container: all but 0, 1 and 2
-	// close on exec (the report descriptor too, which tells the daemon the
-	// exec happened). close_range needs no /proc, which a mount could hide.
+	if err := becomeContainerProcess(&spec); err != nil {
+		return err
+	}
+	err = unix.Exec(path, spec.Process.Args, spec.Process.Env)
+	return fmt.Errorf("executing %s: %w", spec.Process.Args[0], err)
+}
+
+// becomeContainerProcess is the last step before the exec of a container's
+// process, its first or one ExecSync starts: no descriptor of the host
+// reaches the container (all but 0, 1 and 2 close on exec; close_range
+// needs no /proc, which a mount could hide), and the process takes the
+// container's seccomp filter, user, capabilities and no_new_privs.
+//
+// The kernel takes a seccomp filter only from a process with no_new_privs
+// or CAP_SYS_ADMIN. With no_new_privs the filter comes last, after the
+// steps it may forbid; without, it must come while the capabilities are
+// still there (as runc does).
+func becomeContainerProcess(spec *specs.Spec) error {
 	if err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
 		return fmt.Errorf("close_range: %w", err)
 	}
-	// The kernel takes a seccomp filter only from a process with
-	// no_new_privs or CAP_SYS_ADMIN. With no_new_privs the filter comes
-	// last, after the steps it may forbid; without, it must come while the
-	// capabilities are still there (as runc does).
 	if !spec.Process.NoNewPrivileges {
 		if err := loadSeccomp(spec.Linux.Seccomp); err != nil {
 			return err
@@ -116,12 +127,9 @@ func initContainer(bundle string) error {
 		if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
 			return fmt.Errorf("setting no_new_privs: %w", err)
 		}
-		if err := loadSeccomp(spec.Linux.Seccomp); err != nil {
-			return err
-		}
+		return loadSeccomp(spec.Linux.Seccomp)
 	}
-	err = unix.Exec(path, spec.Process.Args, spec.Process.Env)
-	return fmt.Errorf("executing %s: %w", spec.Process.Args[0], err)
+	return nil
 }
 
 // lookPath finds the command in the container's PATH, as execvp would, so
