@@ -148,17 +148,25 @@ static void write_file(const char *dir, const char *name, const char *content) {
 	rename(tmp, path);
 }
 
-static unsigned long long start_time(pid_t pid) {
-	char path[64], buf[1024];
-	snprintf(path, sizeof path, "/proc/%d/stat", pid);
+// read_small reads a small file (of /proc or a cgroup) into buf as a
+// string; 0 when it cannot.
+static int read_small(const char *path, char *buf, size_t size) {
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return 0;
-	ssize_t n = read(fd, buf, sizeof buf - 1);
+	ssize_t n = read(fd, buf, size - 1);
 	close(fd);
 	if (n <= 0)
 		return 0;
 	buf[n] = 0;
+	return 1;
+}
+
+static unsigned long long start_time(pid_t pid) {
+	char path[64], buf[1024];
+	snprintf(path, sizeof path, "/proc/%d/stat", pid);
+	if (!read_small(path, buf, sizeof buf))
+		return 0;
 	char *p = strrchr(buf, ')');
 	if (p == NULL)
 		return 0;
@@ -172,14 +180,8 @@ static int oom_kills(const char *file) {
 	if (file == NULL)
 		return 0;
 	char buf[4096];
-	int fd = open(file, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
+	if (!read_small(file, buf, sizeof buf))
 		return 0;
-	ssize_t n = read(fd, buf, sizeof buf - 1);
-	close(fd);
-	if (n <= 0)
-		return 0;
-	buf[n] = 0;
 	char *p = strstr(buf, "oom_kill ");
 	return p ? atoi(p + strlen("oom_kill ")) : 0;
 }
