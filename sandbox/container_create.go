@@ -43,20 +43,7 @@ func (m *Manager) updateContainer(c *Container, fn func(*Container)) error {
 	if err != nil || gone {
 		return err
 	}
-	dir := m.containerDir(c.ID)
-	f, err := os.CreateTemp(dir, ".container.json.")
-	if err != nil {
-		return fmt.Errorf("saving container %s: %w", c.ID, err)
-	}
-	_, err = f.Write(b)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), filepath.Join(dir, "container.json"))
-	}
-	if err != nil {
-		_ = os.Remove(f.Name())
+	if err := writeRecord(m.containerDir(c.ID), "container.json", b); err != nil {
 		return fmt.Errorf("saving container %s: %w", c.ID, err)
 	}
 	return nil

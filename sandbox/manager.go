@@ -137,7 +137,10 @@ func (m *Manager) update(p *Pod, fn func(*Pod)) error {
 	if err != nil {
 		return err
 	}
-	return writeRecord(m.rootDir(p.ID), p.ID, b)
+	if err := writeRecord(m.rootDir(p.ID), "pod.json", b); err != nil {
+		return fmt.Errorf("saving pod %s: %w", p.ID, err)
+	}
+	return nil
 }
 
 // Get returns a copy of the pod with the given id, or of the only pod whose

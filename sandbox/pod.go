@@ -79,20 +79,29 @@ func (p *Pod) HostNetwork() bool {
 	return p.Config.GetLinux().GetSecurityContext().GetNamespaceOptions().GetNetwork() == runtimeapi.NamespaceMode_NODE
 }
 
-// writeRecord writes pod.json atomically: a crash of the daemon leaves the
-// old or the new one. It does not fsync: what a record describes (namespaces,
-// mounts, processes, cgroups) does not outlive a power loss either, and a
-// pod is saved several times on the RunPodSandbox path, whose latency
-// counts.
-func writeRecord(dir, id string, b []byte) error {
-	tmp := filepath.Join(dir, ".pod.json.tmp")
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return fmt.Errorf("saving pod %s: %w", id, err)
+// writeRecord writes a pod's or a container's record (dir/name)
+// atomically: a crash of the daemon leaves the old or the new one, and
+// writers racing each other each use a temporary file of their own. It does
+// not fsync: what a record describes (namespaces, mounts, processes,
+// cgroups) does not outlive a power loss either, and records are saved
+// several times on the RunPodSandbox and StartContainer paths, whose
+// latency counts.
+func writeRecord(dir, name string, b []byte) error {
+	f, err := os.CreateTemp(dir, "."+name+".")
+	if err != nil {
+		return err
 	}
-	if err := os.Rename(tmp, filepath.Join(dir, "pod.json")); err != nil {
-		return fmt.Errorf("saving pod %s: %w", id, err)
+	_, err = f.Write(b)
+	if cerr := f.Close(); err == nil {
+		err = cerr
 	}
-	return nil
+	if err == nil {
+		err = os.Rename(f.Name(), filepath.Join(dir, name))
+	}
+	if err != nil {
+		_ = os.Remove(f.Name())
+	}
+	return err
 }
 
 func (p *Pod) encode() ([]byte, error) {
