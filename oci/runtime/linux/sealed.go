@@ -34,7 +34,14 @@ func SealedBinary() (*os.File, error) {
 		_ = f.Close()
 		return nil, err
 	}
-	seals := unix.F_SEAL_SEAL | unix.F_SEAL_SHRINK | unix.F_SEAL_GROW | unix.F_SEAL_WRITE
+	// F_SEAL_FUTURE_WRITE, not F_SEAL_WRITE: both refuse every write(2),
+	// truncation and new writable mapping through any descriptor, but
+	// F_SEAL_WRITE first waits for the kernel to drop its own transient
+	// references to the pages just written (a per-CPU LRU batch on another
+	// CPU holds one) and fails with EBUSY if they outlive its short wait; a
+	// daemon on a busy machine then failed to start. There is no writable
+	// mapping of this memfd for F_SEAL_WRITE to guard against.
+	seals := unix.F_SEAL_SEAL | unix.F_SEAL_SHRINK | unix.F_SEAL_GROW | unix.F_SEAL_FUTURE_WRITE
 	if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, seals); err != nil {
 		_ = f.Close()
 		return nil, fmt.Errorf("sealing the husk binary: %w", err)
