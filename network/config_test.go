@@ -134,7 +134,7 @@ func TestWriteDefaultConfig(t *testing.T) {
 	if list.Name != "husk" || strings.Join(types, ",") != "bridge,portmap,bandwidth" {
 		t.Errorf("default config: name %q, plugins %v", list.Name, types)
 	}
-	for _, want := range []string{`"bridge": "husk0"`, `"isGateway": true`, `"ipMasq": true`, `"hairpinMode": true`,
+	for _, want := range []string{`"bridge": "husk0"`, `"isGateway": true`, `"ipMasq": false`, `"huskMasquerade": true`, `"hairpinMode": true`,
 		`"subnet": "10.88.0.0/16"`, `"dst": "0.0.0.0/0"`, `"portMappings": true`, `"bandwidth": true`} {
 		if !strings.Contains(string(list.Bytes), want) {
 			t.Errorf("default config lacks %s", want)

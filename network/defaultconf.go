@@ -13,16 +13,18 @@ const DefaultConfName = "10-husk.conflist"
 
 // defaultConf makes a fresh machine work unconfigured: a bridge with NAT to
 // the outside, host ports and bandwidth annotations, all from the plugins
-// hack/install-cni-plugins.sh builds.
+// hack/install-cni-plugins.sh builds. The NAT is husk's, once for the
+// network (MasqueradeKey), not bridge's ipMasq once per pod.
 const defaultConf = `{
   "cniVersion": "1.0.0",
   "name": "husk",
+  "huskMasquerade": true,
   "plugins": [
     {
       "type": "bridge",
       "bridge": "husk0",
       "isGateway": true,
-      "ipMasq": true,
+      "ipMasq": false,
       "hairpinMode": true,
       "ipam": {
         "type": "host-local",

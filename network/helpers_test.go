@@ -123,6 +123,9 @@ type netOpts struct {
 	rangeStart string
 	rangeEnd   string
 	extra      []map[string]any
+	// masquerade has husk masquerade the network (MasqueradeKey) instead
+	// of bridge's ipMasq per pod.
+	masquerade bool
 }
 
 func (n *testNet) writeConf(t *testing.T, file string, o netOpts) string {
@@ -145,7 +148,7 @@ func (n *testNet) writeConf(t *testing.T, file string, o netOpts) string {
 	}
 	plugins := []map[string]any{
 		{
-			"type": "bridge", "bridge": o.bridge, "isGateway": true, "ipMasq": true, "hairpinMode": true,
+			"type": "bridge", "bridge": o.bridge, "isGateway": true, "ipMasq": !o.masquerade, "hairpinMode": true,
 			"ipam": map[string]any{
 				"type":    "host-local",
 				"ranges":  [][]map[string]any{{rng}},
@@ -157,13 +160,26 @@ func (n *testNet) writeConf(t *testing.T, file string, o netOpts) string {
 		{"type": "bandwidth", "capabilities": map[string]bool{"bandwidth": true}},
 	}
 	plugins = append(plugins, o.extra...)
-	b, err := json.MarshalIndent(map[string]any{"cniVersion": "1.0.0", "name": o.name, "plugins": plugins}, "", "  ")
+	conf := map[string]any{"cniVersion": "1.0.0", "name": o.name, "plugins": plugins}
+	if o.masquerade {
+		conf[MasqueradeKey] = true
+	}
+	b, err := json.MarshalIndent(conf, "", "  ")
 	if err != nil {
 		t.Fatal(err)
 	}
 	path := filepath.Join(n.confDir, file)
 	if err := os.WriteFile(path, b, 0o644); err != nil {
 		t.Fatal(err)
+	}
+	if o.masquerade {
+		// The daemon leaves a network's rules when it stops; the test
+		// takes them away.
+		t.Cleanup(func() {
+			if err := RemoveMasquerade(b); err != nil {
+				t.Errorf("removing the masquerade rules: %v", err)
+			}
+		})
 	}
 	return path
 }

@@ -84,6 +84,25 @@ type loadedConf struct {
 	fingerprint string
 	list        *libcni.NetworkConfigList
 	err         error
+	masq        *masquerade // rules the config asks for, or nil
+	masqOn      bool        // masq has been applied
+}
+
+// usable applies the masquerade rules the config asks for the first time it
+// is used; a failure is tried again on the next call, since iptables may be
+// installed after the daemon started. Called with Manager.mu held.
+func (l *loadedConf) usable() error {
+	if l.err != nil {
+		return l.err
+	}
+	if l.masq != nil && !l.masqOn {
+		if err := l.masq.apply(); err != nil {
+			return fmt.Errorf("%s: masquerading the subnets of network %q (%s): %w", l.file, l.list.Name, MasqueradeKey, err)
+		}
+		l.masqOn = true
+		klog.Infof("CNI: network %q masqueraded by iptables chain %s", l.list.Name, l.masq.chain)
+	}
+	return nil
 }
 
 // New does not require ConfDir or the plugins to exist yet: Status reports
@@ -490,7 +509,7 @@ func (m *Manager) load() (*libcni.NetworkConfigList, error) {
 		return nil, fmt.Errorf("%s: %w", file, err)
 	}
 	if m.cur != nil && m.cur.file == file && m.cur.fingerprint == fp {
-		return m.cur.list, m.cur.err
+		return m.cur.list, m.cur.usable()
 	}
 
 	l := &loadedConf{file: file}
@@ -504,9 +523,22 @@ func (m *Manager) load() (*libcni.NetworkConfigList, error) {
 			return nil, fmt.Errorf("%s: %w", file, err)
 		}
 		klog.Infof("CNI: using network %q from %s (%d plugins)", l.list.Name, file, len(l.list.Plugins))
+		if l.masq, err = parseMasquerade(l.list); err != nil {
+			l.err = fmt.Errorf("%s: %w", file, err)
+			klog.Errorf("CNI: invalid network config: %v", l.err)
+		}
+	}
+	// The rules of a config that is replaced go with it, unless the new
+	// one wants the very same (same network name and subnets). Pods still
+	// running on the old network lose their NAT to the outside, as they
+	// would lose their IPs' routes if the subnet changed under them.
+	if prev := m.cur; prev != nil && prev.masqOn && (l.masq == nil || l.masq.chain != prev.masq.chain) {
+		if err := prev.masq.remove(); err != nil {
+			klog.Errorf("CNI: removing the masquerade rules of network %q: %v", prev.list.Name, err)
+		}
 	}
 	m.cur = l
-	return l.list, l.err
+	return l.list, l.usable()
 }
 
 // fingerprint identifies the contents of a config file and, when the

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/husk-runtime/husk/network"
 	"github.com/husk-runtime/husk/network/ns"
 )
 
@@ -38,21 +39,26 @@ func newPodNet(t testing.TB, d *daemon) *podNet {
 		dataDir: filepath.Join(d.dir, "cni-data"),
 	}
 	t.Cleanup(func() {
-		// The bridge is the one thing CNI DEL never removes.
+		// The bridge and the network's masquerade rules are what
+		// CNI DEL and the daemon's exit leave in place.
 		_ = exec.Command("ip", "link", "del", n.bridge).Run()
+		if err := network.RemoveMasquerade([]byte(n.conflist())); err != nil {
+			t.Errorf("removing the masquerade rules of the test network: %v", err)
+		}
 	})
 	return n
 }
 
-// conflist is the network as a CNI config, with extra plugins appended.
+// conflist is the network as a CNI config, the default one's plugins
+// (network.WriteDefaultConfig) with extra plugins appended.
 func (n *podNet) conflist(extra ...string) string {
-	plugins := []string{fmt.Sprintf(`{"type":"bridge","bridge":%q,"isGateway":true,"ipMasq":true,"hairpinMode":true,
+	plugins := []string{fmt.Sprintf(`{"type":"bridge","bridge":%q,"isGateway":true,"ipMasq":false,"hairpinMode":true,
 		"ipam":{"type":"host-local","dataDir":%q,"ranges":[[{"subnet":%q}]],"routes":[{"dst":"0.0.0.0/0"}]}}`, n.bridge, n.dataDir, n.subnet),
 		`{"type":"portmap","capabilities":{"portMappings":true}}`,
 		`{"type":"bandwidth","capabilities":{"bandwidth":true}}`,
 	}
 	plugins = append(plugins, extra...)
-	return fmt.Sprintf(`{"cniVersion":"1.0.0","name":%q,"plugins":[%s]}`, n.name, strings.Join(plugins, ","))
+	return fmt.Sprintf(`{"cniVersion":"1.0.0","name":%q,%q:true,"plugins":[%s]}`, n.name, network.MasqueradeKey, strings.Join(plugins, ","))
 }
 
 func (n *podNet) install(t testing.TB, d *daemon, extra ...string) {
@@ -768,6 +774,11 @@ func TestDualStackPodIPs(t *testing.T) {
 	v6 := fmt.Sprintf("fd%02x:%04x::/64", rand.IntN(256), rand.IntN(65536))
 	conf := strings.Replace(n.conflist(), fmt.Sprintf(`"ranges":[[{"subnet":%q}]]`, n.subnet),
 		fmt.Sprintf(`"ranges":[[{"subnet":%q}],[{"subnet":%q}]]`, n.subnet, v6), 1)
+	t.Cleanup(func() {
+		if err := network.RemoveMasquerade([]byte(conf)); err != nil {
+			t.Errorf("removing the masquerade rules: %v", err)
+		}
+	})
 	if err := os.WriteFile(filepath.Join(d.cniConfDir(), "10-e2e.conflist"), []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
