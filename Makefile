@@ -20,6 +20,7 @@ all: build
 # deps first: building needs libseccomp-dev and pkg-config.
 build: deps
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/husk ./cmd/husk
+	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/husk-runtime ./cmd/husk-runtime
 
 # System packages the tests and the daemon use. Idempotent and quick when
 # everything is there already.

@@ -37,7 +37,7 @@ func (b *limitedBuffer) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// execCommand prepares `husk exec-enter` for cmd in a running container:
+// execCommand prepares `husk-runtime exec-enter` for cmd in a running container:
 // in its namespaces and cgroup, as its user, with its capabilities and
 // seccomp filter. Cancelling ctx kills the command and all it started. The
 // returned func releases what the command holds open of the daemon's.
@@ -64,9 +64,9 @@ func (m *Manager) execCommand(ctx context.Context, id string, cmd []string, tty 
 	if tty {
 		args = append(args, "--tty")
 	}
-	args = append(args, "--", "husk", "exec-init", "--")
+	args = append(args, "--", "husk-runtime", "exec-init", "--")
 	args = append(args, cmd...)
-	x := exec.CommandContext(ctx, m.binaryPath(), args...)
+	x := m.runtimeCommand(ctx, args...)
 	x.ExtraFiles = []*os.File{m.opts.Binary, spec} // fds 3 and 4
 	x.Env = []string{"HUSK_EXEC_SPEC_FD=4"}
 	x.Dir = "/"

@@ -103,7 +103,7 @@ func (m *Manager) startMonitor(c *Container, pod *Pod) error {
 	if c.Config.GetTty() {
 		args = append(args, "--tty")
 	}
-	args = append(args, "--", "husk", "container-init", m.bundleDir(c.ID))
+	args = append(args, "--", "husk-runtime", "container-init", m.bundleDir(c.ID))
 
 	for _, f := range []string{"pid", "exit"} {
 		_ = os.Remove(filepath.Join(dir, f))
@@ -119,7 +119,8 @@ func (m *Manager) startMonitor(c *Container, pod *Pod) error {
 		return err
 	}
 	defer func() { _ = stderr.Close() }()
-	cmd := exec.Command(m.binaryPath(), args...)
+	// Not cancelled with the call: the monitor outlives it.
+	cmd := m.runtimeCommand(context.Background(), args...)
 	cmd.Stderr = stderr
 	cmd.ExtraFiles = []*os.File{reportW, m.opts.Binary} // fds 3 and 4
 	cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
@@ -176,6 +177,14 @@ func (m *Manager) startMonitor(c *Container, pod *Pod) error {
 
 func (m *Manager) binaryPath() string {
 	return "/proc/self/fd/" + strconv.Itoa(int(m.opts.Binary.Fd()))
+}
+
+// runtimeCommand runs husk-runtime from its sealed copy, named
+// husk-runtime in ps rather than /proc/self/fd/N.
+func (m *Manager) runtimeCommand(ctx context.Context, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, m.binaryPath(), args...)
+	cmd.Args[0] = "husk-runtime"
+	return cmd
 }
 
 // lockContainer finds a container and takes its lock; NotFound if there is

@@ -1,10 +1,10 @@
 package sandbox
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"syscall"
@@ -37,7 +37,7 @@ func (m *Manager) startInit(p *Pod) (err error) {
 		return err
 	}
 	defer func() { _ = w.Close() }()
-	cmd := exec.Command(m.binaryPath(), "pod-init", m.emptyDir())
+	cmd := m.runtimeCommand(context.Background(), "pod-init", m.emptyDir())
 	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID, Setsid: true}
 	cmd.ExtraFiles = []*os.File{r} // fd 3
 	cmd.Env = []string{}

@@ -31,7 +31,7 @@ type Options struct {
 	State   string
 	Network *network.Manager
 	Cgroups *cgroups.Manager
-	// Binary is the sealed copy of husk (oci/runtime/linux.SealedBinary)
+	// Binary is the sealed copy of husk-runtime (oci/runtime/linux.SealedBinary)
 	// that the pod init, the container monitors and the runtime run from.
 	Binary *os.File
 	Images *image.Store

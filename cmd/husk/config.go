@@ -33,6 +33,10 @@ type Config struct {
 	// "systemd" (kubelet asks with RuntimeConfig).
 	CgroupDriver string    `toml:"cgroup_driver" json:"cgroup_driver"`
 	CNI          CNIConfig `toml:"cni" json:"cni"`
+	// RuntimeBinary is husk-runtime, which pods and containers run from
+	// (a sealed copy of it). Empty: the husk-runtime next to husk, else
+	// the first in $PATH.
+	RuntimeBinary string `toml:"runtime_binary" json:"runtime_binary"`
 }
 
 // CNIConfig says where pod networking comes from.

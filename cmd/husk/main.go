@@ -1,6 +1,6 @@
 // Command husk is the husk container runtime: `husk serve` runs the CRI
-// daemon. Other subcommands that the daemon runs itself as are internal and
-// not listed in the help.
+// daemon. What runs in and next to pods and containers is husk-runtime
+// (cmd/husk-runtime), started by the daemon.
 package main
 
 import (
@@ -11,8 +11,6 @@ import (
 	"runtime"
 
 	"github.com/husk-runtime/husk/network"
-	"github.com/husk-runtime/husk/oci/runtime/linux"
-	_ "github.com/husk-runtime/husk/sandbox" // the pod init (podinit.c)
 )
 
 // version is set at build time by the Makefile.
@@ -46,25 +44,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "serve":
 		return serve(args[1:], stderr)
-	case "pod-init":
-		// Internal: PID 1 of a pod with a shared PID namespace, run by a
-		// constructor in package sandbox before Go starts (podinit.c).
-		_, _ = fmt.Fprintln(stderr, "husk pod-init: this husk was built without cgo")
-		return 1
-	case "container-init":
-		// Internal: a container's first process, until it executes the
-		// container's command (oci/runtime/linux).
-		return linux.Init(args[1:])
-	case "exec-init":
-		// Internal: a process started in a running container (ExecSync).
-		return linux.Exec(args[1:])
-	case "exec-enter":
-		_, _ = fmt.Fprintln(stderr, "husk exec-enter: this husk was built without cgo")
-		return 1
-	case "monitor":
-		// Internal: run by a constructor in package sandbox (monitor.c).
-		_, _ = fmt.Fprintln(stderr, "husk monitor: this husk was built without cgo")
-		return 1
 	case "default-cni-config":
 		return defaultCNIConfig(args[1:], stdout, stderr)
 	case "version", "--version", "-version":

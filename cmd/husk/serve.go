@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -46,6 +48,7 @@ func serve(args []string, stderr io.Writer) int {
 	var cniBinDirs stringList
 	fs.Var(&cniBinDirs, "cni-bin-dir", "directory of CNI plugins; repeat for several (default /opt/cni/bin)")
 	cgroupDriver := fs.String("cgroup-driver", "", "cgroup driver kubelet uses: cgroupfs or systemd (default cgroupfs)")
+	runtimeBinary := fs.String("runtime-binary", "", "the husk-runtime binary pods and containers run from (default: next to husk, else in $PATH)")
 	klogFlags := flag.NewFlagSet("klog", flag.ContinueOnError)
 	klog.InitFlags(klogFlags)
 	fs.Var(klogFlags.Lookup("v").Value, "v", "log verbosity (0-10)")
@@ -68,7 +71,7 @@ func serve(args []string, stderr io.Writer) int {
 	}
 	for _, o := range []struct{ flag, field *string }{
 		{listen, &cfg.Listen}, {root, &cfg.Root}, {state, &cfg.State},
-		{cniConfDir, &cfg.CNI.ConfDir}, {cgroupDriver, &cfg.CgroupDriver},
+		{cniConfDir, &cfg.CNI.ConfDir}, {cgroupDriver, &cfg.CgroupDriver}, {runtimeBinary, &cfg.RuntimeBinary},
 	} {
 		if *o.flag != "" {
 			*o.field = *o.flag
@@ -135,7 +138,7 @@ func runDaemon(ctx context.Context, cfg Config) error {
 	}
 	defer func() { _ = images.Close() }()
 
-	binary, err := linux.SealedBinary()
+	binary, err := sealRuntime(cfg.RuntimeBinary)
 	if err != nil {
 		return err
 	}
@@ -225,4 +228,32 @@ func lockDir(dir string) (func(), error) {
 		return nil, fmt.Errorf("locking %s: %w", p, err)
 	}
 	return func() { _ = f.Close() }, nil
+}
+
+// sealRuntime finds husk-runtime and returns a sealed copy of it, checked
+// to be of this husk's version: the daemon and the runtime pass each other
+// arguments and files that change between versions.
+func sealRuntime(path string) (*os.File, error) {
+	if path == "" {
+		self, err := os.Executable()
+		if err != nil {
+			return nil, fmt.Errorf("locating husk-runtime: %w", err)
+		}
+		path = filepath.Join(filepath.Dir(self), "husk-runtime")
+		if _, err := os.Stat(path); err != nil {
+			if found, lerr := exec.LookPath("husk-runtime"); lerr == nil {
+				path = found
+			}
+		}
+	}
+	binary, err := linux.SealedBinary(path)
+	if err != nil {
+		return nil, fmt.Errorf("husk-runtime (%s; --runtime-binary names another): %w", path, err)
+	}
+	out, err := exec.Command("/proc/self/fd/"+strconv.Itoa(int(binary.Fd())), "version").Output()
+	if want := "husk-runtime " + version; err != nil || strings.TrimSpace(string(out)) != want {
+		_ = binary.Close()
+		return nil, fmt.Errorf("%s is not %s (it says %q, %v): build both with `make build`", path, want, strings.TrimSpace(string(out)), err)
+	}
+	return binary, nil
 }

@@ -552,6 +552,13 @@ func TestContainerCyclesLeaveNothing(t *testing.T) {
 			cmd = []string{"true"}
 		}
 		id := e.run(t, podID, pod, ctrConfig(fmt.Sprintf("c%d", i), e.image("plain"), cmd...))
+		if i == 1 {
+			// The counter sees what it counts: a running container's
+			// monitor.
+			if got := countContainerLeaks(t, e.d); got.Monitors != before.Monitors+1 {
+				t.Fatalf("with a container running, %d monitors counted, want %d", got.Monitors, before.Monitors+1)
+			}
+		}
 		if _, err := e.d.runtime.StopContainer(context.Background(), &runtimeapi.StopContainerRequest{ContainerId: id, Timeout: 0}); err != nil {
 			t.Fatal(err)
 		}
@@ -586,7 +593,7 @@ func countContainerLeaks(t *testing.T, d *daemon) containerLeaks {
 		}
 		return nil
 	})
-	out, _ := exec.Command("pgrep", "-f", "husk monitor|monitor --state "+d.root).Output()
+	out, _ := exec.Command("pgrep", "-f", "^husk-runtime monitor --state "+d.root).Output()
 	l.Monitors = len(strings.Fields(string(out)))
 	for _, dir := range []string{filepath.Join(d.root, "containers"), filepath.Join(d.state, "containers")} {
 		entries, _ := os.ReadDir(dir)
@@ -783,7 +790,7 @@ func TestHuskBinaryCannotBeOverwrittenThroughContainerProcesses(t *testing.T) {
 	}
 	exe := "/proc/" + strings.TrimSpace(string(mon)) + "/exe"
 	target, _ := os.Readlink(exe)
-	if !strings.HasPrefix(target, "/memfd:husk") {
+	if !strings.HasPrefix(target, "/memfd:husk-runtime") {
 		t.Errorf("the monitor runs %q, want the sealed memfd copy", target)
 	}
 	if f, err := os.OpenFile(exe, os.O_WRONLY, 0); err == nil {

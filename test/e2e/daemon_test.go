@@ -43,10 +43,11 @@ func runMain(m *testing.M) int {
 	}
 	defer func() { _ = os.RemoveAll(tmp) }()
 	huskBin = filepath.Join(tmp, "husk")
-	build := exec.Command("go", "build", "-o", huskBin, "github.com/husk-runtime/husk/cmd/husk")
+	// husk-runtime next to husk, where the daemon looks for it.
+	build := exec.Command("go", "build", "-o", tmp+"/", "github.com/husk-runtime/husk/cmd/husk", "github.com/husk-runtime/husk/cmd/husk-runtime")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "e2e: building husk:", err)
+		fmt.Fprintln(os.Stderr, "e2e: building husk and husk-runtime:", err)
 		return 1
 	}
 	plugins := os.Getenv("HUSK_CNI_BIN")

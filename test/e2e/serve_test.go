@@ -136,6 +136,44 @@ func TestBrokenConfigIsAClearError(t *testing.T) {
 	}
 }
 
+// The daemon runs pods and containers from husk-runtime of its own
+// version; without one it does not start, and says why.
+func TestMissingOrWrongRuntimeBinaryIsAClearError(t *testing.T) {
+	dir := t.TempDir()
+	lone := filepath.Join(dir, "husk")
+	b, err := os.ReadFile(huskBin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(lone, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "empty.toml"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	wrong := filepath.Join(dir, "wrong-runtime")
+	if err := os.WriteFile(wrong, []byte("#!/bin/sh\necho husk-runtime 0.0.1\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for name, tc := range map[string]struct {
+		args []string
+		want string
+	}{
+		"none next to husk or in PATH": {nil, "husk-runtime (" + filepath.Join(dir, "husk-runtime")},
+		"another version":              {[]string{"--runtime-binary", wrong}, "is not husk-runtime"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			args := append([]string{"serve", "--config", filepath.Join(dir, "empty.toml"), "--root", dir + "/root", "--state", dir + "/state", "--listen", dir + "/s.sock"}, tc.args...)
+			cmd := exec.Command(lone, args...)
+			cmd.Env = []string{"PATH=" + dir}
+			out, err := cmd.CombinedOutput()
+			if err == nil || !strings.Contains(string(out), tc.want) {
+				t.Errorf("husk serve: %v\n%s\nwant it to say %q", err, out, tc.want)
+			}
+		})
+	}
+}
+
 func TestHelpAndVersion(t *testing.T) {
 	out, err := exec.Command(huskBin, "--help").CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "husk serve") {

@@ -4,31 +4,32 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 
 	"golang.org/x/sys/unix"
 )
 
-// SealedBinary returns a sealed in-memory copy of the running husk binary,
-// to run container-init, the monitor and the pod init from. A process in a
-// container that gets hold of /proc/<pid>/exe of one of them finds this
-// copy, which nothing can write (the seals are permanent), not the binary
-// on the host that the daemon and every later container run: the attack of
+// SealedBinary returns a sealed in-memory copy of the binary at path
+// (husk-runtime), to run container-init, the monitor and the pod init from.
+// A process in a container that gets hold of /proc/<pid>/exe of one of them
+// finds this copy, which nothing can write (the seals are permanent), not
+// the binary on the host that every later container runs: the attack of
 // CVE-2019-5736. The copy lives in memory once, however many containers
 // use it.
-func SealedBinary() (*os.File, error) {
-	self, err := os.Open("/proc/self/exe")
+func SealedBinary(path string) (*os.File, error) {
+	self, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer func() { _ = self.Close() }()
-	fd, err := unix.MemfdCreate("husk", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+	fd, err := unix.MemfdCreate(filepath.Base(path), unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
 	if err != nil {
 		return nil, fmt.Errorf("memfd_create: %w", err)
 	}
 	f := os.NewFile(uintptr(fd), "husk (sealed)")
 	if _, err := io.Copy(f, self); err != nil {
 		_ = f.Close()
-		return nil, fmt.Errorf("copying the husk binary: %w", err)
+		return nil, fmt.Errorf("copying %s: %w", path, err)
 	}
 	if err := unix.Fchmod(fd, 0o555); err != nil {
 		_ = f.Close()
@@ -44,7 +45,7 @@ func SealedBinary() (*os.File, error) {
 	seals := unix.F_SEAL_SEAL | unix.F_SEAL_SHRINK | unix.F_SEAL_GROW | unix.F_SEAL_FUTURE_WRITE
 	if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, seals); err != nil {
 		_ = f.Close()
-		return nil, fmt.Errorf("sealing the husk binary: %w", err)
+		return nil, fmt.Errorf("sealing the copy of %s: %w", path, err)
 	}
 	return f, nil
 }

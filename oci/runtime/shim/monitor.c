@@ -1,4 +1,4 @@
-// The container monitor: `husk monitor`, one per container, the parent of
+// The container monitor: `husk-runtime monitor`, one per container, the parent of
 // the container's first process. It outlives the daemon: it holds the
 // container's stdout and stderr and writes them to the CRI log file, and
 // records how the container ended, so that a daemon that restarts finds
@@ -6,14 +6,14 @@
 // starts, which keeps it at about 2 MiB of resident memory (most of it the
 // shared pages of libc and the binary) per container.
 //
-//   husk monitor --state DIR --log FILE [--oom FILE] [--netns F] [--ipcns F]
+//   husk-runtime monitor --state DIR --log FILE [--oom FILE] [--netns F] [--ipcns F]
 //                [--utsns F] [--pidns F | --newpid] [--tty] [--exec-fd N]
 //                [--cgroup PROCS_FILE ...] -- PROGRAM ARGS...
 //
 // It joins the pod's namespaces given (files of pinned namespaces), then
 // starts PROGRAM in a new mount namespace and, with --newpid, a new PID
 // namespace. With --exec-fd it runs the program from that descriptor (a
-// sealed copy of the husk binary: nothing in the container can reach the
+// sealed copy of husk-runtime: nothing in the container can reach the
 // file on the host, CVE-2019-5736). Descriptor 3 is passed on to the
 // program: the runtime reports setup errors on it and closes it by exec.
 // With --cgroup it moves the program into the container's cgroup (a pid
@@ -273,7 +273,7 @@ __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 	join(utsns, CLONE_NEWUTS);
 	join(pidns, CLONE_NEWPID); // for the child: the monitor stays where it is
 	int flags = SIGCHLD;
-	if (exec_fd >= 0) // the built-in runtime: husk container-init
+	if (exec_fd >= 0) // the built-in runtime: husk-runtime container-init
 		flags |= CLONE_NEWNS | (newpid ? CLONE_NEWPID : 0);
 	pid_t child = (pid_t)syscall(SYS_clone, flags, NULL, NULL, NULL, NULL);
 	if (child < 0)

@@ -1,6 +1,6 @@
 // The pod init: PID 1 of a pod whose containers share a PID namespace.
 //
-// It runs as `husk pod-init EMPTY_DIR` with a pipe on fd 3, and this
+// It runs as `husk-runtime pod-init EMPTY_DIR` with a pipe on fd 3, and this
 // constructor takes over before the Go runtime starts: a Go runtime costs a
 // pod init ~15 MiB of resident memory for what is a loop around waitpid.
 //

@@ -1,13 +1,13 @@
-// `husk exec-enter`: the way into a running container for ExecSync. Like
+// `husk-runtime exec-enter`: the way into a running container for ExecSync. Like
 // the monitor it is a constructor that runs before the Go runtime starts,
 // because only a single-threaded process can join a mount namespace.
 //
-//   husk exec-enter --pid PID --exec-fd N [--cgroup PROCS_FILE ...] [--tty]
+//   husk-runtime exec-enter --pid PID --exec-fd N [--cgroup PROCS_FILE ...] [--tty]
 //                   -- ARGS...
 //
 // It joins the cgroup and the namespaces of the container's first process
-// PID, then starts ARGS (husk exec-init: the user, capabilities and
-// seccomp of the container, then the command) from the sealed husk binary
+// PID, then starts ARGS (husk-runtime exec-init: the user, capabilities and
+// seccomp of the container, then the command) from the sealed husk-runtime
 // at descriptor N, as a child: joining a PID namespace takes effect for
 // children only. On SIGTERM (the daemon's timeout) it kills the child's
 // process group; the child dies with it too. It exits as the child did.
@@ -135,7 +135,7 @@ __attribute__((constructor)) static void husk_exec_enter(int argc, char **argv) 
 	}
 }
 
-// The second half: in `husk exec-init`, join the container's mount
+// The second half: in `husk-runtime exec-init`, join the container's mount
 // namespace while the process is still single-threaded.
 __attribute__((constructor)) static void husk_exec_join_mount(int argc, char **argv) {
 	if (argc < 2 || strcmp(argv[1], "exec-init") != 0)

@@ -1,3 +1,0 @@
-package sandbox
-
-// monitor.c runs `husk monitor` before the Go runtime starts.
