@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -131,17 +132,33 @@ func (m *Manager) Exec(ctx context.Context, id string, cmd []string, in io.Reade
 		}
 		return err
 	}
-	master, slave, err := openPTY()
+	// The terminal is made in the container (oci/runtime/shim/exec.c)
+	// and its master sent back on this socket.
+	sock, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return err
+	}
+	ours, theirs := os.NewFile(uintptr(sock[0]), "console"), os.NewFile(uintptr(sock[1]), "console")
+	defer func() { _ = ours.Close() }()
+	x.ExtraFiles = append(x.ExtraFiles, theirs)
+	x.Env = append(x.Env, fmt.Sprintf("HUSK_EXEC_CONSOLE_FD=%d", 2+len(x.ExtraFiles)))
+	// Until the terminal is there, errors come on stderr.
+	setupErr := limitedBuffer{n: 4096}
+	x.Stderr = &setupErr
+	err = x.Start()
+	_ = theirs.Close()
+	if err != nil {
+		return err
+	}
+	master, err := receiveFile(ours, "terminal")
+	if err != nil {
+		werr := x.Wait()
+		if msg := strings.TrimSpace(setupErr.String()); msg != "" {
+			return fmt.Errorf("making the exec's terminal: %s (%v)", msg, werr)
+		}
+		return fmt.Errorf("making the exec's terminal: %w (%v)", err, werr)
 	}
 	defer func() { _ = master.Close() }()
-	x.Stdin, x.Stdout, x.Stderr = slave, slave, slave
-	err = x.Start()
-	_ = slave.Close()
-	if err != nil {
-		return err
-	}
 	go func() {
 		for s := range resize {
 			_ = unix.IoctlSetWinsize(int(master.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Col: s.Width, Row: s.Height})
@@ -165,28 +182,38 @@ func (m *Manager) Exec(ctx context.Context, id string, cmd []string, in io.Reade
 	return err
 }
 
-// openPTY opens a new pseudo-terminal pair.
-func openPTY() (master, slave *os.File, err error) {
-	master, err = os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
+// receiveFile reads one descriptor sent on sock (SCM_RIGHTS). EOF, when
+// every sender is gone without sending, is an error.
+func receiveFile(sock *os.File, name string) (*os.File, error) {
+	buf := make([]byte, 1)
+	oob := make([]byte, unix.CmsgSpace(4))
+	_, oobn, _, _, err := unix.Recvmsg(int(sock.Fd()), buf, oob, unix.MSG_CMSG_CLOEXEC)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	fd := int(master.Fd())
-	if err := unix.IoctlSetPointerInt(fd, unix.TIOCSPTLCK, 0); err != nil {
-		_ = master.Close()
-		return nil, nil, err
-	}
-	n, err := unix.IoctlGetInt(fd, unix.TIOCGPTN)
+	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
 	if err != nil {
-		_ = master.Close()
-		return nil, nil, err
+		return nil, err
 	}
-	slave, err = os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
-	if err != nil {
-		_ = master.Close()
-		return nil, nil, err
+	for _, msg := range msgs {
+		fds, err := unix.ParseUnixRights(&msg)
+		if err != nil {
+			continue
+		}
+		for _, fd := range fds[1:] {
+			_ = unix.Close(fd)
+		}
+		if len(fds) > 0 {
+			// Non-blocking, so that Go's poller serves it and Close
+			// ends a read in progress.
+			if err := unix.SetNonblock(fds[0], true); err != nil {
+				_ = unix.Close(fds[0])
+				return nil, err
+			}
+			return os.NewFile(uintptr(fds[0]), name), nil
+		}
 	}
-	return master, slave, nil
+	return nil, errors.New("nothing was sent")
 }
 
 // PortForward connects stream to a TCP port of a ready pod, as kubectl

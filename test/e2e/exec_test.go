@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -109,7 +110,15 @@ func TestStreamingExecAndPortForward(t *testing.T) {
 func TestStreamingExecWithTerminal(t *testing.T) {
 	e := newCtrEnv(t)
 	podID, pod := e.pod(t, "tty")
-	id := e.run(t, podID, pod, ctrConfig("target", e.image("plain"), "sleep", "300"))
+	cfg := ctrConfig("target", e.image("plain"), "sleep", "300")
+	if cfg.Linux == nil {
+		cfg.Linux = &runtimeapi.LinuxContainerConfig{}
+	}
+	if cfg.Linux.SecurityContext == nil {
+		cfg.Linux.SecurityContext = &runtimeapi.LinuxContainerSecurityContext{}
+	}
+	cfg.Linux.SecurityContext.RunAsUser = &runtimeapi.Int64Value{Value: 1000}
+	id := e.run(t, podID, pod, cfg)
 	e.d.mustCrictl("version") // writes crictl's config
 	master, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
 	if err != nil {
@@ -127,7 +136,11 @@ func TestStreamingExecWithTerminal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(crictlBin, "--config", filepath.Join(e.d.dir, "crictl.yaml"), "exec", "-it", id, "sh", "-c", "[ -t 0 ] && [ -t 1 ] && echo on-a-terminal; stty size")
+	// crictl passes its terminal's size on; the command must see it.
+	if err := unix.IoctlSetWinsize(int(master.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: 41, Col: 123}); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(crictlBin, "--config", filepath.Join(e.d.dir, "crictl.yaml"), "exec", "-it", id, "sh", "-c", "[ -t 0 ] && [ -t 1 ] && echo on-a-terminal; echo \"name=$(tty)\"; ls -ln \"$(tty)\"; ls /dev/pts; stty size")
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -153,10 +166,14 @@ func TestStreamingExecWithTerminal(t *testing.T) {
 	case <-done:
 	case <-time.After(2 * time.Second):
 	}
-	// The terminal is a pseudo-terminal of the host's devpts: a terminal
-	// for the command (isatty, its size), though ttyname finds no such
-	// device in the container's own /dev/pts.
-	if !strings.Contains(got.String(), "on-a-terminal") {
-		t.Errorf("exec -it in the container: %q", got.String())
+	// The terminal is one of the container's own devpts: `tty` names it,
+	// it is there in the container's /dev/pts, and it is the user's.
+	out := got.String()
+	t.Logf("crictl exec -it printed: %q", out)
+	if !strings.Contains(out, "on-a-terminal") || !strings.Contains(out, "name=/dev/pts/0") || !strings.Contains(out, "41 123") {
+		t.Errorf("exec -it in the container: %q", out)
+	}
+	if !regexp.MustCompile(`crw--w---- +1 +1000 +5 +136, +0 .*/dev/pts/0`).MatchString(out) {
+		t.Errorf("the terminal is not the container user's (uid 1000, group tty): %q", out)
 	}
 }
