@@ -37,7 +37,12 @@ func NewStreamServer(pods *sandbox.Manager) (streaming.Server, error) {
 
 type streamRuntime struct{ pods *sandbox.Manager }
 
-func (r streamRuntime) Exec(ctx context.Context, id string, cmd []string, in io.Reader, out, errw io.WriteCloser, tty bool, resize <-chan remotecommand.TerminalSize) error {
+// terminalSizes passes the streaming server's resize events on as
+// sandbox's; nil stays nil.
+func terminalSizes(resize <-chan remotecommand.TerminalSize) <-chan sandbox.TerminalSize {
+	if resize == nil {
+		return nil
+	}
 	sizes := make(chan sandbox.TerminalSize)
 	go func() {
 		defer close(sizes)
@@ -45,11 +50,11 @@ func (r streamRuntime) Exec(ctx context.Context, id string, cmd []string, in io.
 			sizes <- sandbox.TerminalSize{Width: s.Width, Height: s.Height}
 		}
 	}()
-	var w io.Writer
-	if errw != nil {
-		w = errw
-	}
-	err := r.pods.Exec(ctx, id, cmd, in, out, w, tty, sizes)
+	return sizes
+}
+
+func (r streamRuntime) Exec(ctx context.Context, id string, cmd []string, in io.Reader, out, errw io.WriteCloser, tty bool, resize <-chan remotecommand.TerminalSize) error {
+	err := r.pods.Exec(ctx, id, cmd, in, out, errw, tty, terminalSizes(resize))
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
 		// The streaming server tells the client the exit code from this.
@@ -58,8 +63,8 @@ func (r streamRuntime) Exec(ctx context.Context, id string, cmd []string, in io.
 	return err
 }
 
-func (r streamRuntime) Attach(context.Context, string, io.Reader, io.WriteCloser, io.WriteCloser, bool, <-chan remotecommand.TerminalSize) error {
-	return fmt.Errorf("attach is not supported yet: %w", errdefs.ErrNotImplemented)
+func (r streamRuntime) Attach(ctx context.Context, id string, in io.Reader, out, errw io.WriteCloser, tty bool, resize <-chan remotecommand.TerminalSize) error {
+	return r.pods.Attach(ctx, id, in, out, errw, tty, terminalSizes(resize))
 }
 
 func (r streamRuntime) PortForward(ctx context.Context, podID string, port int32, stream io.ReadWriteCloser) error {
@@ -82,6 +87,31 @@ func (s *Server) Exec(_ context.Context, req *runtimeapi.ExecRequest) (*runtimea
 		return nil, err
 	}
 	return s.stream.GetExec(req)
+}
+
+// Attach answers the URL of a stream to a running container's standard
+// streams (its monitor's, oci/runtime/shim/monitor.c).
+func (s *Server) Attach(_ context.Context, req *runtimeapi.AttachRequest) (*runtimeapi.AttachResponse, error) {
+	if req.GetContainerId() == "" {
+		return nil, invalid("container_id", "is required")
+	}
+	if !req.GetStdout() && !req.GetStderr() && !req.GetStdin() {
+		return nil, invalid("stdin, stdout, stderr", "one must be requested")
+	}
+	c, err := s.pods.GetContainer(req.GetContainerId())
+	if err != nil {
+		return nil, err
+	}
+	if req.GetStdin() && !c.Config.GetStdin() {
+		return nil, invalid("stdin", "container %s was not created with stdin", c.ID)
+	}
+	if req.GetTty() != c.Config.GetTty() {
+		return nil, invalid("tty", "must match the container's (%v)", c.Config.GetTty())
+	}
+	if _, err := s.pods.ContainerPID(c.ID); err != nil {
+		return nil, err
+	}
+	return s.stream.GetAttach(req)
 }
 
 // PortForward answers the URL of a stream to the pod's ports; the pod must

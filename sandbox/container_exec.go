@@ -159,11 +159,13 @@ func (m *Manager) Exec(ctx context.Context, id string, cmd []string, in io.Reade
 		return fmt.Errorf("making the exec's terminal: %w (%v)", err, werr)
 	}
 	defer func() { _ = master.Close() }()
-	go func() {
-		for s := range resize {
-			_ = unix.IoctlSetWinsize(int(master.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Col: s.Width, Row: s.Height})
-		}
-	}()
+	if resize != nil {
+		go func() {
+			for s := range resize {
+				_ = unix.IoctlSetWinsize(int(master.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Col: s.Width, Row: s.Height})
+			}
+		}()
+	}
 	if in != nil {
 		go func() { _, _ = io.Copy(master, in) }()
 	}

@@ -103,6 +103,12 @@ func (m *Manager) startMonitor(c *Container, pod *Pod) error {
 	if c.Config.GetTty() {
 		args = append(args, "--tty")
 	}
+	if c.Config.GetStdin() {
+		args = append(args, "--stdin")
+		if c.Config.GetStdinOnce() {
+			args = append(args, "--stdin-once")
+		}
+	}
 	args = append(args, "--", "husk-runtime", "container-init", m.bundleDir(c.ID))
 
 	for _, f := range []string{"pid", "exit"} {

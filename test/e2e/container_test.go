@@ -396,7 +396,13 @@ func TestContainersSurviveDaemonSIGKILL(t *testing.T) {
 	if st.State != runtimeapi.ContainerState_CONTAINER_EXITED || st.ExitCode != 7 {
 		t.Errorf("quitter after the restart: %v exit %d", st.State, st.ExitCode)
 	}
-	time.Sleep(300 * time.Millisecond)
+	// Attach works across the restart: it is the monitor's.
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	attached, _ := e.crictlCmd(ctx, "attach", counter).Output()
+	cancel()
+	if !regexp.MustCompile(`line\d+\n`).Match(attached) {
+		t.Errorf("crictl attach after the restart printed %q", attached)
+	}
 	if _, err := e.d.runtime.StopContainer(context.Background(), &runtimeapi.StopContainerRequest{ContainerId: counter, Timeout: 0}); err != nil {
 		t.Fatal(err)
 	}

@@ -54,9 +54,9 @@ func TestCrictlVersionAndInfo(t *testing.T) {
 
 func TestUnbuiltRPCsAnswerUnimplemented(t *testing.T) {
 	d := newDaemon(t, "")
-	_, err := d.runtime.Attach(t.Context(), &runtimeapi.AttachRequest{ContainerId: "x"})
+	_, err := d.runtime.CheckpointContainer(t.Context(), &runtimeapi.CheckpointContainerRequest{ContainerId: "x"})
 	if status.Code(err) != codes.Unimplemented {
-		t.Errorf("Attach: %v", err)
+		t.Errorf("CheckpointContainer: %v", err)
 	}
 }
 

@@ -7,8 +7,8 @@
 // shared pages of libc and the binary) per container.
 //
 //   husk-runtime monitor --state DIR --log FILE [--oom FILE] [--netns F] [--ipcns F]
-//                [--utsns F] [--pidns F | --newpid] [--tty] [--exec-fd N]
-//                [--cgroup PROCS_FILE ...] -- PROGRAM ARGS...
+//                [--utsns F] [--pidns F | --newpid] [--tty] [--stdin [--stdin-once]]
+//                [--exec-fd N] [--cgroup PROCS_FILE ...] -- PROGRAM ARGS...
 //
 // It joins the pod's namespaces given (files of pinned namespaces), then
 // starts PROGRAM in a new mount namespace and, with --newpid, a new PID
@@ -24,6 +24,16 @@
 // "exit" (exit code, finish time in ns, OOM kill 0/1) when it ends. Log
 // lines are "TIMESTAMP STREAM P|F TEXT" as kubelet reads them, split at
 // 16 KiB; SIGUSR1 reopens the log file (kubelet's log rotation).
+//
+// Attach: it listens on DIR/attach (a unix seqpacket socket, root's only)
+// while the program runs. A client's first message is 'a' and one byte, 1
+// if it brings input; then 'i' DATA is input for the program (with
+// --stdin: a pipe to its stdin, or the terminal), 'c' says the input
+// ended, 'r' W H (two uint16, host order) resizes the terminal. Each
+// client gets every later output as '1' DATA (stdout, or the terminal) and
+// '2' DATA (stderr). A client that cannot keep up is dropped: the
+// container never waits for one. With --stdin-once the program's stdin is
+// closed when the first client that brought input goes.
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -36,7 +46,9 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -195,6 +207,146 @@ static void join(const char *file, int type) {
 	close(fd);
 }
 
+#define MAX_CLIENTS 16
+#define MAX_INPUT 65536
+
+struct client {
+	int fd;
+	int input; // brought input ('a' 1)
+};
+
+static struct client clients[MAX_CLIENTS];
+static int nclients;
+static int stdin_fd = -1, stdin_is_tty, stdin_once, stdin_closing;
+static char pending[MAX_INPUT]; // input the program has not taken yet
+static size_t npending;
+
+static void close_stdin(void) {
+	// A terminal stays: it is the program's output too.
+	if (stdin_fd >= 0 && !stdin_is_tty)
+		close(stdin_fd);
+	stdin_fd = -1;
+	npending = 0;
+	stdin_closing = 0;
+}
+
+static void write_pending(void) {
+	while (npending > 0 && stdin_fd >= 0) {
+		ssize_t w = write(stdin_fd, pending, npending);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno != EAGAIN)
+				close_stdin(); // the program closed its stdin
+			return;
+		}
+		memmove(pending, pending + w, npending - (size_t)w);
+		npending -= (size_t)w;
+	}
+	if (npending == 0 && stdin_closing)
+		close_stdin();
+}
+
+static void drop_client(int i) {
+	close(clients[i].fd);
+	if (clients[i].input && stdin_once) {
+		stdin_closing = 1;
+		write_pending();
+	}
+	clients[i] = clients[--nclients];
+}
+
+static int listen_attach(const char *dir) {
+	int dfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
+		return -1;
+	// Through the directory's descriptor: DIR may be longer than a socket
+	// address can be.
+	struct sockaddr_un addr = {.sun_family = AF_UNIX};
+	snprintf(addr.sun_path, sizeof addr.sun_path, "/proc/self/fd/%d/attach", dfd);
+	unlink(addr.sun_path);
+	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	mode_t old = umask(0077);
+	if (fd < 0 || bind(fd, (struct sockaddr *)&addr, sizeof addr) != 0 || listen(fd, 8) != 0) {
+		umask(old);
+		if (fd >= 0)
+			close(fd);
+		close(dfd);
+		return -1;
+	}
+	umask(old);
+	close(dfd);
+	return fd;
+}
+
+static void accept_client(int lfd) {
+	int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+	if (fd < 0)
+		return;
+	if (nclients == MAX_CLIENTS) {
+		close(fd);
+		return;
+	}
+	int size = 1 << 20;
+	setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
+	clients[nclients++] = (struct client){.fd = fd};
+}
+
+// from_client handles one message of client i; 0 when the client went.
+static int from_client(int i, int term) {
+	static char msg[MAX_INPUT + 1];
+	ssize_t n = recv(clients[i].fd, msg, sizeof msg, 0);
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return 1;
+	if (n <= 0)
+		return 0;
+	switch (msg[0]) {
+	case 'a':
+		clients[i].input = n > 1 && msg[1] == 1;
+		break;
+	case 'i':
+		if (stdin_fd < 0 || stdin_closing)
+			break;
+		if ((size_t)n - 1 > sizeof pending - npending)
+			return 0; // it sent more than it was let: a broken client
+		memcpy(pending + npending, msg + 1, (size_t)n - 1);
+		npending += (size_t)n - 1;
+		write_pending();
+		break;
+	case 'c':
+		if (clients[i].input && stdin_once) {
+			clients[i].input = 0;
+			stdin_closing = 1;
+			write_pending();
+		}
+		break;
+	case 'r':
+		if (term >= 0 && n >= 5) {
+			unsigned short wh[2];
+			memcpy(wh, msg + 1, sizeof wh);
+			struct winsize ws = {.ws_col = wh[0], .ws_row = wh[1]};
+			ioctl(term, TIOCSWINSZ, &ws);
+		}
+		break;
+	}
+	return 1;
+}
+
+// to_clients sends output of a stream ('1' or '2') to every client.
+static void to_clients(char tag, const char *p, size_t n) {
+	static char msg[MAX_LINE + 1];
+	if (nclients == 0)
+		return;
+	msg[0] = tag;
+	memcpy(msg + 1, p, n);
+	for (int i = 0; i < nclients;) {
+		if (send(clients[i].fd, msg, n + 1, MSG_DONTWAIT | MSG_NOSIGNAL) < 0 && errno != EINTR)
+			drop_client(i);
+		else
+			i++;
+	}
+}
+
 __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 	if (argc < 2 || strcmp(argv[1], "monitor") != 0)
 		return;
@@ -204,11 +356,12 @@ __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 		{"ipcns", required_argument, 0, 'i'}, {"utsns", required_argument, 0, 'u'},
 		{"pidns", required_argument, 0, 'p'}, {"newpid", no_argument, 0, 'P'},
 		{"tty", no_argument, 0, 't'},         {"exec-fd", required_argument, 0, 'e'},
-		{"cgroup", required_argument, 0, 'c'}, {0, 0, 0, 0}};
+		{"cgroup", required_argument, 0, 'c'}, {"stdin", no_argument, 0, 'I'},
+		{"stdin-once", no_argument, 0, 'O'},  {0, 0, 0, 0}};
 	const char *cgroups[64];
 	int ncgroups = 0;
 	const char *state = NULL, *oom = NULL, *netns = NULL, *ipcns = NULL, *utsns = NULL, *pidns = NULL;
-	int newpid = 0, tty = 0, exec_fd = -1;
+	int newpid = 0, tty = 0, exec_fd = -1, with_stdin = 0;
 	optind = 2;
 	for (int c; (c = getopt_long(argc, argv, "", opts, NULL)) != -1;) {
 		switch (c) {
@@ -221,6 +374,8 @@ __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 		case 'p': pidns = optarg; break;
 		case 'P': newpid = 1; break;
 		case 't': tty = 1; break;
+		case 'I': with_stdin = 1; break;
+		case 'O': stdin_once = 1; break;
 		case 'e': exec_fd = atoi(optarg); break;
 		case 'c':
 			if (ncgroups < 64)
@@ -263,6 +418,17 @@ __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 	} else if (pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) {
 		die("pipe");
 	}
+	// Its input: the terminal, or a pipe; none without --stdin.
+	int in[2] = {-1, -1};
+	if (with_stdin && tty) {
+		stdin_fd = out[0];
+		stdin_is_tty = 1;
+	} else if (with_stdin) {
+		if (pipe2(in, O_CLOEXEC) != 0)
+			die("pipe");
+		stdin_fd = in[1];
+		fcntl(stdin_fd, F_SETFL, O_NONBLOCK);
+	}
 
 	int ready[2] = {-1, -1};
 	if (ncgroups > 0 && pipe2(ready, O_CLOEXEC) != 0)
@@ -295,7 +461,7 @@ __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 			if (term_slave > 2)
 				close(term_slave);
 		} else {
-			dup2(null, 0);
+			dup2(in[0] >= 0 ? in[0] : null, 0);
 			dup2(out[1], 1);
 			dup2(err[1], 2);
 		}
@@ -321,6 +487,10 @@ __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 		write_all(ready[1], "1", 1);
 		close(ready[1]);
 	}
+	// Attach is possible from the moment StartContainer returns.
+	int lfd = listen_attach(state);
+	if (lfd < 0)
+		dprintf(2, "husk monitor: attach socket: %s\n", strerror(errno));
 	char buf[MAX_LINE];
 	snprintf(buf, sizeof buf, "%d %llu\n", child, start_time(child));
 	write_file(state, "pid", buf);
@@ -336,17 +506,33 @@ __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 		close(out[1]);
 		close(err[1]);
 	}
+	if (in[0] >= 0)
+		close(in[0]);
 
 	struct stream streams[2] = {{.name = "stdout", .fd = out[0]}, {.name = "stderr", .fd = err[0]}};
 	int open_streams = tty ? 1 : 2;
 	int status = 0, exited = 0;
 	struct timespec finished = {0}, drain_until = {0};
 	while (open_streams > 0 || !exited) {
-		struct pollfd pfd[3] = {{.fd = sfd, .events = POLLIN}};
+		struct pollfd pfd[5 + MAX_CLIENTS] = {{.fd = sfd, .events = POLLIN}};
 		int n = 1;
 		for (int i = 0; i < 2; i++)
 			if (streams[i].fd >= 0)
 				pfd[n++] = (struct pollfd){.fd = streams[i].fd, .events = POLLIN};
+		int nstreams = n;
+		// Input waits while the program has not taken what came before.
+		int pin = -1, plisten = -1, pclients = -1;
+		if (npending > 0 && stdin_fd >= 0) {
+			pin = n;
+			pfd[n++] = (struct pollfd){.fd = stdin_fd, .events = POLLOUT};
+		}
+		if (lfd >= 0 && !exited) {
+			plisten = n;
+			pfd[n++] = (struct pollfd){.fd = lfd, .events = POLLIN};
+		}
+		pclients = n;
+		for (int i = 0; i < nclients; i++)
+			pfd[n++] = (struct pollfd){.fd = clients[i].fd, .events = npending > 0 ? 0 : POLLIN};
 		int timeout = -1;
 		if (exited) {
 			// Processes the container left may hold its output open: it is
@@ -385,14 +571,33 @@ __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 				break;
 			}
 		}
-		for (int i = 1; i < n; i++) {
+		// Clients first, by the index they had when polled (dropping one
+		// moves the last into its place: go backwards).
+		for (int i = nclients - 1; i >= 0; i--) {
+			short re = pfd[pclients + i].revents;
+			if (re & POLLIN) {
+				// One message at a time while input is pending.
+				if (npending == 0 && !from_client(i, tty ? streams[0].fd : -1))
+					drop_client(i);
+			} else if (re & (POLLHUP | POLLERR | POLLNVAL)) {
+				drop_client(i);
+			}
+		}
+		if (pin >= 0 && pfd[pin].revents)
+			write_pending();
+		if (plisten >= 0 && (pfd[plisten].revents & POLLIN))
+			accept_client(lfd);
+		for (int i = 1; i < nstreams; i++) {
 			if (!(pfd[i].revents & (POLLIN | POLLHUP | POLLERR | POLLNVAL)))
 				continue;
 			struct stream *s = streams[0].fd == pfd[i].fd ? &streams[0] : &streams[1];
 			ssize_t got = read(s->fd, buf, sizeof buf);
 			if (got > 0) {
 				consume(s, buf, (size_t)got);
+				to_clients(s == &streams[0] ? '1' : '2', buf, (size_t)got);
 			} else if (got == 0 || (errno != EINTR && errno != EAGAIN)) {
+				if (stdin_is_tty && stdin_fd == s->fd)
+					stdin_fd = -1; // the terminal is gone
 				flush(s);
 				close(s->fd);
 				s->fd = -1;
@@ -402,6 +607,17 @@ __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 	}
 	for (int i = 0; i < 2; i++)
 		flush(&streams[i]);
+	if (lfd >= 0) {
+		// No attach to what has ended; the clients see their end of file.
+		int dfd = open(state, O_PATH | O_DIRECTORY | O_CLOEXEC);
+		if (dfd >= 0) {
+			unlinkat(dfd, "attach", 0);
+			close(dfd);
+		}
+		close(lfd);
+	}
+	while (nclients > 0)
+		drop_client(nclients - 1);
 
 	if (!exited) {
 		// Both streams closed before the process ended: wait for it.

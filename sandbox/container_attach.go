@@ -1,0 +1,128 @@
+package sandbox
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	"github.com/containerd/errdefs"
+	"golang.org/x/sys/unix"
+)
+
+// attachChunk is the most input sent in one message: the monitor takes
+// up to 64 KiB at once (oci/runtime/shim/monitor.c).
+const attachChunk = 32 << 10
+
+// Attach connects to a running container's standard streams, as kubectl
+// attach does: its output from now on goes to out (and errw), and, for a
+// container created with stdin, what in gives becomes its input. With tty
+// (which must be the container's), the output is the terminal's and
+// resize sizes it. It returns when the container's streams end, or when ctx
+// is done.
+func (m *Manager) Attach(ctx context.Context, id string, in io.Reader, out, errw io.Writer, tty bool, resize <-chan TerminalSize) error {
+	c, err := m.GetContainer(id)
+	if err != nil {
+		return err
+	}
+	if m.running(c) == nil {
+		return fmt.Errorf("container %s is not running: %w", c.ID, errdefs.ErrFailedPrecondition)
+	}
+	if in != nil && !c.Config.GetStdin() {
+		return fmt.Errorf("stdin: container %s was not created with stdin: %w", c.ID, errdefs.ErrInvalidArgument)
+	}
+	if tty != c.Config.GetTty() {
+		return fmt.Errorf("tty: %v, but container %s was created with tty %v: %w", tty, c.ID, c.Config.GetTty(), errdefs.ErrInvalidArgument)
+	}
+	conn, err := m.dialAttach(c.ID)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = conn.Close() }()
+	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
+	defer stop()
+
+	hello := []byte{'a', 0}
+	if in != nil {
+		hello[1] = 1
+	}
+	if _, err := conn.Write(hello); err != nil {
+		return fmt.Errorf("attaching to container %s: %w", c.ID, err)
+	}
+	if in != nil {
+		go func() {
+			buf := make([]byte, 1+attachChunk)
+			buf[0] = 'i'
+			for {
+				n, err := in.Read(buf[1:])
+				if n > 0 {
+					if _, werr := conn.Write(buf[:1+n]); werr != nil {
+						return
+					}
+				}
+				if err != nil {
+					_, _ = conn.Write([]byte{'c'})
+					return
+				}
+			}
+		}()
+	}
+	if resize != nil {
+		go func() {
+			for s := range resize {
+				msg := []byte{'r', 0, 0, 0, 0}
+				binary.NativeEndian.PutUint16(msg[1:], s.Width)
+				binary.NativeEndian.PutUint16(msg[3:], s.Height)
+				if _, err := conn.Write(msg); err != nil {
+					return
+				}
+			}
+		}()
+	}
+	buf := make([]byte, 1+64<<10)
+	for {
+		n, err := conn.Read(buf)
+		if err != nil || n == 0 {
+			// The monitor closes the connection when the container's
+			// streams end; a closed connection of ours is ctx's end.
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return nil
+		}
+		w := out
+		if buf[0] == '2' && errw != nil {
+			w = errw
+		}
+		if w != nil {
+			if _, err := w.Write(buf[1:n]); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// dialAttach connects to the attach socket of the container's monitor,
+// through a descriptor of its directory: the path may be longer than a
+// socket address can hold.
+func (m *Manager) dialAttach(id string) (*net.UnixConn, error) {
+	dir, err := os.OpenFile(m.containerDir(id), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = dir.Close() }()
+	addr := &net.UnixAddr{Net: "unixpacket", Name: filepath.Join("/proc/self/fd", strconv.Itoa(int(dir.Fd())), "attach")}
+	conn, err := net.DialUnix("unixpacket", nil, addr)
+	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ECONNREFUSED) {
+		return nil, fmt.Errorf("container %s cannot be attached to: its monitor has no attach socket (it ended, or it predates attach): %w", id, errdefs.ErrFailedPrecondition)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("attaching to container %s: %w", id, err)
+	}
+	return conn, nil
+}

@@ -1,0 +1,168 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+func (e *ctrEnv) crictlCmd(ctx context.Context, args ...string) *exec.Cmd {
+	e.d.mustCrictl("version") // writes crictl's config
+	return exec.CommandContext(ctx, crictlBin, append([]string{"--config", filepath.Join(e.d.dir, "crictl.yaml")}, args...)...)
+}
+
+// crictl attach -i to a container created with stdin and stdin_once: what
+// it types is the container's input, its stdout and stderr come back
+// apart, and the end of the session closes the container's stdin.
+func TestAttachWithStdinOnce(t *testing.T) {
+	e := newCtrEnv(t)
+	podID, pod := e.pod(t, "attach")
+	cfg := ctrConfig("reader", e.image("plain"), "sh", "-c", `read line; echo "got:$line"; echo oops >&2; read rest; echo "after:[$rest]"`)
+	cfg.Stdin, cfg.StdinOnce = true, true
+	id := e.run(t, podID, pod, cfg)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cmd := e.crictlCmd(ctx, "attach", "-i", id)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdin = strings.NewReader("hello\n")
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("crictl attach -i: %v\nstdout %q\nstderr %q", err, stdout.String(), stderr.String())
+	}
+	if !strings.Contains(stdout.String(), "got:hello") || !strings.Contains(stderr.String(), "oops") {
+		t.Errorf("crictl attach -i: stdout %q, stderr %q", stdout.String(), stderr.String())
+	}
+	st := e.waitExited(t, id)
+	if st.ExitCode != 0 {
+		t.Errorf("exit code %d", st.ExitCode)
+	}
+	// stdin_once: the second read saw the end of its input.
+	if logs := strings.Join(output(t, st.LogPath, "stdout"), "\n"); !strings.Contains(logs, "got:hello") || !strings.Contains(logs, "after:[]") {
+		t.Errorf("the container's log: %q", logs)
+	}
+}
+
+// Attach without input sees what the container writes from then on; a
+// container that ends ends the session.
+func TestAttachToOutput(t *testing.T) {
+	e := newCtrEnv(t)
+	podID, pod := e.pod(t, "attach-out")
+	id := e.run(t, podID, pod, ctrConfig("ticker", e.image("plain"), "sh", "-c", `for i in 1 2 3 4 5 6 7 8 9 10; do echo "tick $i"; sleep 0.2; done`))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	out, err := e.crictlCmd(ctx, "attach", id).Output()
+	if err != nil || !strings.Contains(string(out), "tick 10") {
+		t.Errorf("crictl attach: %q, %v", out, err)
+	}
+	if st := e.waitExited(t, id); st.ExitCode != 0 {
+		t.Errorf("exit code %d", st.ExitCode)
+	}
+}
+
+// crictl attach -it to a container with a terminal: input, output and
+// the size go through the terminal.
+func TestAttachWithTerminal(t *testing.T) {
+	e := newCtrEnv(t)
+	podID, pod := e.pod(t, "attach-tty")
+	cfg := ctrConfig("shell", e.image("plain"), "sh", "-c", `read line; echo "got:$line"; stty size; sleep 1`)
+	cfg.Stdin, cfg.Tty = true, true
+	id := e.run(t, podID, pod, cfg)
+
+	master, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = master.Close() }()
+	if err := unix.IoctlSetPointerInt(int(master.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatal(err)
+	}
+	n, err := unix.IoctlGetInt(int(master.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slave, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.IoctlSetWinsize(int(master.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: 33, Col: 99}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cmd := e.crictlCmd(ctx, "attach", "-i", "-t", id)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	_ = slave.Close()
+	var got bytes.Buffer
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 4096)
+		for {
+			n, err := master.Read(buf)
+			got.Write(buf[:n])
+			if err != nil {
+				return
+			}
+		}
+	}()
+	// The session must be up before the line is typed: the container
+	// reads its terminal, where nothing waits for an attach.
+	time.Sleep(500 * time.Millisecond)
+	if _, err := master.Write([]byte("typed\r")); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("crictl attach -it: %v", err)
+	}
+	select {
+	case <-done:
+	case <-time.After(2 * time.Second):
+	}
+	if out := got.String(); !strings.Contains(out, "got:typed") || !strings.Contains(out, "33 99") {
+		t.Errorf("crictl attach -it printed %q", out)
+	}
+}
+
+func TestAttachRefusals(t *testing.T) {
+	e := newCtrEnv(t)
+	podID, pod := e.pod(t, "attach-no")
+	id := e.run(t, podID, pod, ctrConfig("plain", e.image("plain"), "sleep", "300"))
+	ctx := context.Background()
+	for name, tc := range map[string]struct {
+		req  *runtimeapi.AttachRequest
+		code codes.Code
+		word string
+	}{
+		"no id":               {&runtimeapi.AttachRequest{Stdout: true}, codes.InvalidArgument, "container_id"},
+		"no stream":           {&runtimeapi.AttachRequest{ContainerId: id}, codes.InvalidArgument, "stdin, stdout, stderr"},
+		"stdin without stdin": {&runtimeapi.AttachRequest{ContainerId: id, Stdin: true}, codes.InvalidArgument, "stdin"},
+		"tty without tty":     {&runtimeapi.AttachRequest{ContainerId: id, Stdout: true, Tty: true}, codes.InvalidArgument, "tty"},
+		"unknown container":   {&runtimeapi.AttachRequest{ContainerId: "nope", Stdout: true}, codes.NotFound, "nope"},
+	} {
+		_, err := e.d.runtime.Attach(ctx, tc.req)
+		if status.Code(err) != tc.code || !strings.Contains(err.Error(), tc.word) {
+			t.Errorf("%s: %v, want %v naming %q", name, err, tc.code, tc.word)
+		}
+	}
+	if _, err := e.d.runtime.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: id}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.d.runtime.Attach(ctx, &runtimeapi.AttachRequest{ContainerId: id, Stdout: true}); status.Code(err) != codes.FailedPrecondition {
+		t.Errorf("attach to a stopped container: %v, want FailedPrecondition", err)
+	}
+}
