@@ -166,3 +166,26 @@ func TestAttachRefusals(t *testing.T) {
 		t.Errorf("attach to a stopped container: %v, want FailedPrecondition", err)
 	}
 }
+
+// Input for a container that closed its stdin goes nowhere, and its
+// monitor lives on (a write to the closed pipe must not kill it).
+func TestAttachInputToClosedStdin(t *testing.T) {
+	e := newCtrEnv(t)
+	podID, pod := e.pod(t, "attach-closed")
+	cfg := ctrConfig("closer", e.image("plain"), "sh", "-c", `exec 0<&-; sleep 2; echo alive`)
+	cfg.Stdin = true
+	id := e.run(t, podID, pod, cfg)
+	time.Sleep(300 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cmd := e.crictlCmd(ctx, "attach", "-i", id)
+	cmd.Stdin = strings.NewReader(strings.Repeat("input nobody reads\n", 1000))
+	out, err := cmd.Output()
+	if err != nil || !strings.Contains(string(out), "alive") {
+		t.Errorf("crictl attach -i: %q, %v", out, err)
+	}
+	st := e.waitExited(t, id)
+	if st.ExitCode != 0 || st.Reason != "Completed" {
+		t.Errorf("exit %d, reason %q: the monitor did not see the end", st.ExitCode, st.Reason)
+	}
+}

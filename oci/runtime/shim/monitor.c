@@ -487,6 +487,9 @@ __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 		write_all(ready[1], "1", 1);
 		close(ready[1]);
 	}
+	// A container that closed its stdin must not kill the monitor that
+	// writes to it; set only now, as the child would inherit SIG_IGN.
+	signal(SIGPIPE, SIG_IGN);
 	// Attach is possible from the moment StartContainer returns.
 	int lfd = listen_attach(state);
 	if (lfd < 0)
