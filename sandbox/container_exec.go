@@ -132,7 +132,7 @@ func (m *Manager) Exec(ctx context.Context, id string, cmd []string, in io.Reade
 		}
 		return err
 	}
-	// The terminal is made in the container (oci/runtime/shim/exec.c)
+	// The terminal is made in the container (oci/runtime/linux/console.go)
 	// and its master sent back on this socket.
 	sock, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -141,7 +141,7 @@ func (m *Manager) Exec(ctx context.Context, id string, cmd []string, in io.Reade
 	ours, theirs := os.NewFile(uintptr(sock[0]), "console"), os.NewFile(uintptr(sock[1]), "console")
 	defer func() { _ = ours.Close() }()
 	x.ExtraFiles = append(x.ExtraFiles, theirs)
-	x.Env = append(x.Env, fmt.Sprintf("HUSK_EXEC_CONSOLE_FD=%d", 2+len(x.ExtraFiles)))
+	x.Env = append(x.Env, fmt.Sprintf("HUSK_CONSOLE_FD=%d", 2+len(x.ExtraFiles)))
 	// Until the terminal is there, errors come on stderr.
 	setupErr := limitedBuffer{n: 4096}
 	x.Stderr = &setupErr

@@ -189,3 +189,36 @@ func TestAttachInputToClosedStdin(t *testing.T) {
 		t.Errorf("exit %d, reason %q: the monitor did not see the end", st.ExitCode, st.Reason)
 	}
 }
+
+// A container with a terminal gets one of its own devpts, owned by its
+// user: `tty` names it.
+func TestTerminalIsTheContainersOwn(t *testing.T) {
+	e := newCtrEnv(t)
+	podID, pod := e.pod(t, "own-tty")
+	cfg := ctrConfig("tty", e.image("plain"), "sh", "-c", `tty; ls -ln "$(tty)"`)
+	cfg.Tty = true
+	cfg.Linux.SecurityContext.RunAsUser = &runtimeapi.Int64Value{Value: 1000}
+	st, out := e.runToEnd(t, podID, pod, cfg)
+	got := strings.ReplaceAll(strings.Join(out, "\n"), "\r", "")
+	if st.ExitCode != 0 || !strings.HasPrefix(got, "/dev/pts/0\n") || !strings.Contains(got, " 1000 ") {
+		t.Errorf("tty container: exit %d, output %q", st.ExitCode, got)
+	}
+	// A runtime that fails before it made the terminal (here, at a mount
+	// into /proc) is reported, and its monitor does not wait for a
+	// terminal forever.
+	bad := ctrConfig("tty-badmount", e.image("plain"), "true")
+	bad.Tty = true
+	bad.Mounts = []*runtimeapi.Mount{{ContainerPath: "/proc/self/fd", HostPath: t.TempDir()}}
+	id := e.create(t, podID, pod, bad)
+	_, err := e.d.runtime.StartContainer(context.Background(), &runtimeapi.StartContainerRequest{ContainerId: id})
+	if err == nil || !strings.Contains(err.Error(), "/proc") {
+		t.Errorf("starting with a mount into /proc and a terminal: %v", err)
+	}
+	if st := e.waitExited(t, id); st.Reason != "StartError" {
+		t.Errorf("reason %q", st.Reason)
+	}
+	waitFor(t, func() bool {
+		out, _ := exec.Command("pgrep", "-f", "^husk-runtime monitor --state "+filepath.Join(e.d.root, "containers", id)).Output()
+		return len(out) == 0
+	})
+}

@@ -58,13 +58,8 @@ func execInContainer(cmd []string) error {
 	if err != nil {
 		return errNotFound{err}
 	}
-	if os.Getenv("HUSK_EXEC_CONSOLE_FD") != "" {
-		// The terminal the constructor made (oci/runtime/shim/exec.c) is
-		// root's; the command's user must be able to reopen it, as
-		// `tty`, ssh-like tools and password prompts do.
-		if err := unix.Fchown(0, int(spec.Process.User.UID), -1); err != nil {
-			return fmt.Errorf("giving the terminal to the user: %w", err)
-		}
+	if err := setupConsole(spec.Process.User.UID); err != nil {
+		return err
 	}
 	if err := becomeContainerProcess(&spec); err != nil {
 		return err

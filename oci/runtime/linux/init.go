@@ -87,6 +87,9 @@ func initContainer(bundle string) error {
 	if err := setupRootfs(&spec, rootfs); err != nil {
 		return err
 	}
+	if err := setupConsole(spec.Process.User.UID); err != nil {
+		return err
+	}
 	if err := os.Chdir(spec.Process.Cwd); err != nil {
 		return fmt.Errorf("changing to the working directory %s: %w", spec.Process.Cwd, err)
 	}

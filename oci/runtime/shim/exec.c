@@ -17,12 +17,10 @@
 // host (the container's image may have no such libraries), before the Go
 // runtime starts threads.
 //
-// With a terminal (--tty, and HUSK_EXEC_CONSOLE_FD naming a unix socket),
-// the terminal is one of the container's own devpts, made by the child once
-// in the container's mount namespace: its master goes back to the daemon
-// over the socket, its slave becomes the command's stdin, stdout, stderr
-// and controlling terminal. So the command's `tty` names a device of its
-// /dev/pts, and no terminal of the host's is ever inside the container.
+// With a terminal (--tty, and HUSK_CONSOLE_FD naming a unix socket), the
+// command gets a session of its own here, and exec-init, once in the
+// container's mount namespace, a terminal of the container's devpts whose
+// master goes back to the daemon over the socket (oci/runtime/linux).
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -34,15 +32,8 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#ifndef TIOCGPTPEER
-#define TIOCGPTPEER _IO('T', 0x41)
-#endif
 
 static void fail(const char *what) {
 	dprintf(2, "husk exec: %s: %s\n", what, strerror(errno));
@@ -131,7 +122,7 @@ __attribute__((constructor)) static void husk_exec_enter(int argc, char **argv) 
 		fail("exec");
 	}
 	// The console socket is the child's to use, not ours to keep open.
-	const char *console = getenv("HUSK_EXEC_CONSOLE_FD");
+	const char *console = getenv("HUSK_CONSOLE_FD");
 	if (console != NULL)
 		close(atoi(console));
 	for (;;) {
@@ -152,57 +143,6 @@ __attribute__((constructor)) static void husk_exec_enter(int argc, char **argv) 
 	}
 }
 
-// make_terminal opens a pseudo-terminal of the container's devpts (the
-// container controls the path, so the result must be a ptmx device, and the
-// slave comes from the master, not from a path), sends its master on the
-// socket sock and makes its slave the process's standard streams and
-// controlling terminal.
-static void make_terminal(int sock) {
-	int master = open("/dev/pts/ptmx", O_RDWR | O_NOCTTY | O_NOFOLLOW | O_CLOEXEC);
-	if (master < 0)
-		fail("opening the container's /dev/pts/ptmx");
-	struct stat st;
-	if (fstat(master, &st) != 0)
-		fail("fstat /dev/pts/ptmx");
-	if (!S_ISCHR(st.st_mode) || major(st.st_rdev) != 5 || minor(st.st_rdev) != 2) {
-		errno = ENOTTY;
-		fail("the container's /dev/pts/ptmx");
-	}
-	int unlock = 0;
-	if (ioctl(master, TIOCSPTLCK, &unlock) != 0)
-		fail("unlocking the terminal");
-	int slave = ioctl(master, TIOCGPTPEER, O_RDWR | O_NOCTTY);
-	if (slave < 0)
-		fail("opening the terminal's slave");
-
-	char byte = 0;
-	struct iovec iov = {.iov_base = &byte, .iov_len = 1};
-	union {
-		char buf[CMSG_SPACE(sizeof(int))];
-		struct cmsghdr align;
-	} control;
-	memset(&control, 0, sizeof control);
-	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf,
-			     .msg_controllen = sizeof control.buf};
-	struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-	c->cmsg_level = SOL_SOCKET;
-	c->cmsg_type = SCM_RIGHTS;
-	c->cmsg_len = CMSG_LEN(sizeof(int));
-	memcpy(CMSG_DATA(c), &master, sizeof(int));
-	if (sendmsg(sock, &msg, MSG_NOSIGNAL) != 1)
-		fail("sending the terminal to the daemon");
-	close(master);
-	close(sock);
-
-	for (int i = 0; i < 3; i++)
-		if (dup2(slave, i) != i)
-			fail("dup2");
-	if (slave > 2)
-		close(slave);
-	if (ioctl(0, TIOCSCTTY, 0) != 0)
-		fail("taking the terminal as controlling terminal");
-}
-
 // The second half: in `husk-runtime exec-init`, join the container's mount
 // namespace while the process is still single-threaded.
 __attribute__((constructor)) static void husk_exec_join_mount(int argc, char **argv) {
@@ -218,7 +158,4 @@ __attribute__((constructor)) static void husk_exec_join_mount(int argc, char **a
 	unsetenv("HUSK_EXEC_MNT_FD");
 	if (chdir("/") != 0)
 		fail("chdir");
-	const char *console = getenv("HUSK_EXEC_CONSOLE_FD");
-	if (console != NULL)
-		make_terminal(atoi(console));
 }

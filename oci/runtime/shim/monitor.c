@@ -347,6 +347,28 @@ static void to_clients(char tag, const char *p, size_t n) {
 	}
 }
 
+// receive_terminal waits for the runtime to send the container's terminal
+// (its master) on sock; -1 if the runtime ended first, having failed.
+static int receive_terminal(int sock) {
+	char byte;
+	struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+	union {
+		char buf[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} control;
+	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf,
+			     .msg_controllen = sizeof control.buf};
+	ssize_t n;
+	while ((n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR)
+		;
+	struct cmsghdr *c = n > 0 ? CMSG_FIRSTHDR(&msg) : NULL;
+	if (c == NULL || c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS || c->cmsg_len != CMSG_LEN(sizeof(int)))
+		return -1;
+	int fd;
+	memcpy(&fd, CMSG_DATA(c), sizeof fd);
+	return fd;
+}
+
 __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 	if (argc < 2 || strcmp(argv[1], "monitor") != 0)
 		return;
@@ -406,9 +428,15 @@ __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 	if (sfd < 0)
 		die("signalfd");
 
-	// The container's output: two pipes, or one terminal.
-	int out[2], err[2] = {-1, -1}, term_slave = -1;
-	if (tty) {
+	// The container's output: two pipes, or one terminal. The built-in
+	// runtime makes the terminal in the container's own devpts and sends
+	// its master on a socket; another runtime gets one of the host's.
+	int out[2], err[2] = {-1, -1}, term_slave = -1, console[2] = {-1, -1};
+	if (tty && exec_fd >= 0) {
+		if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, console) != 0)
+			die("socketpair");
+		out[0] = -1;
+	} else if (tty) {
 		out[0] = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
 		if (out[0] < 0 || grantpt(out[0]) != 0 || unlockpt(out[0]) != 0)
 			die("pty");
@@ -421,7 +449,7 @@ __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 	// Its input: the terminal, or a pipe; none without --stdin.
 	int in[2] = {-1, -1};
 	if (with_stdin && tty) {
-		stdin_fd = out[0];
+		stdin_fd = out[0]; // -1 until the terminal is sent
 		stdin_is_tty = 1;
 	} else if (with_stdin) {
 		if (pipe2(in, O_CLOEXEC) != 0)
@@ -452,7 +480,15 @@ __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 			dup2(ready[0], 5);
 			setenv("HUSK_CGROUP_FD", "5", 1);
 		}
-		if (tty) {
+		if (console[1] >= 0) {
+			// Without O_CLOEXEC: the runtime sends the terminal on it.
+			setsid();
+			dup2(console[1], 6);
+			setenv("HUSK_CONSOLE_FD", "6", 1);
+			dup2(null, 0);
+			dup2(null, 1);
+			dup2(null, 2);
+		} else if (tty) {
 			setsid();
 			ioctl(term_slave, TIOCSCTTY, 0);
 			dup2(term_slave, 0);
@@ -503,7 +539,13 @@ __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 	close(3);
 	if (exec_fd >= 0)
 		close(exec_fd);
-	if (tty) {
+	if (console[1] >= 0) {
+		close(console[1]);
+		out[0] = receive_terminal(console[0]);
+		close(console[0]);
+		if (stdin_is_tty)
+			stdin_fd = out[0];
+	} else if (tty) {
 		close(term_slave);
 	} else {
 		close(out[1]);
@@ -513,7 +555,7 @@ __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 		close(in[0]);
 
 	struct stream streams[2] = {{.name = "stdout", .fd = out[0]}, {.name = "stderr", .fd = err[0]}};
-	int open_streams = tty ? 1 : 2;
+	int open_streams = (streams[0].fd >= 0) + (streams[1].fd >= 0);
 	int status = 0, exited = 0;
 	struct timespec finished = {0}, drain_until = {0};
 	while (open_streams > 0 || !exited) {
