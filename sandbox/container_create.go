@@ -104,8 +104,12 @@ func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg *runtim
 	if dir, p := pod.Config.GetLogDirectory(), cfg.GetLogPath(); dir != "" && p != "" {
 		c.LogPath = filepath.Join(dir, p)
 	}
+	// step names a failed step in the error, and logs how long each took.
+	last := time.Now()
 	step := func(name string, err error) error {
 		if err == nil {
+			klog.V(4).InfoS("CreateContainer step done", "id", id, "step", name, "took", time.Since(last))
+			last = time.Now()
 			return nil
 		}
 		return fmt.Errorf("CreateContainer %s: %s: %w", md.GetName(), name, err)
@@ -124,6 +128,7 @@ func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg *runtim
 		_ = os.RemoveAll(m.bundleDir(id))
 		return "", step("recording it", err)
 	}
+	_ = step("recording it", nil)
 	m.mu.Lock()
 	m.containers[id] = c
 	m.mu.Unlock()
@@ -162,8 +167,8 @@ func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg *runtim
 		return "", err
 	}
 	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", strings.Join(lowers, ":"), m.upperDir(id), m.workDir(id))
-	if err := unix.Mount("overlay", m.rootfsDir(id), "overlay", 0, opts); err != nil {
-		return "", step("mounting the root filesystem (overlayfs)", err)
+	if err := step("mounting the root filesystem (overlayfs)", unix.Mount("overlay", m.rootfsDir(id), "overlay", 0, opts)); err != nil {
+		return "", err
 	}
 
 	in := spec.Input{
@@ -213,8 +218,8 @@ func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg *runtim
 	if err != nil {
 		return "", err
 	}
-	if err := os.WriteFile(filepath.Join(m.bundleDir(id), "config.json"), b, 0o600); err != nil {
-		return "", step("writing its OCI spec", err)
+	if err := step("making and writing its OCI spec", os.WriteFile(filepath.Join(m.bundleDir(id), "config.json"), b, 0o600)); err != nil {
+		return "", err
 	}
 	if err := step("creating its cgroup", m.opts.Cgroups.Create(cgroup, s.Linux.Resources)); err != nil {
 		return "", err
@@ -224,7 +229,7 @@ func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg *runtim
 			return "", step("creating the log directory", err)
 		}
 	}
-	if err := m.updateContainer(c, func(c *Container) { c.State = ContainerCreated; c.StopSig = int(sig) }); err != nil {
+	if err := step("recording it created", m.updateContainer(c, func(c *Container) { c.State = ContainerCreated; c.StopSig = int(sig) })); err != nil {
 		return "", err
 	}
 	return id, nil

@@ -131,6 +131,13 @@ func newDaemon(t testing.TB, config string, extraArgs ...string) *daemon {
 			b, _ := os.ReadFile(d.logPath)
 			t.Logf("husk log:\n%s", b)
 		}
+		// HUSK_E2E_LOG keeps the daemon's log (--v 10: every step's
+		// time), for profiling a benchmark.
+		if keep := os.Getenv("HUSK_E2E_LOG"); keep != "" {
+			if b, err := os.ReadFile(d.logPath); err == nil {
+				_ = os.WriteFile(keep, b, 0o600)
+			}
+		}
 		_ = os.RemoveAll(dir)
 	})
 	d.start()
