@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 
+	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/husk-runtime/husk/sandbox"
@@ -31,7 +33,7 @@ func (s *Server) ContainerStatus(_ context.Context, req *runtimeapi.ContainerSta
 		ImageId:     c.ImageID,
 		Labels:      c.Config.GetLabels(),
 		Annotations: c.Config.GetAnnotations(),
-		Mounts:      c.Config.GetMounts(),
+		Mounts:      statusMounts(c),
 		LogPath:     c.LogPath,
 	}
 	if r := c.Config.GetLinux().GetResources(); r != nil {
@@ -71,4 +73,26 @@ func containerState(c *sandbox.Container) runtimeapi.ContainerState {
 		return runtimeapi.ContainerState_CONTAINER_EXITED
 	}
 	return runtimeapi.ContainerState_CONTAINER_UNKNOWN
+}
+
+// statusMounts are the config's mounts, each image volume's with the ID
+// of the image mounted (image_ref, as PullImage answered it).
+func statusMounts(c *sandbox.Container) []*runtimeapi.Mount {
+	mounts := c.Config.GetMounts()
+	if len(c.ImageVolumes) == 0 {
+		return mounts
+	}
+	out := slices.Clone(mounts)
+	for _, v := range c.ImageVolumes {
+		if v.Mount < 0 || v.Mount >= len(out) {
+			continue
+		}
+		m := proto.Clone(out[v.Mount]).(*runtimeapi.Mount)
+		if m.Image == nil {
+			m.Image = &runtimeapi.ImageSpec{}
+		}
+		m.Image.ImageRef = v.ImageID
+		out[v.Mount] = m
+	}
+	return out
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -48,11 +49,22 @@ type Container struct {
 	Monitor   *Process                    `json:"monitor,omitempty"`
 	StopSig   int                         `json:"stopSignal"`
 	Exit      *Exit                       `json:"exit,omitempty"`
+	// ImageVolumes are its mounts of images, recorded before each is made.
+	ImageVolumes []ImageVolume `json:"imageVolumes,omitempty"`
 
 	// writeMu orders the writes of the record: the last one written holds
 	// the latest state. gone is set once the container's files are removed.
 	writeMu sync.Mutex
 	gone    bool
+}
+
+// ImageVolume is an image mounted for a container (a CRI mount with an
+// image): a read-only overlay of the image's layers.
+type ImageVolume struct {
+	Mount   int             `json:"mount"` // index in the config's mounts
+	Path    string          `json:"path"`  // the overlay's mount point
+	ImageID string          `json:"imageID"`
+	Layers  []digest.Digest `json:"layers"`
 }
 
 // Exit is how a container ended.
@@ -96,7 +108,7 @@ func copyContainer(c *Container) *Container {
 	cp := &Container{
 		ID: c.ID, PodID: c.PodID, Config: c.Config, RawConfig: c.RawConfig, ImageID: c.ImageID, Layers: c.Layers, State: c.State,
 		CreatedAt: c.CreatedAt, StartedAt: c.StartedAt, LogPath: c.LogPath, Cgroup: c.Cgroup,
-		Rootfs: c.Rootfs, StopSig: c.StopSig,
+		Rootfs: c.Rootfs, StopSig: c.StopSig, ImageVolumes: slices.Clone(c.ImageVolumes),
 	}
 	if c.Exit != nil {
 		e := *c.Exit

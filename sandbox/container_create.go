@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	securejoin "github.com/cyphar/filepath-securejoin"
 	"golang.org/x/sys/unix"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/klog/v2"
@@ -171,6 +172,11 @@ func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg *runtim
 		return "", err
 	}
 
+	vols, err := m.mountImageVolumes(c, cfg, step)
+	if err != nil {
+		return "", err
+	}
+
 	in := spec.Input{
 		ID:             id,
 		Config:         cfg,
@@ -186,6 +192,7 @@ func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg *runtim
 		// On cgroup v2 a container sees only its own cgroup, as with
 		// containerd; v1 has the bind mounts of the runtime instead.
 		CgroupNamespace: m.opts.Cgroups.Unified(),
+		ImageVolumes:    vols,
 	}
 	for t, key := range map[ns.Type]string{ns.Net: "network", ns.IPC: "ipc", ns.UTS: "uts", ns.PID: "pid"} {
 		if p, ok := pod.Namespaces[t]; ok {
@@ -268,4 +275,62 @@ func (m *Manager) forgetContainer(c *Container) {
 		delete(m.cnames, key)
 	}
 	delete(m.locks, c.ID)
+}
+
+// mountImageVolumes mounts each image the config mounts (Mount.image, the
+// image volumes of KEP 4639) read-only under the container's bundle, each
+// recorded first, and returns the host paths to bind, by mount index, with
+// image_sub_path resolved inside the image.
+func (m *Manager) mountImageVolumes(c *Container, cfg *runtimeapi.ContainerConfig, step func(string, error) error) (map[int]string, error) {
+	vols := map[int]string{}
+	for i, mnt := range cfg.GetMounts() {
+		ref := mnt.GetImage().GetImage()
+		if ref == "" {
+			continue
+		}
+		field := fmt.Sprintf("config.mounts[%d]", i)
+		if err := spec.CheckImageVolume(mnt, field); err != nil {
+			return nil, err
+		}
+		img, err := m.opts.Images.Get(ref)
+		if err != nil {
+			return nil, fmt.Errorf("%s.image: %w", field, err)
+		}
+		dir := filepath.Join(m.bundleDir(c.ID), fmt.Sprintf("image-volume-%d", i))
+		vol := ImageVolume{Mount: i, Path: dir, ImageID: img.ID, Layers: img.Layers}
+		if err := m.updateContainer(c, func(c *Container) { c.ImageVolumes = append(c.ImageVolumes, vol) }); err != nil {
+			return nil, err
+		}
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, step("creating an image volume", err)
+		}
+		// The empty layer at the bottom: overlayfs wants two lower
+		// layers when it has no upper one.
+		if err := os.MkdirAll(m.emptyLayerDir(), 0o755); err != nil {
+			return nil, err
+		}
+		lowers := make([]string, 0, len(img.Layers)+1)
+		for j := len(img.Layers) - 1; j >= 0; j-- {
+			lowers = append(lowers, m.opts.Images.LayerPath(img.Layers[j]))
+		}
+		lowers = append(lowers, m.emptyLayerDir())
+		if err := step("mounting an image volume", unix.Mount("overlay", dir, "overlay", unix.MS_RDONLY, "lowerdir="+strings.Join(lowers, ":"))); err != nil {
+			return nil, err
+		}
+		src := dir
+		if sub := mnt.GetImageSubPath(); sub != "" {
+			// Inside the image, whatever its symlinks say; the image is
+			// read-only, so what is checked here stays so.
+			p, err := securejoin.SecureJoin(dir, sub)
+			if err != nil {
+				return nil, fmt.Errorf("%s.image_sub_path: %w", field, err)
+			}
+			if _, err := os.Stat(p); err != nil {
+				return nil, fmt.Errorf("%s.image_sub_path: %q does not exist in image %s: %w", field, sub, ref, errdefs.ErrInvalidArgument)
+			}
+			src = p
+		}
+		vols[i] = src
+	}
+	return vols, nil
 }

@@ -63,6 +63,9 @@ func (m *Manager) layersInUse() []digest.Digest {
 	var out []digest.Digest
 	for _, c := range m.containers {
 		out = append(out, c.Layers...)
+		for _, v := range c.ImageVolumes {
+			out = append(out, v.Layers...)
+		}
 	}
 	return out
 }

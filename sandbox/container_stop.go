@@ -199,6 +199,11 @@ func (m *Manager) destroyContainer(c *Container) error {
 			return fmt.Errorf("unmounting its root filesystem: %w", err)
 		}
 	}
+	for _, v := range c.ImageVolumes {
+		if err := unix.Unmount(v.Path, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("unmounting its image volume %s: %w", v.Path, err)
+		}
+	}
 	if err := m.killCgroup(c.Cgroup); err != nil {
 		return err
 	}

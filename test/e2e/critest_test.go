@@ -27,11 +27,10 @@ import (
 // has not: the cri-tools test images on gcr.io (pinned by digest, so no
 // local build can stand in), nginx, httpd and nonewprivs images (the tests
 // look for those programs), pgrep and ipcs in busybox (Debian's has
-// neither), AppArmor, SELinux. Image volumes (Feature:ImageVolume) are not
-// built in husk yet.
+// neither), AppArmor, SELinux.
 var criSkip = []string{
 	"Image Manager", "Image Consistency", "Image Identifier Consistency",
-	"ImageVolume", "NamespaceOption", "NoNewPrivs", "portforward in host network",
+	"NamespaceOption", "NoNewPrivs", "portforward in host network",
 	"execSync with timeout", "[Aa]pp[Aa]rmor", "SELinux", "[Ww]indows",
 }
 
@@ -55,7 +54,12 @@ func TestCritest(t *testing.T) {
 		reg.Push(t, name, imagetest.BusyboxImage(t, v1.Config{Cmd: []string{"sh", "-c",
 			"echo " + server + " starting; mkdir -p /var/run; echo $$ > /var/run/" + server + ".pid; exec httpd -f -p 80 -h /www"}}, site))
 	}
-	d := newDaemon(t, fmt.Sprintf("[registry.\"registry.k8s.io\"]\nmirrors = [\"http://%s\"]\n", reg.Host))
+	// The image volume specs mount these (by tag: the digest-pinned
+	// cri-tools images cannot be made here).
+	for _, name := range []string{"test-image-tag:test", "test-image-predefined-group:latest"} {
+		reg.Push(t, "k8s-staging-cri-tools/"+name, imagetest.BusyboxImage(t, v1.Config{Cmd: []string{"sh"}}))
+	}
+	d := newDaemon(t, fmt.Sprintf("[registry.\"registry.k8s.io\"]\nmirrors = [\"http://%s\"]\n[registry.\"gcr.io\"]\nmirrors = [\"http://%s\"]\n", reg.Host, reg.Host))
 	newPodNet(t, d).install(t, d)
 
 	args := []string{

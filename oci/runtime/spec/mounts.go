@@ -66,19 +66,21 @@ func mounts(in Input, sc *runtimeapi.LinuxContainerSecurityContext) ([]specs.Mou
 				return nil, "", invalid(field+".container_path", "%q is also the destination of another mount", dst)
 			}
 		}
-		if img := m.GetImage(); img != nil && img.GetImage() != "" {
-			if m.GetHostPath() != "" {
-				return nil, "", invalid(field, "host_path and image are mutually exclusive")
-			}
-			// Image volumes need the image store; the caller resolves them
-			// to a host path before calling Generate.
-			return nil, "", fmt.Errorf("%s.image: image volume mounts are not supported: %w", field, errdefs.ErrNotImplemented)
-		}
 		if len(m.GetUidMappings()) > 0 || len(m.GetGidMappings()) > 0 {
 			return nil, "", fmt.Errorf("%s: id-mapped mounts are not supported: %w", field, errdefs.ErrNotImplemented)
 		}
-		src, err := hostPath(m.GetHostPath(), field+".host_path")
-		if err != nil {
+		var src string
+		if img := m.GetImage(); img != nil && img.GetImage() != "" {
+			if err := CheckImageVolume(m, field); err != nil {
+				return nil, "", err
+			}
+			// The image store is the caller's: it mounts the image and
+			// says where.
+			var ok bool
+			if src, ok = in.ImageVolumes[i]; !ok {
+				return nil, "", fmt.Errorf("%s.image: the image volume was not mounted", field)
+			}
+		} else if src, err = hostPath(m.GetHostPath(), field+".host_path"); err != nil {
 			return nil, "", err
 		}
 		opts := []string{"rbind"}
@@ -126,6 +128,18 @@ func mounts(in Input, sc *runtimeapi.LinuxContainerSecurityContext) ([]specs.Mou
 	// stable, so that otherwise kubelet's order stands.
 	slices.SortStableFunc(cri, func(a, b specs.Mount) int { return depth(a.Destination) - depth(b.Destination) })
 	return append(out, cri...), propagation, nil
+}
+
+// CheckImageVolume validates a mount of an image (Mount.image): it has no
+// host path, and it is read-only, as api.proto says every image mount is.
+func CheckImageVolume(m *runtimeapi.Mount, field string) error {
+	if m.GetHostPath() != "" {
+		return invalid(field, "host_path and image are mutually exclusive")
+	}
+	if !m.GetReadonly() {
+		return invalid(field+".readonly", "an image volume is read-only: readonly must be set")
+	}
+	return nil
 }
 
 func containerPath(p, field string) (string, error) {

@@ -65,6 +65,10 @@ type Input struct {
 	// that its /sys/fs/cgroup shows its own cgroup as the root (what
 	// containerd does on cgroup v2 hosts). The caller knows the host's mode.
 	CgroupNamespace bool
+	// ImageVolumes are the host paths of the image volumes (mounts with an
+	// image) the caller mounted, by the index of their Config.Mounts entry,
+	// with any image_sub_path already resolved inside them.
+	ImageVolumes map[int]string
 }
 
 // invalid is the error for bad input: it wraps errdefs.ErrInvalidArgument so
