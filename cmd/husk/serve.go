@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -172,7 +173,8 @@ func runDaemon(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("stream server: %w", err)
 	}
 	go func() {
-		if err := stream.Start(true); err != nil {
+		// Stop at shutdown ends it with ErrServerClosed: no error.
+		if err := stream.Start(true); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			klog.ErrorS(err, "Stream server stopped")
 		}
 	}()
