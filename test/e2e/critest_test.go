@@ -24,13 +24,13 @@ import (
 )
 
 // criSkip names what critest checks that needs something this machine
-// has not: the cri-tools test images on gcr.io (pinned by digest, so no
-// local build can stand in), nginx, httpd and nonewprivs images (the tests
-// look for those programs), pgrep and ipcs in busybox (Debian's has
-// neither), AppArmor, SELinux.
+// has not: the cri-tools test images pinned by digest (no local build can
+// stand in), nginx itself (the namespace specs look for its master
+// process), pgrep and ipcs in busybox (Debian's has neither), the hostnet
+// nginx image, AppArmor, SELinux, Windows.
 var criSkip = []string{
 	"Image Manager", "Image Consistency", "Image Identifier Consistency",
-	"NamespaceOption", "NoNewPrivs", "portforward in host network",
+	"NamespaceOption", "portforward in host network",
 	"execSync with timeout", "[Aa]pp[Aa]rmor", "SELinux", "[Ww]indows",
 }
 
@@ -56,6 +56,20 @@ func TestCritest(t *testing.T) {
 	}
 	// The image volume specs mount these (by tag: the digest-pinned
 	// cri-tools images cannot be made here).
+	// nonewprivs: a set-user-ID root program that says its effective uid,
+	// compiled here (gcc is there: cgo needs it).
+	src := filepath.Join(t.TempDir(), "euid.c")
+	bin := strings.TrimSuffix(src, ".c")
+	_ = os.WriteFile(src, []byte("#include <stdio.h>\n#include <unistd.h>\nint main(void) { printf(\"Effective uid: %d\\n\", (int)geteuid()); return 0; }\n"), 0o644)
+	if out, err := exec.Command("gcc", "-static", "-o", bin, src).CombinedOutput(); err != nil {
+		t.Fatalf("gcc: %v\n%s", err, out)
+	}
+	euid, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg.Push(t, "e2e-test-images/nonewprivs:1.3", imagetest.BusyboxImage(t, v1.Config{Entrypoint: []string{"/usr/local/bin/euid"}},
+		imagetest.Layer(t, imagetest.Entry{Name: "usr/local/bin/", Type: tar.TypeDir}, imagetest.Entry{Name: "usr/local/bin/euid", Content: euid, Mode: 0o4755})))
 	for _, name := range []string{"test-image-tag:test", "test-image-predefined-group:latest"} {
 		reg.Push(t, "k8s-staging-cri-tools/"+name, imagetest.BusyboxImage(t, v1.Config{Cmd: []string{"sh"}}))
 	}
