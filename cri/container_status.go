@@ -6,7 +6,9 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"syscall"
 
+	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -38,6 +40,17 @@ func (s *Server) ContainerStatus(_ context.Context, req *runtimeapi.ContainerSta
 	}
 	if r := c.Config.GetLinux().GetResources(); r != nil {
 		st.Resources = &runtimeapi.ContainerResources{Linux: r}
+	}
+	if u := c.User; u != nil {
+		groups := make([]int64, len(u.Groups))
+		for i, g := range u.Groups {
+			groups[i] = int64(g)
+		}
+		st.User = &runtimeapi.ContainerUser{Linux: &runtimeapi.LinuxContainerUser{Uid: int64(u.UID), Gid: int64(u.GID), SupplementalGroups: groups}}
+	}
+	if c.StopSig != 0 {
+		// The enum is by name, not by number.
+		st.StopSignal = runtimeapi.Signal(runtimeapi.Signal_value["SIGNAL_"+unix.SignalName(syscall.Signal(c.StopSig))])
 	}
 	if c.Exit != nil {
 		st.FinishedAt = c.Exit.FinishedAt

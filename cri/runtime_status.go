@@ -17,8 +17,12 @@ func (s *Server) Status(_ context.Context, req *runtimeapi.StatusRequest) (*runt
 			{Type: runtimeapi.RuntimeReady, Status: true},
 			{Type: runtimeapi.NetworkReady, Status: netReady, Reason: reason, Message: message},
 		}},
-		RuntimeHandlers: []*runtimeapi.RuntimeHandler{{Name: "", Features: &runtimeapi.RuntimeHandlerFeatures{}}},
-		Features:        &runtimeapi.RuntimeFeatures{},
+		RuntimeHandlers: []*runtimeapi.RuntimeHandler{{Name: "", Features: &runtimeapi.RuntimeHandlerFeatures{
+			RecursiveReadOnlyMounts: s.opts.RecursiveReadOnlyMounts,
+		}}},
+		// Strict supplementary groups are applied, and ContainerStatus
+		// reports the user each container starts as.
+		Features: &runtimeapi.RuntimeFeatures{SupplementalGroupsPolicy: true},
 	}
 	if req.GetVerbose() {
 		resp.Info = maps.Clone(s.opts.Info)

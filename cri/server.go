@@ -30,6 +30,9 @@ type Options struct {
 	Info map[string]string
 	// Stream serves exec and port-forward streams (NewStreamServer).
 	Stream streaming.Server
+	// RecursiveReadOnlyMounts: the kernel can make mounts read-only
+	// recursively ("rro"), which Status tells kubelet.
+	RecursiveReadOnlyMounts bool
 }
 
 // Server implements the CRI RuntimeService and ImageService. RPCs not built

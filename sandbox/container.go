@@ -51,6 +51,8 @@ type Container struct {
 	Exit      *Exit                       `json:"exit,omitempty"`
 	// ImageVolumes are its mounts of images, recorded before each is made.
 	ImageVolumes []ImageVolume `json:"imageVolumes,omitempty"`
+	// User is who its first process starts as (ContainerStatus.user).
+	User *User `json:"user,omitempty"`
 
 	// writeMu orders the writes of the record: the last one written holds
 	// the latest state. gone is set once the container's files are removed.
@@ -65,6 +67,13 @@ type ImageVolume struct {
 	Path    string          `json:"path"`  // the overlay's mount point
 	ImageID string          `json:"imageID"`
 	Layers  []digest.Digest `json:"layers"`
+}
+
+// User is a process's identity: uid, gid and supplementary groups.
+type User struct {
+	UID    uint32   `json:"uid"`
+	GID    uint32   `json:"gid"`
+	Groups []uint32 `json:"groups,omitempty"`
 }
 
 // Exit is how a container ended.
@@ -109,6 +118,11 @@ func copyContainer(c *Container) *Container {
 		ID: c.ID, PodID: c.PodID, Config: c.Config, RawConfig: c.RawConfig, ImageID: c.ImageID, Layers: c.Layers, State: c.State,
 		CreatedAt: c.CreatedAt, StartedAt: c.StartedAt, LogPath: c.LogPath, Cgroup: c.Cgroup,
 		Rootfs: c.Rootfs, StopSig: c.StopSig, ImageVolumes: slices.Clone(c.ImageVolumes),
+	}
+	if c.User != nil {
+		u := *c.User
+		u.Groups = slices.Clone(c.User.Groups)
+		cp.User = &u
 	}
 	if c.Exit != nil {
 		e := *c.Exit

@@ -236,7 +236,10 @@ func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg *runtim
 			return "", step("creating the log directory", err)
 		}
 	}
-	if err := step("recording it created", m.updateContainer(c, func(c *Container) { c.State = ContainerCreated; c.StopSig = int(sig) })); err != nil {
+	user := &User{UID: s.Process.User.UID, GID: s.Process.User.GID, Groups: s.Process.User.AdditionalGids}
+	if err := step("recording it created", m.updateContainer(c, func(c *Container) {
+		c.State, c.StopSig, c.User = ContainerCreated, int(sig), user
+	})); err != nil {
 		return "", err
 	}
 	return id, nil

@@ -187,6 +187,8 @@ func runDaemon(ctx context.Context, cfg Config) error {
 		Pods:    pods,
 		Version: version,
 		Info:    map[string]string{"config": string(cfgJSON)},
+
+		RecursiveReadOnlyMounts: linux.RecursiveReadOnlySupported(),
 	})
 	g := cri.NewGRPCServer(srv)
 	served := make(chan error, 1)

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -216,11 +217,45 @@ func TestContainerEnvWorkdirAndUser(t *testing.T) {
 			tc.sc.NamespaceOptions = cfg.Linux.SecurityContext.NamespaceOptions
 			cfg.Linux.SecurityContext = tc.sc
 		}
-		_, out := e.runToEnd(t, podID, pod, cfg)
+		st, out := e.runToEnd(t, podID, pod, cfg)
 		if len(out) != 1 || !strings.HasPrefix(out[0], tc.want) {
 			t.Errorf("%s: id says %q, want %q", name, out, tc.want)
 		}
+		// ContainerStatus.user says the same, in numbers.
+		if got := statusUser(st); got != idNumbers(tc.want) {
+			t.Errorf("%s: ContainerStatus.user %q, want %q", name, got, idNumbers(tc.want))
+		}
+		if st.StopSignal != runtimeapi.Signal_SIGNAL_SIGTERM {
+			t.Errorf("%s: stop_signal %v, want SIGTERM (the image has no STOPSIGNAL)", name, st.StopSignal)
+		}
 	}
+}
+
+// statusUser formats ContainerStatus.user as "uid gid groups...", the
+// groups sorted.
+func statusUser(st *runtimeapi.ContainerStatus) string {
+	u := st.GetUser().GetLinux()
+	if u == nil {
+		return "none"
+	}
+	groups := slices.Clone(u.SupplementalGroups)
+	slices.Sort(groups)
+	return fmt.Sprint(u.Uid, " ", u.Gid, " ", groups)
+}
+
+// idNumbers turns id's "uid=1(a) gid=2(b) groups=3(c),4" into "1 2 [3 4]".
+func idNumbers(id string) string {
+	m := regexp.MustCompile(`^uid=(\d+)\S* gid=(\d+)\S* groups=(.*)$`).FindStringSubmatch(id)
+	if m == nil {
+		return "unparsable " + id
+	}
+	var groups []int64
+	for _, g := range regexp.MustCompile(`(?:^|,)(\d+)`).FindAllStringSubmatch(m[3], -1) {
+		n, _ := strconv.ParseInt(g[1], 10, 64)
+		groups = append(groups, n)
+	}
+	slices.Sort(groups)
+	return fmt.Sprint(m[1], " ", m[2], " ", groups)
 }
 
 func TestContainerSeesOnlyItsOwnProcessesAndFDs(t *testing.T) {

@@ -78,9 +78,15 @@ func TestCritest(t *testing.T) {
 	}
 	reg.Push(t, "e2e-test-images/nonewprivs:1.3", imagetest.BusyboxImage(t, v1.Config{Entrypoint: []string{"/usr/local/bin/euid"}},
 		imagetest.Layer(t, imagetest.Entry{Name: "usr/local/bin/", Type: tar.TypeDir}, imagetest.Entry{Name: "usr/local/bin/euid", Content: euid, Mode: 0o4755})))
-	for _, name := range []string{"test-image-tag:test", "test-image-predefined-group:latest"} {
-		reg.Push(t, "k8s-staging-cri-tools/"+name, imagetest.BusyboxImage(t, v1.Config{Cmd: []string{"sh"}}))
-	}
+	reg.Push(t, "k8s-staging-cri-tools/test-image-tag:test", imagetest.BusyboxImage(t, v1.Config{Cmd: []string{"sh"}}))
+	// As cri-tools' images/image-predefined-group makes it: default-user
+	// (1000) in group-defined-in-image (50000), USER 1000.
+	reg.Push(t, "k8s-staging-cri-tools/test-image-predefined-group:latest", imagetest.BusyboxImage(t, v1.Config{User: "1000", Cmd: []string{"sh"}},
+		imagetest.Layer(t,
+			imagetest.Entry{Name: "etc/", Type: tar.TypeDir},
+			imagetest.Entry{Name: "etc/passwd", Content: []byte("root:x:0:0:root:/root:/bin/sh\ndefault-user:x:1000:1000::/home/default-user:/bin/sh\n")},
+			imagetest.Entry{Name: "etc/group", Content: []byte("root:x:0:\ndefault-user:x:1000:\ngroup-defined-in-image:x:50000:default-user\n")},
+		)))
 	d := newDaemon(t, fmt.Sprintf("[registry.\"registry.k8s.io\"]\nmirrors = [\"http://%s\"]\n[registry.\"gcr.io\"]\nmirrors = [\"http://%s\"]\n", reg.Host, reg.Host))
 	newPodNet(t, d).install(t, d)
 

@@ -47,6 +47,15 @@ func TestCrictlVersionAndInfo(t *testing.T) {
 	if !got["RuntimeReady"] || got["NetworkReady"] {
 		t.Errorf("conditions %+v", info.Status.Conditions)
 	}
+	// What kubelet reads to allow recursive read-only mounts and the
+	// Strict supplementary groups policy (this kernel has mount_setattr).
+	st, err := d.runtime.Status(t.Context(), &runtimeapi.StatusRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hs := st.GetRuntimeHandlers(); len(hs) != 1 || !hs[0].GetFeatures().GetRecursiveReadOnlyMounts() || !st.GetFeatures().GetSupplementalGroupsPolicy() {
+		t.Errorf("runtime handlers %v, features %v: want recursive read-only mounts and the supplemental groups policy", hs, st.GetFeatures())
+	}
 	if !strings.Contains(string(info.Config), d.root) {
 		t.Errorf("verbose info lacks the config: %s", info.Config)
 	}

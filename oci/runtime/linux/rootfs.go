@@ -430,3 +430,11 @@ func mountCgroups(root *os.File, m specs.Mount, cgroupPath string) error {
 	}
 	return nil
 }
+
+// RecursiveReadOnlySupported reports whether the kernel has mount_setattr
+// (Linux 5.12), which "rro" mounts need. A call on no descriptor fails
+// with EBADF where it exists.
+func RecursiveReadOnlySupported() bool {
+	err := unix.MountSetattr(-1, "", unix.AT_EMPTY_PATH, &unix.MountAttr{})
+	return !errors.Is(err, unix.ENOSYS)
+}
