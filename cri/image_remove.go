@@ -6,9 +6,9 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
-// RemoveImage removes a tag, or the whole image when given its id or
-// digest. It succeeds for an image that is not there: the CRI makes it
-// idempotent and kubelet retries.
+// RemoveImage removes the image named by a tag, a digest or its id, with
+// all its tags (api.proto). It succeeds for an image that is not there:
+// the CRI makes it idempotent and kubelet retries.
 func (s *Server) RemoveImage(_ context.Context, req *runtimeapi.RemoveImageRequest) (*runtimeapi.RemoveImageResponse, error) {
 	ref := req.GetImage().GetImage()
 	if ref == "" {

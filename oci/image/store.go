@@ -334,27 +334,19 @@ func (s *Store) resolveLocked(ref string) (*Image, string, error) {
 	return nil, "", fmt.Errorf("image %q: %w", ref, errdefs.ErrNotFound)
 }
 
-// Remove removes what ref names. A tag of an image that has other tags is
-// untagged and the image kept; an id or a digest removes the whole image.
-// Removing what is not there succeeds: kubelet retries removals.
+// Remove removes the image ref names (a tag, a digest or its id) with all
+// its tags. Removing what is not there succeeds: kubelet retries removals.
 func (s *Store) Remove(ref string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	img, tag, err := s.resolveLocked(ref)
+	// Whatever names it, by tag, digest or ID, the image goes with all its
+	// tags: api.proto says so, and critest's conformance specs check it.
+	img, _, err := s.resolveLocked(ref)
 	if errdefs.IsNotFound(err) {
 		return nil
 	}
 	if err != nil {
 		return err
-	}
-	if tag != "" && len(img.RepoTags) > 1 {
-		saved := img.RepoTags
-		img.RepoTags = slices.DeleteFunc(slices.Clone(img.RepoTags), func(t string) bool { return t == tag })
-		if err := s.saveLocked(); err != nil {
-			img.RepoTags = saved
-			return fmt.Errorf("untagging %s: %w", tag, err)
-		}
-		return nil
 	}
 	delete(s.images, img.ID)
 	if err := s.saveLocked(); err != nil {
