@@ -25,10 +25,10 @@ import (
 )
 
 // criSkip names what critest checks that needs something this machine
-// has not: the cri-tools test images pinned by digest (no local build can
-// stand in), AppArmor, SELinux, Windows.
+// has not: two cri-tools images pulled by a pinned digest (no local build
+// can have it), AppArmor, SELinux, Windows.
 var criSkip = []string{
-	"Image Manager", "Image Consistency", "Image Identifier Consistency",
+	"public image with digest", "support all kinds of references",
 	"[Aa]pp[Aa]rmor", "SELinux", "[Ww]indows",
 }
 
@@ -74,7 +74,18 @@ func TestCritest(t *testing.T) {
 		imagetest.Layer(t, imagetest.Entry{Name: "usr/local/bin/", Type: tar.TypeDir}, imagetest.Entry{Name: "usr/local/bin/euid", Content: euid, Mode: 0o4755})))
 	// The host-network port-forward spec's server, on its port 12003.
 	reg.Push(t, "k8s-staging-cri-tools/hostnet-nginx-"+runtime.GOARCH+":latest", imagetest.BusyboxImage(t, v1.Config{Cmd: []string{"httpd", "-f", "-p", "12003", "-h", "/www"}}, site))
+	// The image-manager specs' images (cri-tools' images/image-test and
+	// images/image-user), by tag.
 	reg.Push(t, "k8s-staging-cri-tools/test-image-tag:test", imagetest.BusyboxImage(t, v1.Config{Cmd: []string{"sh"}}))
+	reg.Push(t, "k8s-staging-cri-tools/test-image-latest:latest", imagetest.BusyboxImage(t, v1.Config{Cmd: []string{"sh"}}))
+	for i := 1; i <= 3; i++ {
+		// Different images: their configs differ.
+		reg.Push(t, fmt.Sprintf("k8s-staging-cri-tools/test-image-%d:latest", i), imagetest.BusyboxImage(t, v1.Config{Cmd: []string{"sh"}, Labels: map[string]string{"n": fmt.Sprint(i)}}))
+		reg.Push(t, fmt.Sprintf("k8s-staging-cri-tools/test-image-tags:%d", i), imagetest.BusyboxImage(t, v1.Config{Cmd: []string{"sh"}, Labels: map[string]string{"tags": "same"}}))
+	}
+	for name, user := range map[string]string{"uid": "1002", "username": "www-data", "uid-group": "1003:users", "username-group": "www-data:users"} {
+		reg.Push(t, "k8s-staging-cri-tools/test-image-user-"+name+":latest", imagetest.BusyboxImage(t, v1.Config{User: user, Cmd: []string{"sh"}}))
+	}
 	// As cri-tools' images/image-predefined-group makes it: default-user
 	// (1000) in group-defined-in-image (50000), USER 1000.
 	reg.Push(t, "k8s-staging-cri-tools/test-image-predefined-group:latest", imagetest.BusyboxImage(t, v1.Config{User: "1000", Cmd: []string{"sh"}},
@@ -83,7 +94,7 @@ func TestCritest(t *testing.T) {
 			imagetest.Entry{Name: "etc/passwd", Content: []byte("root:x:0:0:root:/root:/bin/sh\ndefault-user:x:1000:1000::/home/default-user:/bin/sh\n")},
 			imagetest.Entry{Name: "etc/group", Content: []byte("root:x:0:\ndefault-user:x:1000:\ngroup-defined-in-image:x:50000:default-user\n")},
 		)))
-	d := newDaemon(t, fmt.Sprintf("[registry.\"registry.k8s.io\"]\nmirrors = [\"http://%s\"]\n[registry.\"gcr.io\"]\nmirrors = [\"http://%s\"]\n", reg.Host, reg.Host))
+	d := newDaemon(t, fmt.Sprintf("[registry.\"registry.k8s.io\"]\nmirrors = [\"http://%s\"]\n[registry.\"gcr.io\"]\nmirrors = [\"http://%s\"]\n[registry.\"k8s.gcr.io\"]\nmirrors = [\"http://%s\"]\n", reg.Host, reg.Host, reg.Host))
 	newPodNet(t, d).install(t, d)
 
 	args := []string{
