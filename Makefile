@@ -25,7 +25,7 @@ build: deps
 # System packages the tests and the daemon use. Idempotent and quick when
 # everything is there already.
 deps:
-	@missing=""; for p in iptables iproute2 procps busybox libseccomp-dev pkg-config; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=""; for p in iptables iproute2 procps busybox libseccomp-dev pkg-config gcc libc6-dev; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
 
 $(CRICTL):
@@ -49,9 +49,11 @@ run: build deps cni-plugins
 
 # -p 1: the network and e2e tests count host-wide veths, iptables rules and
 # cgroups to prove nothing leaks; run at once, they would count each other's.
-test: build deps lint cni-plugins $(CRICTL) $(GOTESTSUM)
+# critest (cri-tools' validation suite) runs with the e2e tests: the
+# critest build tag adds TestCritest, CRITEST names the binary.
+test: build deps lint cni-plugins $(CRICTL) $(GOTESTSUM) $(BIN)/critest
 	go vet ./...
-	$(GOTESTSUM) --format testname -- -p 1 -count=1 -timeout 40m ./...
+	CRITEST=$(CURDIR)/$(BIN)/critest $(GOTESTSUM) --format testname -- -tags critest -p 1 -count=1 -timeout 40m ./...
 
 # A real kubelet (standalone mode, a static pod) on husk; not in `make test`
 # because building kubelet takes ~8 minutes.
@@ -61,9 +63,11 @@ kubelet-test: build deps cni-plugins
 
 # cri-tools' validation suite against husk, the suites that need images or
 # kernel features this machine lacks skipped (test/e2e/critest_test.go).
-critest: build deps cni-plugins
-	test -x $(BIN)/critest || sh hack/build-critest.sh $(CURDIR)/$(BIN)
+critest: build deps cni-plugins $(BIN)/critest
 	CRITEST=$(CURDIR)/$(BIN)/critest $(GO) test -tags critest -count=1 -timeout 20m -run TestCritest -v ./test/e2e/
+
+$(BIN)/critest:
+	sh hack/build-critest.sh $(CURDIR)/$(BIN)
 
 lint: $(GOLANGCI)
 	$(GOLANGCI) run ./...

@@ -1,10 +1,9 @@
 //go:build critest
 
-// critest, the CRI validation suite of cri-tools, against husk:
-// `make critest` builds it (hack/build-critest.sh) and runs this. Its
-// images are built here and served through a mirror of registry.k8s.io;
-// the suites that need images this machine cannot make are skipped (see
-// criSkip).
+// critest, the CRI validation suite of cri-tools, against husk. It runs in
+// `make test` (and alone with `make critest`), which build it with
+// hack/build-critest.sh. Its images are built here and served through
+// mirrors of the registries it names.
 
 package e2e
 
