@@ -45,7 +45,7 @@ type Container struct {
 	StartedAt int64                       `json:"startedAt,omitempty"`
 	LogPath   string                      `json:"logPath,omitempty"`
 	Cgroup    string                      `json:"cgroup"`
-	Rootfs    string                      `json:"rootfs,omitempty"` // mounted overlay, while mounted
+	Rootfs    string                      `json:"rootfs,omitempty"` // the overlay's mount point, recorded before it is mounted
 	Monitor   *Process                    `json:"monitor,omitempty"`
 	StopSig   int                         `json:"stopSignal"`
 	Exit      *Exit                       `json:"exit,omitempty"`

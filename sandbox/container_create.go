@@ -101,6 +101,10 @@ func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg *runtim
 	c := &Container{
 		ID: id, PodID: pod.ID, Config: cfg, ImageID: img.ID, Layers: img.Layers,
 		State: ContainerCreating, CreatedAt: time.Now().UnixNano(), Cgroup: cgroup,
+		// Recorded with the rest, before it is mounted: undoing an
+		// unmounted one is no error, and each record written costs
+		// (an inode made and one deleted).
+		Rootfs: m.rootfsDir(id),
 	}
 	if dir, p := pod.Config.GetLogDirectory(), cfg.GetLogPath(); dir != "" && p != "" {
 		c.LogPath = filepath.Join(dir, p)
@@ -163,9 +167,6 @@ func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg *runtim
 			return "", err
 		}
 		lowers = []string{m.emptyLayerDir()}
-	}
-	if err := m.updateContainer(c, func(c *Container) { c.Rootfs = m.rootfsDir(id) }); err != nil {
-		return "", err
 	}
 	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", strings.Join(lowers, ":"), m.upperDir(id), m.workDir(id))
 	if err := step("mounting the root filesystem (overlayfs)", unix.Mount("overlay", m.rootfsDir(id), "overlay", 0, opts)); err != nil {
