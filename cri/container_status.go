@@ -8,10 +8,10 @@ import (
 	"slices"
 	"syscall"
 
-	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/husk-runtime/husk/oci/runtime/spec"
 	"github.com/husk-runtime/husk/sandbox"
 )
 
@@ -49,8 +49,7 @@ func (s *Server) ContainerStatus(_ context.Context, req *runtimeapi.ContainerSta
 		st.User = &runtimeapi.ContainerUser{Linux: &runtimeapi.LinuxContainerUser{Uid: int64(u.UID), Gid: int64(u.GID), SupplementalGroups: groups}}
 	}
 	if c.StopSig != 0 {
-		// The enum is by name, not by number.
-		st.StopSignal = runtimeapi.Signal(runtimeapi.Signal_value["SIGNAL_"+unix.SignalName(syscall.Signal(c.StopSig))])
+		st.StopSignal = spec.CRISignal(syscall.Signal(c.StopSig))
 	}
 	if c.Exit != nil {
 		st.FinishedAt = c.Exit.FinishedAt

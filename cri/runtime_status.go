@@ -22,7 +22,8 @@ func (s *Server) Status(_ context.Context, req *runtimeapi.StatusRequest) (*runt
 		}}},
 		// Strict supplementary groups are applied, and ContainerStatus
 		// reports the user each container starts as.
-		Features: &runtimeapi.RuntimeFeatures{SupplementalGroupsPolicy: true},
+		// mount_options of CRI mounts are applied too.
+		Features: &runtimeapi.RuntimeFeatures{SupplementalGroupsPolicy: true, MountOptions: true},
 	}
 	if req.GetVerbose() {
 		resp.Info = maps.Clone(s.opts.Info)

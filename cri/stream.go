@@ -38,8 +38,8 @@ func NewStreamServer(pods *sandbox.Manager) (streaming.Server, error) {
 type streamRuntime struct{ pods *sandbox.Manager }
 
 // terminalSizes passes the streaming server's resize events on as
-// sandbox's; nil stays nil.
-func terminalSizes(resize <-chan remotecommand.TerminalSize) <-chan sandbox.TerminalSize {
+// sandbox's, until the session ends; nil stays nil.
+func terminalSizes(ctx context.Context, resize <-chan remotecommand.TerminalSize) <-chan sandbox.TerminalSize {
 	if resize == nil {
 		return nil
 	}
@@ -47,14 +47,18 @@ func terminalSizes(resize <-chan remotecommand.TerminalSize) <-chan sandbox.Term
 	go func() {
 		defer close(sizes)
 		for s := range resize {
-			sizes <- sandbox.TerminalSize{Width: s.Width, Height: s.Height}
+			select {
+			case sizes <- sandbox.TerminalSize{Width: s.Width, Height: s.Height}:
+			case <-ctx.Done():
+				return
+			}
 		}
 	}()
 	return sizes
 }
 
 func (r streamRuntime) Exec(ctx context.Context, id string, cmd []string, in io.Reader, out, errw io.WriteCloser, tty bool, resize <-chan remotecommand.TerminalSize) error {
-	err := r.pods.Exec(ctx, id, cmd, in, out, errw, tty, terminalSizes(resize))
+	err := r.pods.Exec(ctx, id, cmd, in, out, errw, tty, terminalSizes(ctx, resize))
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
 		// The streaming server tells the client the exit code from this.
@@ -64,7 +68,7 @@ func (r streamRuntime) Exec(ctx context.Context, id string, cmd []string, in io.
 }
 
 func (r streamRuntime) Attach(ctx context.Context, id string, in io.Reader, out, errw io.WriteCloser, tty bool, resize <-chan remotecommand.TerminalSize) error {
-	return r.pods.Attach(ctx, id, in, out, errw, tty, terminalSizes(resize))
+	return r.pods.Attach(ctx, id, in, out, errw, tty, terminalSizes(ctx, resize))
 }
 
 func (r streamRuntime) PortForward(ctx context.Context, podID string, port int32, stream io.ReadWriteCloser) error {

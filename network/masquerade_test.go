@@ -152,6 +152,17 @@ func TestMasqueradeOncePerNetwork(t *testing.T) {
 		t.Errorf("after a second load: %q", got)
 	}
 
+	// A broken edit leaves the running pods' NAT alone.
+	if err := os.WriteFile(conf, []byte(`{"cniVersion": "1.0.0", "name": `), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if ready, _, _ := m.Status(); ready {
+		t.Fatal("ready with a broken config")
+	}
+	if got := postroutingJumps(t, chain); len(got) != 1 {
+		t.Errorf("a broken config took the network's rules: %q", got)
+	}
+
 	if n.writeConf(t, "10-test.conflist", netOpts{}) != conf {
 		t.Fatal("wrote another file")
 	}

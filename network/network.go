@@ -532,9 +532,16 @@ func (m *Manager) load() (*libcni.NetworkConfigList, error) {
 	// one wants the very same (same network name and subnets). Pods still
 	// running on the old network lose their NAT to the outside, as they
 	// would lose their IPs' routes if the subnet changed under them.
-	if prev := m.cur; prev != nil && prev.masqOn && (l.masq == nil || l.masq.chain != prev.masq.chain) {
-		if err := prev.masq.remove(); err != nil {
-			klog.Errorf("CNI: removing the masquerade rules of network %q: %v", prev.list.Name, err)
+	if prev := m.cur; prev != nil && prev.masqOn {
+		switch {
+		case l.err != nil:
+			// A config that does not load (an edit half written) keeps
+			// the running pods' NAT until one does.
+			l.masq, l.masqOn = prev.masq, true
+		case l.masq == nil || l.masq.chain != prev.masq.chain:
+			if err := prev.masq.remove(); err != nil {
+				klog.Errorf("CNI: removing the masquerade rules of network %q: %v", prev.masq.network, err)
+			}
 		}
 	}
 	m.cur = l

@@ -88,15 +88,21 @@ func (m *Manager) Attach(ctx context.Context, id string, in io.Reader, out, errw
 	for {
 		n, err := conn.Read(buf)
 		if err != nil || n == 0 {
-			// The monitor closes the connection when the container's
-			// streams end; a closed connection of ours is ctx's end.
+			// A closed connection of ours is ctx's end. The monitor
+			// closes it when the container ended (its exit recorded
+			// first), or when this client did not keep up with the
+			// output: that is an error the client must hear of.
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
+			if now, err := m.GetContainer(c.ID); err == nil && m.running(now) != nil {
+				return fmt.Errorf("attach to container %s ended: the client did not keep up with the container's output", c.ID)
+			}
 			return nil
 		}
+		// A stream the client did not ask for is dropped.
 		w := out
-		if buf[0] == '2' && errw != nil {
+		if buf[0] == '2' {
 			w = errw
 		}
 		if w != nil {

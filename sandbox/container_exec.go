@@ -160,9 +160,17 @@ func (m *Manager) Exec(ctx context.Context, id string, cmd []string, in io.Reade
 	}
 	defer func() { _ = master.Close() }()
 	if resize != nil {
+		// Through SyscallConn: Fd would put the master in blocking
+		// mode, and Close could no longer end the copy below.
+		raw, err := master.SyscallConn()
+		if err != nil {
+			return err
+		}
 		go func() {
 			for s := range resize {
-				_ = unix.IoctlSetWinsize(int(master.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Col: s.Width, Row: s.Height})
+				_ = raw.Control(func(fd uintptr) {
+					_ = unix.IoctlSetWinsize(int(fd), unix.TIOCSWINSZ, &unix.Winsize{Col: s.Width, Row: s.Height})
+				})
 			}
 		}()
 	}

@@ -254,10 +254,16 @@ func sealRuntime(path string) (*os.File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("husk-runtime (%s; --runtime-binary names another): %w", path, err)
 	}
-	out, err := exec.Command("/proc/self/fd/"+strconv.Itoa(int(binary.Fd())), "version").Output()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var stderr strings.Builder
+	cmd := exec.CommandContext(ctx, "/proc/self/fd/"+strconv.Itoa(int(binary.Fd())), "version")
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
 	if want := "husk-runtime " + version; err != nil || strings.TrimSpace(string(out)) != want {
 		_ = binary.Close()
-		return nil, fmt.Errorf("%s is not %s (it says %q, %v): build both with `make build`", path, want, strings.TrimSpace(string(out)), err)
+		return nil, fmt.Errorf("%s is not %s (it says %q, %v %s): build both with `make build`",
+			path, want, strings.TrimSpace(string(out)), err, strings.TrimSpace(stderr.String()))
 	}
 	return binary, nil
 }

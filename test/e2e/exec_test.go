@@ -119,6 +119,33 @@ func TestStreamingExecWithTerminal(t *testing.T) {
 	}
 	cfg.Linux.SecurityContext.RunAsUser = &runtimeapi.Int64Value{Value: 1000}
 	id := e.run(t, podID, pod, cfg)
+	out, err := crictlOnTerminal(t, e, 41, 123, "exec", "-it", id, "sh", "-c", "[ -t 0 ] && [ -t 1 ] && echo on-a-terminal; echo \"name=$(tty)\"; ls -ln \"$(tty)\"; ls /dev/pts; stty size")
+	if err != nil {
+		t.Errorf("crictl exec -it: %v", err)
+	}
+	// The terminal is one of the container's own devpts: `tty` names it,
+	// it is there in the container's /dev/pts, and it is the user's.
+	t.Logf("crictl exec -it printed: %q", out)
+	if !strings.Contains(out, "on-a-terminal") || !strings.Contains(out, "name=/dev/pts/0") || !strings.Contains(out, "41 123") {
+		t.Errorf("exec -it in the container: %q", out)
+	}
+	if !regexp.MustCompile(`crw--w---- +1 +1000 +5 +136, +0 .*/dev/pts/0`).MatchString(out) {
+		t.Errorf("the terminal is not the container user's (uid 1000, group tty): %q", out)
+	}
+	// A command that is not there: said on the terminal, exit code 127.
+	out, err = crictlOnTerminal(t, e, 24, 80, "exec", "-it", id, "no-such-command")
+	if err == nil || !strings.Contains(err.Error(), "exit status") || !strings.Contains(out, "no-such-command") {
+		t.Errorf("crictl exec -it of a missing command: %v, %q", err, out)
+	}
+	if !strings.Contains(out, "127") {
+		t.Errorf("crictl exec -it of a missing command does not report exit code 127: %q", out)
+	}
+}
+
+// crictlOnTerminal runs crictl with a pseudo-terminal of the host (rows x
+// cols) as its stdin, stdout and stderr, and returns what it wrote there.
+func crictlOnTerminal(t *testing.T, e *ctrEnv, rows, cols uint16, args ...string) (string, error) {
+	t.Helper()
 	e.d.mustCrictl("version") // writes crictl's config
 	master, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
 	if err != nil {
@@ -136,11 +163,10 @@ func TestStreamingExecWithTerminal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// crictl passes its terminal's size on; the command must see it.
-	if err := unix.IoctlSetWinsize(int(master.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: 41, Col: 123}); err != nil {
+	if err := unix.IoctlSetWinsize(int(master.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: rows, Col: cols}); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(crictlBin, "--config", filepath.Join(e.d.dir, "crictl.yaml"), "exec", "-it", id, "sh", "-c", "[ -t 0 ] && [ -t 1 ] && echo on-a-terminal; echo \"name=$(tty)\"; ls -ln \"$(tty)\"; ls /dev/pts; stty size")
+	cmd := exec.Command(crictlBin, append([]string{"--config", filepath.Join(e.d.dir, "crictl.yaml")}, args...)...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -149,31 +175,20 @@ func TestStreamingExecWithTerminal(t *testing.T) {
 	var got strings.Builder
 	done := make(chan struct{})
 	go func() {
+		defer close(done)
 		buf := make([]byte, 4096)
 		for {
 			n, err := master.Read(buf)
 			got.Write(buf[:n])
 			if err != nil {
-				close(done)
 				return
 			}
 		}
 	}()
-	if err := cmd.Wait(); err != nil {
-		t.Errorf("crictl exec -it: %v", err)
-	}
+	werr := cmd.Wait()
 	select {
 	case <-done:
 	case <-time.After(2 * time.Second):
 	}
-	// The terminal is one of the container's own devpts: `tty` names it,
-	// it is there in the container's /dev/pts, and it is the user's.
-	out := got.String()
-	t.Logf("crictl exec -it printed: %q", out)
-	if !strings.Contains(out, "on-a-terminal") || !strings.Contains(out, "name=/dev/pts/0") || !strings.Contains(out, "41 123") {
-		t.Errorf("exec -it in the container: %q", out)
-	}
-	if !regexp.MustCompile(`crw--w---- +1 +1000 +5 +136, +0 .*/dev/pts/0`).MatchString(out) {
-		t.Errorf("the terminal is not the container user's (uid 1000, group tty): %q", out)
-	}
+	return got.String(), werr
 }

@@ -51,15 +51,17 @@ func execInContainer(cmd []string) error {
 	if spec.Process == nil || spec.Linux == nil {
 		return errors.New("the spec has no process or linux section")
 	}
+	// The terminal first: what goes wrong next is said on it, and the
+	// exit code (127 for a command not found) reaches the client.
+	if err := setupConsole(spec.Process.User.UID); err != nil {
+		return err
+	}
 	if err := os.Chdir(spec.Process.Cwd); err != nil {
 		return fmt.Errorf("changing to the working directory %s: %w", spec.Process.Cwd, err)
 	}
 	path, err := lookPath(cmd, spec.Process.Env)
 	if err != nil {
 		return errNotFound{err}
-	}
-	if err := setupConsole(spec.Process.User.UID); err != nil {
-		return err
 	}
 	if err := becomeContainerProcess(&spec); err != nil {
 		return err

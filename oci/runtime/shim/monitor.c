@@ -33,7 +33,9 @@
 // client gets every later output as '1' DATA (stdout, or the terminal) and
 // '2' DATA (stderr). A client that cannot keep up is dropped: the
 // container never waits for one. With --stdin-once the program's stdin is
-// closed when the first client that brought input goes.
+// closed when the first client that brought input ends its session (one
+// dropped for falling behind has not). Clients see their end of file once
+// the exit is recorded.
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -247,9 +249,12 @@ static void write_pending(void) {
 		close_stdin();
 }
 
-static void drop_client(int i) {
+// drop_client closes client i. Its session is over when it went itself
+// (ended): with --stdin-once that closes the program's stdin. A client
+// dropped for falling behind has not ended its session.
+static void drop_client(int i, int ended) {
 	close(clients[i].fd);
-	if (clients[i].input && stdin_once) {
+	if (ended && clients[i].input && stdin_once) {
 		stdin_closing = 1;
 		write_pending();
 	}
@@ -341,7 +346,7 @@ static void to_clients(char tag, const char *p, size_t n) {
 	memcpy(msg + 1, p, n);
 	for (int i = 0; i < nclients;) {
 		if (send(clients[i].fd, msg, n + 1, MSG_DONTWAIT | MSG_NOSIGNAL) < 0 && errno != EINTR)
-			drop_client(i);
+			drop_client(i, 0);
 		else
 			i++;
 	}
@@ -443,6 +448,7 @@ __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 		term_slave = open(ptsname(out[0]), O_RDWR | O_NOCTTY);
 		if (term_slave < 0)
 			die("pty slave");
+		fcntl(out[0], F_SETFL, O_NONBLOCK);
 	} else if (pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) {
 		die("pipe");
 	}
@@ -469,10 +475,16 @@ __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 	int flags = SIGCHLD;
 	if (exec_fd >= 0) // the built-in runtime: husk-runtime container-init
 		flags |= CLONE_NEWNS | (newpid ? CLONE_NEWPID : 0);
+	// A container that closed its stdin, or a runtime that died before
+	// reading the go-ahead, must not kill the monitor that writes to it.
+	// The child puts SIGPIPE back: an ignored signal stays ignored
+	// across exec, and the container must get the default.
+	signal(SIGPIPE, SIG_IGN);
 	pid_t child = (pid_t)syscall(SYS_clone, flags, NULL, NULL, NULL, NULL);
 	if (child < 0)
 		die("clone");
 	if (child == 0) {
+		signal(SIGPIPE, SIG_DFL);
 		sigprocmask(SIG_UNBLOCK, &set, NULL);
 		int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
 		if (ncgroups > 0) {
@@ -523,9 +535,6 @@ __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 		write_all(ready[1], "1", 1);
 		close(ready[1]);
 	}
-	// A container that closed its stdin must not kill the monitor that
-	// writes to it; set only now, as the child would inherit SIG_IGN.
-	signal(SIGPIPE, SIG_IGN);
 	// Attach is possible from the moment StartContainer returns.
 	int lfd = listen_attach(state);
 	if (lfd < 0)
@@ -543,6 +552,9 @@ __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 		close(console[1]);
 		out[0] = receive_terminal(console[0]);
 		close(console[0]);
+		// Input for the terminal must never block the monitor.
+		if (out[0] >= 0)
+			fcntl(out[0], F_SETFL, O_NONBLOCK);
 		if (stdin_is_tty)
 			stdin_fd = out[0];
 	} else if (tty) {
@@ -623,9 +635,9 @@ __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 			if (re & POLLIN) {
 				// One message at a time while input is pending.
 				if (npending == 0 && !from_client(i, tty ? streams[0].fd : -1))
-					drop_client(i);
+					drop_client(i, 1);
 			} else if (re & (POLLHUP | POLLERR | POLLNVAL)) {
-				drop_client(i);
+				drop_client(i, 1);
 			}
 		}
 		if (pin >= 0 && pfd[pin].revents)
@@ -642,7 +654,7 @@ __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 				to_clients(s == &streams[0] ? '1' : '2', buf, (size_t)got);
 			} else if (got == 0 || (errno != EINTR && errno != EAGAIN)) {
 				if (stdin_is_tty && stdin_fd == s->fd)
-					stdin_fd = -1; // the terminal is gone
+					close_stdin(); // the terminal is gone, and what waited for it
 				flush(s);
 				close(s->fd);
 				s->fd = -1;
@@ -652,18 +664,6 @@ __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 	}
 	for (int i = 0; i < 2; i++)
 		flush(&streams[i]);
-	if (lfd >= 0) {
-		// No attach to what has ended; the clients see their end of file.
-		int dfd = open(state, O_PATH | O_DIRECTORY | O_CLOEXEC);
-		if (dfd >= 0) {
-			unlinkat(dfd, "attach", 0);
-			close(dfd);
-		}
-		close(lfd);
-	}
-	while (nclients > 0)
-		drop_client(nclients - 1);
-
 	if (!exited) {
 		// Both streams closed before the process ended: wait for it.
 		int st;
@@ -676,5 +676,16 @@ __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 	snprintf(buf, sizeof buf, "%d %lld %d\n", code, (long long)finished.tv_sec * 1000000000LL + finished.tv_nsec,
 		 oom_kills(oom) > 0);
 	write_file(state, "exit", buf);
+	// Only now do attached clients see their end of file: the exit is
+	// recorded, which tells the daemon the container ended rather than
+	// dropped a client that fell behind.
+	if (lfd >= 0) {
+		int dfd = open(state, O_PATH | O_DIRECTORY | O_CLOEXEC);
+		if (dfd >= 0) {
+			unlinkat(dfd, "attach", 0);
+			close(dfd);
+		}
+		close(lfd);
+	}
 	_exit(0);
 }

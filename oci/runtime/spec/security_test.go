@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -421,5 +422,25 @@ func TestStopSignal(t *testing.T) {
 	}
 	if got, err := ContainerStopSignal(&runtimeapi.ContainerConfig{}, ocispec.ImageConfig{StopSignal: "SIGQUIT"}); err != nil || got != syscall.SIGQUIT {
 		t.Errorf("ContainerStopSignal = %v, %v; want the image's SIGQUIT", got, err)
+	}
+}
+
+// Every signal of the CRI's enum parses (ContainerConfig.stop_signal) and
+// comes back as itself (ContainerStatus.stop_signal), real-time ones too.
+func TestCRISignalRoundTrip(t *testing.T) {
+	for name, v := range runtimeapi.Signal_value {
+		if v == int32(runtimeapi.Signal_SIGNAL_RUNTIME_DEFAULT) {
+			continue
+		}
+		sig, err := ParseSignal(strings.TrimPrefix(name, "SIGNAL_"))
+		if err != nil {
+			t.Errorf("%s: %v", name, err)
+			continue
+		}
+		// Aliases (SIGIOT, SIGCLD, SIGPOLL) come back by their main name.
+		got := CRISignal(sig)
+		if back, err := ParseSignal(strings.TrimPrefix(got.String(), "SIGNAL_")); err != nil || back != sig {
+			t.Errorf("%s: signal %d comes back as %v (%d, %v)", name, sig, got, back, err)
+		}
 	}
 }

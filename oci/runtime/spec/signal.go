@@ -67,11 +67,15 @@ func ParseSignal(s string) (syscall.Signal, error) {
 		}
 		off := 0
 		if rest != "" {
-			want := "+"
+			// "+3" as images write it, "PLUS3" as the CRI's enum does.
+			want, word := "+", "PLUS"
 			if rt.sign < 0 {
-				want = "-"
+				want, word = "-", "MINUS"
 			}
 			num, ok := strings.CutPrefix(rest, want)
+			if !ok {
+				num, ok = strings.CutPrefix(rest, word)
+			}
 			n, err := strconv.Atoi(num)
 			if !ok || err != nil || n < 0 {
 				return 0, bad
@@ -87,5 +91,26 @@ func ParseSignal(s string) (syscall.Signal, error) {
 	if sig := unix.SignalNum("SIG" + name); sig != 0 {
 		return sig, nil
 	}
+	// Old names the CRI's enum has too, which SignalNum does not know.
+	if sig, ok := map[string]syscall.Signal{"IOT": unix.SIGABRT, "CLD": unix.SIGCHLD, "POLL": unix.SIGIO}[name]; ok {
+		return sig, nil
+	}
 	return 0, bad
+}
+
+// CRISignal names sig as the CRI's Signal enum does (SIGNAL_SIGTERM,
+// SIGNAL_SIGRTMINPLUS3, SIGNAL_SIGRTMAXMINUS2, ...), for ContainerStatus.
+func CRISignal(sig syscall.Signal) runtimeapi.Signal {
+	name := unix.SignalName(sig)
+	switch n := int(sig); {
+	case n == sigRTMin:
+		name = "SIGRTMIN"
+	case n > sigRTMin && n <= sigRTMin+15:
+		name = fmt.Sprintf("SIGRTMINPLUS%d", n-sigRTMin)
+	case n == sigRTMax:
+		name = "SIGRTMAX"
+	case n < sigRTMax && n > sigRTMin+15:
+		name = fmt.Sprintf("SIGRTMAXMINUS%d", sigRTMax-n)
+	}
+	return runtimeapi.Signal(runtimeapi.Signal_value["SIGNAL_"+name])
 }
