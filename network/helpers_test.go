@@ -308,6 +308,12 @@ func serveIn(t *testing.T, pod Pod, port int, greeting string) {
 	}); err != nil {
 		t.Fatal(err)
 	}
+	answer(t, l, func(net.Conn) string { return greeting })
+}
+
+// answer serves l until the test ends: each connection gets the line say
+// gives for it.
+func answer(t *testing.T, l net.Listener, say func(net.Conn) string) {
 	t.Cleanup(func() { _ = l.Close() })
 	go func() {
 		for {
@@ -315,7 +321,7 @@ func serveIn(t *testing.T, pod Pod, port int, greeting string) {
 			if err != nil {
 				return
 			}
-			_, _ = fmt.Fprintln(c, greeting)
+			_, _ = fmt.Fprintln(c, say(c))
 			_ = c.Close()
 		}
 	}()

@@ -127,15 +127,7 @@ func (q *masquerade) jump(n *net.IPNet) []string {
 // apply makes the rules exist, touching nothing that is already right, so a
 // daemon restart does not open a gap in the NAT of running pods.
 func (q *masquerade) apply() error {
-	for _, f := range masqFamilies {
-		subnets := q.subnetsOf(f)
-		if len(subnets) == 0 {
-			continue
-		}
-		ipt, err := iptables.New(iptables.IPFamily(f.proto), iptables.Timeout(10))
-		if err != nil {
-			return err
-		}
+	return q.eachFamily(false, func(f masqFamily, subnets []*net.IPNet, ipt *iptables.IPTables) error {
 		want := []string{"-N " + q.chain}
 		for _, n := range subnets {
 			want = append(want, fmt.Sprintf("-A %s -d %s -j RETURN", q.chain, n))
@@ -156,12 +148,30 @@ func (q *masquerade) apply() error {
 				return err
 			}
 		}
-	}
-	return nil
+		return nil
+	})
 }
 
 // remove takes away what apply made; what is already gone is no error.
 func (q *masquerade) remove() error {
+	return q.eachFamily(true, func(_ masqFamily, subnets []*net.IPNet, ipt *iptables.IPTables) error {
+		// A jump to a chain that does not exist cannot exist either.
+		if ok, err := ipt.ChainExists("nat", q.chain); err != nil || !ok {
+			return err
+		}
+		for _, n := range subnets {
+			if err := ipt.DeleteIfExists("nat", "POSTROUTING", q.jump(n)...); err != nil {
+				return err
+			}
+		}
+		return ipt.ClearAndDeleteChain("nat", q.chain)
+	})
+}
+
+// eachFamily runs fn for IPv4 and IPv6, where the network has subnets of
+// the family. Without that family's iptables, skipping says whether to go
+// on (removing: nothing of it can have been made) or fail (applying).
+func (q *masquerade) eachFamily(skipMissing bool, fn func(masqFamily, []*net.IPNet, *iptables.IPTables) error) error {
 	for _, f := range masqFamilies {
 		subnets := q.subnetsOf(f)
 		if len(subnets) == 0 {
@@ -169,20 +179,12 @@ func (q *masquerade) remove() error {
 		}
 		ipt, err := iptables.New(iptables.IPFamily(f.proto), iptables.Timeout(10))
 		if err != nil {
-			continue // no such iptables: nothing of this family was made
-		}
-		// A jump to a chain that does not exist cannot exist either.
-		if ok, err := ipt.ChainExists("nat", q.chain); err != nil {
-			return err
-		} else if !ok {
-			continue
-		}
-		for _, n := range subnets {
-			if err := ipt.DeleteIfExists("nat", "POSTROUTING", q.jump(n)...); err != nil {
-				return err
+			if skipMissing {
+				continue
 			}
+			return err
 		}
-		if err := ipt.ClearAndDeleteChain("nat", q.chain); err != nil {
+		if err := fn(f, subnets, ipt); err != nil {
 			return err
 		}
 	}

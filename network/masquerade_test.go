@@ -72,18 +72,10 @@ func outside(t *testing.T) (serverAddr string, hostIP netip.Addr) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			host, _, _ := net.SplitHostPort(c.RemoteAddr().String())
-			_, _ = fmt.Fprintln(c, host)
-			_ = c.Close()
-		}
-	}()
+	answer(t, l, func(c net.Conn) string {
+		host, _, _ := net.SplitHostPort(c.RemoteAddr().String())
+		return host
+	})
 	return l.Addr().String(), hostIP
 }
 

@@ -3,15 +3,12 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -80,60 +77,13 @@ func TestAttachWithTerminal(t *testing.T) {
 	cfg.Stdin, cfg.Tty = true, true
 	id := e.run(t, podID, pod, cfg)
 
-	master, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = master.Close() }()
-	if err := unix.IoctlSetPointerInt(int(master.Fd()), unix.TIOCSPTLCK, 0); err != nil {
-		t.Fatal(err)
-	}
-	n, err := unix.IoctlGetInt(int(master.Fd()), unix.TIOCGPTN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	slave, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.IoctlSetWinsize(int(master.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: 33, Col: 99}); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	cmd := e.crictlCmd(ctx, "attach", "-i", "-t", id)
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	_ = slave.Close()
-	var got bytes.Buffer
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		buf := make([]byte, 4096)
-		for {
-			n, err := master.Read(buf)
-			got.Write(buf[:n])
-			if err != nil {
-				return
-			}
-		}
-	}()
 	// The session must be up before the line is typed: the container
 	// reads its terminal, where nothing waits for an attach.
-	time.Sleep(500 * time.Millisecond)
-	if _, err := master.Write([]byte("typed\r")); err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Wait(); err != nil {
+	out, err := crictlTyping(t, e, 33, 99, "typed\r", "attach", "-i", "-t", id)
+	if err != nil {
 		t.Errorf("crictl attach -it: %v", err)
 	}
-	select {
-	case <-done:
-	case <-time.After(2 * time.Second):
-	}
-	if out := got.String(); !strings.Contains(out, "got:typed") || !strings.Contains(out, "33 99") {
+	if !strings.Contains(out, "got:typed") || !strings.Contains(out, "33 99") {
 		t.Errorf("crictl attach -it printed %q", out)
 	}
 }

@@ -145,6 +145,12 @@ func TestStreamingExecWithTerminal(t *testing.T) {
 // crictlOnTerminal runs crictl with a pseudo-terminal of the host (rows x
 // cols) as its stdin, stdout and stderr, and returns what it wrote there.
 func crictlOnTerminal(t *testing.T, e *ctrEnv, rows, cols uint16, args ...string) (string, error) {
+	return crictlTyping(t, e, rows, cols, "", args...)
+}
+
+// crictlTyping is crictlOnTerminal that types input on the terminal half a
+// second after crictl started (once its session is up).
+func crictlTyping(t *testing.T, e *ctrEnv, rows, cols uint16, input string, args ...string) (string, error) {
 	t.Helper()
 	e.d.mustCrictl("version") // writes crictl's config
 	master, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
@@ -185,6 +191,12 @@ func crictlOnTerminal(t *testing.T, e *ctrEnv, rows, cols uint16, args ...string
 			}
 		}
 	}()
+	if input != "" {
+		time.Sleep(500 * time.Millisecond)
+		if _, err := master.Write([]byte(input)); err != nil {
+			t.Fatal(err)
+		}
+	}
 	werr := cmd.Wait()
 	select {
 	case <-done:
