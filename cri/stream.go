@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/url"
 	"os/exec"
+	"time"
 
 	"github.com/containerd/errdefs"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -18,22 +20,38 @@ import (
 	"github.com/husk-runtime/husk/sandbox"
 )
 
-// NewStreamServer makes the server kubelet and crictl open exec and
-// port-forward streams on, listening on a free port of 127.0.0.1 (the
-// streaming URLs Exec and PortForward answer point at it).
-func NewStreamServer(pods *sandbox.Manager) (streaming.Server, error) {
+// StreamServer is the server kubelet and crictl open exec, attach and
+// port-forward streams on, on a free port of 127.0.0.1 that it holds from
+// the start: the URLs Exec, Attach and PortForward answer carry the port of
+// a listener that is already there, and no other process can take it.
+type StreamServer struct {
+	streaming.Server
+	listener net.Listener
+	http     *http.Server
+}
+
+// NewStreamServer binds the port; Serve serves it.
+func NewStreamServer(pods *sandbox.Manager) (*StreamServer, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
-	addr := l.Addr().String()
-	_ = l.Close()
 	cfg := streaming.DefaultConfig
-	cfg.Addr = addr
-	// The URL must carry the port before Start has bound it.
-	cfg.BaseURL = &url.URL{Scheme: "http", Host: addr}
-	return streaming.NewServer(cfg, streamRuntime{pods})
+	cfg.Addr = l.Addr().String()
+	cfg.BaseURL = &url.URL{Scheme: "http", Host: cfg.Addr}
+	s, err := streaming.NewServer(cfg, streamRuntime{pods})
+	if err != nil {
+		_ = l.Close()
+		return nil, err
+	}
+	return &StreamServer{Server: s, listener: l, http: &http.Server{Handler: s, ReadHeaderTimeout: 30 * time.Second}}, nil
 }
+
+// Serve serves streams until Close; it then returns http.ErrServerClosed.
+func (s *StreamServer) Serve() error { return s.http.Serve(s.listener) }
+
+// Close ends the server and every stream it serves.
+func (s *StreamServer) Close() error { return s.http.Close() }
 
 type streamRuntime struct{ pods *sandbox.Manager }
 

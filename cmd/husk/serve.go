@@ -173,12 +173,12 @@ func runDaemon(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("stream server: %w", err)
 	}
 	go func() {
-		// Stop at shutdown ends it with ErrServerClosed: no error.
-		if err := stream.Start(true); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		// Close at shutdown ends it with ErrServerClosed: no error.
+		if err := stream.Serve(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			klog.ErrorS(err, "Stream server stopped")
 		}
 	}()
-	defer func() { _ = stream.Stop() }()
+	defer func() { _ = stream.Close() }()
 
 	cfgJSON, _ := json.Marshal(cfg)
 	srv := cri.New(cri.Options{
