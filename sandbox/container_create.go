@@ -12,6 +12,7 @@ import (
 
 	"github.com/containerd/errdefs"
 	securejoin "github.com/cyphar/filepath-securejoin"
+	"github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/klog/v2"
@@ -158,10 +159,7 @@ func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg *runtim
 			return "", step("creating the root filesystem", err)
 		}
 	}
-	lowers := make([]string, 0, len(img.Layers))
-	for i := len(img.Layers) - 1; i >= 0; i-- {
-		lowers = append(lowers, m.opts.Images.LayerPath(img.Layers[i]))
-	}
+	lowers := m.lowerDirs(img.Layers)
 	if len(lowers) == 0 {
 		if err := os.MkdirAll(m.emptyLayerDir(), 0o755); err != nil {
 			return "", err
@@ -313,11 +311,7 @@ func (m *Manager) mountImageVolumes(c *Container, cfg *runtimeapi.ContainerConfi
 		if err := os.MkdirAll(m.emptyLayerDir(), 0o755); err != nil {
 			return nil, err
 		}
-		lowers := make([]string, 0, len(img.Layers)+1)
-		for j := len(img.Layers) - 1; j >= 0; j-- {
-			lowers = append(lowers, m.opts.Images.LayerPath(img.Layers[j]))
-		}
-		lowers = append(lowers, m.emptyLayerDir())
+		lowers := append(m.lowerDirs(img.Layers), m.emptyLayerDir())
 		if err := step("mounting an image volume", unix.Mount("overlay", dir, "overlay", unix.MS_RDONLY, "lowerdir="+strings.Join(lowers, ":"))); err != nil {
 			return nil, err
 		}
@@ -337,4 +331,14 @@ func (m *Manager) mountImageVolumes(c *Container, cfg *runtimeapi.ContainerConfi
 		vols[i] = src
 	}
 	return vols, nil
+}
+
+// lowerDirs are the directories of an image's layers as overlayfs's
+// lowerdir lists them: the top layer first.
+func (m *Manager) lowerDirs(layers []digest.Digest) []string {
+	dirs := make([]string, 0, len(layers)+1)
+	for i := len(layers) - 1; i >= 0; i-- {
+		dirs = append(dirs, m.opts.Images.LayerPath(layers[i]))
+	}
+	return dirs
 }
