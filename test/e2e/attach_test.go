@@ -14,11 +14,6 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
-func (e *ctrEnv) crictlCmd(ctx context.Context, args ...string) *exec.Cmd {
-	e.d.mustCrictl("version") // writes crictl's config
-	return exec.CommandContext(ctx, crictlBin, append([]string{"--config", filepath.Join(e.d.dir, "crictl.yaml")}, args...)...)
-}
-
 // crictl attach -i to a container created with stdin and stdin_once: what
 // it types is the container's input, its stdout and stderr come back
 // apart, and the end of the session closes the container's stdin.
@@ -31,7 +26,7 @@ func TestAttachWithStdinOnce(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	cmd := e.crictlCmd(ctx, "attach", "-i", id)
+	cmd := e.d.crictlCommand(ctx, "attach", "-i", id)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdin = strings.NewReader("hello\n")
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -59,7 +54,7 @@ func TestAttachToOutput(t *testing.T) {
 	id := e.run(t, podID, pod, ctrConfig("ticker", e.image("plain"), "sh", "-c", `for i in 1 2 3 4 5 6 7 8 9 10; do echo "tick $i"; sleep 0.2; done`))
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	out, err := e.crictlCmd(ctx, "attach", id).Output()
+	out, err := e.d.crictlCommand(ctx, "attach", id).Output()
 	if err != nil || !strings.Contains(string(out), "tick 10") {
 		t.Errorf("crictl attach: %q, %v", out, err)
 	}
@@ -128,7 +123,7 @@ func TestAttachInputToClosedStdin(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	cmd := e.crictlCmd(ctx, "attach", "-i", id)
+	cmd := e.d.crictlCommand(ctx, "attach", "-i", id)
 	cmd.Stdin = strings.NewReader(strings.Repeat("input nobody reads\n", 1000))
 	out, err := cmd.Output()
 	if err != nil || !strings.Contains(string(out), "alive") {

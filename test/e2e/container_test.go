@@ -433,7 +433,7 @@ func TestContainersSurviveDaemonSIGKILL(t *testing.T) {
 	}
 	// Attach works across the restart: it is the monitor's.
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-	attached, _ := e.crictlCmd(ctx, "attach", counter).Output()
+	attached, _ := e.d.crictlCommand(ctx, "attach", counter).Output()
 	cancel()
 	if !regexp.MustCompile(`line\d+\n`).Match(attached) {
 		t.Errorf("crictl attach after the restart printed %q", attached)

@@ -287,16 +287,23 @@ func (d *daemon) log() string {
 	return string(b)
 }
 
-// crictl runs crictl against the daemon and returns its standard output.
-func (d *daemon) crictl(args ...string) (string, error) {
+// crictlCommand is crictl against the daemon (its config written the
+// first time), to run as the caller wants.
+func (d *daemon) crictlCommand(ctx context.Context, args ...string) *exec.Cmd {
+	d.t.Helper()
 	cfg := filepath.Join(d.dir, "crictl.yaml")
 	if _, err := os.Stat(cfg); err != nil {
 		y := fmt.Sprintf("runtime-endpoint: unix://%s\nimage-endpoint: unix://%s\ntimeout: 60\n", d.sock, d.sock)
 		if err := os.WriteFile(cfg, []byte(y), 0o600); err != nil {
-			return "", err
+			d.t.Fatal(err)
 		}
 	}
-	cmd := exec.Command(crictlBin, append([]string{"--config", cfg}, args...)...)
+	return exec.CommandContext(ctx, crictlBin, append([]string{"--config", cfg}, args...)...)
+}
+
+// crictl runs crictl against the daemon and returns its standard output.
+func (d *daemon) crictl(args ...string) (string, error) {
+	cmd := d.crictlCommand(context.Background(), args...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()

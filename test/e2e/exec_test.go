@@ -6,7 +6,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -81,7 +80,7 @@ func TestStreamingExecAndPortForward(t *testing.T) {
 		t.Errorf("crictl exec of a failing command: %v", err)
 	}
 	// stdin.
-	cmd := exec.Command(crictlBin, "--config", filepath.Join(e.d.dir, "crictl.yaml"), "exec", "-i", id, "cat")
+	cmd := e.d.crictlCommand(t.Context(), "exec", "-i", id, "cat")
 	cmd.Stdin = strings.NewReader("from stdin\n")
 	if b, err := cmd.Output(); err != nil || string(b) != "from stdin\n" {
 		t.Errorf("crictl exec -i: %q, %v", b, err)
@@ -90,7 +89,7 @@ func TestStreamingExecAndPortForward(t *testing.T) {
 	_, info := podStatus(t, e.d, podID)
 	listenIn(t, info.Namespaces["net"], "127.0.0.1:8088", "through port-forward")
 	local := 40000 + rand.IntN(10000)
-	pf := exec.Command(crictlBin, "--config", filepath.Join(e.d.dir, "crictl.yaml"), "port-forward", podID, fmt.Sprintf("%d:8088", local))
+	pf := e.d.crictlCommand(context.Background(), "port-forward", podID, fmt.Sprintf("%d:8088", local))
 	if err := pf.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -152,7 +151,6 @@ func crictlOnTerminal(t *testing.T, e *ctrEnv, rows, cols uint16, args ...string
 // second after crictl started (once its session is up).
 func crictlTyping(t *testing.T, e *ctrEnv, rows, cols uint16, input string, args ...string) (string, error) {
 	t.Helper()
-	e.d.mustCrictl("version") // writes crictl's config
 	master, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -172,7 +170,7 @@ func crictlTyping(t *testing.T, e *ctrEnv, rows, cols uint16, input string, args
 	if err := unix.IoctlSetWinsize(int(master.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: rows, Col: cols}); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(crictlBin, append([]string{"--config", filepath.Join(e.d.dir, "crictl.yaml")}, args...)...)
+	cmd := e.d.crictlCommand(context.Background(), args...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
