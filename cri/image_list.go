@@ -48,23 +48,24 @@ func (s *Server) listImages(filter *runtimeapi.ImageFilter) ([]*runtimeapi.Image
 		if err != nil {
 			return nil, withField("filter.image.image", err)
 		}
-		return []*runtimeapi.Image{toCRIImage(img)}, nil
+		return []*runtimeapi.Image{toCRIImage(img, s.images.Pinned(img))}, nil
 	}
 	all := s.images.List()
 	out := make([]*runtimeapi.Image, 0, len(all))
 	for _, img := range all {
-		out = append(out, toCRIImage(img))
+		out = append(out, toCRIImage(img, s.images.Pinned(img)))
 	}
 	return out, nil
 }
 
-func toCRIImage(img image.Image) *runtimeapi.Image {
+func toCRIImage(img image.Image, pinned bool) *runtimeapi.Image {
 	out := &runtimeapi.Image{
 		Id:          img.ID,
 		RepoTags:    img.RepoTags,
 		RepoDigests: img.RepoDigests,
 		Size:        img.Size,
 		Spec:        &runtimeapi.ImageSpec{Image: img.ID},
+		Pinned:      pinned,
 	}
 	// USER is "user", "uid", "user:group" or "uid:gid"; the CRI wants either
 	// a uid or a name, and the group is resolved when a container is made.

@@ -19,7 +19,7 @@ func TestImageUserBecomesUIDOrName(t *testing.T) {
 		"www:www":     {-1, "www"},
 		"builder:100": {-1, "builder"},
 	} {
-		got := toCRIImage(image.Image{ID: "sha256:x", User: user})
+		got := toCRIImage(image.Image{ID: "sha256:x", User: user}, false)
 		uid := int64(-1)
 		if got.Uid != nil {
 			uid = got.Uid.Value

@@ -29,7 +29,7 @@ func (s *Server) ImageStatus(_ context.Context, req *runtimeapi.ImageStatusReque
 	if err != nil {
 		return nil, withField("image.image", err)
 	}
-	resp := &runtimeapi.ImageStatusResponse{Image: toCRIImage(img)}
+	resp := &runtimeapi.ImageStatusResponse{Image: toCRIImage(img, s.images.Pinned(img))}
 	if req.GetVerbose() {
 		cfg, _, err := s.images.Config(img.ID)
 		if errdefs.IsNotFound(err) {

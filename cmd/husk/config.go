@@ -29,6 +29,10 @@ type Config struct {
 	// long ("1m", "30s"). kubelet puts no deadline on PullImage, so without
 	// it a registry that stops answering would hold the pull forever.
 	PullProgressTimeout time.Duration `toml:"pull_progress_timeout" json:"pull_progress_timeout"`
+	// PinnedImages are reported pinned, so kubelet never garbage-collects
+	// them: names ("registry.k8s.io/pause:3.10"), ids, or prefixes ending
+	// in "*" ("registry.k8s.io/pause:*").
+	PinnedImages []string `toml:"pinned_images" json:"pinned_images,omitempty"`
 	// CgroupDriver is the kubelet cgroup driver to follow: "cgroupfs" or
 	// "systemd" (kubelet asks with RuntimeConfig).
 	CgroupDriver string    `toml:"cgroup_driver" json:"cgroup_driver"`
@@ -95,6 +99,9 @@ func loadConfig(path string, explicit bool) (Config, error) {
 	}
 	if err := image.ValidateRegistries(cfg.Registry); err != nil {
 		return cfg, fmt.Errorf("config %s: %w", path, err)
+	}
+	if err := image.ValidatePinned(cfg.PinnedImages); err != nil {
+		return cfg, fmt.Errorf("config %s: pinned_images: %w", path, err)
 	}
 	return cfg, nil
 }

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -67,10 +68,51 @@ func TestConfigErrorsNameTheProblem(t *testing.T) {
 		"[registry.\"x\"]\nmirrorz = []\n":                      "registry.x.mirrorz",
 		"[registry.\"x\"]\nmirrors = [\"http://a/b\"]\n":        "only a scheme and host",
 		"[registry.\"with/slash\"]\nmirrors = [\"http://a\"]\n": "registry host",
+		"pinned_images = [\"pause:*:*\", \"a*b*\"]\n":           "pinned_images",
 	} {
 		_, err := loadConfig(writeConfig(t, body), true)
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("config %q: %v, want it to mention %q", body, err, want)
 		}
 	}
+}
+
+// deploy/config.toml documents every key: with its examples uncommented it
+// must load, and every key of Config must be in it.
+func TestDeployedConfigDocumentsEveryKey(t *testing.T) {
+	b, err := os.ReadFile("../../deploy/config.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	setting := regexp.MustCompile(`^# ([a-z_]+ = |\[)`)
+	var lines []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if setting.MatchString(l) {
+			lines = append(lines, strings.TrimPrefix(l, "# "))
+		}
+	}
+	doc := strings.Join(lines, "\n")
+	if _, err := loadConfig(writeConfig(t, doc), true); err != nil {
+		t.Fatalf("deploy/config.toml, uncommented:\n%s\n%v", doc, err)
+	}
+	var keys func(reflect.Type, string)
+	keys = func(typ reflect.Type, prefix string) {
+		for f := range typ.Fields() {
+			key := prefix + f.Tag.Get("toml")
+			if f.Type.Kind() == reflect.Struct && f.Type != reflect.TypeFor[time.Duration]() {
+				keys(f.Type, key+".")
+				continue
+			}
+			last := key[strings.LastIndex(key, ".")+1:]
+			if key == "registry" {
+				last = "[registry."
+			} else {
+				last += " = "
+			}
+			if !strings.Contains(doc, last) {
+				t.Errorf("deploy/config.toml does not show %s", key)
+			}
+		}
+	}
+	keys(reflect.TypeFor[Config](), "")
 }

@@ -133,6 +133,7 @@ func runDaemon(ctx context.Context, cfg Config) error {
 		Registries:      cfg.Registry,
 		UserAgent:       "husk/" + version,
 		ProgressTimeout: cfg.PullProgressTimeout,
+		Pinned:          cfg.PinnedImages,
 	})
 	if err != nil {
 		return fmt.Errorf("opening image store: %w", err)

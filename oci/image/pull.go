@@ -3,6 +3,9 @@ package image
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -65,7 +68,11 @@ func (s *Store) Pull(ctx context.Context, ref string, auth *Auth) (Image, error)
 	// otherwise read an image with another's rights.
 	key := named.String()
 	if auth != nil && *auth != (Auth{}) {
-		key += "\x00" + digest.FromString(fmt.Sprintf("%#v", *auth)).String()
+		// Keyed, so that the key (logged if the pull panics) cannot be
+		// used to guess a password offline.
+		mac := hmac.New(sha256.New, s.authKey)
+		_, _ = fmt.Fprintf(mac, "%#v", *auth)
+		key += "\x00" + hex.EncodeToString(mac.Sum(nil))
 	}
 	img, err := s.pulls.Do(ctx, key, func(ctx context.Context) (*Image, error) {
 		return s.pull(ctx, named, auth)

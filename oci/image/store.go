@@ -19,6 +19,7 @@ package image
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"io/fs"
@@ -68,6 +69,8 @@ type Options struct {
 	// ProgressTimeout ends a pull when its registry sends nothing for this
 	// long; DefaultProgressTimeout when zero.
 	ProgressTimeout time.Duration
+	// Pinned names the images reported as pinned (see Store.Pinned).
+	Pinned []string
 }
 
 // DefaultProgressTimeout is how long a registry may stay silent in the
@@ -76,8 +79,12 @@ const DefaultProgressTimeout = time.Minute
 
 // Store is safe for concurrent use.
 type Store struct {
-	dir  string
-	opts Options
+	dir    string
+	opts   Options
+	pinned []pinPattern
+	// authKey keys the hashes of credentials that keep pulls with
+	// different credentials apart; it never leaves the process.
+	authKey []byte
 
 	mu     sync.Mutex
 	images map[string]*Image // by ID
@@ -97,22 +104,37 @@ func Open(dir string, opts Options) (*Store, error) {
 	if err := ValidateRegistries(opts.Registries); err != nil {
 		return nil, err
 	}
-	s := &Store{dir: dir, opts: opts, images: map[string]*Image{}, leases: map[digest.Digest]int{}}
+	pinned, err := parsePinned(opts.Pinned)
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{dir: dir, opts: opts, pinned: pinned, images: map[string]*Image{}, leases: map[digest.Digest]int{}}
+	s.authKey = make([]byte, 32)
+	if _, err := rand.Read(s.authKey); err != nil {
+		return nil, err
+	}
 	if err := os.RemoveAll(s.tmpDir()); err != nil {
 		return nil, fmt.Errorf("clearing %s: %w", s.tmpDir(), err)
+	}
+	// Earlier builds wrote the index's temporary file next to it.
+	if stale, err := filepath.Glob(filepath.Join(dir, ".images.json.tmp-*")); err == nil {
+		for _, f := range stale {
+			_ = os.Remove(f)
+		}
 	}
 	for _, d := range []string{s.tmpDir(), filepath.Join(dir, "blobs", "sha256"), filepath.Join(dir, "layers")} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("creating image store: %w", err)
 		}
 	}
-	// Layers are read through overlayfs by containers running as any user:
-	// the path to them must be traversable, while blobs stay private.
-	if err := os.Chmod(dir, 0o711); err != nil {
-		return nil, err
-	}
-	if err := os.Chmod(filepath.Join(dir, "layers"), 0o711); err != nil {
-		return nil, err
+	// Unpacked layers hold the images' setuid binaries and device nodes:
+	// no user of the host may reach them (Docker's CVE-2021-41091).
+	// Overlayfs reads lower dirs with the mounter's credentials, so
+	// containers running as any user do not need the path open.
+	for _, d := range []string{dir, filepath.Join(dir, "layers")} {
+		if err := os.Chmod(d, 0o700); err != nil {
+			return nil, err
+		}
 	}
 	s.checkDurability()
 	if err := s.load(); err != nil {
@@ -208,11 +230,14 @@ func (s *Store) saveLocked() error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(s.indexPath(), b, 0o600)
+	return writeFileAtomic(s.tmpDir(), s.indexPath(), b, 0o600)
 }
 
-func writeFileAtomic(path string, data []byte, mode fs.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-")
+// writeFileAtomic writes data to a new file in tmpDir, which must be on
+// path's filesystem and is emptied when the store opens, and renames it
+// over path.
+func writeFileAtomic(tmpDir, path string, data []byte, mode fs.FileMode) error {
+	f, err := os.CreateTemp(tmpDir, filepath.Base(path)+".tmp-")
 	if err != nil {
 		return err
 	}

@@ -10,11 +10,13 @@ import (
 	"io/fs"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -368,6 +370,41 @@ func TestImagesSurviveReopen(t *testing.T) {
 	}
 }
 
+// An unpacked layer can hold a setuid-root binary or a device node: no
+// other user of the host may reach one through the store.
+func TestLayersAreOutOfOtherUsersReach(t *testing.T) {
+	reg := imagetest.NewRegistry(t)
+	reg.Push(t, "test/app:1", imagetest.Image(t, v1.Config{}, imagetest.Layer(t, file("secret", "x"))))
+	s := openStore(t, insecure(reg.Host))
+	img := pull(t, s, reg.Ref("test/app:1"))
+	f := filepath.Join(s.LayerPath(img.Layers[0]), "secret")
+	if _, err := os.Stat(f); err != nil {
+		t.Fatal(err)
+	}
+	// The test's own directories are private: open them as /var/lib is.
+	for d := filepath.Dir(s.Dir()); d != filepath.Clean(os.TempDir()); d = filepath.Dir(d) {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd := exec.Command("cat", f)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "Permission denied") {
+		t.Errorf("nobody reads a layer's file: %v %s", err, out)
+	}
+	// Nothing the store writes is left beside the index.
+	entries, err := os.ReadDir(s.Dir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if !slices.Contains([]string{"blobs", "layers", "tmp", "images.json", ".durable"}, e.Name()) {
+			t.Errorf("unexpected %s in the store's directory", e.Name())
+		}
+	}
+}
+
 // Removing an image by one of its tags removes it with every tag, as
 // api.proto's RemoveImage says.
 func TestRemoveByOneTagRemovesAllTags(t *testing.T) {
@@ -518,7 +555,9 @@ func TestPullErrorsLeaveStoreUnchanged(t *testing.T) {
 				_, _ = w.Write([]byte("{garbage"))
 				return true
 			},
-			want: func(err error) bool { return err != nil },
+			// A document that does not parse is not what its digest
+			// promised.
+			want: errdefs.IsDataLoss,
 		},
 		{
 			name: "registry fails", ref: "test/good:1",

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -84,7 +85,9 @@ func slowBlobs(reg *imagetest.Registry, delay time.Duration) *atomic.Int32 {
 
 func TestCrictlPullImagesInspectRemove(t *testing.T) {
 	reg, ref := newTestImage(t, "test/crictl:1.0")
-	d := newDaemon(t, insecureConfig(reg.Host))
+	// Pinned by a prefix of its name: kubelet's garbage collection must
+	// leave it alone.
+	d := newDaemon(t, fmt.Sprintf("pinned_images = [%q]\n", reg.Host+"/test/crictl:*")+insecureConfig(reg.Host))
 
 	out := d.mustCrictl("pull", ref)
 	if !strings.Contains(out, "sha256:") {
@@ -101,7 +104,8 @@ func TestCrictlPullImagesInspectRemove(t *testing.T) {
 			UID      struct {
 				Value string `json:"value"`
 			} `json:"uid"`
-			Size string `json:"size"`
+			Size   string `json:"size"`
+			Pinned bool   `json:"pinned"`
 		} `json:"status"`
 		Info struct {
 			ImageSpec struct {
@@ -114,7 +118,7 @@ func TestCrictlPullImagesInspectRemove(t *testing.T) {
 	if err := json.Unmarshal([]byte(d.mustCrictl("inspecti", ref)), &inspect); err != nil {
 		t.Fatal(err)
 	}
-	if inspect.Status.UID.Value != "1234" || inspect.Status.Size == "0" || len(inspect.Info.ImageSpec.Config.Cmd) != 1 {
+	if inspect.Status.UID.Value != "1234" || inspect.Status.Size == "0" || !inspect.Status.Pinned || len(inspect.Info.ImageSpec.Config.Cmd) != 1 {
 		t.Errorf("crictl inspecti: %+v", inspect)
 	}
 	var fsinfo struct {
@@ -124,15 +128,20 @@ func TestCrictlPullImagesInspectRemove(t *testing.T) {
 					Mountpoint string `json:"mountpoint"`
 				} `json:"fsId"`
 				UsedBytes struct {
-					Value string `json:"value"`
+					Value uint64 `json:"value,string"`
 				} `json:"usedBytes"`
+				InodesUsed struct {
+					Value uint64 `json:"value,string"`
+				} `json:"inodesUsed"`
 			} `json:"imageFilesystems"`
 		} `json:"status"`
 	}
 	if err := json.Unmarshal([]byte(d.mustCrictl("imagefsinfo")), &fsinfo); err != nil {
 		t.Fatal(err)
 	}
-	if fs := fsinfo.Status.ImageFilesystems; len(fs) != 1 || !strings.HasPrefix(fs[0].FsID.Mountpoint, d.root) || fs[0].UsedBytes.Value < "4096" {
+	// The image's layer holds a few small files: at least a block each for
+	// the layer's directory and its files, and an inode each.
+	if fs := fsinfo.Status.ImageFilesystems; len(fs) != 1 || !strings.HasPrefix(fs[0].FsID.Mountpoint, d.root) || fs[0].UsedBytes.Value < 4096 || fs[0].InodesUsed.Value < 2 {
 		t.Errorf("crictl imagefsinfo: %+v", fsinfo)
 	}
 	d.mustCrictl("rmi", ref)
@@ -273,32 +282,82 @@ func TestPullPastDeadlineLeavesNothing(t *testing.T) {
 	pullImage(t, d, ref)
 }
 
-// The daemon is killed in the middle of a pull; when it comes back the
-// image is not there (nor any part of it), and pulling again works.
+// The daemon is killed in the middle of a pull, once before anything was
+// stored and once when one layer is stored but the other
+// layer is not; when it comes back the image is not there (nor any part of
+// it), and pulling again works.
 func TestSIGKILLDuringPullLeavesNoHalfImage(t *testing.T) {
-	reg, ref := newTestImage(t, "test/killed:1")
-	started := slowBlobs(reg, time.Hour)
-	d := newDaemon(t, insecureConfig(reg.Host))
-	go func() {
-		_, _ = d.images.PullImage(context.Background(), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: ref}})
-	}()
-	waitFor(t, func() bool { return started.Load() > 0 })
-	_ = d.stop(syscall.SIGKILL)
-	reg.Intercept(nil)
-	d.start()
-	if img := imageStatus(t, d, ref); img != nil {
-		t.Fatalf("half-pulled image after restart: %v", img)
+	for _, tc := range []struct {
+		name string
+		// held names the blobs the registry holds back; stored says when
+		// the pull is far enough along to be killed.
+		held   func(img v1.Image) []string
+		stored func(d *daemon) bool
+	}{
+		{
+			name: "before any blob",
+			held: func(v1.Image) []string { return []string{"/blobs/"} },
+		},
+		{
+			name: "after a layer",
+			held: func(img v1.Image) []string {
+				layers, err := img.Layers()
+				if err != nil {
+					t.Fatal(err)
+				}
+				last, err := layers[len(layers)-1].Digest()
+				if err != nil {
+					t.Fatal(err)
+				}
+				return []string{"/blobs/" + last.String()}
+			},
+			stored: func(d *daemon) bool {
+				return !dirEmpty(t, filepath.Join(d.root, "images", "layers"))
+			},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			reg := imagetest.NewRegistry(t)
+			img := testImage(t)
+			ref := reg.Ref("test/killed:1")
+			reg.Push(t, "test/killed:1", img)
+			held := tc.held(img)
+			var started atomic.Int32
+			reg.Intercept(func(w http.ResponseWriter, r *http.Request) bool {
+				if r.Method != http.MethodGet || !slices.ContainsFunc(held, func(h string) bool { return strings.Contains(r.URL.Path, h) }) {
+					return false
+				}
+				started.Add(1)
+				<-r.Context().Done()
+				return true
+			})
+			d := newDaemon(t, insecureConfig(reg.Host))
+			go func() {
+				_, _ = d.images.PullImage(context.Background(), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: ref}})
+			}()
+			waitFor(t, func() bool { return started.Load() > 0 && (tc.stored == nil || tc.stored(d)) })
+			_ = d.stop(syscall.SIGKILL)
+			reg.Intercept(nil)
+			d.start()
+			if img := imageStatus(t, d, ref); img != nil {
+				t.Fatalf("half-pulled image after restart: %v", img)
+			}
+			list, err := d.images.ListImages(t.Context(), &runtimeapi.ListImagesRequest{})
+			if err != nil || len(list.Images) != 0 {
+				t.Fatalf("ListImages after restart: %v, %v", list, err)
+			}
+			// What the killed pull stored is collected in the background.
+			waitFor(t, func() bool {
+				for _, sub := range []string{"tmp", "layers", "blobs/sha256"} {
+					if !dirEmpty(t, filepath.Join(d.root, "images", sub)) {
+						return false
+					}
+				}
+				return true
+			})
+			pullImage(t, d, ref)
+		})
 	}
-	list, err := d.images.ListImages(t.Context(), &runtimeapi.ListImagesRequest{})
-	if err != nil || len(list.Images) != 0 {
-		t.Fatalf("ListImages after restart: %v, %v", list, err)
-	}
-	for _, sub := range []string{"tmp", "layers", "blobs/sha256"} {
-		if !dirEmpty(t, filepath.Join(d.root, "images", sub)) {
-			t.Errorf("images/%s not empty after restart", sub)
-		}
-	}
-	pullImage(t, d, ref)
 }
 
 func dirEmpty(t *testing.T, dir string) bool {
