@@ -19,6 +19,7 @@ func (s *Server) Status(_ context.Context, req *runtimeapi.StatusRequest) (*runt
 		}},
 		RuntimeHandlers: []*runtimeapi.RuntimeHandler{{Name: "", Features: &runtimeapi.RuntimeHandlerFeatures{
 			RecursiveReadOnlyMounts: s.opts.RecursiveReadOnlyMounts,
+			UserNamespaces:          s.opts.UserNamespaces,
 		}}},
 		// Strict supplementary groups are applied, and ContainerStatus
 		// reports the user each container starts as.

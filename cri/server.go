@@ -33,6 +33,9 @@ type Options struct {
 	// RecursiveReadOnlyMounts: the kernel can make mounts read-only
 	// recursively ("rro"), which Status tells kubelet.
 	RecursiveReadOnlyMounts bool
+	// UserNamespaces: pods may have user namespaces of their own
+	// (hostUsers: false), which Status tells kubelet.
+	UserNamespaces bool
 }
 
 // Server implements the CRI RuntimeService and ImageService. RPCs not built

@@ -121,7 +121,16 @@ func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg *runtim
 		return fmt.Errorf("CreateContainer %s: %s: %w", md.GetName(), name, err)
 	}
 	for _, d := range []string{m.containerDir(id), m.bundleDir(id)} {
-		if err := os.MkdirAll(d, 0o711); err != nil {
+		if err := privateDir(d); err != nil {
+			m.forgetName(key, id)
+			return "", step("creating its directories", err)
+		}
+	}
+	// In a pod with its own user namespace, the runtime sets the container
+	// up as that namespace's root: the bundle is its.
+	userns := usernsOf(pod)
+	if userns != nil {
+		if err := userns.chownToRoot(m.bundleDir(id)); err != nil {
 			m.forgetName(key, id)
 			return "", step("creating its directories", err)
 		}
@@ -166,12 +175,18 @@ func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg *runtim
 		}
 		lowers = []string{m.emptyLayerDir()}
 	}
-	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", strings.Join(lowers, ":"), m.upperDir(id), m.workDir(id))
-	if err := step("mounting the root filesystem (overlayfs)", unix.Mount("overlay", m.rootfsDir(id), "overlay", 0, opts)); err != nil {
+	if userns != nil {
+		// The root directory of the container is its root's.
+		if err := userns.chownToRoot(m.upperDir(id)); err != nil {
+			return "", step("creating the root filesystem", err)
+		}
+	}
+	err = mountOverlay(m.rootfsDir(id), lowers, m.upperDir(id), m.workDir(id), 0, userns, filepath.Join(m.bundleDir(id), "l"))
+	if err := step("mounting the root filesystem (overlayfs)", err); err != nil {
 		return "", err
 	}
 
-	vols, err := m.mountImageVolumes(c, cfg, step)
+	vols, err := m.mountImageVolumes(c, cfg, userns, step)
 	if err != nil {
 		return "", err
 	}
@@ -192,6 +207,9 @@ func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg *runtim
 		// containerd; v1 has the bind mounts of the runtime instead.
 		CgroupNamespace: m.opts.Cgroups.Unified(),
 		ImageVolumes:    vols,
+	}
+	if userns != nil {
+		in.UserNamespace, in.UIDMappings, in.GIDMappings = userns.path, userns.uids, userns.gids
 	}
 	for t, key := range map[ns.Type]string{ns.Net: "network", ns.IPC: "ipc", ns.UTS: "uts", ns.PID: "pid"} {
 		if p, ok := pod.Namespaces[t]; ok {
@@ -220,11 +238,21 @@ func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg *runtim
 	if err != nil {
 		return "", err
 	}
+	if userns != nil {
+		if err := step("mounting volumes for the user namespace", m.mountsForUserns(s, m.bundleDir(id), userns)); err != nil {
+			return "", err
+		}
+	}
 	b, err := json.Marshal(s)
 	if err != nil {
 		return "", err
 	}
-	if err := step("making and writing its OCI spec", os.WriteFile(filepath.Join(m.bundleDir(id), "config.json"), b, 0o600)); err != nil {
+	specPath := filepath.Join(m.bundleDir(id), "config.json")
+	err = os.WriteFile(specPath, b, 0o600)
+	if err == nil && userns != nil {
+		err = userns.chownToRoot(specPath)
+	}
+	if err := step("making and writing its OCI spec", err); err != nil {
 		return "", err
 	}
 	if err := step("creating its cgroup", m.opts.Cgroups.Create(cgroup, s.Linux.Resources)); err != nil {
@@ -283,7 +311,7 @@ func (m *Manager) forgetContainer(c *Container) {
 // image volumes of KEP 4639) read-only under the container's bundle, each
 // recorded first, and returns the host paths to bind, by mount index, with
 // image_sub_path resolved inside the image.
-func (m *Manager) mountImageVolumes(c *Container, cfg *runtimeapi.ContainerConfig, step func(string, error) error) (map[int]string, error) {
+func (m *Manager) mountImageVolumes(c *Container, cfg *runtimeapi.ContainerConfig, userns *podUserns, step func(string, error) error) (map[int]string, error) {
 	vols := map[int]string{}
 	for i, mnt := range cfg.GetMounts() {
 		ref := mnt.GetImage().GetImage()
@@ -312,7 +340,8 @@ func (m *Manager) mountImageVolumes(c *Container, cfg *runtimeapi.ContainerConfi
 			return nil, err
 		}
 		lowers := append(m.lowerDirs(img.Layers), m.emptyLayerDir())
-		if err := step("mounting an image volume", unix.Mount("overlay", dir, "overlay", unix.MS_RDONLY, "lowerdir="+strings.Join(lowers, ":"))); err != nil {
+		err = mountOverlay(dir, lowers, "", "", unix.MS_RDONLY, userns, dir+"-l")
+		if err := step("mounting an image volume", err); err != nil {
 			return nil, err
 		}
 		src := dir

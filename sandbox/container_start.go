@@ -82,7 +82,7 @@ func (m *Manager) startMonitor(c *Container, pod *Pod) error {
 	for _, f := range m.opts.Cgroups.ProcsFiles(c.Cgroup) {
 		args = append(args, "--cgroup", f)
 	}
-	for t, flag := range map[ns.Type]string{ns.Net: "--netns", ns.IPC: "--ipcns", ns.UTS: "--utsns"} {
+	for t, flag := range map[ns.Type]string{ns.User: "--userns", ns.Net: "--netns", ns.IPC: "--ipcns", ns.UTS: "--utsns"} {
 		if p, ok := pod.Namespaces[t]; ok {
 			args = append(args, flag, p)
 		}

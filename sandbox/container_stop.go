@@ -211,6 +211,11 @@ func (m *Manager) destroyContainer(c *Container) error {
 		return fmt.Errorf("removing its cgroup: %w", err)
 	}
 	m.forgetSamples(c.Cgroup)
+	// What else the bundle holds mounted: the volumes of a container in
+	// a pod with its own user namespace.
+	if err := unmountUnder(m.bundleDir(c.ID)); err != nil {
+		return err
+	}
 	if err := os.RemoveAll(m.bundleDir(c.ID)); err != nil {
 		return err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+	"k8s.io/klog/v2"
 
 	"github.com/husk-runtime/husk/network/ns"
 )
@@ -42,13 +44,27 @@ func (m *Manager) startInit(p *Pod) (err error) {
 	cmd.ExtraFiles = []*os.File{r} // fd 3
 	cmd.Env = []string{}
 	cmd.Dir = "/"
+	// In a pod with its own user namespace the PID namespace must be that
+	// one's: the pod init makes it itself, and says when (podinit.c).
+	userns := p.Namespaces[ns.User]
+	var said io.ReadCloser
+	if userns != "" {
+		cmd.SysProcAttr.Cloneflags = 0
+		cmd.Env = []string{"HUSK_POD_USERNS=" + userns}
+		if said, err = cmd.StdoutPipe(); err != nil {
+			return err
+		}
+	}
 	err = ns.Do(p.Namespaces, cmd.Start)
 	_ = r.Close()
 	if err != nil {
 		return err
 	}
 	// The daemon reaps it if it dies first; after a restart, host init does.
-	go func() { _ = cmd.Wait() }()
+	go func() {
+		err := cmd.Wait()
+		klog.V(2).InfoS("Pod init ended", "pod", p.ID, "err", err)
+	}()
 	proc := &Process{PID: cmd.Process.Pid, BootID: bootID()}
 	pidNS := m.nsPath(p.ID, ns.PID)
 	defer func() {
@@ -65,13 +81,43 @@ func (m *Manager) startInit(p *Pod) (err error) {
 	if err := m.opts.Cgroups.AddProcess(initCgroup, proc.PID); err != nil {
 		return fmt.Errorf("moving it into its cgroup: %w", err)
 	}
-	if err := ns.PinProcess(proc.PID, ns.PID, pidNS); err != nil {
-		return fmt.Errorf("pinning its PID namespace: %w", err)
+	if userns == "" {
+		if err := ns.PinProcess(proc.PID, ns.PID, pidNS); err != nil {
+			return fmt.Errorf("pinning its PID namespace: %w", err)
+		}
 	}
 	if _, err := w.Write([]byte{1}); err != nil {
 		return fmt.Errorf("letting it run: %w", err)
 	}
+	if userns != "" {
+		// A PID namespace can be pinned only once its init is in it.
+		if err := expect(said, 'f'); err != nil {
+			return fmt.Errorf("starting it in the PID namespace: %w", err)
+		}
+		if err := ns.PinProcessChildren(proc.PID, pidNS); err != nil {
+			return fmt.Errorf("pinning its PID namespace: %w", err)
+		}
+	}
 	return nil
+}
+
+// expect reads the byte want from what the pod init says, giving it 10 s.
+func expect(r io.Reader, want byte) error {
+	got := make(chan error, 1)
+	go func() {
+		var b [1]byte
+		_, err := io.ReadFull(r, b[:])
+		if err == nil && b[0] != want {
+			err = fmt.Errorf("it said %q, not %q", b[0], want)
+		}
+		got <- err
+	}()
+	select {
+	case err := <-got:
+		return err
+	case <-time.After(10 * time.Second):
+		return errors.New("it did not answer in 10 s")
+	}
 }
 
 func bootID() string {

@@ -68,14 +68,11 @@ func New(ctx context.Context, opts Options) (*Manager, error) {
 		opts: opts, pods: map[string]*Pod{}, names: map[string]string{}, locks: map[string]*sync.Mutex{},
 		starts: map[string]*start{}, containers: map[string]*Container{}, cnames: map[string]string{},
 	}
-	// Containers' root filesystems, and the image volumes and shm of pods,
-	// hold the images' setuid binaries: no user of the host may reach them
-	// (Docker's CVE-2021-41091). Only mounts and root use these paths.
+	// Each pod's and container's own directory is 0700 (see
+	// privateDir); these may be passed through by the root of a pod's
+	// user namespace, which reaches its container's bundle.
 	for _, d := range []string{m.podsRoot(), m.podsState(), m.containersRoot(), m.containersState()} {
-		if err := os.MkdirAll(d, 0o700); err != nil {
-			return nil, err
-		}
-		if err := os.Chmod(d, 0o700); err != nil {
+		if err := os.MkdirAll(d, 0o711); err != nil {
 			return nil, err
 		}
 	}

@@ -93,10 +93,8 @@ func validate(cfg *runtimeapi.PodSandboxConfig, handler string) error {
 		return fmt.Errorf("linux.security_context.namespace_options.pid: TARGET is for containers, not pods: %w", errdefs.ErrInvalidArgument)
 	}
 	// Unset options mean the host's user namespace; kubelet sends NODE.
-	if u := opts.GetUsernsOptions(); u != nil && u.GetMode() == runtimeapi.NamespaceMode_POD {
-		return fmt.Errorf("linux.security_context.namespace_options.userns_options: user namespaces are not supported yet: %w", errdefs.ErrNotImplemented)
-	}
-	return nil
+	_, _, err := usernsMappings(opts)
+	return err
 }
 
 func (m *Manager) run(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, handler string) (_ string, err error) {
@@ -143,7 +141,7 @@ func (m *Manager) run(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, han
 		return fmt.Errorf("RunPodSandbox %s/%s: %s: %w", cfg.GetMetadata().GetNamespace(), cfg.GetMetadata().GetName(), name, err)
 	}
 	for _, d := range []string{m.rootDir(id), m.stateDir(id)} {
-		if err := os.MkdirAll(d, 0o711); err != nil {
+		if err := privateDir(d); err != nil {
 			return "", step("creating the pod's directories", err)
 		}
 	}
@@ -180,19 +178,31 @@ func (m *Manager) run(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, han
 	if !hostIPC {
 		pins[ns.IPC] = m.nsPath(id, ns.IPC)
 	}
+	uids, gids, _ := usernsMappings(opts) // validated
 	if len(pins) > 0 {
-		if err := m.update(p, func(p *Pod) { maps.Copy(p.Namespaces, pins) }); err != nil {
+		userPath := m.nsPath(id, ns.User)
+		if err := m.update(p, func(p *Pod) {
+			maps.Copy(p.Namespaces, pins)
+			if uids != nil {
+				p.Namespaces[ns.User] = userPath
+			}
+		}); err != nil {
 			return "", step("recording namespaces", err)
 		}
-		err := step("creating namespaces", ns.Pin(pins, func() error {
+		setup := func() error {
 			if !hostNetwork {
 				if err := unix.Sethostname([]byte(hostname)); err != nil {
 					return fmt.Errorf("setting the hostname: %w", err)
 				}
 			}
 			return applySysctls(sysctls)
-		}))
-		if err != nil {
+		}
+		if uids != nil {
+			err = ns.PinUser(m.runtimeCommand(context.WithoutCancel(ctx), "hold"), userPath, uids, gids, pins, setup)
+		} else {
+			err = ns.Pin(pins, setup)
+		}
+		if err := step("creating namespaces", err); err != nil {
 			return "", err
 		}
 	}

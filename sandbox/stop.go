@@ -82,7 +82,7 @@ func (m *Manager) teardown(ctx context.Context, p *Pod) error {
 			return err
 		}
 	}
-	for _, t := range []ns.Type{ns.PID, ns.Net, ns.UTS, ns.IPC} {
+	for _, t := range []ns.Type{ns.PID, ns.Net, ns.UTS, ns.IPC, ns.User} {
 		if path, ok := p.Namespaces[t]; ok {
 			if err := ns.Unpin(path); err != nil {
 				return fmt.Errorf("releasing the %s namespace: %w", t, err)

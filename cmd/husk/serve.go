@@ -181,6 +181,10 @@ func runDaemon(ctx context.Context, cfg Config) error {
 	}()
 	defer func() { _ = stream.Close() }()
 
+	userns := pods.UserNamespacesSupported(ctx, images.Dir())
+	if userns != nil {
+		klog.InfoS("Pods cannot have user namespaces of their own (hostUsers: false)", "reason", userns)
+	}
 	cfgJSON, _ := json.Marshal(cfg)
 	srv := cri.New(cri.Options{
 		Stream:  stream,
@@ -190,6 +194,7 @@ func runDaemon(ctx context.Context, cfg Config) error {
 		Info:    map[string]string{"config": string(cfgJSON)},
 
 		RecursiveReadOnlyMounts: linux.RecursiveReadOnlySupported(),
+		UserNamespaces:          userns == nil,
 	})
 	g := cri.NewGRPCServer(srv)
 	served := make(chan error, 1)

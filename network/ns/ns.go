@@ -123,14 +123,24 @@ func pinOnThisThread(pins map[Type]string, flags int, setup func() error) (err e
 
 // PinProcess binds the namespace of type t of process pid onto path.
 func PinProcess(pid int, t Type, path string) error {
+	return pinFile(fmt.Sprintf("/proc/%d/ns/%s", pid, t), string(t), path)
+}
+
+// PinProcessChildren binds the PID namespace the children of process pid
+// are born in (after it unshared one) onto path.
+func PinProcessChildren(pid int, path string) error {
+	return pinFile(fmt.Sprintf("/proc/%d/ns/pid_for_children", pid), "pid", path)
+}
+
+func pinFile(src, kind, path string) error {
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_RDONLY, 0o444)
 	if err != nil {
-		return fmt.Errorf("creating %s namespace file: %w", t, err)
+		return fmt.Errorf("creating %s namespace file: %w", kind, err)
 	}
 	_ = f.Close()
-	if err := unix.Mount(fmt.Sprintf("/proc/%d/ns/%s", pid, t), path, "", unix.MS_BIND, ""); err != nil {
+	if err := unix.Mount(src, path, "", unix.MS_BIND, ""); err != nil {
 		_ = os.Remove(path)
-		return fmt.Errorf("pinning %s namespace of %d at %s: %w", t, pid, path, err)
+		return fmt.Errorf("pinning %s at %s: %w", src, path, err)
 	}
 	return nil
 }

@@ -106,6 +106,11 @@ func newDaemon(t testing.TB, config string, extraArgs ...string) *daemon {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// As /var/lib and /run are: the root of a pod's user namespace, an
+	// unprivileged user of the host, passes through to its own bundle.
+	if err := os.Chmod(dir, 0o711); err != nil {
+		t.Fatal(err)
+	}
 	d := &daemon{
 		t:       t,
 		dir:     dir,

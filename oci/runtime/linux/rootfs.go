@@ -253,6 +253,17 @@ func makeDevices(root *os.File, devices []specs.LinuxDevice) error {
 		name := filepath.Base(d.Path)
 		_ = unix.Unlinkat(int(parent.Fd()), name, 0)
 		err = unix.Mknodat(int(parent.Fd()), name, mode, int(unix.Mkdev(uint32(d.Major), uint32(d.Minor))))
+		if errors.Is(err, unix.EPERM) && inUserNamespace() {
+			// The root of a user namespace may not make device nodes:
+			// the host's own node is bound instead (runc does the same),
+			// and keeps the host's owner and mode.
+			err = bindHostDevice(parent, name, d)
+			_ = parent.Close()
+			if err != nil {
+				return fmt.Errorf("device %s: %w", d.Path, err)
+			}
+			continue
+		}
 		if err == nil {
 			uid, gid := 0, 0
 			if d.UID != nil {
@@ -437,4 +448,38 @@ func mountCgroups(root *os.File, m specs.Mount, cgroupPath string) error {
 func RecursiveReadOnlySupported() bool {
 	err := unix.MountSetattr(-1, "", unix.AT_EMPTY_PATH, &unix.MountAttr{})
 	return !errors.Is(err, unix.ENOSYS)
+}
+
+// inUserNamespace tells whether this process runs in a user namespace
+// other than the host's, whose uid_map is the whole range.
+func inUserNamespace() bool {
+	b, err := os.ReadFile("/proc/self/uid_map")
+	if err != nil {
+		return false
+	}
+	f := strings.Fields(string(b))
+	return len(f) != 3 || f[0] != "0" || f[1] != "0" || f[2] != "4294967295"
+}
+
+// bindHostDevice binds the host's node of d (at the same path, which must
+// be that device) onto an empty file name in parent, before the pivot.
+func bindHostDevice(parent *os.File, name string, d specs.LinuxDevice) error {
+	var st unix.Stat_t
+	if err := unix.Stat(d.Path, &st); err != nil {
+		return fmt.Errorf("the host has no %s to bind in a user namespace: %w", d.Path, err)
+	}
+	if st.Rdev != unix.Mkdev(uint32(d.Major), uint32(d.Minor)) {
+		return fmt.Errorf("the host's %s is another device than %d:%d, and a user namespace cannot make it", d.Path, d.Major, d.Minor)
+	}
+	fd, err := unix.Openat(int(parent.Fd()), name, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return err
+	}
+	_ = unix.Close(fd)
+	target, err := pathrs.OpenatInRoot(parent, name)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = target.Close() }()
+	return unix.Mount(d.Path, fmt.Sprintf("/proc/self/fd/%d", target.Fd()), "", unix.MS_BIND, "")
 }

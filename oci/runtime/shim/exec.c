@@ -25,6 +25,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <grp.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -32,6 +33,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -72,12 +74,19 @@ __attribute__((constructor)) static void husk_exec_enter(int argc, char **argv) 
 	} kinds[] = {{"ipc", CLONE_NEWIPC}, {"uts", CLONE_NEWUTS}, {"net", CLONE_NEWNET},
 		     {"cgroup", CLONE_NEWCGROUP}, {"pid", CLONE_NEWPID}, {"mnt", CLONE_NEWNS}};
 	int fds[6];
+	int joins[6];
 	for (int i = 0; i < 6; i++) {
-		char path[64];
+		char path[64], own[64];
 		snprintf(path, sizeof path, "/proc/%d/ns/%s", pid, kinds[i].name);
 		fds[i] = open(path, O_RDONLY | O_CLOEXEC);
 		if (fds[i] < 0)
 			fail(path);
+		// One the container shares with the host (a cgroup namespace on
+		// cgroup v1) is not joined: from inside a pod's user namespace
+		// it could not be.
+		snprintf(own, sizeof own, "/proc/self/ns/%s", kinds[i].name);
+		struct stat a, b;
+		joins[i] = !(fstat(fds[i], &a) == 0 && stat(own, &b) == 0 && a.st_ino == b.st_ino && a.st_dev == b.st_dev);
 	}
 	for (int i = 0; i < ncgroups; i++) {
 		int fd = open(cgroups[i], O_WRONLY | O_CLOEXEC);
@@ -85,8 +94,23 @@ __attribute__((constructor)) static void husk_exec_enter(int argc, char **argv) 
 			fail(cgroups[i]);
 		close(fd);
 	}
+	// A container of a pod with its own user namespace: that one first,
+	// as its root, which owns the namespaces joined next.
+	char userns[64];
+	snprintf(userns, sizeof userns, "/proc/%d/ns/user", pid);
+	struct stat theirs, ours;
+	if (stat(userns, &theirs) != 0 || stat("/proc/self/ns/user", &ours) != 0)
+		fail("user namespace");
+	if (theirs.st_ino != ours.st_ino || theirs.st_dev != ours.st_dev) {
+		int fd = open(userns, O_RDONLY | O_CLOEXEC);
+		if (fd < 0 || setns(fd, CLONE_NEWUSER) != 0)
+			fail("joining the user namespace");
+		close(fd);
+		if (setresgid(0, 0, 0) != 0 || setgroups(0, NULL) != 0 || setresuid(0, 0, 0) != 0)
+			fail("becoming root of the user namespace");
+	}
 	for (int i = 0; i < 5; i++) {
-		if (setns(fds[i], kinds[i].type) != 0)
+		if (joins[i] && setns(fds[i], kinds[i].type) != 0)
 			fail(kinds[i].name);
 		close(fds[i]);
 	}

@@ -6,13 +6,15 @@
 // starts, which keeps it at about 2 MiB of resident memory (most of it the
 // shared pages of libc and the binary) per container.
 //
-//   husk-runtime monitor --state DIR --log FILE [--oom FILE] [--netns F] [--ipcns F]
-//                [--utsns F] [--pidns F | --newpid] [--tty] [--stdin [--stdin-once]]
+//   husk-runtime monitor --state DIR --log FILE [--oom FILE] [--userns F] [--netns F]
+//                [--ipcns F] [--utsns F] [--pidns F | --newpid] [--tty] [--stdin [--stdin-once]]
 //                [--exec-fd N] [--cgroup PROCS_FILE ...] -- PROGRAM ARGS...
 //
 // It joins the pod's namespaces given (files of pinned namespaces), then
 // starts PROGRAM in a new mount namespace and, with --newpid, a new PID
-// namespace. With --exec-fd it runs the program from that descriptor (a
+// namespace. With --userns the program runs as root of the pod's user
+// namespace, and its new namespaces belong to that one (see
+// clone_in_userns); the monitor itself stays a process of the host. With --exec-fd it runs the program from that descriptor (a
 // sealed copy of husk-runtime: nothing in the container can reach the
 // file on the host, CVE-2019-5736). Descriptor 3 is passed on to the
 // program: the runtime reports setup errors on it and closes it by exec.
@@ -40,6 +42,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <grp.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
@@ -207,6 +210,66 @@ static void join(const char *file, int type) {
 	if (fd < 0 || setns(fd, type) != 0)
 		die(file);
 	close(fd);
+}
+
+// clone_in_userns starts the container's process inside the pod's user
+// namespace. The namespaces it creates (mount, PID) must belong to that
+// user namespace, or the kernel refuses the container's root to mount
+// proc and sysfs; they belong to the user namespace of the process that
+// makes them, and the monitor must not join it (it keeps the host's
+// rights, for the log and the cgroups). So a helper joins it, becomes its
+// root, joins the pod's other namespaces, clones the process as the
+// monitor's own child (CLONE_PARENT) and exits. It returns the child's
+// pid to the monitor and 0 in the child, like clone.
+static pid_t clone_in_userns(const char *userns, const char *const nss[4], const int types[4], int flags) {
+	int p[2];
+	if (pipe2(p, O_CLOEXEC) != 0)
+		die("pipe");
+	pid_t helper = fork();
+	if (helper < 0)
+		die("fork");
+	if (helper == 0) {
+		close(p[0]);
+		// Opened while still the host's root: the pod's directory is
+		// root's only.
+		int fds[4];
+		for (int i = 0; i < 4; i++) {
+			fds[i] = nss[i] == NULL ? -1 : open(nss[i], O_RDONLY | O_CLOEXEC);
+			if (nss[i] != NULL && fds[i] < 0)
+				die(nss[i]);
+		}
+		join(userns, CLONE_NEWUSER);
+		if (setresgid(0, 0, 0) != 0 || setgroups(0, NULL) != 0 || setresuid(0, 0, 0) != 0) {
+			dprintf(3, "becoming root of the pod's user namespace: %s", strerror(errno));
+			_exit(1);
+		}
+		for (int i = 0; i < 4; i++) {
+			if (fds[i] >= 0 && setns(fds[i], types[i]) != 0)
+				die(nss[i]);
+			if (fds[i] >= 0)
+				close(fds[i]);
+		}
+		pid_t c = (pid_t)syscall(SYS_clone, flags | CLONE_PARENT, NULL, NULL, NULL, NULL);
+		if (c == 0) {
+			close(p[1]);
+			return 0;
+		}
+		if (c < 0)
+			dprintf(3, "starting the container in its user namespace: %s", strerror(errno));
+		write_all(p[1], (const char *)&c, sizeof c);
+		_exit(c < 0);
+	}
+	close(p[1]);
+	pid_t child = -1;
+	ssize_t n;
+	while ((n = read(p[0], &child, sizeof child)) < 0 && errno == EINTR)
+		;
+	close(p[0]);
+	while (waitpid(helper, NULL, 0) < 0 && errno == EINTR)
+		;
+	if (n != sizeof child || child <= 0)
+		_exit(1);
+	return child;
 }
 
 #define MAX_CLIENTS 16
@@ -384,10 +447,12 @@ __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 		{"pidns", required_argument, 0, 'p'}, {"newpid", no_argument, 0, 'P'},
 		{"tty", no_argument, 0, 't'},         {"exec-fd", required_argument, 0, 'e'},
 		{"cgroup", required_argument, 0, 'c'}, {"stdin", no_argument, 0, 'I'},
-		{"stdin-once", no_argument, 0, 'O'},  {0, 0, 0, 0}};
+		{"stdin-once", no_argument, 0, 'O'},  {"userns", required_argument, 0, 'U'},
+		{0, 0, 0, 0}};
 	const char *cgroups[64];
 	int ncgroups = 0;
-	const char *state = NULL, *oom = NULL, *netns = NULL, *ipcns = NULL, *utsns = NULL, *pidns = NULL;
+	const char *state = NULL, *oom = NULL, *netns = NULL, *ipcns = NULL, *utsns = NULL, *pidns = NULL,
+		   *userns = NULL;
 	int newpid = 0, tty = 0, exec_fd = -1, with_stdin = 0;
 	optind = 2;
 	for (int c; (c = getopt_long(argc, argv, "", opts, NULL)) != -1;) {
@@ -399,6 +464,7 @@ __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 		case 'i': ipcns = optarg; break;
 		case 'u': utsns = optarg; break;
 		case 'p': pidns = optarg; break;
+		case 'U': userns = optarg; break;
 		case 'P': newpid = 1; break;
 		case 't': tty = 1; break;
 		case 'I': with_stdin = 1; break;
@@ -468,10 +534,10 @@ __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 	if (ncgroups > 0 && pipe2(ready, O_CLOEXEC) != 0)
 		die("pipe");
 
-	join(netns, CLONE_NEWNET);
-	join(ipcns, CLONE_NEWIPC);
-	join(utsns, CLONE_NEWUTS);
-	join(pidns, CLONE_NEWPID); // for the child: the monitor stays where it is
+	// The PID namespace is joined for the child: the monitor stays where
+	// it is.
+	const char *const nss[4] = {netns, ipcns, utsns, pidns};
+	const int types[4] = {CLONE_NEWNET, CLONE_NEWIPC, CLONE_NEWUTS, CLONE_NEWPID};
 	int flags = SIGCHLD;
 	if (exec_fd >= 0) // the built-in runtime: husk-runtime container-init
 		flags |= CLONE_NEWNS | (newpid ? CLONE_NEWPID : 0);
@@ -480,7 +546,14 @@ __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 	// The child puts SIGPIPE back: an ignored signal stays ignored
 	// across exec, and the container must get the default.
 	signal(SIGPIPE, SIG_IGN);
-	pid_t child = (pid_t)syscall(SYS_clone, flags, NULL, NULL, NULL, NULL);
+	pid_t child;
+	if (userns != NULL) {
+		child = clone_in_userns(userns, nss, types, flags);
+	} else {
+		for (int i = 0; i < 4; i++)
+			join(nss[i], types[i]);
+		child = (pid_t)syscall(SYS_clone, flags, NULL, NULL, NULL, NULL);
+	}
 	if (child < 0)
 		die("clone");
 	if (child == 0) {

@@ -14,9 +14,11 @@
 // exits on SIGTERM or SIGINT; SIGKILL from the daemon ends it and, with
 // it, every process of the namespace.
 #define _GNU_SOURCE
+#include <fcntl.h>
 #include <grp.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
@@ -28,12 +30,57 @@
 __attribute__((constructor)) static void husk_pod_init(int argc, char **argv) {
 	if (argc < 3 || strcmp(argv[1], "pod-init") != 0)
 		return;
+	// A pod with its own user namespace: the PID namespace must belong to
+	// it, so it is made here, as that namespace's root. After the go-ahead
+	// this process forks the init into it, says so ("f" on stdout: the
+	// daemon can pin the namespace now that it has an init) and stays
+	// outside as the init's holder.
+	const char *userns = getenv("HUSK_POD_USERNS");
+	if (userns != NULL) {
+		int fd = open(userns, O_RDONLY | O_CLOEXEC);
+		if (fd < 0 || setns(fd, CLONE_NEWUSER) != 0)
+			_exit(6);
+		close(fd);
+		if (setresgid(0, 0, 0) != 0 || setgroups(0, NULL) != 0 || setresuid(0, 0, 0) != 0)
+			_exit(7);
+		if (unshare(CLONE_NEWPID) != 0)
+			_exit(8);
+	}
 	char go;
 	if (read(3, &go, 1) != 1)
 		_exit(1);
 	close(3);
 
 	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+	if (userns != NULL) {
+		// The holder keeps the write end of alive open: if it died before
+		// the init set its parent-death signal, the init sees end of file.
+		int alive[2];
+		if (pipe2(alive, O_CLOEXEC) != 0)
+			_exit(9);
+		pid_t init = fork();
+		if (init < 0)
+			_exit(9);
+		if (init > 0) {
+			// Killing the holder ends the init (its parent-death
+			// signal), and with it the pod's PID namespace.
+			if (write(1, "f", 1) != 1)
+				_exit(10);
+			close(1);
+			int st;
+			while (waitpid(init, &st, 0) < 0)
+				;
+			_exit(0);
+		}
+		prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+		close(alive[1]);
+		fcntl(alive[0], F_SETFL, O_NONBLOCK);
+		char c;
+		if (read(alive[0], &c, 1) == 0)
+			_exit(0);
+		close(alive[0]);
+		close(1);
+	}
 	if (unshare(CLONE_NEWNS) != 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0)
 		_exit(2);
 	if (chdir(argv[2]) != 0 || chroot(".") != 0 || chdir("/") != 0)

@@ -1,8 +1,9 @@
 // Package shim holds the C programs of husk-runtime that run as
 // constructors, before the Go runtime starts, when the binary is executed
 // with their subcommand: the container monitor (monitor.c), the init of a
-// pod's shared PID namespace (podinit.c), and the entry into a running
-// container for exec (exec.c). Without a Go runtime each costs about what a
+// pod's shared PID namespace (podinit.c), the entry into a running
+// container for exec (exec.c), and the holder of a new pod's user
+// namespace (hold.c). Without a Go runtime each costs about what a
 // small C program costs, which matters for the monitor, one per container
 // for its whole life. A binary gets them by importing this package.
 package shim

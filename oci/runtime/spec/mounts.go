@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
@@ -66,8 +65,15 @@ func mounts(in Input, sc *runtimeapi.LinuxContainerSecurityContext) ([]specs.Mou
 				return nil, "", invalid(field+".container_path", "%q is also the destination of another mount", dst)
 			}
 		}
-		if len(m.GetUidMappings()) > 0 || len(m.GetGidMappings()) > 0 {
-			return nil, "", fmt.Errorf("%s: id-mapped mounts are not supported: %w", field, errdefs.ErrNotImplemented)
+		// An id-mapped mount shows the files of the host's root as the
+		// container's root: the runtime maps it with the pod's user
+		// namespace, the only mapping a mount may ask for.
+		idmapped := len(m.GetUidMappings()) > 0 || len(m.GetGidMappings()) > 0
+		if idmapped && in.UserNamespace == "" {
+			return nil, "", invalid(field+".uidMappings", "an id-mapped mount needs a pod with its own user namespace")
+		}
+		if idmapped && (!sameMappings(m.GetUidMappings(), in.UIDMappings) || !sameMappings(m.GetGidMappings(), in.GIDMappings)) {
+			return nil, "", invalid(field+".uidMappings", "the mappings differ from the pod's user namespace")
 		}
 		var src string
 		if img := m.GetImage(); img != nil && img.GetImage() != "" {
@@ -112,7 +118,11 @@ func mounts(in Input, sc *runtimeapi.LinuxContainerSecurityContext) ([]specs.Mou
 			opts = append(opts, "rw")
 		}
 		opts = append(opts, m.GetMountOptions()...)
-		cri = append(cri, specs.Mount{Destination: dst, Type: "bind", Source: src, Options: opts})
+		mnt := specs.Mount{Destination: dst, Type: "bind", Source: src, Options: opts}
+		if idmapped {
+			mnt.UIDMappings, mnt.GIDMappings = in.UIDMappings, in.GIDMappings
+		}
+		cri = append(cri, mnt)
 	}
 
 	// A CRI mount hides every default at or below its destination (a /dev

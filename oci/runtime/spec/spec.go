@@ -69,6 +69,11 @@ type Input struct {
 	// image) the caller mounted, by the index of their Config.Mounts entry,
 	// with any image_sub_path already resolved inside them.
 	ImageVolumes map[int]string
+	// UserNamespace is the pod's user namespace (a pinned file) when it has
+	// one of its own, and UIDMappings and GIDMappings its mappings: the
+	// container joins it, and CRI mounts may ask for these mappings only.
+	UserNamespace            string
+	UIDMappings, GIDMappings []specs.LinuxIDMapping
 }
 
 // invalid is the error for bad input: it wraps errdefs.ErrInvalidArgument so
@@ -120,6 +125,8 @@ func Generate(in Input) (*specs.Spec, error) {
 		},
 		Linux: &specs.Linux{
 			CgroupsPath: in.CgroupsPath,
+			UIDMappings: in.UIDMappings,
+			GIDMappings: in.GIDMappings,
 		},
 	}
 
@@ -271,10 +278,23 @@ func buildEnv(cfg *runtimeapi.ContainerConfig, img ocispec.ImageConfig, pod *run
 // new (without); a namespace left out is the host's.
 func namespaces(in Input, sc *runtimeapi.LinuxContainerSecurityContext) ([]specs.LinuxNamespace, error) {
 	opts := sc.GetNamespaceOptions()
-	if u := opts.GetUsernsOptions(); u != nil && (len(u.GetUids()) > 0 || len(u.GetGids()) > 0) {
-		return nil, fmt.Errorf("config.linux.security_context.namespace_options.userns_options: user namespaces are not supported: %w", errdefs.ErrNotImplemented)
+	const usernsField = "config.linux.security_context.namespace_options.userns_options"
+	// The user namespace is the pod's: a container may repeat what the
+	// pod has (kubelet does), not ask for another.
+	switch u := opts.GetUsernsOptions(); {
+	case u == nil:
+	case u.GetMode() == runtimeapi.NamespaceMode_NODE && in.UserNamespace == "":
+	case u.GetMode() == runtimeapi.NamespaceMode_POD && in.UserNamespace != "":
+		if !sameMappings(u.GetUids(), in.UIDMappings) || !sameMappings(u.GetGids(), in.GIDMappings) {
+			return nil, invalid(usernsField, "the mappings differ from the pod's user namespace")
+		}
+	default:
+		return nil, invalid(usernsField, "mode %v: the pod's user namespace is %s", u.GetMode(), map[bool]string{true: "its own (POD)", false: "the host's (NODE)"}[in.UserNamespace != ""])
 	}
 	out := []specs.LinuxNamespace{{Type: specs.MountNamespace}}
+	if in.UserNamespace != "" {
+		out = append(out, specs.LinuxNamespace{Type: specs.UserNamespace, Path: in.UserNamespace})
+	}
 	for _, n := range []struct {
 		key string
 		typ specs.LinuxNamespaceType
@@ -307,3 +327,20 @@ func namespaces(in Input, sc *runtimeapi.LinuxContainerSecurityContext) ([]specs
 }
 
 var errInvalid = errdefs.ErrInvalidArgument
+
+// sameMappings tells whether CRI id mappings are the ones given; none
+// given in the request means the pod's.
+func sameMappings(cri []*runtimeapi.IDMapping, want []specs.LinuxIDMapping) bool {
+	if len(cri) == 0 {
+		return true
+	}
+	if len(cri) != len(want) {
+		return false
+	}
+	for i, m := range cri {
+		if m.GetContainerId() != want[i].ContainerID || m.GetHostId() != want[i].HostID || m.GetLength() != want[i].Size {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,145 @@
+package e2e
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// usernsHost is where the test's pods' ids start on the host, as kubelet
+// gives a pod 65536 of its own.
+const usernsHost = 1 << 20
+
+func usernsOptions(mode runtimeapi.NamespaceMode, host uint32) *runtimeapi.UserNamespace {
+	m := []*runtimeapi.IDMapping{{ContainerId: 0, HostId: host, Length: 65536}}
+	return &runtimeapi.UserNamespace{Mode: mode, Uids: m, Gids: m}
+}
+
+// A pod with its own user namespace (hostUsers: false): its containers
+// run as a root that is an unprivileged user of the host, see the image's
+// files and their volumes as theirs (id-mapped mounts), and can still
+// mount proc and sysfs and make their /dev.
+func TestPodWithItsOwnUserNamespace(t *testing.T) {
+	e := newCtrEnv(t)
+	before := countContainerLeaks(t, e.d)
+
+	st, err := e.d.runtime.Status(context.Background(), &runtimeapi.StatusRequest{})
+	if err != nil || !st.RuntimeHandlers[0].GetFeatures().GetUserNamespaces() {
+		t.Fatalf("Status does not offer user namespaces: %v %v", st, err)
+	}
+
+	cfg := podConfig("userns")
+	cfg.LogDirectory = filepath.Join(e.logs, "userns")
+	userns := usernsOptions(runtimeapi.NamespaceMode_POD, usernsHost)
+	cfg.Linux.SecurityContext = &runtimeapi.LinuxSandboxSecurityContext{NamespaceOptions: &runtimeapi.NamespaceOption{UsernsOptions: userns}}
+	podID := runPod(t, e.d, cfg)
+
+	vol := t.TempDir()
+	if err := os.WriteFile(filepath.Join(vol, "owned-by-host-root"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := ctrConfig("root", e.image("plain"), "sh", "-c", strings.Join([]string{
+		"cat /proc/self/uid_map /proc/self/gid_map",
+		"id -u", "id -g",
+		"stat -c '%u:%g' / /bin/busybox /vol/owned-by-host-root",
+		"touch /made-inside /vol/made-inside",
+		"echo $(ls /sys/class/net)",
+		"test -c /dev/null && echo null-ok",
+		"sleep 300",
+	}, "; "))
+	c.Linux.SecurityContext.NamespaceOptions.UsernsOptions = userns
+	c.Mounts = []*runtimeapi.Mount{{ContainerPath: "/vol", HostPath: vol, UidMappings: userns.Uids, GidMappings: userns.Gids}}
+	id := e.run(t, podID, cfg, c)
+	logPath := filepath.Join(cfg.LogDirectory, c.LogPath)
+	var out []string
+	waitFor(t, func() bool {
+		out = output(t, logPath, "stdout")
+		return len(out) >= 9 || e.status(t, id).State == runtimeapi.ContainerState_CONTAINER_EXITED
+	})
+	want := []string{
+		"         0    1048576      65536", "         0    1048576      65536",
+		"0", "0", "0:0", "0:0", "0:0", "eth0 lo", "null-ok",
+	}
+	if len(out) < len(want) {
+		t.Fatalf("container output %q, stderr %q", out, output(t, logPath, "stderr"))
+	}
+	for i, w := range want {
+		if w != "" && strings.TrimSpace(out[i]) != strings.TrimSpace(w) {
+			t.Errorf("line %d: %q, want %q (all: %q)", i, out[i], w, out)
+		}
+	}
+	// On the host, what the container's root made in its root filesystem
+	// belongs to the pod's first id; in the id-mapped volume, to the
+	// host's root, as the volume's own files do.
+	for p, want := range map[string]uint32{
+		filepath.Join(e.d.root, "containers", id, "upper", "made-inside"): usernsHost,
+		filepath.Join(vol, "made-inside"):                                 0,
+	} {
+		var st syscall.Stat_t
+		if err := syscall.Stat(p, &st); err != nil || st.Uid != want || st.Gid != want {
+			t.Errorf("%s on the host: uid %d gid %d, %v; want %d", p, st.Uid, st.Gid, err, want)
+		}
+	}
+	// An exec joins the user namespace too.
+	resp, err := e.d.runtime.ExecSync(context.Background(), &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"sh", "-c", "id -u; stat -c %u /made-inside; head -1 /proc/self/uid_map"}, Timeout: 10})
+	if err != nil || resp.ExitCode != 0 {
+		t.Fatalf("ExecSync: %v %v %s", resp, err, resp.GetStderr())
+	}
+	if got := strings.Fields(string(resp.Stdout)); len(got) != 5 || got[0] != "0" || got[1] != "0" || got[3] != "1048576" {
+		t.Errorf("exec in the user namespace: %q", resp.Stdout)
+	}
+
+	// A container asking for other mappings than its pod's is refused.
+	other := ctrConfig("other", e.image("plain"), "true")
+	other.Linux.SecurityContext.NamespaceOptions.UsernsOptions = usernsOptions(runtimeapi.NamespaceMode_POD, 2*usernsHost)
+	if _, err := e.d.runtime.CreateContainer(context.Background(), &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: other, SandboxConfig: cfg}); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("container with other mappings: %v", err)
+	}
+
+	stopPod(t, e.d, podID)
+	removePod(t, e.d, podID)
+	if after := countContainerLeaks(t, e.d); after != before {
+		t.Errorf("left behind: %+v, before %+v", after, before)
+	}
+}
+
+// Modes and mappings husk cannot give are refused, naming the field, and
+// leave no pod.
+func TestBadUserNamespaceRequests(t *testing.T) {
+	d, n := newPodDaemon(t)
+	_ = n
+	before := countLeaks(t, d)
+	two := usernsOptions(runtimeapi.NamespaceMode_POD, usernsHost)
+	two.Uids = append(two.Uids, &runtimeapi.IDMapping{ContainerId: 65536, HostId: 3 * usernsHost, Length: 10})
+	notZero := usernsOptions(runtimeapi.NamespaceMode_POD, usernsHost)
+	notZero.Uids = []*runtimeapi.IDMapping{{ContainerId: 1, HostId: usernsHost, Length: 65536}}
+	hostRoot := usernsOptions(runtimeapi.NamespaceMode_POD, 0)
+	for name, tc := range map[string]struct {
+		opts *runtimeapi.NamespaceOption
+		code codes.Code
+	}{
+		"two mappings":   {&runtimeapi.NamespaceOption{UsernsOptions: two}, codes.InvalidArgument},
+		"0 not mapped":   {&runtimeapi.NamespaceOption{UsernsOptions: notZero}, codes.InvalidArgument},
+		"host root":      {&runtimeapi.NamespaceOption{UsernsOptions: hostRoot}, codes.InvalidArgument},
+		"mode CONTAINER": {&runtimeapi.NamespaceOption{UsernsOptions: &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_CONTAINER}}, codes.InvalidArgument},
+		"mode TARGET":    {&runtimeapi.NamespaceOption{UsernsOptions: &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_TARGET}}, codes.InvalidArgument},
+		"host network":   {&runtimeapi.NamespaceOption{Network: runtimeapi.NamespaceMode_NODE, UsernsOptions: usernsOptions(runtimeapi.NamespaceMode_POD, usernsHost)}, codes.InvalidArgument},
+	} {
+		cfg := podConfig("bad-userns")
+		cfg.Linux.SecurityContext = &runtimeapi.LinuxSandboxSecurityContext{NamespaceOptions: tc.opts}
+		_, err := d.runtime.RunPodSandbox(context.Background(), &runtimeapi.RunPodSandboxRequest{Config: cfg})
+		if status.Code(err) != tc.code || !strings.Contains(err.Error(), "userns_options") {
+			t.Errorf("%s: %v, want %v naming userns_options", name, err, tc.code)
+		}
+	}
+	if after := countLeaks(t, d); after != before {
+		t.Errorf("left behind: %+v, before %+v", after, before)
+	}
+}
