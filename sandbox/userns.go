@@ -30,6 +30,11 @@ const usernsField = "linux.security_context.namespace_options.userns_options"
 // kubelet gives each pod 65536 ids of its own.
 func usernsMappings(opts *runtimeapi.NamespaceOption) (uids, gids []syscall.SysProcIDMap, err error) {
 	u := opts.GetUsernsOptions()
+	if u == nil {
+		// POD is the enum's zero value: only a message that is there
+		// asks for a user namespace.
+		return nil, nil, nil
+	}
 	switch u.GetMode() {
 	case runtimeapi.NamespaceMode_NODE:
 		if len(u.GetUids()) > 0 || len(u.GetGids()) > 0 {
