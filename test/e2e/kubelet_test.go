@@ -24,7 +24,7 @@ import (
 
 // TestKubeletRunsAStaticPod: kubelet pulls the image (through a mirror),
 // runs the pod and its container, probes it with exec, and tears it down
-// when its manifest goes.
+// when its manifest goes; a second pod has a user namespace of its own.
 func TestKubeletRunsAStaticPod(t *testing.T) {
 	kubelet := os.Getenv("KUBELET")
 	if kubelet == "" {
@@ -75,6 +75,21 @@ spec:
         command: ["sh", "-c", "true"]
       periodSeconds: 2
 `), 0o644)
+	// The same with a user namespace of its own (hostUsers: false): kubelet
+	// allocates the pod its ids and asks husk for the mappings.
+	_ = os.WriteFile(filepath.Join(manifests, "userns.yaml"), []byte(`apiVersion: v1
+kind: Pod
+metadata:
+  name: userns
+  namespace: default
+spec:
+  hostUsers: false
+  terminationGracePeriodSeconds: 2
+  containers:
+  - name: userns
+    image: busybox
+    command: ["sh", "-c", "while true; do echo uid $(id -u) map $(head -1 /proc/self/uid_map); sleep 1; done"]
+`), 0o644)
 	logf, _ := os.Create(filepath.Join(dir, "kubelet.log"))
 	k := exec.Command(kubelet, "--config", filepath.Join(dir, "kubelet.yaml"), "--root-dir", filepath.Join(dir, "root"), "--hostname-override", "husk-node", "--v", "2")
 	k.Stdout, k.Stderr = logf, logf
@@ -92,11 +107,24 @@ spec:
 		}
 	}()
 	deadline := time.Now().Add(90 * time.Second)
+	usernsSeen := false
 	for {
 		list, err := d.runtime.ListContainers(context.Background(), &runtimeapi.ListContainersRequest{})
 		if err == nil {
 			for _, c := range list.Containers {
-				if c.State == runtimeapi.ContainerState_CONTAINER_RUNNING {
+				if c.State == runtimeapi.ContainerState_CONTAINER_RUNNING && c.Metadata.Name == "userns" && !usernsSeen {
+					st, _ := d.runtime.ContainerStatus(context.Background(), &runtimeapi.ContainerStatusRequest{ContainerId: c.Id})
+					out := output(t, st.Status.LogPath, "stdout")
+					if len(out) == 0 {
+						continue
+					}
+					t.Logf("kubelet's pod with hostUsers: false runs on husk: %q", out[0])
+					if f := strings.Fields(out[0]); len(f) != 6 || f[1] != "0" || f[3] != "0" || f[4] == "0" {
+						t.Errorf("the container's root is not a user namespace's: %q", out[0])
+					}
+					usernsSeen = true
+				}
+				if c.State == runtimeapi.ContainerState_CONTAINER_RUNNING && c.Metadata.Name == "hello" && usernsSeen {
 					st, _ := d.runtime.ContainerStatus(context.Background(), &runtimeapi.ContainerStatusRequest{ContainerId: c.Id})
 					out := output(t, st.Status.LogPath, "stdout")
 					if len(out) >= 3 {
@@ -110,8 +138,9 @@ spec:
 						if st2.Status.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
 							t.Errorf("container not running after probes: %v", st2.Status.State)
 						}
-						// Remove the manifest: kubelet tears the pod down.
+						// Remove the manifests: kubelet tears the pods down.
 						_ = os.Remove(filepath.Join(manifests, "hello.yaml"))
+						_ = os.Remove(filepath.Join(manifests, "userns.yaml"))
 						waitFor(t, func() bool {
 							pods, _ := d.runtime.ListPodSandbox(context.Background(), &runtimeapi.ListPodSandboxRequest{})
 							for _, p := range pods.GetItems() {
