@@ -51,6 +51,10 @@ type Manager struct {
 	containers map[string]*Container
 	cnames     map[string]string // container key -> id
 
+	// noUserns says why pods cannot have user namespaces of their own
+	// here, once UserNamespacesSupported found out.
+	noUserns error
+
 	samplesMu sync.Mutex
 	samples   map[string][2]cpuSample // cgroup -> the two latest CPU samples
 }

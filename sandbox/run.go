@@ -101,6 +101,13 @@ func (m *Manager) run(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, han
 	opts := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions()
 	hostNetwork := opts.GetNetwork() == runtimeapi.NamespaceMode_NODE
 	hostIPC := opts.GetIpc() == runtimeapi.NamespaceMode_NODE
+	uids, gids, _ := usernsMappings(opts) // validated
+	m.mu.Lock()
+	noUserns := m.noUserns
+	m.mu.Unlock()
+	if uids != nil && noUserns != nil {
+		return "", fmt.Errorf("%s: pods cannot have user namespaces of their own on this machine: %v: %w", usernsField, noUserns, errdefs.ErrFailedPrecondition)
+	}
 	sysctls, err := parseSysctls(cfg.GetLinux().GetSysctls(), hostNetwork, hostIPC)
 	if err != nil {
 		return "", err
@@ -178,7 +185,6 @@ func (m *Manager) run(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, han
 	if !hostIPC {
 		pins[ns.IPC] = m.nsPath(id, ns.IPC)
 	}
-	uids, gids, _ := usernsMappings(opts) // validated
 	if len(pins) > 0 {
 		userPath := m.nsPath(id, ns.User)
 		if err := m.update(p, func(p *Pod) {

@@ -257,7 +257,7 @@ func unmountUnder(dir string) error {
 // filesystems that hold the image layers and the pods' files.
 func (m *Manager) UserNamespacesSupported(ctx context.Context, dirs ...string) error {
 	probe := []syscall.SysProcIDMap{{ContainerID: 0, HostID: 1 << 30, Size: 65536}}
-	return ns.WithUser(m.runtimeCommand(ctx, "hold"), probe, probe, func(fd int) error {
+	err := ns.WithUser(m.runtimeCommand(ctx, "hold"), probe, probe, func(fd int) error {
 		for _, d := range append(dirs, m.opts.Root, m.opts.State) {
 			tree, err := unix.OpenTree(unix.AT_FDCWD, d, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
 			if err != nil {
@@ -272,4 +272,8 @@ func (m *Manager) UserNamespacesSupported(ctx context.Context, dirs ...string) e
 		}
 		return nil
 	})
+	m.mu.Lock()
+	m.noUserns = err
+	m.mu.Unlock()
+	return err
 }

@@ -143,3 +143,35 @@ func TestBadUserNamespaceRequests(t *testing.T) {
 		t.Errorf("left behind: %+v, before %+v", after, before)
 	}
 }
+
+// Where the kernel cannot id-map the filesystem of husk's root (here an
+// overlayfs), Status does not offer user namespaces and a pod asking for
+// one is refused as such, with nothing made.
+func TestNoUserNamespacesWithoutIDMappedMounts(t *testing.T) {
+	dir := t.TempDir()
+	for _, d := range []string{"lower", "upper", "work", "root"} {
+		if err := os.Mkdir(filepath.Join(dir, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	root := filepath.Join(dir, "root")
+	opts := "lowerdir=" + filepath.Join(dir, "lower") + ",upperdir=" + filepath.Join(dir, "upper") + ",workdir=" + filepath.Join(dir, "work")
+	if err := syscall.Mount("overlay", root, "overlay", 0, opts); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = syscall.Unmount(root, syscall.MNT_DETACH) })
+	d := newDaemon(t, "", "--root", root)
+	st, err := d.runtime.Status(context.Background(), &runtimeapi.StatusRequest{})
+	if err != nil || st.RuntimeHandlers[0].GetFeatures().GetUserNamespaces() {
+		t.Fatalf("Status offers user namespaces on overlayfs: %v %v", st, err)
+	}
+	cfg := podConfig("no-userns")
+	cfg.Linux.SecurityContext = &runtimeapi.LinuxSandboxSecurityContext{NamespaceOptions: &runtimeapi.NamespaceOption{UsernsOptions: usernsOptions(runtimeapi.NamespaceMode_POD, usernsHost)}}
+	_, err = d.runtime.RunPodSandbox(context.Background(), &runtimeapi.RunPodSandboxRequest{Config: cfg})
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "id-mapped") {
+		t.Errorf("RunPodSandbox with a user namespace: %v", err)
+	}
+	if entries, _ := os.ReadDir(filepath.Join(root, "pods")); len(entries) != 0 {
+		t.Errorf("a refused pod left %d directories", len(entries))
+	}
+}
