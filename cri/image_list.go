@@ -21,22 +21,15 @@ func (s *Server) ListImages(_ context.Context, req *runtimeapi.ListImagesRequest
 	return &runtimeapi.ListImagesResponse{Images: imgs}, nil
 }
 
-// StreamImages is ListImages sent in chunks, for nodes with more images
-// than fit in one message.
+// StreamImages is ListImages sent in chunks (see stream_list.go).
 func (s *Server) StreamImages(req *runtimeapi.StreamImagesRequest, stream runtimeapi.ImageService_StreamImagesServer) error {
 	imgs, err := s.listImages(req.GetFilter())
 	if err != nil {
 		return err
 	}
-	const chunk = 500
-	for len(imgs) > 0 {
-		n := min(chunk, len(imgs))
-		if err := stream.Send(&runtimeapi.StreamImagesResponse{Images: imgs[:n]}); err != nil {
-			return err
-		}
-		imgs = imgs[n:]
-	}
-	return nil
+	return sendChunks(imgs, func(items []*runtimeapi.Image) error {
+		return stream.Send(&runtimeapi.StreamImagesResponse{Images: items})
+	})
 }
 
 func (s *Server) listImages(filter *runtimeapi.ImageFilter) ([]*runtimeapi.Image, error) {
