@@ -146,3 +146,36 @@ func (m *Manager) UpdateContainerResources(ctx context.Context, id string, r *ru
 		c.Config = cfg
 	})
 }
+
+// UpdatePodResources applies a pod's new resources, the sum of its
+// containers' and its overhead (kubelet's in-place pod resize), to the
+// pod's cgroup, which would otherwise hold its resized containers to the
+// old sum, and records them.
+func (m *Manager) UpdatePodResources(ctx context.Context, id string, overhead, resources *runtimeapi.LinuxContainerResources) error {
+	p, unlock, err := m.lockExisting(id)
+	if err != nil {
+		return err
+	}
+	if p == nil {
+		return fmt.Errorf("pod sandbox %q: %w", id, errdefs.ErrNotFound)
+	}
+	defer unlock()
+	l, _ := proto.Clone(p.Config.GetLinux()).(*runtimeapi.LinuxPodSandboxConfig)
+	if l == nil {
+		l = &runtimeapi.LinuxPodSandboxConfig{}
+	}
+	if resources != nil {
+		l.Resources = resources
+	}
+	if overhead != nil {
+		l.Overhead = overhead
+	}
+	if err := m.opts.Cgroups.Update(p.CgroupPath, podResources(l)); err != nil {
+		return fmt.Errorf("updating the resources of pod %s: %w", p.ID, err)
+	}
+	return m.update(p, func(p *Pod) {
+		cfg := proto.Clone(p.Config).(*runtimeapi.PodSandboxConfig)
+		cfg.Linux = l
+		p.Config = cfg
+	})
+}

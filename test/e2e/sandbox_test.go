@@ -564,6 +564,28 @@ func TestPodCgroupUnderKubeletParentWithResources(t *testing.T) {
 	if strings.TrimSpace(string(shares)) != "512" {
 		t.Errorf("cpu shares %q", shares)
 	}
+	// In-place pod resize: the pod's cgroup follows, overhead included.
+	_, err = d.runtime.UpdatePodSandboxResources(context.Background(), &runtimeapi.UpdatePodSandboxResourcesRequest{
+		PodSandboxId: id,
+		Resources:    &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 512 << 20, CpuShares: 1024},
+		Overhead:     &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 16 << 20, CpuShares: 24},
+	})
+	if err != nil {
+		t.Fatalf("UpdatePodSandboxResources: %v", err)
+	}
+	limit, _ = os.ReadFile(filepath.Join("/sys/fs/cgroup/memory", info.CgroupPath, "memory.limit_in_bytes"))
+	shares, _ = os.ReadFile(filepath.Join("/sys/fs/cgroup/cpu", info.CgroupPath, "cpu.shares"))
+	if strings.TrimSpace(string(limit)) != fmt.Sprint(528<<20) || strings.TrimSpace(string(shares)) != "1048" {
+		t.Errorf("after the resize: memory limit %q, cpu shares %q", limit, shares)
+	}
+	for req, want := range map[*runtimeapi.UpdatePodSandboxResourcesRequest]codes.Code{
+		{}:                            codes.InvalidArgument,
+		{PodSandboxId: "no-such-pod"}: codes.NotFound,
+	} {
+		if _, err := d.runtime.UpdatePodSandboxResources(context.Background(), req); status.Code(err) != want {
+			t.Errorf("UpdatePodSandboxResources %v: %v, want %v", req, err, want)
+		}
+	}
 	removePod(t, d, id)
 	if _, err := os.Stat(filepath.Join("/sys/fs/cgroup/memory", info.CgroupPath)); !os.IsNotExist(err) {
 		t.Errorf("pod cgroup left after removal: %v", err)
