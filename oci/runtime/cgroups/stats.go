@@ -47,6 +47,19 @@ type Stats struct {
 	// OOMKills is how many processes the OOM killer killed in the cgroup
 	// because of its memory limit.
 	OOMKills uint64
+
+	// For the CRI's metrics (cAdvisor's container_* series).
+	CPUUserNanos, CPUSystemNanos uint64
+	// CFS bandwidth periods, those throttled, and the time throttled.
+	CPUPeriods, CPUThrottledPeriods, CPUThrottledNanos uint64
+	// MemoryCacheBytes is page cache, MemoryMappedFileBytes file pages
+	// mapped, MemoryKernelBytes kernel memory (v2: stacks and slab).
+	MemoryCacheBytes, MemoryMappedFileBytes, MemoryKernelBytes uint64
+	// MemoryMaxUsageBytes is the peak usage; MemoryFailcnt how often the
+	// limit was hit (v1 failcnt, v2 memory.events max).
+	MemoryMaxUsageBytes, MemoryFailcnt uint64
+	// PidsLimit is pids.max, 0 without a limit.
+	PidsLimit uint64
 }
 
 // Stats reads the cgroup's usage. A missing cgroup is errdefs.ErrNotFound.
@@ -96,6 +109,9 @@ func (m *Manager) statsV1(path string) (st *Stats, inactiveFile uint64, err erro
 	if root := m.v1Root(cgroup1.Pids); root != "" {
 		subs = append(subs, cgroup1.NewPids(filepath.Dir(root)))
 	}
+	if root := m.v1Root(cgroup1.Cpu); root != "" {
+		subs = append(subs, cgroup1.NewCpu(filepath.Dir(root)))
+	}
 	st = &Stats{}
 	if len(subs) == 0 {
 		return st, 0, nil
@@ -113,7 +129,10 @@ func (m *Manager) statsV1(path string) (st *Stats, inactiveFile uint64, err erro
 		return nil, 0, err
 	}
 	if c := mt.GetCPU().GetUsage(); c != nil {
-		st.CPUUsageNanos = c.Total
+		st.CPUUsageNanos, st.CPUUserNanos, st.CPUSystemNanos = c.Total, c.User, c.Kernel
+	}
+	if t := mt.GetCPU().GetThrottling(); t != nil {
+		st.CPUPeriods, st.CPUThrottledPeriods, st.CPUThrottledNanos = t.Periods, t.ThrottledPeriods, t.ThrottledTime
 	}
 	if mem := mt.GetMemory(); mem != nil {
 		st.MemoryUsageBytes = mem.GetUsage().GetUsage()
@@ -122,6 +141,9 @@ func (m *Manager) statsV1(path string) (st *Stats, inactiveFile uint64, err erro
 		}
 		inactiveFile = mem.TotalInactiveFile
 		st.MemoryRSSBytes = mem.TotalRSS
+		st.MemoryCacheBytes, st.MemoryMappedFileBytes = mem.TotalCache, mem.TotalMappedFile
+		st.MemoryKernelBytes = mem.GetKernel().GetUsage()
+		st.MemoryMaxUsageBytes, st.MemoryFailcnt = mem.GetUsage().GetMax(), mem.GetUsage().GetFailcnt()
 		st.PageFaults = mem.TotalPgFault
 		st.MajorPageFaults = mem.TotalPgMajFault
 		if sw := mem.GetSwap().GetUsage(); sw > st.MemoryUsageBytes {
@@ -136,6 +158,7 @@ func (m *Manager) statsV1(path string) (st *Stats, inactiveFile uint64, err erro
 		}
 	}
 	st.Pids = mt.GetPids().GetCurrent()
+	st.PidsLimit = mt.GetPids().GetLimit()
 	return st, inactiveFile, nil
 }
 
@@ -149,7 +172,10 @@ func (m *Manager) statsV2(path string) (st *Stats, inactiveFile uint64, err erro
 		return nil, 0, err
 	}
 	st = &Stats{}
-	st.CPUUsageNanos = mt.GetCPU().GetUsageUsec() * 1000
+	cpu := mt.GetCPU()
+	st.CPUUsageNanos = cpu.GetUsageUsec() * 1000
+	st.CPUUserNanos, st.CPUSystemNanos = cpu.GetUserUsec()*1000, cpu.GetSystemUsec()*1000
+	st.CPUPeriods, st.CPUThrottledPeriods, st.CPUThrottledNanos = cpu.GetNrPeriods(), cpu.GetNrThrottled(), cpu.GetThrottledUsec()*1000
 	if mem := mt.GetMemory(); mem != nil {
 		st.MemoryUsageBytes = mem.Usage
 		if mem.UsageLimit != math.MaxUint64 {
@@ -160,13 +186,20 @@ func (m *Manager) statsV2(path string) (st *Stats, inactiveFile uint64, err erro
 		st.PageFaults = mem.Pgfault
 		st.MajorPageFaults = mem.Pgmajfault
 		st.SwapUsageBytes = mem.SwapUsage
+		st.MemoryCacheBytes, st.MemoryMappedFileBytes = mem.File, mem.FileMapped
+		st.MemoryKernelBytes = mem.KernelStack + mem.Slab
+		st.MemoryMaxUsageBytes = mem.MaxUsage
 	}
 	if ev := mt.GetMemoryEvents(); ev != nil {
 		st.OOMKillCounted = true
 		st.OOMKills = ev.OomKill
+		st.MemoryFailcnt = ev.Max
 	}
 	if p := mt.GetPids(); p != nil {
 		st.Pids = p.Current
+		if p.Limit != math.MaxUint64 {
+			st.PidsLimit = p.Limit
+		}
 	}
 	return st, inactiveFile, nil
 }

@@ -1,0 +1,312 @@
+package sandbox
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	"k8s.io/klog/v2"
+
+	"github.com/husk-runtime/husk/network/ns"
+)
+
+// The CRI metrics (ListMetricDescriptors, ListPodSandboxMetrics: kubelet's
+// PodAndContainerStatsFromCRI) are cAdvisor's container_* series, so that
+// what scrapes kubelet's /metrics/cadvisor sees the same names and labels
+// when the runtime, not cAdvisor, provides them. The CRI carries integers:
+// the *_seconds_total series are whole seconds.
+
+// metricLabels every series has, as cAdvisor's: the container's name in
+// its pod, its id (husk's cgroup path, as cAdvisor's id), its image, its
+// name (husk's container id), and its pod's namespace and name.
+var metricLabels = []string{"container", "id", "image", "name", "namespace", "pod"}
+
+type metricDesc struct {
+	name, help string
+	extra      []string // labels after metricLabels
+	typ        runtimeapi.MetricType
+}
+
+const (
+	counter = runtimeapi.MetricType_COUNTER
+	gauge   = runtimeapi.MetricType_GAUGE
+)
+
+var metricDescs = []metricDesc{
+	{"container_cpu_usage_seconds_total", "Cumulative CPU time consumed, in whole seconds.", []string{"cpu"}, counter},
+	{"container_cpu_user_seconds_total", "Cumulative user CPU time consumed, in whole seconds.", nil, counter},
+	{"container_cpu_system_seconds_total", "Cumulative system CPU time consumed, in whole seconds.", nil, counter},
+	{"container_cpu_cfs_periods_total", "Number of elapsed enforcement period intervals.", nil, counter},
+	{"container_cpu_cfs_throttled_periods_total", "Number of throttled period intervals.", nil, counter},
+	{"container_cpu_cfs_throttled_seconds_total", "Total time duration the container has been throttled, in whole seconds.", nil, counter},
+	{"container_memory_usage_bytes", "Current memory usage in bytes, including all memory regardless of when it was accessed.", nil, gauge},
+	{"container_memory_working_set_bytes", "Current working set in bytes.", nil, gauge},
+	{"container_memory_rss", "Size of RSS in bytes.", nil, gauge},
+	{"container_memory_cache", "Number of bytes of page cache memory.", nil, gauge},
+	{"container_memory_mapped_file", "Size of memory mapped files in bytes.", nil, gauge},
+	{"container_memory_swap", "Container swap usage in bytes.", nil, gauge},
+	{"container_memory_kernel_usage", "Size of kernel memory allocated in bytes.", nil, gauge},
+	{"container_memory_max_usage_bytes", "Maximum memory usage recorded in bytes.", nil, gauge},
+	{"container_memory_failcnt", "Number of memory usage hits limits.", nil, counter},
+	{"container_memory_failures_total", "Cumulative count of memory allocation failures.", []string{"failure_type", "scope"}, counter},
+	{"container_oom_events_total", "Count of out of memory events observed for the container.", nil, counter},
+	{"container_processes", "Number of processes running inside the container.", nil, gauge},
+	{"container_threads", "Number of threads running inside the container.", nil, gauge},
+	{"container_threads_max", "Maximum number of threads allowed inside the container, 0 for no limit.", nil, gauge},
+	{"container_file_descriptors", "Number of open file descriptors for the container.", nil, gauge},
+	{"container_sockets", "Number of open sockets for the container.", nil, gauge},
+	{"container_fs_usage_bytes", "Number of bytes that are consumed by the container on this filesystem.", []string{"device"}, gauge},
+	{"container_fs_limit_bytes", "Number of bytes that can be consumed by the container on this filesystem.", []string{"device"}, gauge},
+	{"container_fs_inodes_total", "Number of inodes of the filesystem.", []string{"device"}, gauge},
+	{"container_fs_inodes_free", "Number of available inodes of the filesystem.", []string{"device"}, gauge},
+	{"container_fs_reads_total", "Cumulative count of reads completed.", []string{"device"}, counter},
+	{"container_fs_reads_bytes_total", "Cumulative count of bytes read.", []string{"device"}, counter},
+	{"container_fs_writes_total", "Cumulative count of writes completed.", []string{"device"}, counter},
+	{"container_fs_writes_bytes_total", "Cumulative count of bytes written.", []string{"device"}, counter},
+	{"container_blkio_device_usage_total", "Blkio device bytes usage.", []string{"device", "major", "minor", "operation"}, counter},
+	{"container_network_receive_bytes_total", "Cumulative count of bytes received.", []string{"interface"}, counter},
+	{"container_network_receive_packets_total", "Cumulative count of packets received.", []string{"interface"}, counter},
+	{"container_network_receive_errors_total", "Cumulative count of errors encountered while receiving.", []string{"interface"}, counter},
+	{"container_network_receive_packets_dropped_total", "Cumulative count of packets dropped while receiving.", []string{"interface"}, counter},
+	{"container_network_transmit_bytes_total", "Cumulative count of bytes transmitted.", []string{"interface"}, counter},
+	{"container_network_transmit_packets_total", "Cumulative count of packets transmitted.", []string{"interface"}, counter},
+	{"container_network_transmit_errors_total", "Cumulative count of errors encountered while transmitting.", []string{"interface"}, counter},
+	{"container_network_transmit_packets_dropped_total", "Cumulative count of packets dropped while transmitting.", []string{"interface"}, counter},
+	{"container_spec_cpu_period", "CPU period of the container.", nil, gauge},
+	{"container_spec_cpu_quota", "CPU quota of the container.", nil, gauge},
+	{"container_spec_cpu_shares", "CPU share of the container.", nil, gauge},
+	{"container_spec_memory_limit_bytes", "Memory limit for the container.", nil, gauge},
+	{"container_spec_memory_swap_limit_bytes", "Memory swap limit for the container.", nil, gauge},
+	{"container_start_time_seconds", "Start time of the container since unix epoch in seconds.", nil, gauge},
+	{"container_last_seen", "Last time a container was seen by the exporter, in seconds since the epoch.", nil, gauge},
+}
+
+// MetricDescriptors are the series ListPodSandboxMetrics returns.
+func MetricDescriptors() []*runtimeapi.MetricDescriptor {
+	out := make([]*runtimeapi.MetricDescriptor, 0, len(metricDescs))
+	for _, d := range metricDescs {
+		out = append(out, &runtimeapi.MetricDescriptor{Name: d.name, Help: d.help, LabelKeys: append(append([]string{}, metricLabels...), d.extra...)})
+	}
+	return out
+}
+
+var metricTypes = func() map[string]runtimeapi.MetricType {
+	m := map[string]runtimeapi.MetricType{}
+	for _, d := range metricDescs {
+		m[d.name] = d.typ
+	}
+	return m
+}()
+
+// series collects one target's metrics with its labels.
+type series struct {
+	labels []string
+	out    []*runtimeapi.Metric
+}
+
+func (s *series) add(name string, v uint64, extra ...string) {
+	s.out = append(s.out, &runtimeapi.Metric{
+		Name: name, MetricType: metricTypes[name],
+		LabelValues: append(append([]string{}, s.labels...), extra...),
+		Value:       &runtimeapi.UInt64Value{Value: v},
+	})
+}
+
+// PodMetrics reports the metrics of every ready pod and its running
+// containers. What cannot be read for one (a container that just ended)
+// is left out, not an error.
+func (m *Manager) PodMetrics() []*runtimeapi.PodSandboxMetrics {
+	var out []*runtimeapi.PodSandboxMetrics
+	containers := m.ListContainers()
+	for _, p := range m.List() {
+		if !p.Ready() {
+			continue
+		}
+		md := p.Config.GetMetadata()
+		pm := &runtimeapi.PodSandboxMetrics{PodSandboxId: p.ID}
+		// The pod's network, as cAdvisor reports it for the pod's
+		// sandbox ("POD").
+		podSeries := &series{labels: []string{"POD", p.CgroupPath, "", p.ID, md.GetNamespace(), md.GetName()}}
+		if path := p.Namespaces[ns.Net]; path != "" {
+			if err := addNetworkMetrics(podSeries, path); err != nil {
+				klog.V(4).InfoS("Metrics: pod network", "pod", p.ID, "err", err)
+			}
+		}
+		pm.Metrics = podSeries.out
+		for _, c := range containers {
+			if c.PodID != p.ID || c.State != ContainerStarted {
+				continue
+			}
+			cs, err := m.containerMetrics(p, c)
+			if err != nil {
+				klog.V(4).InfoS("Metrics: container", "id", c.ID, "err", err)
+				continue
+			}
+			pm.ContainerMetrics = append(pm.ContainerMetrics, &runtimeapi.ContainerMetrics{ContainerId: c.ID, Metrics: cs})
+		}
+		out = append(out, pm)
+	}
+	return out
+}
+
+func (m *Manager) containerMetrics(p *Pod, c *Container) ([]*runtimeapi.Metric, error) {
+	st, err := m.opts.Cgroups.Stats(c.Cgroup)
+	if err != nil {
+		return nil, err
+	}
+	md := p.Config.GetMetadata()
+	s := &series{labels: []string{c.Config.GetMetadata().GetName(), c.Cgroup, c.Config.GetImage().GetImage(), c.ID, md.GetNamespace(), md.GetName()}}
+	sec := uint64(time.Second)
+	s.add("container_cpu_usage_seconds_total", st.CPUUsageNanos/sec, "total")
+	s.add("container_cpu_user_seconds_total", st.CPUUserNanos/sec)
+	s.add("container_cpu_system_seconds_total", st.CPUSystemNanos/sec)
+	s.add("container_cpu_cfs_periods_total", st.CPUPeriods)
+	s.add("container_cpu_cfs_throttled_periods_total", st.CPUThrottledPeriods)
+	s.add("container_cpu_cfs_throttled_seconds_total", st.CPUThrottledNanos/sec)
+	s.add("container_memory_usage_bytes", st.MemoryUsageBytes)
+	s.add("container_memory_working_set_bytes", st.MemoryWorkingSetBytes)
+	s.add("container_memory_rss", st.MemoryRSSBytes)
+	s.add("container_memory_cache", st.MemoryCacheBytes)
+	s.add("container_memory_mapped_file", st.MemoryMappedFileBytes)
+	s.add("container_memory_swap", st.SwapUsageBytes)
+	s.add("container_memory_kernel_usage", st.MemoryKernelBytes)
+	s.add("container_memory_max_usage_bytes", st.MemoryMaxUsageBytes)
+	s.add("container_memory_failcnt", st.MemoryFailcnt)
+	s.add("container_memory_failures_total", st.PageFaults, "pgfault", "container")
+	s.add("container_memory_failures_total", st.MajorPageFaults, "pgmajfault", "container")
+	s.add("container_oom_events_total", st.OOMKills)
+	s.add("container_threads_max", st.PidsLimit)
+
+	pids, err := m.opts.Cgroups.Pids(c.Cgroup)
+	if err != nil {
+		return nil, err
+	}
+	var threads, fds, sockets uint64
+	for _, pid := range pids {
+		threads += procThreads(pid)
+		f, so := procFDs(pid)
+		fds, sockets = fds+f, sockets+so
+	}
+	s.add("container_processes", uint64(len(pids)))
+	s.add("container_threads", threads)
+	s.add("container_file_descriptors", fds)
+	s.add("container_sockets", sockets)
+
+	// The writable layer, on the filesystem of husk's root.
+	upper := m.upperDir(c.ID)
+	var used uint64
+	_ = filepath.WalkDir(upper, func(_ string, d fs.DirEntry, err error) error {
+		if err == nil {
+			if info, err := d.Info(); err == nil && info.Mode().IsRegular() {
+				used += uint64(info.Size())
+			}
+		}
+		return nil
+	})
+	var sfs unix.Statfs_t
+	if err := unix.Statfs(upper, &sfs); err == nil {
+		dev := deviceOf(upper)
+		s.add("container_fs_usage_bytes", used, dev)
+		s.add("container_fs_limit_bytes", sfs.Blocks*uint64(sfs.Bsize), dev)
+		s.add("container_fs_inodes_total", sfs.Files, dev)
+		s.add("container_fs_inodes_free", sfs.Ffree, dev)
+	}
+
+	r := c.Config.GetLinux().GetResources()
+	s.add("container_spec_cpu_period", uint64(max(r.GetCpuPeriod(), 0)))
+	s.add("container_spec_cpu_quota", uint64(max(r.GetCpuQuota(), 0)))
+	s.add("container_spec_cpu_shares", uint64(max(r.GetCpuShares(), 0)))
+	s.add("container_spec_memory_limit_bytes", uint64(max(r.GetMemoryLimitInBytes(), 0)))
+	s.add("container_spec_memory_swap_limit_bytes", uint64(max(r.GetMemorySwapLimitInBytes(), 0)))
+	s.add("container_start_time_seconds", uint64(max(c.StartedAt, 0))/sec)
+	s.add("container_last_seen", uint64(time.Now().Unix()))
+	return s.out, nil
+}
+
+// procThreads reads the number of threads of a process; 0 if it is gone.
+func procThreads(pid int) uint64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for line := range bytes.SplitSeq(b, []byte("\n")) {
+		if v, ok := bytes.CutPrefix(line, []byte("Threads:")); ok {
+			n, _ := strconv.ParseUint(string(bytes.TrimSpace(v)), 10, 64)
+			return n
+		}
+	}
+	return 0
+}
+
+// procFDs counts a process's open descriptors, and those that are sockets.
+func procFDs(pid int) (fds, sockets uint64) {
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, 0
+	}
+	for _, e := range entries {
+		fds++
+		if target, err := os.Readlink(filepath.Join(dir, e.Name())); err == nil && strings.HasPrefix(target, "socket:") {
+			sockets++
+		}
+	}
+	return fds, sockets
+}
+
+// deviceOf names the block device (major:minor) a path is on.
+func deviceOf(path string) string {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return ""
+	}
+	return fmt.Sprintf("%d:%d", unix.Major(st.Dev), unix.Minor(st.Dev))
+}
+
+// addNetworkMetrics reads the interfaces of the network namespace pinned
+// at path (its /proc/net/dev), the loopback aside as cAdvisor leaves it.
+func addNetworkMetrics(s *series, path string) error {
+	var data []byte
+	err := ns.Do(map[ns.Type]string{ns.Net: path}, func() error {
+		var err error
+		data, err = os.ReadFile("/proc/thread-self/net/dev")
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for sc.Scan() {
+		name, rest, ok := strings.Cut(sc.Text(), ":")
+		name = strings.TrimSpace(name)
+		if !ok || name == "lo" {
+			continue
+		}
+		f := strings.Fields(rest)
+		if len(f) < 12 {
+			continue
+		}
+		v := make([]uint64, 12)
+		for i := range v {
+			v[i], _ = strconv.ParseUint(f[i], 10, 64)
+		}
+		// receive: bytes packets errs drop ...; transmit from field 8.
+		s.add("container_network_receive_bytes_total", v[0], name)
+		s.add("container_network_receive_packets_total", v[1], name)
+		s.add("container_network_receive_errors_total", v[2], name)
+		s.add("container_network_receive_packets_dropped_total", v[3], name)
+		s.add("container_network_transmit_bytes_total", v[8], name)
+		s.add("container_network_transmit_packets_total", v[9], name)
+		s.add("container_network_transmit_errors_total", v[10], name)
+		s.add("container_network_transmit_packets_dropped_total", v[11], name)
+	}
+	return sc.Err()
+}
