@@ -127,10 +127,10 @@ func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg *runtim
 		}
 	}
 	// In a pod with its own user namespace, the runtime sets the container
-	// up as that namespace's root: the bundle is its.
+	// up as that namespace's root: it may pass through the bundle.
 	userns := usernsOf(pod)
 	if userns != nil {
-		if err := userns.chownToRoot(m.bundleDir(id)); err != nil {
+		if err := userns.shareWithRoot(m.bundleDir(id), 0o710); err != nil {
 			m.forgetName(key, id)
 			return "", step("creating its directories", err)
 		}
@@ -140,7 +140,7 @@ func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg *runtim
 	if err := m.updateContainer(c, nil); err != nil {
 		m.forgetName(key, id)
 		_ = os.RemoveAll(m.containerDir(id))
-		_ = os.RemoveAll(m.bundleDir(id))
+		_ = removeTree(m.bundleDir(id)) // nothing is mounted there yet
 		return "", step("recording it", err)
 	}
 	_ = step("recording it", nil)
@@ -250,7 +250,7 @@ func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg *runtim
 	specPath := filepath.Join(m.bundleDir(id), "config.json")
 	err = os.WriteFile(specPath, b, 0o600)
 	if err == nil && userns != nil {
-		err = userns.chownToRoot(specPath)
+		err = userns.shareWithRoot(specPath, 0o640)
 	}
 	if err := step("making and writing its OCI spec", err); err != nil {
 		return "", err

@@ -25,7 +25,11 @@ func (m *Manager) restoreContainers() error {
 		dir := filepath.Join(m.containersRoot(), e.Name())
 		c, err := loadContainer(dir)
 		if errors.Is(err, fs.ErrNotExist) {
-			_ = os.RemoveAll(m.bundleDir(e.Name()))
+			// Not even recorded: nothing was mounted for it yet, but
+			// nothing mounted is removed either.
+			if err := unmountBundle(m.bundleDir(e.Name())); err == nil {
+				_ = removeTree(m.bundleDir(e.Name()))
+			}
 			_ = os.RemoveAll(dir)
 			continue
 		}

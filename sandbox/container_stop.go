@@ -213,10 +213,10 @@ func (m *Manager) destroyContainer(c *Container) error {
 	m.forgetSamples(c.Cgroup)
 	// What else the bundle holds mounted: the volumes of a container in
 	// a pod with its own user namespace.
-	if err := unmountUnder(m.bundleDir(c.ID)); err != nil {
+	if err := unmountBundle(m.bundleDir(c.ID)); err != nil {
 		return err
 	}
-	if err := os.RemoveAll(m.bundleDir(c.ID)); err != nil {
+	if err := removeTree(m.bundleDir(c.ID)); err != nil {
 		return err
 	}
 	// No record is written once the files go (a refresh racing the removal

@@ -60,10 +60,14 @@ func (m *Manager) startInit(p *Pod) (err error) {
 	if err != nil {
 		return err
 	}
-	// The daemon reaps it if it dies first; after a restart, host init does.
-	go func() {
-		err := cmd.Wait()
-		klog.V(2).InfoS("Pod init ended", "pod", p.ID, "err", err)
+	// The daemon reaps it if it dies first; after a restart, host init
+	// does. Waiting starts once what it says has been read: Wait closes
+	// the pipe.
+	defer func() {
+		go func() {
+			err := cmd.Wait()
+			klog.V(2).InfoS("Pod init ended", "pod", p.ID, "err", err)
+		}()
 	}()
 	proc := &Process{PID: cmd.Process.Pid, BootID: bootID()}
 	pidNS := m.nsPath(p.ID, ns.PID)

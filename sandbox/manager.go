@@ -79,6 +79,21 @@ func New(ctx context.Context, opts Options) (*Manager, error) {
 		if err := os.MkdirAll(d, 0o711); err != nil {
 			return nil, err
 		}
+		// Earlier builds made these 0700 and their children 0711.
+		if err := os.Chmod(d, 0o711); err != nil {
+			return nil, err
+		}
+		entries, err := os.ReadDir(d)
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range entries {
+			if e.IsDir() {
+				if info, err := e.Info(); err == nil && info.Mode().Perm() == 0o711 {
+					_ = os.Chmod(filepath.Join(d, e.Name()), 0o700)
+				}
+			}
+		}
 	}
 	if err := ns.PrepareDir(m.podsState()); err != nil {
 		return nil, err

@@ -73,6 +73,14 @@ func (m *Manager) teardown(ctx context.Context, p *Pod) error {
 		if err := kill(p.Init); err != nil {
 			return err
 		}
+		// In a pod with its own user namespace what was recorded is the
+		// init's holder; the init dies with it, and whatever is left in
+		// the init's cgroup goes too.
+		if initCgroup, err := m.opts.Cgroups.ContainerPath(p.CgroupPath, "init"); err == nil {
+			if err := m.killCgroup(initCgroup); err != nil {
+				return err
+			}
+		}
 	}
 	if p.Network {
 		if err := m.opts.Network.Teardown(ctx, m.networkPod(p, nil)); err != nil {

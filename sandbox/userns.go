@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math"
 	"os"
 	"path/filepath"
@@ -17,12 +18,14 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
-	"k8s.io/klog/v2"
 
 	"github.com/husk-runtime/husk/network/ns"
 )
 
 const usernsField = "linux.security_context.namespace_options.userns_options"
+
+// nobody is the user the pod init runs as (podinit.c).
+const nobody = 65534
 
 // usernsMappings reads the user namespace a pod asks for (Kubernetes'
 // hostUsers: false): nil mappings for the host's. Like containerd, husk
@@ -53,6 +56,10 @@ func usernsMappings(opts *runtimeapi.NamespaceOption) (uids, gids []syscall.SysP
 	}
 	if gids, err = idMappings(u.GetGids(), usernsField+".gids"); err != nil {
 		return nil, nil, err
+	}
+	// The init of a shared PID namespace runs as nobody (65534).
+	if opts.GetPid() == runtimeapi.NamespaceMode_POD && (uids[0].Size <= nobody || gids[0].Size <= nobody) {
+		return nil, nil, fmt.Errorf("%s: a shared PID namespace needs the ids up to %d mapped, for its init: %w", usernsField, nobody, errdefs.ErrInvalidArgument)
 	}
 	return uids, gids, nil
 }
@@ -110,20 +117,34 @@ func usernsOf(p *Pod) *podUserns {
 }
 
 // chownToRoot gives path to the container's root (uid and gid 0 inside
-// the user namespace).
+// the user namespace): its root directory.
 func (u *podUserns) chownToRoot(path string) error {
 	return os.Lchown(path, int(u.uids[0].HostID), int(u.gids[0].HostID))
+}
+
+// shareWithRoot lets the container's root, as the runtime that sets the
+// container up, read path (a directory: pass through) through its group,
+// while the host's root keeps it: nothing the runtime touches is its to
+// change.
+func (u *podUserns) shareWithRoot(path string, mode os.FileMode) error {
+	if err := os.Lchown(path, 0, int(u.gids[0].HostID)); err != nil {
+		return err
+	}
+	return os.Chmod(path, mode)
 }
 
 // idmappedBind mounts src at dst (which must exist) with its ids shifted
 // as the user namespace usernsFD maps them: a file of the host's root is
 // the container's root's. The kernel allows this only to the host's root,
 // so the daemon makes these mounts, not the runtime in the container.
+//
+// With recursive, the mounts below src come along (a bind mount's "rbind"),
+// but only src itself is id-mapped, as runc does without "ridmap": a
+// submount whose filesystem cannot be id-mapped must not fail the volume.
 func idmappedBind(src, dst string, usernsFD int, recursive bool) error {
-	cloneFlags, setFlags := uint(unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC), uint(unix.AT_EMPTY_PATH)
+	cloneFlags := uint(unix.OPEN_TREE_CLONE | unix.OPEN_TREE_CLOEXEC)
 	if recursive {
 		cloneFlags |= unix.AT_RECURSIVE
-		setFlags |= unix.AT_RECURSIVE
 	}
 	fd, err := unix.OpenTree(unix.AT_FDCWD, src, cloneFlags)
 	if err != nil {
@@ -131,7 +152,7 @@ func idmappedBind(src, dst string, usernsFD int, recursive bool) error {
 	}
 	defer func() { _ = unix.Close(fd) }()
 	attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_IDMAP, Userns_fd: uint64(usernsFD)}
-	if err := unix.MountSetattr(fd, "", setFlags, &attr); err != nil {
+	if err := unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH, &attr); err != nil {
 		return fmt.Errorf("id-mapping %s: %w", src, err)
 	}
 	if err := unix.MoveMount(fd, "", unix.AT_FDCWD, dst, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
@@ -186,10 +207,10 @@ func mountOverlay(dst string, lowers []string, upper, work string, flags uintptr
 // mount of the spec takes its files from, and points the spec at it. The
 // runtime runs as the root of the pod's user namespace, which may not
 // enter the host's directories of a volume, and cannot id-map one: the
-// daemon does both. A mount that asked for the pod's mappings fails if
-// its filesystem cannot be id-mapped; the pod's own files (hosts,
-// resolv.conf, /dev/shm) are id-mapped where the filesystem allows, and
-// bound as they are elsewhere.
+// daemon does both. A mount that asked for the pod's mappings is id-mapped
+// (and fails if its filesystem cannot be), except an image volume, an
+// overlay whose layers are id-mapped already; any other is bound as it
+// is, its files keeping the host's owners, as containerd does.
 func (m *Manager) mountsForUserns(s *specs.Spec, bundle string, u *podUserns) error {
 	f, err := os.Open(u.path)
 	if err != nil {
@@ -200,7 +221,7 @@ func (m *Manager) mountsForUserns(s *specs.Spec, bundle string, u *podUserns) er
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		return err
 	}
-	if err := u.chownToRoot(dir); err != nil {
+	if err := u.shareWithRoot(dir, 0o710); err != nil {
 		return err
 	}
 	for i := range s.Mounts {
@@ -216,17 +237,19 @@ func (m *Manager) mountsForUserns(s *specs.Spec, bundle string, u *podUserns) er
 		if st.IsDir() {
 			err = os.Mkdir(dst, 0o700)
 		} else {
-			err = os.WriteFile(dst, nil, 0o600)
+			var fd int
+			fd, err = unix.Open(dst, unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_WRONLY|unix.O_CLOEXEC, 0o600)
+			if err == nil {
+				_ = unix.Close(fd)
+			}
 		}
 		if err != nil {
 			return err
 		}
-		wanted := len(mnt.UIDMappings) > 0
-		err = idmappedBind(mnt.Source, dst, int(f.Fd()), true)
-		if err != nil && !wanted {
-			// An image volume (an overlay, whose layers are id-mapped
-			// already) or a filesystem without id-mapped mounts.
-			klog.V(2).InfoS("Binding without id-mapping", "source", mnt.Source, "err", err)
+		imageVolume := strings.HasPrefix(mnt.Source, filepath.Join(bundle, "image-volume-"))
+		if len(mnt.UIDMappings) > 0 && !imageVolume {
+			err = idmappedBind(mnt.Source, dst, int(f.Fd()), true)
+		} else {
 			err = unix.Mount(mnt.Source, dst, "", unix.MS_BIND|unix.MS_REC, "")
 		}
 		if err != nil {
@@ -235,6 +258,84 @@ func (m *Manager) mountsForUserns(s *specs.Spec, bundle string, u *podUserns) er
 		mnt.Source, mnt.UIDMappings, mnt.GIDMappings = dst, nil, nil
 	}
 	return nil
+}
+
+// unmountBundle unmounts what a container's bundle holds mounted: the
+// mounts made for a user namespace, each by its path (stacked ones too),
+// then anything else below the bundle that the mount table shows.
+func unmountBundle(bundle string) error {
+	dir := filepath.Join(bundle, "mounts")
+	entries, err := os.ReadDir(dir)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	for _, e := range entries {
+		p := filepath.Join(dir, e.Name())
+		for {
+			err := unix.Unmount(p, unix.MNT_DETACH|unix.UMOUNT_NOFOLLOW)
+			if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT) {
+				break
+			}
+			if err != nil {
+				return fmt.Errorf("unmounting %s: %w", p, err)
+			}
+		}
+	}
+	return unmountUnder(bundle)
+}
+
+// removeTree removes dir and what it holds, as os.RemoveAll does, but
+// never descends into another mount: a volume still mounted below a bundle
+// must not lose its files to a cleanup.
+func removeTree(dir string) error {
+	id, err := mountID(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return removeWithin(dir, id)
+}
+
+func removeWithin(path string, id uint64) error {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if fi.IsDir() {
+		mid, err := mountID(path)
+		if err != nil {
+			return err
+		}
+		if mid != id {
+			return fmt.Errorf("%s is a mount point: what it holds is not removed", path)
+		}
+		entries, err := os.ReadDir(path)
+		if err != nil {
+			return err
+		}
+		for _, e := range entries {
+			if err := removeWithin(filepath.Join(path, e.Name()), id); err != nil {
+				return err
+			}
+		}
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+func mountID(path string) (uint64, error) {
+	var stx unix.Statx_t
+	if err := unix.Statx(unix.AT_FDCWD, path, unix.AT_SYMLINK_NOFOLLOW, unix.STATX_MNT_ID, &stx); err != nil {
+		return 0, &fs.PathError{Op: "statx", Path: path, Err: err}
+	}
+	return stx.Mnt_id, nil
 }
 
 // unmountUnder unmounts everything mounted at or below dir, deepest first.
@@ -257,23 +358,48 @@ func unmountUnder(dir string) error {
 // filesystems that hold the image layers and the pods' files.
 func (m *Manager) UserNamespacesSupported(ctx context.Context, dirs ...string) error {
 	probe := []syscall.SysProcIDMap{{ContainerID: 0, HostID: 1 << 30, Size: 65536}}
-	err := ns.WithUser(m.runtimeCommand(ctx, "hold"), probe, probe, func(fd int) error {
-		for _, d := range append(dirs, m.opts.Root, m.opts.State) {
-			tree, err := unix.OpenTree(unix.AT_FDCWD, d, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
-			if err != nil {
-				return fmt.Errorf("open_tree %s: %w", d, err)
+	// The root of a pod's user namespace, a user of the host like any
+	// other, must pass through the directories above husk's own.
+	err := passable(m.opts.Root, m.opts.State)
+	if err == nil {
+		err = ns.WithUser(m.runtimeCommand(ctx, "hold"), probe, probe, func(fd int) error {
+			for _, d := range append(dirs, m.opts.Root, m.opts.State) {
+				tree, err := unix.OpenTree(unix.AT_FDCWD, d, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
+				if err != nil {
+					return fmt.Errorf("open_tree %s: %w", d, err)
+				}
+				attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_IDMAP, Userns_fd: uint64(fd)}
+				err = unix.MountSetattr(tree, "", unix.AT_EMPTY_PATH, &attr)
+				_ = unix.Close(tree)
+				if err != nil {
+					return fmt.Errorf("id-mapped mounts of %s: %w", d, err)
+				}
 			}
-			attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_IDMAP, Userns_fd: uint64(fd)}
-			err = unix.MountSetattr(tree, "", unix.AT_EMPTY_PATH, &attr)
-			_ = unix.Close(tree)
-			if err != nil {
-				return fmt.Errorf("id-mapped mounts of %s: %w", d, err)
-			}
-		}
-		return nil
-	})
+			return nil
+		})
+	}
 	m.mu.Lock()
 	m.noUserns = err
 	m.mu.Unlock()
 	return err
+}
+
+// passable checks that every directory from / down to each of dirs lets
+// other users pass (o+x).
+func passable(dirs ...string) error {
+	for _, d := range dirs {
+		for p := d; ; p = filepath.Dir(p) {
+			fi, err := os.Stat(p)
+			if err != nil {
+				return err
+			}
+			if fi.Mode().Perm()&0o001 == 0 {
+				return fmt.Errorf("%s (mode %v) does not let other users pass, as the root of a pod's user namespace must", p, fi.Mode().Perm())
+			}
+			if p == "/" || p == "." {
+				break
+			}
+		}
+	}
+	return nil
 }

@@ -1,9 +1,12 @@
 package sandbox
 
 import (
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/containerd/errdefs"
+	"golang.org/x/sys/unix"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -33,5 +36,39 @@ func TestUsernsMappings(t *testing.T) {
 		if tc.mapped != (uids != nil && gids != nil) {
 			t.Errorf("%s: mappings %v %v", name, uids, gids)
 		}
+	}
+}
+
+// removeTree stops at a mount point: what a volume still mounted below a
+// bundle holds is never deleted.
+func TestRemoveTreeDoesNotCrossMounts(t *testing.T) {
+	dir := t.TempDir()
+	vol, mnt := filepath.Join(dir, "volume"), filepath.Join(dir, "bundle", "mounts", "0")
+	for _, d := range []string{vol, mnt} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(vol, "precious"), []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount(vol, mnt, "", unix.MS_BIND, ""); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = unix.Unmount(mnt, unix.MNT_DETACH) }()
+	if err := removeTree(filepath.Join(dir, "bundle")); err == nil {
+		t.Error("removeTree went through a mount point")
+	}
+	if _, err := os.Stat(filepath.Join(vol, "precious")); err != nil {
+		t.Errorf("the volume's file: %v", err)
+	}
+	if err := unmountBundle(filepath.Join(dir, "bundle")); err != nil {
+		t.Fatal(err)
+	}
+	if err := removeTree(filepath.Join(dir, "bundle")); err != nil {
+		t.Errorf("after unmounting: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(vol, "precious")); err != nil {
+		t.Errorf("the volume's file after the removal: %v", err)
 	}
 }

@@ -109,12 +109,19 @@ func runDaemon(ctx context.Context, cfg Config) error {
 		}
 		*p = abs
 	}
-	for _, dir := range []string{cfg.Root, cfg.State} {
-		if err := os.MkdirAll(dir, 0o711); err != nil {
-			return fmt.Errorf("creating %s: %w", dir, err)
+	for _, dir := range []*string{&cfg.Root, &cfg.State} {
+		if err := os.MkdirAll(*dir, 0o711); err != nil {
+			return fmt.Errorf("creating %s: %w", *dir, err)
 		}
+		// Mounts are found by their path in the mount table, which has
+		// no symlinks (/var/run is one to /run).
+		resolved, err := filepath.EvalSymlinks(*dir)
+		if err != nil {
+			return err
+		}
+		*dir = resolved
 		// One daemon per directory: two would corrupt each other's state.
-		unlock, err := lockDir(dir)
+		unlock, err := lockDir(*dir)
 		if err != nil {
 			return err
 		}

@@ -89,7 +89,9 @@ func startHolder(holder *exec.Cmd, flags int, uids, gids []syscall.SysProcIDMap)
 		UidMappings: uids, GidMappings: gids,
 		// The pod's processes may set their supplementary groups.
 		GidMappingsEnableSetgroups: true,
-		Pdeathsig:                  syscall.SIGKILL,
+		// No parent-death signal: it would come when the thread that
+		// started the holder ends, and ns.Do retires threads. The holder
+		// ends when its stdin closes, with the daemon at the latest.
 	}
 	if err := holder.Start(); err != nil {
 		return nil, fmt.Errorf("creating the user namespace: %w", err)

@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -45,6 +47,19 @@ func TestPodWithItsOwnUserNamespace(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(vol, "owned-by-host-root"), []byte("x"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// A volume that asks for no mapping keeps the host's owners: the
+	// container's root cannot write the host root's file.
+	plain := t.TempDir()
+	if err := os.WriteFile(filepath.Join(plain, "host-file"), []byte("keep"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// A read-only volume whose source is nosuid, nodev and noexec, flags
+	// a user namespace cannot drop.
+	locked := t.TempDir()
+	if err := syscall.Mount("tmpfs", locked, "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV|syscall.MS_NOEXEC, "size=1m"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = syscall.Unmount(locked, syscall.MNT_DETACH) })
 	c := ctrConfig("root", e.image("plain"), "sh", "-c", strings.Join([]string{
 		"cat /proc/self/uid_map /proc/self/gid_map",
 		"id -u", "id -g",
@@ -52,20 +67,28 @@ func TestPodWithItsOwnUserNamespace(t *testing.T) {
 		"touch /made-inside /vol/made-inside",
 		"echo $(ls /sys/class/net)",
 		"test -c /dev/null && echo null-ok",
+		"echo x >> /plain/host-file 2>/dev/null || echo plain-refused",
+		"stat -c %u /img/bin/busybox",
 		"sleep 300",
 	}, "; "))
 	c.Linux.SecurityContext.NamespaceOptions.UsernsOptions = userns
-	c.Mounts = []*runtimeapi.Mount{{ContainerPath: "/vol", HostPath: vol, UidMappings: userns.Uids, GidMappings: userns.Gids}}
+	c.Mounts = []*runtimeapi.Mount{
+		{ContainerPath: "/vol", HostPath: vol, UidMappings: userns.Uids, GidMappings: userns.Gids},
+		{ContainerPath: "/plain", HostPath: plain},
+		{ContainerPath: "/locked", HostPath: locked, Readonly: true, UidMappings: userns.Uids, GidMappings: userns.Gids},
+		// kubelet puts the pod's mappings on image volumes too.
+		{ContainerPath: "/img", Image: e.image("plain"), Readonly: true, UidMappings: userns.Uids, GidMappings: userns.Gids},
+	}
 	id := e.run(t, podID, cfg, c)
 	logPath := filepath.Join(cfg.LogDirectory, c.LogPath)
 	var out []string
 	waitFor(t, func() bool {
 		out = output(t, logPath, "stdout")
-		return len(out) >= 9 || e.status(t, id).State == runtimeapi.ContainerState_CONTAINER_EXITED
+		return len(out) >= 11 || e.status(t, id).State == runtimeapi.ContainerState_CONTAINER_EXITED
 	})
 	want := []string{
 		"         0    1048576      65536", "         0    1048576      65536",
-		"0", "0", "0:0", "0:0", "0:0", "eth0 lo", "null-ok",
+		"0", "0", "0:0", "0:0", "0:0", "eth0 lo", "null-ok", "plain-refused", "0",
 	}
 	if len(out) < len(want) {
 		t.Fatalf("container output %q, stderr %q", out, output(t, logPath, "stderr"))
@@ -103,7 +126,29 @@ func TestPodWithItsOwnUserNamespace(t *testing.T) {
 		t.Errorf("container with other mappings: %v", err)
 	}
 
+	if b, err := os.ReadFile(filepath.Join(plain, "host-file")); err != nil || string(b) != "keep" {
+		t.Errorf("the unmapped volume's file: %q, %v", b, err)
+	}
+
+	// The pod shares a PID namespace: its init runs in the user namespace,
+	// below a holder, and stopping the pod ends both.
+	var rec struct {
+		Init struct{ PID int } `json:"init"`
+	}
+	b, err := os.ReadFile(filepath.Join(e.d.root, "pods", podID, "pod.json"))
+	if err != nil || json.Unmarshal(b, &rec) != nil || rec.Init.PID == 0 {
+		t.Fatalf("pod record: %s, %v", b, err)
+	}
+	children, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", rec.Init.PID, rec.Init.PID))
+	initPID := strings.TrimSpace(string(children))
+	if uidMap, err := os.ReadFile("/proc/" + initPID + "/uid_map"); err != nil || !strings.Contains(string(uidMap), "1048576") {
+		t.Fatalf("the pod init %q: uid_map %q, %v", initPID, uidMap, err)
+	}
 	stopPod(t, e.d, podID)
+	waitFor(t, func() bool {
+		st, err := os.ReadFile("/proc/" + initPID + "/stat")
+		return err != nil || strings.Contains(string(st), ") Z ")
+	})
 	removePod(t, e.d, podID)
 	if after := countContainerLeaks(t, e.d); after != before {
 		t.Errorf("left behind: %+v, before %+v", after, before)
@@ -149,6 +194,12 @@ func TestBadUserNamespaceRequests(t *testing.T) {
 // one is refused as such, with nothing made.
 func TestNoUserNamespacesWithoutIDMappedMounts(t *testing.T) {
 	dir := t.TempDir()
+	// Passable, as /var/lib is: what is refused here is the id-mapping.
+	for d := dir; d != filepath.Clean(os.TempDir()); d = filepath.Dir(d) {
+		if err := os.Chmod(d, 0o711); err != nil {
+			t.Fatal(err)
+		}
+	}
 	for _, d := range []string{"lower", "upper", "work", "root"} {
 		if err := os.Mkdir(filepath.Join(dir, d), 0o755); err != nil {
 			t.Fatal(err)
@@ -174,4 +225,51 @@ func TestNoUserNamespacesWithoutIDMappedMounts(t *testing.T) {
 	if entries, _ := os.ReadDir(filepath.Join(root, "pods")); len(entries) != 0 {
 		t.Errorf("a refused pod left %d directories", len(entries))
 	}
+}
+
+// A --state reached through a symlink (/var/run is one): removing a
+// container unmounts its volumes before anything is deleted, and the
+// volume's files on the host stay.
+func TestRemovingAUserNamespaceContainerKeepsItsVolume(t *testing.T) {
+	e := newCtrEnv(t)
+	_ = e
+	real := t.TempDir()
+	for d := real; d != filepath.Clean(os.TempDir()); d = filepath.Dir(d) {
+		if err := os.Chmod(d, 0o711); err != nil {
+			t.Fatal(err)
+		}
+	}
+	link := filepath.Join(filepath.Dir(real), "state-link")
+	if err := os.Symlink(real, link); err != nil {
+		t.Fatal(err)
+	}
+	// After the daemon stops: its pinned namespaces' shared mount.
+	t.Cleanup(func() { unmountUnder(real) })
+	d := newDaemon(t, insecureConfig(e.reg.Host), "--state", link)
+	newPodNet(t, d).install(t, d)
+	pullImage(t, d, e.reg.Ref("busybox:plain"))
+	env := &ctrEnv{d: d, reg: e.reg, logs: e.logs}
+
+	cfg := podConfig("keep")
+	cfg.LogDirectory = filepath.Join(env.logs, "keep")
+	userns := usernsOptions(runtimeapi.NamespaceMode_POD, usernsHost)
+	cfg.Linux.SecurityContext = &runtimeapi.LinuxSandboxSecurityContext{NamespaceOptions: &runtimeapi.NamespaceOption{UsernsOptions: userns}}
+	podID := runPod(t, d, cfg)
+	vol := t.TempDir()
+	if err := os.WriteFile(filepath.Join(vol, "precious"), []byte("data"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := ctrConfig("keep", env.image("plain"), "sleep", "300")
+	c.Mounts = []*runtimeapi.Mount{{ContainerPath: "/vol", HostPath: vol, UidMappings: userns.Uids, GidMappings: userns.Gids}}
+	id := env.run(t, podID, cfg, c)
+	if _, err := d.runtime.RemoveContainer(context.Background(), &runtimeapi.RemoveContainerRequest{ContainerId: id}); err != nil {
+		t.Fatalf("RemoveContainer: %v", err)
+	}
+	if b, err := os.ReadFile(filepath.Join(vol, "precious")); err != nil || string(b) != "data" {
+		t.Fatalf("the volume lost its file: %q, %v", b, err)
+	}
+	if entries, _ := os.ReadDir(filepath.Join(real, "containers")); len(entries) != 0 {
+		t.Errorf("the container's bundle is left: %d entries", len(entries))
+	}
+	removePod(t, d, podID)
 }

@@ -166,8 +166,11 @@ func mountOne(root *os.File, m specs.Mount) error {
 			return err
 		}
 		defer func() { _ = again.Close() }()
-		remount := unix.MS_REMOUNT | unix.MS_BIND | flags&(unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC)
-		if err := unix.Mount("", fmt.Sprintf("/proc/self/fd/%d", again.Fd()), "", remount, ""); err != nil {
+		// Flags the source has (a nodev tmpfs) are locked in a user
+		// namespace: a remount must keep them.
+		at := fmt.Sprintf("/proc/self/fd/%d", again.Fd())
+		remount := unix.MS_REMOUNT | unix.MS_BIND | flags&(unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC) | lockedFlags(at)
+		if err := unix.Mount("", at, "", remount, ""); err != nil {
 			return fmt.Errorf("remounting: %w", err)
 		}
 	}
@@ -468,8 +471,12 @@ func bindHostDevice(parent *os.File, name string, d specs.LinuxDevice) error {
 	if err := unix.Stat(d.Path, &st); err != nil {
 		return fmt.Errorf("the host has no %s to bind in a user namespace: %w", d.Path, err)
 	}
-	if st.Rdev != unix.Mkdev(uint32(d.Major), uint32(d.Minor)) {
-		return fmt.Errorf("the host's %s is another device than %d:%d, and a user namespace cannot make it", d.Path, d.Major, d.Minor)
+	kind := uint32(unix.S_IFCHR)
+	if d.Type == "b" {
+		kind = unix.S_IFBLK
+	}
+	if st.Rdev != unix.Mkdev(uint32(d.Major), uint32(d.Minor)) || st.Mode&unix.S_IFMT != kind {
+		return fmt.Errorf("the host's %s is another device than %s %d:%d, and a user namespace cannot make it", d.Path, d.Type, d.Major, d.Minor)
 	}
 	fd, err := unix.Openat(int(parent.Fd()), name, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o600)
 	if err != nil {

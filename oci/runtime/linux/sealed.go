@@ -31,7 +31,13 @@ func SealedBinary(path string) (*os.File, error) {
 		_ = f.Close()
 		return nil, fmt.Errorf("copying %s: %w", path, err)
 	}
-	if err := unix.Fchmod(fd, 0o555); err != nil {
+	// Execute-only: a program run from a file its user cannot read is not
+	// dumpable, and its memory belongs to the host's user namespace even
+	// when it joins a pod's (the kernel ties it to a namespace that can
+	// read the file), so the root of a pod's user namespace, with
+	// CAP_SYS_PTRACE there, cannot look into a runtime setting up a
+	// container of that pod.
+	if err := unix.Fchmod(fd, 0o111); err != nil {
 		_ = f.Close()
 		return nil, err
 	}

@@ -32,9 +32,9 @@ __attribute__((constructor)) static void husk_pod_init(int argc, char **argv) {
 		return;
 	// A pod with its own user namespace: the PID namespace must belong to
 	// it, so it is made here, as that namespace's root. After the go-ahead
-	// this process forks the init into it, says so ("f" on stdout: the
-	// daemon can pin the namespace now that it has an init) and stays
-	// outside as the init's holder.
+	// this process forks the init into it and stays outside as the init's
+	// holder; the init says when it is set up ("f" on stdout: the daemon
+	// can pin the namespace now that it has an init).
 	const char *userns = getenv("HUSK_POD_USERNS");
 	if (userns != NULL) {
 		int fd = open(userns, O_RDONLY | O_CLOEXEC);
@@ -52,10 +52,10 @@ __attribute__((constructor)) static void husk_pod_init(int argc, char **argv) {
 	close(3);
 
 	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+	// The holder keeps the write end of alive open: the init sees end of
+	// file if the holder died before the init set its parent-death signal.
+	int alive[2] = {-1, -1};
 	if (userns != NULL) {
-		// The holder keeps the write end of alive open: if it died before
-		// the init set its parent-death signal, the init sees end of file.
-		int alive[2];
 		if (pipe2(alive, O_CLOEXEC) != 0)
 			_exit(9);
 		pid_t init = fork();
@@ -64,22 +64,13 @@ __attribute__((constructor)) static void husk_pod_init(int argc, char **argv) {
 		if (init > 0) {
 			// Killing the holder ends the init (its parent-death
 			// signal), and with it the pod's PID namespace.
-			if (write(1, "f", 1) != 1)
-				_exit(10);
 			close(1);
 			int st;
 			while (waitpid(init, &st, 0) < 0)
 				;
 			_exit(0);
 		}
-		prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
 		close(alive[1]);
-		fcntl(alive[0], F_SETFL, O_NONBLOCK);
-		char c;
-		if (read(alive[0], &c, 1) == 0)
-			_exit(0);
-		close(alive[0]);
-		close(1);
 	}
 	if (unshare(CLONE_NEWNS) != 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0)
 		_exit(2);
@@ -89,6 +80,18 @@ __attribute__((constructor)) static void husk_pod_init(int argc, char **argv) {
 		_exit(4);
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
 		_exit(5);
+	if (userns != NULL) {
+		// Set only now: a change of credentials clears it.
+		prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+		fcntl(alive[0], F_SETFL, O_NONBLOCK);
+		char c;
+		if (read(alive[0], &c, 1) == 0)
+			_exit(0);
+		close(alive[0]);
+		if (write(1, "f", 1) != 1)
+			_exit(10);
+		close(1);
+	}
 
 	sigset_t set;
 	sigemptyset(&set);

@@ -197,6 +197,9 @@ func TestNamespaces(t *testing.T) {
 		{Type: specs.IPCNamespace, Path: "/run/ns/ipc"},
 		{Type: specs.UTSNamespace, Path: "/run/ns/uts"},
 	}
+	podMapping := []specs.LinuxIDMapping{{ContainerID: 0, HostID: 100000, Size: 65536}}
+	podUserns := &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_POD,
+		Uids: []*runtimeapi.IDMapping{{HostId: 100000, Length: 65536}}, Gids: []*runtimeapi.IDMapping{{HostId: 100000, Length: 65536}}}
 	for _, tc := range []struct {
 		name     string
 		ns       map[string]string
@@ -204,7 +207,7 @@ func TestNamespaces(t *testing.T) {
 		cgroupNS bool
 		want     []specs.LinuxNamespace
 		errField string
-		errNotIm bool
+		userns   bool
 	}{
 		{name: "container pid", ns: pod, opts: &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_CONTAINER},
 			want: append(slices.Clone(joined), specs.LinuxNamespace{Type: specs.PIDNamespace})},
@@ -224,22 +227,27 @@ func TestNamespaces(t *testing.T) {
 			want: []specs.LinuxNamespace{{Type: specs.MountNamespace}}},
 		{name: "cgroup namespace", opts: &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_NODE}, cgroupNS: true,
 			want: []specs.LinuxNamespace{{Type: specs.MountNamespace}, {Type: specs.CgroupNamespace}}},
-		{name: "user namespace", opts: &runtimeapi.NamespaceOption{UsernsOptions: &runtimeapi.UserNamespace{
-			Mode: runtimeapi.NamespaceMode_POD, Uids: []*runtimeapi.IDMapping{{HostId: 100000, Length: 65536}}}}, errNotIm: true},
+		{name: "the pod's user namespace", userns: true, opts: &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_NODE, UsernsOptions: podUserns},
+			want: []specs.LinuxNamespace{{Type: specs.MountNamespace}, {Type: specs.UserNamespace, Path: "/run/ns/user"}}},
+		{name: "the pod's user namespace, options unset", userns: true, opts: &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_NODE},
+			want: []specs.LinuxNamespace{{Type: specs.MountNamespace}, {Type: specs.UserNamespace, Path: "/run/ns/user"}}},
+		{name: "other mappings than the pod's", userns: true, opts: &runtimeapi.NamespaceOption{UsernsOptions: &runtimeapi.UserNamespace{
+			Mode: runtimeapi.NamespaceMode_POD, Uids: []*runtimeapi.IDMapping{{HostId: 200000, Length: 65536}}}}, errField: "userns_options"},
+		{name: "a user namespace the pod has not", opts: &runtimeapi.NamespaceOption{UsernsOptions: podUserns}, errField: "userns_options"},
+		{name: "the host's in a pod with its own", userns: true, opts: &runtimeapi.NamespaceOption{UsernsOptions: &runtimeapi.UserNamespace{
+			Mode: runtimeapi.NamespaceMode_NODE}}, errField: "userns_options"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			in := baseInput(t)
 			in.Namespaces, in.CgroupNamespace = tc.ns, tc.cgroupNS
+			if tc.userns {
+				in.UserNamespace, in.UIDMappings, in.GIDMappings = "/run/ns/user", podMapping, podMapping
+			}
 			linux(in.Config).NamespaceOptions = tc.opts
 			s, err := Generate(in)
 			switch {
 			case tc.errField != "":
 				wantInvalid(t, err, tc.errField)
-				return
-			case tc.errNotIm:
-				if !errors.Is(err, errdefs.ErrNotImplemented) {
-					t.Fatalf("error %v, want NotImplemented", err)
-				}
 				return
 			case err != nil:
 				t.Fatal(err)
@@ -442,5 +450,50 @@ func TestCRISignalRoundTrip(t *testing.T) {
 		if back, err := ParseSignal(strings.TrimPrefix(got.String(), "SIGNAL_")); err != nil || back != sig {
 			t.Errorf("%s: signal %d comes back as %v (%d, %v)", name, sig, got, back, err)
 		}
+	}
+}
+
+// A CRI mount may ask for the pod's id mappings (kubelet puts them on
+// every mount of a pod with its own user namespace), and for no others.
+func TestIDMappedMounts(t *testing.T) {
+	podMapping := []specs.LinuxIDMapping{{ContainerID: 0, HostID: 100000, Size: 65536}}
+	same := []*runtimeapi.IDMapping{{HostId: 100000, Length: 65536}}
+	other := []*runtimeapi.IDMapping{{HostId: 300000, Length: 65536}}
+	vol := t.TempDir()
+	for _, tc := range []struct {
+		name     string
+		userns   bool
+		uids     []*runtimeapi.IDMapping
+		errField string
+	}{
+		{name: "the pod's mappings", userns: true, uids: same},
+		{name: "none", userns: true},
+		{name: "other mappings", userns: true, uids: other, errField: "mounts[0].uidMappings"},
+		{name: "a pod without a user namespace", uids: same, errField: "mounts[0].uidMappings"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			in := baseInput(t)
+			if tc.userns {
+				in.UserNamespace, in.UIDMappings, in.GIDMappings = "/run/ns/user", podMapping, podMapping
+			}
+			in.Config.Mounts = []*runtimeapi.Mount{{ContainerPath: "/data", HostPath: vol, UidMappings: tc.uids, GidMappings: tc.uids}}
+			s, err := Generate(in)
+			if tc.errField != "" {
+				wantInvalid(t, err, tc.errField)
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, m := range s.Mounts {
+				if m.Destination == "/data" {
+					if mapped := len(m.UIDMappings) > 0; mapped != (tc.uids != nil) || (mapped && !slices.Equal(m.UIDMappings, podMapping)) {
+						t.Errorf("mount mappings %v", m.UIDMappings)
+					}
+					return
+				}
+			}
+			t.Error("no /data mount")
+		})
 	}
 }
