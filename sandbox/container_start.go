@@ -87,12 +87,19 @@ func (m *Manager) startMonitor(c *Container, pod *Pod) error {
 			args = append(args, flag, p)
 		}
 	}
-	// The PID namespace is the one the spec says: the pod's, a new one,
-	// or (no entry) the host's.
-	pidNS, err := m.specPIDNamespace(c.ID)
+	spec, err := m.readSpec(c.ID)
 	if err != nil {
 		return err
 	}
+	// The runtime of a container in a pod's user namespace cannot write
+	// its own oom_score_adj (its /proc files are the host's root's: its
+	// binary is one it cannot read): the monitor, the host's, does.
+	if spec.Process != nil && spec.Process.OOMScoreAdj != nil {
+		args = append(args, "--oom-score-adj", strconv.Itoa(*spec.Process.OOMScoreAdj))
+	}
+	// The PID namespace is the one the spec says: the pod's, a new one,
+	// or (no entry) the host's.
+	pidNS := pidNamespace(spec)
 	switch {
 	case pidNS == nil:
 	case pidNS.Path != "":
@@ -213,9 +220,8 @@ func (m *Manager) lockContainer(id string) (*Container, func(), error) {
 	return c, unlock, nil
 }
 
-// specPIDNamespace reads the PID namespace of a container's spec: nil for
-// the host's.
-func (m *Manager) specPIDNamespace(id string) (*specs.LinuxNamespace, error) {
+// readSpec reads a container's OCI spec from its bundle.
+func (m *Manager) readSpec(id string) (*specs.Spec, error) {
 	b, err := os.ReadFile(filepath.Join(m.bundleDir(id), "config.json"))
 	if err != nil {
 		return nil, err
@@ -224,13 +230,19 @@ func (m *Manager) specPIDNamespace(id string) (*specs.LinuxNamespace, error) {
 	if err := json.Unmarshal(b, &s); err != nil {
 		return nil, err
 	}
+	return &s, nil
+}
+
+// pidNamespace is the PID namespace of a spec: nil for the host's, one
+// without a path for a new one.
+func pidNamespace(s *specs.Spec) *specs.LinuxNamespace {
 	if s.Linux == nil {
-		return nil, nil
+		return nil
 	}
 	for _, n := range s.Linux.Namespaces {
 		if n.Type == specs.PIDNamespace {
-			return &n, nil
+			return &n
 		}
 	}
-	return nil, nil
+	return nil
 }

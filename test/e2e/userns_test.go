@@ -69,9 +69,12 @@ func TestPodWithItsOwnUserNamespace(t *testing.T) {
 		"test -c /dev/null && echo null-ok",
 		"echo x >> /plain/host-file 2>/dev/null || echo plain-refused",
 		"stat -c %u /img/bin/busybox",
+		"cat /proc/self/oom_score_adj",
 		"sleep 300",
 	}, "; "))
 	c.Linux.SecurityContext.NamespaceOptions.UsernsOptions = userns
+	// kubelet sets one for every container (1000 for BestEffort).
+	c.Linux.Resources = &runtimeapi.LinuxContainerResources{OomScoreAdj: 500}
 	c.Mounts = []*runtimeapi.Mount{
 		{ContainerPath: "/vol", HostPath: vol, UidMappings: userns.Uids, GidMappings: userns.Gids},
 		{ContainerPath: "/plain", HostPath: plain},
@@ -84,11 +87,11 @@ func TestPodWithItsOwnUserNamespace(t *testing.T) {
 	var out []string
 	waitFor(t, func() bool {
 		out = output(t, logPath, "stdout")
-		return len(out) >= 11 || e.status(t, id).State == runtimeapi.ContainerState_CONTAINER_EXITED
+		return len(out) >= 12 || e.status(t, id).State == runtimeapi.ContainerState_CONTAINER_EXITED
 	})
 	want := []string{
 		"         0    1048576      65536", "         0    1048576      65536",
-		"0", "0", "0:0", "0:0", "0:0", "eth0 lo", "null-ok", "plain-refused", "0",
+		"0", "0", "0:0", "0:0", "0:0", "eth0 lo", "null-ok", "plain-refused", "0", "500",
 	}
 	if len(out) < len(want) {
 		t.Fatalf("container output %q, stderr %q", out, output(t, logPath, "stderr"))

@@ -75,10 +75,8 @@ func initContainer(bundle string) error {
 	if err := setRlimits(spec.Process.Rlimits); err != nil {
 		return err
 	}
-	if spec.Process.OOMScoreAdj != nil {
-		if err := os.WriteFile("/proc/self/oom_score_adj", fmt.Appendf(nil, "%d", *spec.Process.OOMScoreAdj), 0); err != nil {
-			return fmt.Errorf("setting oom_score_adj: %w", err)
-		}
+	if err := setOOMScoreAdj(spec.Process.OOMScoreAdj); err != nil {
+		return err
 	}
 	rootfs := spec.Root.Path
 	if !filepath.IsAbs(rootfs) {
@@ -212,6 +210,22 @@ func waitForCgroup() error {
 	var b [1]byte
 	if n, err := f.Read(b[:]); n != 1 {
 		return fmt.Errorf("the monitor did not move the container into its cgroup: %v", err)
+	}
+	return nil
+}
+
+// setOOMScoreAdj sets the process's oom_score_adj unless it has it
+// already: husk's monitor sets it before the runtime goes on, which in a
+// pod's user namespace cannot (its /proc files are the host root's).
+func setOOMScoreAdj(want *int) error {
+	if want == nil {
+		return nil
+	}
+	if b, err := os.ReadFile("/proc/self/oom_score_adj"); err == nil && strings.TrimSpace(string(b)) == strconv.Itoa(*want) {
+		return nil
+	}
+	if err := os.WriteFile("/proc/self/oom_score_adj", fmt.Appendf(nil, "%d", *want), 0); err != nil {
+		return fmt.Errorf("setting oom_score_adj: %w", err)
 	}
 	return nil
 }

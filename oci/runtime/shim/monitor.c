@@ -6,7 +6,7 @@
 // starts, which keeps it at about 2 MiB of resident memory (most of it the
 // shared pages of libc and the binary) per container.
 //
-//   husk-runtime monitor --state DIR --log FILE [--oom FILE] [--userns F] [--netns F]
+//   husk-runtime monitor --state DIR --log FILE [--oom FILE] [--oom-score-adj N] [--userns F] [--netns F]
 //                [--ipcns F] [--utsns F] [--pidns F | --newpid] [--tty] [--stdin [--stdin-once]]
 //                [--exec-fd N] [--cgroup PROCS_FILE ...] -- PROGRAM ARGS...
 //
@@ -20,7 +20,8 @@
 // program: the runtime reports setup errors on it and closes it by exec.
 // With --cgroup it moves the program into the container's cgroup (a pid
 // written to each cgroup.procs file) while the program sets the container
-// up, and tells it on descriptor 5 when that is done.
+// up, and tells it on descriptor 5 when that is done; --oom-score-adj is
+// set for the program before that.
 //
 // In DIR it writes "pid" (pid and start time, once the program runs) and
 // "exit" (exit code, finish time in ns, OOM kill 0/1) when it ends. Log
@@ -448,12 +449,13 @@ __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 		{"tty", no_argument, 0, 't'},         {"exec-fd", required_argument, 0, 'e'},
 		{"cgroup", required_argument, 0, 'c'}, {"stdin", no_argument, 0, 'I'},
 		{"stdin-once", no_argument, 0, 'O'},  {"userns", required_argument, 0, 'U'},
-		{0, 0, 0, 0}};
+		{"oom-score-adj", required_argument, 0, 'A'}, {0, 0, 0, 0}};
 	const char *cgroups[64];
 	int ncgroups = 0;
 	const char *state = NULL, *oom = NULL, *netns = NULL, *ipcns = NULL, *utsns = NULL, *pidns = NULL,
 		   *userns = NULL;
 	int newpid = 0, tty = 0, exec_fd = -1, with_stdin = 0;
+	const char *oom_score_adj = NULL;
 	optind = 2;
 	for (int c; (c = getopt_long(argc, argv, "", opts, NULL)) != -1;) {
 		switch (c) {
@@ -465,6 +467,7 @@ __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 		case 'u': utsns = optarg; break;
 		case 'p': pidns = optarg; break;
 		case 'U': userns = optarg; break;
+		case 'A': oom_score_adj = optarg; break;
 		case 'P': newpid = 1; break;
 		case 't': tty = 1; break;
 		case 'I': with_stdin = 1; break;
@@ -593,6 +596,17 @@ __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 		}
 		dprintf(3, "starting %s: %s", prog[0], strerror(errno));
 		_exit(127);
+	}
+	if (oom_score_adj != NULL) {
+		char path[64];
+		snprintf(path, sizeof path, "/proc/%d/oom_score_adj", child);
+		int fd = open(path, O_WRONLY | O_CLOEXEC);
+		if (fd < 0 || dprintf(fd, "%s", oom_score_adj) < 0) {
+			dprintf(3, "setting oom_score_adj: %s", strerror(errno));
+			kill(child, SIGKILL);
+			_exit(1);
+		}
+		close(fd);
 	}
 	if (ncgroups > 0) {
 		close(ready[0]);
