@@ -50,13 +50,9 @@ func TestCapabilities(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			in := baseInput(t)
 			linux(in.Config).Capabilities = tc.caps
-			s, err := Generate(in)
-			if tc.errField != "" {
-				wantInvalid(t, err, tc.errField)
+			s := generateCase(t, in, tc.errField)
+			if s == nil {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			c := s.Process.Capabilities
 			for name, got := range map[string][]string{"bounding": c.Bounding, "effective": c.Effective, "permitted": c.Permitted} {
@@ -149,13 +145,9 @@ func TestSeccomp(t *testing.T) {
 			in := baseInput(t)
 			sc := linux(in.Config)
 			sc.Seccomp, sc.SeccompProfilePath = tc.profile, tc.legacy //nolint:staticcheck // testing the deprecated field too
-			s, err := Generate(in)
-			if tc.errField != "" {
-				wantInvalid(t, err, tc.errField)
+			s := generateCase(t, in, tc.errField)
+			if s == nil {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			if tc.wantAction == "" {
 				if s.Linux.Seccomp != nil {
@@ -293,13 +285,9 @@ func TestDevices(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			in := baseInput(t)
 			in.Config.Devices = tc.devs
-			s, err := Generate(in)
-			if tc.errField != "" {
-				wantInvalid(t, err, tc.errField)
+			s := generateCase(t, in, tc.errField)
+			if s == nil {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			var paths []string
 			for _, d := range s.Linux.Devices {
@@ -477,13 +465,9 @@ func TestIDMappedMounts(t *testing.T) {
 				in.UserNamespace, in.UIDMappings, in.GIDMappings = "/run/ns/user", podMapping, podMapping
 			}
 			in.Config.Mounts = []*runtimeapi.Mount{{ContainerPath: "/data", HostPath: vol, UidMappings: tc.uids, GidMappings: tc.uids}}
-			s, err := Generate(in)
-			if tc.errField != "" {
-				wantInvalid(t, err, tc.errField)
+			s := generateCase(t, in, tc.errField)
+			if s == nil {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			for _, m := range s.Mounts {
 				if m.Destination == "/data" {

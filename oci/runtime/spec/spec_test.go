@@ -83,6 +83,21 @@ func wantInvalid(t *testing.T, err error, field string) {
 	}
 }
 
+// generateCase makes the spec of a table case: nil when the case expects
+// InvalidArgument naming errField (and got it).
+func generateCase(t *testing.T, in Input, errField string) *specs.Spec {
+	t.Helper()
+	s, err := Generate(in)
+	if errField != "" {
+		wantInvalid(t, err, errField)
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 func TestCommand(t *testing.T) {
 	for _, tc := range []struct {
 		name          string
@@ -174,13 +189,9 @@ func TestWorkingDir(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			in := baseInput(t)
 			in.Config.WorkingDir, in.Image.WorkingDir = tc.config, tc.image
-			s, err := Generate(in)
-			if tc.errField != "" {
-				wantInvalid(t, err, tc.errField)
+			s := generateCase(t, in, tc.errField)
+			if s == nil {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			if s.Process.Cwd != tc.want {
 				t.Errorf("cwd %q, want %q", s.Process.Cwd, tc.want)
@@ -292,13 +303,9 @@ func TestUser(t *testing.T) {
 			if tc.sc != nil {
 				in.Config.Linux = &runtimeapi.LinuxContainerConfig{SecurityContext: tc.sc}
 			}
-			s, err := Generate(in)
-			if tc.errField != "" {
-				wantInvalid(t, err, tc.errField)
+			s := generateCase(t, in, tc.errField)
+			if s == nil {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			got := s.Process.User
 			if got.UID != tc.want.UID || got.GID != tc.want.GID || !slices.Equal(got.AdditionalGids, tc.want.AdditionalGids) {
@@ -480,13 +487,9 @@ func TestMounts(t *testing.T) {
 			in.ShmPath = tc.shm
 			in.Config.Mounts = tc.mounts
 			linux(in.Config).ReadonlyRootfs = tc.readonly
-			s, err := Generate(in)
-			if tc.errField != "" {
-				wantInvalid(t, err, tc.errField)
+			s := generateCase(t, in, tc.errField)
+			if s == nil {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			if got := mountDsts(s.Mounts); !slices.Equal(got, tc.wantDsts) {
 				t.Errorf("mounts %q,\nwant %q", got, tc.wantDsts)
