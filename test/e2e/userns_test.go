@@ -276,3 +276,43 @@ func TestRemovingAUserNamespaceContainerKeepsItsVolume(t *testing.T) {
 	}
 	removePod(t, d, podID)
 }
+
+// A container of a pod with its own user namespace goes on through a
+// daemon killed with SIGKILL; after the restart exec joins it (with a
+// terminal of its own devpts too), a tty container of such a pod gets its
+// terminal, and the pod's removal leaves nothing.
+func TestUserNamespacePodSurvivesDaemonSIGKILL(t *testing.T) {
+	e := newCtrEnv(t)
+	before := countContainerLeaks(t, e.d)
+	cfg := podConfig("userns-outage")
+	cfg.LogDirectory = filepath.Join(e.logs, "userns-outage")
+	userns := usernsOptions(runtimeapi.NamespaceMode_POD, usernsHost)
+	cfg.Linux.SecurityContext = &runtimeapi.LinuxSandboxSecurityContext{NamespaceOptions: &runtimeapi.NamespaceOption{UsernsOptions: userns}}
+	podID := runPod(t, e.d, cfg)
+	id := e.run(t, podID, cfg, ctrConfig("sleeper", e.image("plain"), "sleep", "300"))
+
+	_ = e.d.stop(syscall.SIGKILL)
+	e.d.start()
+	if st := e.status(t, id); st.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
+		t.Fatalf("after the restart: %v", st.State)
+	}
+	resp, err := e.d.runtime.ExecSync(context.Background(), &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"sh", "-c", "id -u; head -1 /proc/self/uid_map"}, Timeout: 10})
+	if err != nil || resp.ExitCode != 0 || !strings.HasPrefix(string(resp.Stdout), "0\n") || !strings.Contains(string(resp.Stdout), "1048576") {
+		t.Fatalf("ExecSync after the restart: %q %q %v", resp.GetStdout(), resp.GetStderr(), err)
+	}
+	out, err := crictlOnTerminal(t, e, 24, 80, "exec", "-it", id, "sh", "-c", `echo "name=$(tty)"`)
+	if err != nil || !strings.Contains(out, "name=/dev/pts/0") {
+		t.Errorf("exec -it in the user namespace: %q, %v", out, err)
+	}
+	tty := ctrConfig("tty", e.image("plain"), "sh", "-c", "tty")
+	tty.Tty = true
+	st, lines := e.runToEnd(t, podID, cfg, tty)
+	if st.ExitCode != 0 || len(lines) == 0 || !strings.HasPrefix(lines[0], "/dev/pts/0") {
+		t.Errorf("tty container: exit %d, %q", st.ExitCode, lines)
+	}
+	stopPod(t, e.d, podID)
+	removePod(t, e.d, podID)
+	if after := countContainerLeaks(t, e.d); after != before {
+		t.Errorf("left behind: %+v, before %+v", after, before)
+	}
+}
