@@ -17,10 +17,7 @@ func (s *Server) Status(_ context.Context, req *runtimeapi.StatusRequest) (*runt
 			{Type: runtimeapi.RuntimeReady, Status: true},
 			{Type: runtimeapi.NetworkReady, Status: netReady, Reason: reason, Message: message},
 		}},
-		RuntimeHandlers: []*runtimeapi.RuntimeHandler{{Name: "", Features: &runtimeapi.RuntimeHandlerFeatures{
-			RecursiveReadOnlyMounts: s.opts.RecursiveReadOnlyMounts,
-			UserNamespaces:          s.opts.UserNamespaces,
-		}}},
+		RuntimeHandlers: s.runtimeHandlers(),
 		// Strict supplementary groups are applied, and ContainerStatus
 		// reports the user each container starts as.
 		// mount_options of CRI mounts are applied too.
@@ -34,4 +31,19 @@ func (s *Server) Status(_ context.Context, req *runtimeapi.StatusRequest) (*runt
 		resp.Info["network"] = fmt.Sprintf("%q", s.pods.Network().NetworkName())
 	}
 	return resp, nil
+}
+
+// runtimeHandlers are husk's own runtime ("") and the configured
+// runc-compatible ones, which husk cannot promise recursive read-only
+// mounts (runc has them since 1.2) or user namespaces of.
+func (s *Server) runtimeHandlers() []*runtimeapi.RuntimeHandler {
+	var out []*runtimeapi.RuntimeHandler
+	for _, h := range s.pods.Handlers() {
+		f := &runtimeapi.RuntimeHandlerFeatures{}
+		if h == "" {
+			f.RecursiveReadOnlyMounts, f.UserNamespaces = s.opts.RecursiveReadOnlyMounts, s.opts.UserNamespaces
+		}
+		out = append(out, &runtimeapi.RuntimeHandler{Name: h, Features: f})
+	}
+	return out
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"github.com/containerd/errdefs"
 	securejoin "github.com/cyphar/filepath-securejoin"
 	"github.com/opencontainers/go-digest"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/klog/v2"
@@ -73,6 +75,15 @@ func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg *runtim
 	defer unlockPod()
 	if !pod.Ready() {
 		return "", fmt.Errorf("pod sandbox %s is not ready: %w", pod.ID, errdefs.ErrFailedPrecondition)
+	}
+	if pod.RuntimeHandler != "" {
+		// husk cannot tell whether another runtime makes mounts read-only
+		// all the way down (runc does since 1.2), and Status says so.
+		for i, mnt := range cfg.GetMounts() {
+			if mnt.GetRecursiveReadOnly() {
+				return "", fmt.Errorf("config.mounts[%d].recursive_read_only: runtime handler %q does not offer it: %w", i, pod.RuntimeHandler, errdefs.ErrInvalidArgument)
+			}
+		}
 	}
 	img, err := m.opts.Images.Get(cfg.GetImage().GetImage())
 	if err != nil {
@@ -243,6 +254,26 @@ func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg *runtim
 			return "", err
 		}
 	}
+	res := s.Linux.Resources // the container's cgroup's
+	if pod.RuntimeHandler != "" {
+		if err := trimCapabilities(s); err != nil {
+			return "", err
+		}
+		// Another runtime gets a cgroup below the container's, and only
+		// the device rules: husk keeps the limits on the container's
+		// cgroup, where the kernel counts OOM kills (runc removes the
+		// cgroup it ran in when the container ends, before the monitor
+		// reads them) and UpdateContainerResources changes them. A parent
+		// that denied a device would keep the runtime from allowing it
+		// (runc allows /dev/net/tun too).
+		s.Linux.CgroupsPath = path.Join(s.Linux.CgroupsPath, "runtime")
+		if r := s.Linux.Resources; r != nil {
+			limits := *r
+			limits.Devices = nil
+			res = &limits
+			s.Linux.Resources = &specs.LinuxResources{Devices: r.Devices}
+		}
+	}
 	b, err := json.Marshal(s)
 	if err != nil {
 		return "", err
@@ -255,7 +286,7 @@ func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg *runtim
 	if err := step("making and writing its OCI spec", err); err != nil {
 		return "", err
 	}
-	if err := step("creating its cgroup", m.opts.Cgroups.Create(cgroup, s.Linux.Resources)); err != nil {
+	if err := step("creating its cgroup", m.opts.Cgroups.Create(cgroup, res)); err != nil {
 		return "", err
 	}
 	if c.LogPath != "" {

@@ -50,7 +50,7 @@ func (m *Manager) execCommand(ctx context.Context, id string, cmd []string, tty 
 	if err != nil {
 		return nil, nil, err
 	}
-	p := m.running(c)
+	p := m.containerInit(c)
 	if p == nil {
 		return nil, nil, fmt.Errorf("container %s is not running: %w", c.ID, errdefs.ErrFailedPrecondition)
 	}

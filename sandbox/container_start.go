@@ -75,37 +75,22 @@ func (m *Manager) startMonitor(c *Container, pod *Pod) error {
 	if logPath == "" {
 		logPath = os.DevNull
 	}
-	args := []string{"monitor", "--state", dir, "--log", logPath, "--exec-fd", "4"}
+	args := []string{"monitor", "--state", dir, "--log", logPath}
 	if oom := m.opts.Cgroups.OOMEventsFile(c.Cgroup); oom != "" {
 		args = append(args, "--oom", oom)
 	}
-	for _, f := range m.opts.Cgroups.ProcsFiles(c.Cgroup) {
-		args = append(args, "--cgroup", f)
+	handler := pod.RuntimeHandler
+	if handler != "" && !m.opts.Cgroups.Unified() {
+		// cgroup v1 counts an OOM kill in the runtime's cgroup, which the
+		// runtime removes: the monitor listens for the OOM instead.
+		args = append(args, "--oom-notify")
 	}
-	for t, flag := range map[ns.Type]string{ns.User: "--userns", ns.Net: "--netns", ns.IPC: "--ipcns", ns.UTS: "--utsns"} {
-		if p, ok := pod.Namespaces[t]; ok {
-			args = append(args, flag, p)
+	if handler == "" {
+		more, err := m.builtinMonitorArgs(c, pod)
+		if err != nil {
+			return err
 		}
-	}
-	spec, err := m.readSpec(c.ID)
-	if err != nil {
-		return err
-	}
-	// The runtime of a container in a pod's user namespace cannot write
-	// its own oom_score_adj (its /proc files are the host's root's: its
-	// binary is one it cannot read): the monitor, the host's, does.
-	if spec.Process != nil && spec.Process.OOMScoreAdj != nil {
-		args = append(args, "--oom-score-adj", strconv.Itoa(*spec.Process.OOMScoreAdj))
-	}
-	// The PID namespace is the one the spec says: the pod's, a new one,
-	// or (no entry) the host's.
-	pidNS := pidNamespace(spec)
-	switch {
-	case pidNS == nil:
-	case pidNS.Path != "":
-		args = append(args, "--pidns", pidNS.Path)
-	default:
-		args = append(args, "--newpid")
+		args = append(args, more...)
 	}
 	if c.Config.GetTty() {
 		args = append(args, "--tty")
@@ -116,9 +101,16 @@ func (m *Manager) startMonitor(c *Container, pod *Pod) error {
 			args = append(args, "--stdin-once")
 		}
 	}
-	args = append(args, "--", "husk-runtime", "container-init", m.bundleDir(c.ID))
+	args = append(args, "--")
+	if handler == "" {
+		args = append(args, "husk-runtime", "container-init", m.bundleDir(c.ID))
+	} else {
+		// The runtime puts the container in its cgroup and namespaces
+		// itself, from the spec.
+		args = append(args, m.runtimeArgs(handler, c.ID)...)
+	}
 
-	for _, f := range []string{"pid", "exit"} {
+	for _, f := range []string{"pid", "exit", "runtime.pid"} {
 		_ = os.Remove(filepath.Join(dir, f))
 	}
 	report, reportW, err := os.Pipe()
@@ -135,7 +127,10 @@ func (m *Manager) startMonitor(c *Container, pod *Pod) error {
 	// Not cancelled with the call: the monitor outlives it.
 	cmd := m.runtimeCommand(context.Background(), args...)
 	cmd.Stderr = stderr
-	cmd.ExtraFiles = []*os.File{reportW, m.opts.Binary} // fds 3 and 4
+	cmd.ExtraFiles = []*os.File{reportW} // fd 3
+	if handler == "" {
+		cmd.ExtraFiles = append(cmd.ExtraFiles, m.opts.Binary) // fd 4
+	}
 	cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 	cmd.Dir = "/"
 	// Its own session: the monitor must not get the daemon's signals, and
@@ -184,6 +179,11 @@ func (m *Manager) startMonitor(c *Container, pod *Pod) error {
 		b, _ := os.ReadFile(filepath.Join(dir, "monitor.err"))
 		return fmt.Errorf("the monitor did not start the container: %s", b)
 	}
+	if handler != "" {
+		if err := m.waitRuntimeStarted(c, handler); err != nil {
+			return err
+		}
+	}
 	klog.V(4).InfoS("Container started", "id", c.ID, "took", time.Since(t0))
 	return nil
 }
@@ -218,6 +218,42 @@ func (m *Manager) lockContainer(id string) (*Container, func(), error) {
 		return nil, nil, fmt.Errorf("container %q: %w", id, errdefs.ErrNotFound)
 	}
 	return c, unlock, nil
+}
+
+// builtinMonitorArgs are the monitor's flags for husk's own runtime: the
+// sealed husk-runtime to run (descriptor 4), the cgroup to put it in, the
+// pod's namespaces to start it in.
+func (m *Manager) builtinMonitorArgs(c *Container, pod *Pod) ([]string, error) {
+	args := []string{"--exec-fd", "4"}
+	for _, f := range m.opts.Cgroups.ProcsFiles(c.Cgroup) {
+		args = append(args, "--cgroup", f)
+	}
+	for t, flag := range map[ns.Type]string{ns.User: "--userns", ns.Net: "--netns", ns.IPC: "--ipcns", ns.UTS: "--utsns"} {
+		if p, ok := pod.Namespaces[t]; ok {
+			args = append(args, flag, p)
+		}
+	}
+	spec, err := m.readSpec(c.ID)
+	if err != nil {
+		return nil, err
+	}
+	// The runtime of a container in a pod's user namespace cannot write
+	// its own oom_score_adj (its /proc files are the host's root's: its
+	// binary is one it cannot read): the monitor, the host's, does.
+	if spec.Process != nil && spec.Process.OOMScoreAdj != nil {
+		args = append(args, "--oom-score-adj", strconv.Itoa(*spec.Process.OOMScoreAdj))
+	}
+	// The PID namespace is the one the spec says: the pod's, a new one,
+	// or (no entry) the host's.
+	pidNS := pidNamespace(spec)
+	switch {
+	case pidNS == nil:
+	case pidNS.Path != "":
+		args = append(args, "--pidns", pidNS.Path)
+	default:
+		args = append(args, "--newpid")
+	}
+	return args, nil
 }
 
 // readSpec reads a container's OCI spec from its bundle.

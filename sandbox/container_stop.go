@@ -125,7 +125,13 @@ func (m *Manager) stopContainer(c *Container, timeout time.Duration) error {
 		if sig == 0 {
 			sig = syscall.SIGTERM
 		}
-		if err := unix.Kill(p.PID, sig); err != nil && !errors.Is(err, unix.ESRCH) {
+		// The container's own first process: for another runtime the
+		// monitor's child is the runtime.
+		target := p
+		if ip := m.containerInit(c); ip != nil {
+			target = ip
+		}
+		if err := unix.Kill(target.PID, sig); err != nil && !errors.Is(err, unix.ESRCH) {
 			return fmt.Errorf("signalling container %s: %w", c.ID, err)
 		}
 		if m.waitExit(c, timeout) {
@@ -211,6 +217,13 @@ func (m *Manager) destroyContainer(c *Container) error {
 		return fmt.Errorf("removing its cgroup: %w", err)
 	}
 	m.forgetSamples(c.Cgroup)
+	// Another runtime may still know the container (a crash came before
+	// its `run` ended and deleted it).
+	for h := range m.opts.Runtimes {
+		if err := m.deleteRuntimeState(h, c.ID); err != nil {
+			return err
+		}
+	}
 	// What else the bundle holds mounted: the volumes of a container in
 	// a pod with its own user namespace.
 	if err := unmountBundle(m.bundleDir(c.ID)); err != nil {
@@ -339,7 +352,7 @@ func (m *Manager) ContainerPID(id string) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	p := m.running(c)
+	p := m.containerInit(c)
 	if p == nil {
 		return 0, fmt.Errorf("container %s is not running: %w", id, errdefs.ErrFailedPrecondition)
 	}

@@ -35,6 +35,9 @@ type Options struct {
 	// that the pod init, the container monitors and the runtime run from.
 	Binary *os.File
 	Images *image.Store
+	// Runtimes are the runtime handlers (RuntimeClass) run by another
+	// runtime than husk's own: a runc-compatible binary by handler name.
+	Runtimes map[string]string
 }
 
 // Manager keeps every pod. It is safe for concurrent use; calls on one pod

@@ -22,16 +22,16 @@ import (
 // shmSize is the size of a pod's /dev/shm, Docker's and containerd's default.
 const shmSize = 64 << 20
 
-// Handlers are the runtime handlers (RuntimeClass) husk knows. "" is the
-// built-in runtime.
-var Handlers = []string{""}
-
 // Run creates and starts a pod sandbox, as RunPodSandbox. A second call for
 // the same pod (name, namespace, uid, attempt) while the first is still
 // running waits for it and returns its result; once the pod exists, it is a
 // name conflict.
 func (m *Manager) Run(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, handler string) (string, error) {
-	if err := validate(cfg, handler); err != nil {
+	if err := validate(cfg); err != nil {
+		return "", err
+	}
+	uids, _, _ := usernsMappings(cfg.GetLinux().GetSecurityContext().GetNamespaceOptions())
+	if err := m.checkHandler(handler, uids != nil); err != nil {
 		return "", err
 	}
 	key := podKey(cfg.GetMetadata())
@@ -63,7 +63,7 @@ func (m *Manager) Run(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, han
 	return st.id, st.err
 }
 
-func validate(cfg *runtimeapi.PodSandboxConfig, handler string) error {
+func validate(cfg *runtimeapi.PodSandboxConfig) error {
 	md := cfg.GetMetadata()
 	if md == nil {
 		return fmt.Errorf("config.metadata is required: %w", errdefs.ErrInvalidArgument)
@@ -72,13 +72,6 @@ func validate(cfg *runtimeapi.PodSandboxConfig, handler string) error {
 		if v == "" {
 			return fmt.Errorf("config.metadata.%s is required: %w", field, errdefs.ErrInvalidArgument)
 		}
-	}
-	known := false
-	for _, h := range Handlers {
-		known = known || h == handler
-	}
-	if !known {
-		return fmt.Errorf("runtime_handler: %q is not a runtime handler of husk: %w", handler, errdefs.ErrInvalidArgument)
 	}
 	if err := validateDNS(cfg.GetDnsConfig()); err != nil {
 		return err

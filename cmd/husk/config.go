@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"time"
@@ -41,6 +43,37 @@ type Config struct {
 	// (a sealed copy of it). Empty: the husk-runtime next to husk, else
 	// the first in $PATH.
 	RuntimeBinary string `toml:"runtime_binary" json:"runtime_binary"`
+	// Runtimes are runtime handlers (RuntimeClass handler names) run by a
+	// runc-compatible binary instead of husk's own runtime:
+	//
+	//	[runtimes.runc]
+	//	path = "/usr/sbin/runc"
+	Runtimes map[string]RuntimeConfig `toml:"runtimes" json:"runtimes,omitempty"`
+}
+
+// RuntimeConfig is one runtime handler.
+type RuntimeConfig struct {
+	// Path is the runtime's binary, which takes runc's command line.
+	Path string `toml:"path" json:"path"`
+}
+
+// handlerName is what Kubernetes allows as a RuntimeClass handler (a DNS
+// label).
+var handlerName = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
+
+func validateRuntimes(rs map[string]RuntimeConfig) error {
+	for name, r := range rs {
+		if !handlerName.MatchString(name) {
+			return fmt.Errorf("runtimes.%q: a runtime handler's name is a DNS label (lower case letters, digits, '-')", name)
+		}
+		if !filepath.IsAbs(r.Path) {
+			return fmt.Errorf("runtimes.%s.path: %q is not an absolute path", name, r.Path)
+		}
+		if fi, err := os.Stat(r.Path); err != nil || fi.IsDir() || fi.Mode()&0o111 == 0 {
+			return fmt.Errorf("runtimes.%s.path: %q is not an executable file", name, r.Path)
+		}
+	}
+	return nil
 }
 
 // CNIConfig says where pod networking comes from.
@@ -102,6 +135,9 @@ func loadConfig(path string, explicit bool) (Config, error) {
 	}
 	if err := image.ValidatePinned(cfg.PinnedImages); err != nil {
 		return cfg, fmt.Errorf("config %s: pinned_images: %w", path, err)
+	}
+	if err := validateRuntimes(cfg.Runtimes); err != nil {
+		return cfg, fmt.Errorf("config %s: %w", path, err)
 	}
 	return cfg, nil
 }

@@ -69,6 +69,9 @@ func TestConfigErrorsNameTheProblem(t *testing.T) {
 		"[registry.\"x\"]\nmirrors = [\"http://a/b\"]\n":        "only a scheme and host",
 		"[registry.\"with/slash\"]\nmirrors = [\"http://a\"]\n": "registry host",
 		"pinned_images = [\"pause:*:*\", \"a*b*\"]\n":           "pinned_images",
+		"[runtimes.\"Bad_Name\"]\npath = \"/bin/true\"\n":       "DNS label",
+		"[runtimes.runc]\npath = \"runc\"\n":                    "runtimes.runc.path",
+		"[runtimes.runc]\npath = \"/nonexistent/runc\"\n":       "not an executable",
 	} {
 		_, err := loadConfig(writeConfig(t, body), true)
 		if err == nil || !strings.Contains(err.Error(), want) {
@@ -104,8 +107,8 @@ func TestDeployedConfigDocumentsEveryKey(t *testing.T) {
 				continue
 			}
 			last := key[strings.LastIndex(key, ".")+1:]
-			if key == "registry" {
-				last = "[registry."
+			if f.Type.Kind() == reflect.Map {
+				last = "[" + key + "."
 			} else {
 				last += " = "
 			}

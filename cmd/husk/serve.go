@@ -171,6 +171,8 @@ func runDaemon(ctx context.Context, cfg Config) error {
 		Cgroups: cg,
 		Binary:  binary,
 		Images:  images,
+
+		Runtimes: runtimePaths(cfg.Runtimes),
 	})
 	if err != nil {
 		return fmt.Errorf("restoring pods: %w", err)
@@ -279,4 +281,12 @@ func sealRuntime(path string) (*os.File, error) {
 			path, want, strings.TrimSpace(string(out)), err, strings.TrimSpace(stderr.String()))
 	}
 	return binary, nil
+}
+
+func runtimePaths(rs map[string]RuntimeConfig) map[string]string {
+	out := map[string]string{}
+	for name, r := range rs {
+		out[name] = r.Path
+	}
+	return out
 }

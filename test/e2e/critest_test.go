@@ -32,6 +32,16 @@ var criSkip = []string{
 }
 
 func TestCritest(t *testing.T) {
+	runCritest(t, os.Getenv("CRITEST_RUNTIME_HANDLER"))
+}
+
+// TestCritestRuncHandler runs the suite's pods under the runc runtime
+// handler: containers run by runc, pods husk's.
+func TestCritestRuncHandler(t *testing.T) {
+	runCritest(t, "runc")
+}
+
+func runCritest(t *testing.T, handler string) {
 	critest := os.Getenv("CRITEST")
 	if critest == "" {
 		t.Fatal("CRITEST must name a critest binary (make critest builds one)")
@@ -93,7 +103,15 @@ func TestCritest(t *testing.T) {
 			imagetest.Entry{Name: "etc/passwd", Content: []byte("root:x:0:0:root:/root:/bin/sh\ndefault-user:x:1000:1000::/home/default-user:/bin/sh\n")},
 			imagetest.Entry{Name: "etc/group", Content: []byte("root:x:0:\ndefault-user:x:1000:\ngroup-defined-in-image:x:50000:default-user\n")},
 		)))
-	d := newDaemon(t, fmt.Sprintf("[registry.\"registry.k8s.io\"]\nmirrors = [\"http://%s\"]\n[registry.\"gcr.io\"]\nmirrors = [\"http://%s\"]\n[registry.\"k8s.gcr.io\"]\nmirrors = [\"http://%s\"]\n", reg.Host, reg.Host, reg.Host))
+	config := fmt.Sprintf("[registry.\"registry.k8s.io\"]\nmirrors = [\"http://%s\"]\n[registry.\"gcr.io\"]\nmirrors = [\"http://%s\"]\n[registry.\"k8s.gcr.io\"]\nmirrors = [\"http://%s\"]\n", reg.Host, reg.Host, reg.Host)
+	if handler != "" {
+		path, err := exec.LookPath(handler)
+		if err != nil {
+			t.Fatal(err)
+		}
+		config += fmt.Sprintf("[runtimes.%s]\npath = %q\n", handler, path)
+	}
+	d := newDaemon(t, config)
 	newPodNet(t, d).install(t, d)
 
 	args := []string{
@@ -101,12 +119,15 @@ func TestCritest(t *testing.T) {
 		"--ginkgo.skip", cmp.Or(os.Getenv("CRITEST_SKIP"), strings.Join(criSkip, "|")),
 		"--ginkgo.no-color", "--ginkgo.v",
 	}
+	if handler != "" {
+		args = append(args, "--runtime-handler", handler)
+	}
 	if focus := os.Getenv("CRITEST_FOCUS"); focus != "" {
 		args = append(args, "--ginkgo.focus", focus)
 	}
 	cmd := exec.Command(critest, args...)
 	out, err := cmd.CombinedOutput()
-	report := filepath.Join(os.TempDir(), "critest.log")
+	report := filepath.Join(os.TempDir(), "critest"+handler+".log")
 	_ = os.WriteFile(report, out, 0o644)
 	lines := strings.Split(string(out), "\n")
 	t.Logf("critest (whole output in %s), last lines:\n%s", report, strings.Join(lines[max(0, len(lines)-40):], "\n"))

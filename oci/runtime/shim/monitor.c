@@ -47,11 +47,13 @@
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/signalfd.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -202,6 +204,38 @@ static int oom_kills(const char *file) {
 		return 0;
 	char *p = strstr(buf, "oom_kill ");
 	return p ? atoi(p + strlen("oom_kill ")) : 0;
+}
+
+// oom_notifier asks the kernel (cgroup v1) to signal an eventfd whenever
+// the cgroup of the memory.oom_control file is under OOM. With another
+// runtime (runc) the kernel counts the kill in the runtime's cgroup below,
+// which the runtime removes before the monitor could read it; the event
+// comes to the cgroup whose limit was hit. -1 if it cannot be had.
+static int oom_notifier(const char *oom_control) {
+	char ctl[4096];
+	const char *slash = strrchr(oom_control, '/');
+	if (slash == NULL || (size_t)(slash - oom_control) + sizeof "/cgroup.event_control" > sizeof ctl)
+		return -1;
+	snprintf(ctl, sizeof ctl, "%.*s/cgroup.event_control", (int)(slash - oom_control), oom_control);
+	int ocfd = open(oom_control, O_RDONLY | O_CLOEXEC);
+	int efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	int ecfd = open(ctl, O_WRONLY | O_CLOEXEC);
+	if (ocfd < 0 || efd < 0 || ecfd < 0 || dprintf(ecfd, "%d %d", efd, ocfd) < 0) {
+		dprintf(2, "husk monitor: OOM notification: %s\n", strerror(errno));
+		if (efd >= 0)
+			close(efd);
+		efd = -1;
+	}
+	if (ecfd >= 0)
+		close(ecfd);
+	// ocfd stays open: the registration lasts while it does.
+	return efd;
+}
+
+// oom_pending: the OOM notifier fired and was not read yet.
+static int oom_pending(int efd) {
+	uint64_t events;
+	return efd >= 0 && read(efd, &events, sizeof events) == sizeof events && events > 0;
 }
 
 static void join(const char *file, int type) {
@@ -449,13 +483,15 @@ __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 		{"tty", no_argument, 0, 't'},         {"exec-fd", required_argument, 0, 'e'},
 		{"cgroup", required_argument, 0, 'c'}, {"stdin", no_argument, 0, 'I'},
 		{"stdin-once", no_argument, 0, 'O'},  {"userns", required_argument, 0, 'U'},
-		{"oom-score-adj", required_argument, 0, 'A'}, {0, 0, 0, 0}};
+		{"oom-score-adj", required_argument, 0, 'A'}, {"oom-notify", no_argument, 0, 'N'},
+		{0, 0, 0, 0}};
 	const char *cgroups[64];
 	int ncgroups = 0;
 	const char *state = NULL, *oom = NULL, *netns = NULL, *ipcns = NULL, *utsns = NULL, *pidns = NULL,
 		   *userns = NULL;
 	int newpid = 0, tty = 0, exec_fd = -1, with_stdin = 0;
 	const char *oom_score_adj = NULL;
+	int oom_notify = 0;
 	optind = 2;
 	for (int c; (c = getopt_long(argc, argv, "", opts, NULL)) != -1;) {
 		switch (c) {
@@ -468,6 +504,7 @@ __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 		case 'p': pidns = optarg; break;
 		case 'U': userns = optarg; break;
 		case 'A': oom_score_adj = optarg; break;
+		case 'N': oom_notify = 1; break;
 		case 'P': newpid = 1; break;
 		case 't': tty = 1; break;
 		case 'I': with_stdin = 1; break;
@@ -549,6 +586,7 @@ __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 	// The child puts SIGPIPE back: an ignored signal stays ignored
 	// across exec, and the container must get the default.
 	signal(SIGPIPE, SIG_IGN);
+	int oom_efd = oom_notify && oom != NULL ? oom_notifier(oom) : -1, oom_seen = 0;
 	pid_t child;
 	if (userns != NULL) {
 		child = clone_in_userns(userns, nss, types, flags);
@@ -592,6 +630,9 @@ __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 		if (exec_fd >= 0) {
 			fexecve(exec_fd, prog, environ);
 		} else {
+			// Another runtime (runc) says nothing on the report
+			// channel: it closes when the runtime starts.
+			fcntl(3, F_SETFD, FD_CLOEXEC);
 			execvp(prog[0], prog);
 		}
 		dprintf(3, "starting %s: %s", prog[0], strerror(errno));
@@ -658,7 +699,7 @@ __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 	int status = 0, exited = 0;
 	struct timespec finished = {0}, drain_until = {0};
 	while (open_streams > 0 || !exited) {
-		struct pollfd pfd[5 + MAX_CLIENTS] = {{.fd = sfd, .events = POLLIN}};
+		struct pollfd pfd[6 + MAX_CLIENTS] = {{.fd = sfd, .events = POLLIN}};
 		int n = 1;
 		for (int i = 0; i < 2; i++)
 			if (streams[i].fd >= 0)
@@ -673,6 +714,11 @@ __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 		if (lfd >= 0 && !exited) {
 			plisten = n;
 			pfd[n++] = (struct pollfd){.fd = lfd, .events = POLLIN};
+		}
+		int poom = -1;
+		if (oom_efd >= 0) {
+			poom = n;
+			pfd[n++] = (struct pollfd){.fd = oom_efd, .events = POLLIN};
 		}
 		pclients = n;
 		for (int i = 0; i < nclients; i++)
@@ -727,6 +773,11 @@ __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 				drop_client(i, 1);
 			}
 		}
+		if (poom >= 0 && (pfd[poom].revents & POLLIN)) {
+			uint64_t events;
+			if (read(oom_efd, &events, sizeof events) == sizeof events && events > 0)
+				oom_seen = 1;
+		}
 		if (pin >= 0 && pfd[pin].revents)
 			write_pending();
 		if (plisten >= 0 && (pfd[plisten].revents & POLLIN))
@@ -761,7 +812,7 @@ __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 	}
 	int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 	snprintf(buf, sizeof buf, "%d %lld %d\n", code, (long long)finished.tv_sec * 1000000000LL + finished.tv_nsec,
-		 oom_kills(oom) > 0);
+		 oom_kills(oom) > 0 || oom_seen || oom_pending(oom_efd));
 	write_file(state, "exit", buf);
 	// Only now do attached clients see their end of file: the exit is
 	// recorded, which tells the daemon the container ended rather than

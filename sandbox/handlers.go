@@ -1,0 +1,222 @@
+package sandbox
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/moby/sys/capability"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"k8s.io/klog/v2"
+)
+
+// A runtime handler (Kubernetes' RuntimeClass) other than the built-in
+// runtime ("") is a runc-compatible binary: the pod is husk's as always
+// (pinned namespaces, CNI, cgroup), and each container of it is run by
+// `BINARY --root <state>/runtimes/<handler> run --bundle BUNDLE ID` under
+// husk's monitor, which keeps its output, its log and its exit as for any
+// container. The spec is the one husk writes for its own runtime, whose
+// namespaces are the pod's pinned files; exec joins the container through
+// its init's namespaces as for the built-in runtime.
+
+// Handlers are the runtime handlers husk knows: "" (the built-in runtime)
+// and the configured ones, sorted.
+func (m *Manager) Handlers() []string {
+	hs := []string{""}
+	for name := range m.opts.Runtimes {
+		hs = append(hs, name)
+	}
+	slices.Sort(hs)
+	return hs
+}
+
+// runtimePath is the binary of a handler; "" for the built-in runtime.
+func (m *Manager) runtimePath(handler string) string {
+	return m.opts.Runtimes[handler]
+}
+
+// runtimeRoot is where a handler's runtime keeps its state (runc --root).
+func (m *Manager) runtimeRoot(handler string) string {
+	return filepath.Join(m.opts.State, "runtimes", handler)
+}
+
+// runtimeArgs are the monitor's program for a container of a pod run by
+// another runtime than the built-in one.
+func (m *Manager) runtimeArgs(handler, id string) []string {
+	return []string{m.runtimePath(handler), "--root", m.runtimeRoot(handler), "run", "--bundle", m.bundleDir(id), "--pid-file", m.runtimePIDFile(id), id}
+}
+
+// runtimePIDFile is where the runtime writes the container's pid once its
+// process runs; it stays after the container ends.
+func (m *Manager) runtimePIDFile(id string) string {
+	return filepath.Join(m.containerDir(id), "runtime.pid")
+}
+
+// runtimeState is what a runc-compatible runtime records of a container
+// (libcontainer's state.json): its init process.
+type runtimeState struct {
+	InitPID   int    `json:"init_process_pid"`
+	InitStart uint64 `json:"init_process_start"`
+}
+
+// runtimeInit is the first process of a container run by another runtime:
+// the one in the container's namespaces (the monitor's child is the
+// runtime itself, which stays outside them). nil if the runtime has no
+// live one.
+func (m *Manager) runtimeInit(handler, id string) *Process {
+	b, err := os.ReadFile(filepath.Join(m.runtimeRoot(handler), id, "state.json"))
+	if err != nil {
+		return nil
+	}
+	var st runtimeState
+	if json.Unmarshal(b, &st) != nil || st.InitPID <= 0 {
+		return nil
+	}
+	p := &Process{PID: st.InitPID, StartTime: st.InitStart, BootID: bootID()}
+	if !alive(p) {
+		return nil
+	}
+	return p
+}
+
+// waitRuntimeStarted waits until the runtime of a container runs its
+// process, or reports why it did not: the runtime, unlike the built-in
+// one, says nothing on the monitor's report pipe, and its errors go to
+// the container's log.
+func (m *Manager) waitRuntimeStarted(c *Container, handler string) error {
+	deadline := time.Now().Add(startTimeout)
+	for time.Now().Before(deadline) {
+		// The pid file, not the runtime's state: a short command may have
+		// run and ended already.
+		if _, err := os.Stat(m.runtimePIDFile(c.ID)); err == nil {
+			return nil
+		}
+		if _, err := os.Stat(filepath.Join(m.containerDir(c.ID), "exit")); err == nil {
+			if _, err := os.Stat(m.runtimePIDFile(c.ID)); err == nil {
+				return nil
+			}
+			m.refresh(c)
+			m.mu.Lock()
+			exit := c.Exit
+			m.mu.Unlock()
+			code := -1
+			if exit != nil {
+				code = int(exit.Code)
+			}
+			return fmt.Errorf("runtime %q exited with code %d before the container ran: %s", handler, code, stderrTail(c.LogPath, 512))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return fmt.Errorf("runtime %q did not start the container within %v", handler, startTimeout)
+}
+
+// deleteRuntimeState has the runtime forget a container it still knows
+// (after a crash: `run` deletes its state when the container ends).
+func (m *Manager) deleteRuntimeState(handler, id string) error {
+	if _, err := os.Stat(filepath.Join(m.runtimeRoot(handler), id)); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	out, err := exec.Command(m.runtimePath(handler), "--root", m.runtimeRoot(handler), "delete", "--force", id).CombinedOutput()
+	if err != nil {
+		klog.ErrorS(err, "Deleting a container's runtime state", "handler", handler, "id", id, "output", string(out))
+		return fmt.Errorf("runtime %q: delete %s: %v: %s", handler, id, err, out)
+	}
+	return nil
+}
+
+// checkHandler refuses what another runtime cannot do for a pod.
+func (m *Manager) checkHandler(handler string, userns bool) error {
+	if handler == "" {
+		return nil
+	}
+	if _, ok := m.opts.Runtimes[handler]; !ok {
+		return fmt.Errorf("runtime_handler: %q is not a runtime handler of husk (%q): %w", handler, m.Handlers(), errdefs.ErrInvalidArgument)
+	}
+	if userns {
+		return fmt.Errorf("%s: runtime handler %q runs no pods with user namespaces of their own: %w", usernsField, handler, errdefs.ErrInvalidArgument)
+	}
+	return nil
+}
+
+// handlerOf is the runtime handler of a container's pod.
+func (m *Manager) handlerOf(c *Container) string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if p := m.pods[c.PodID]; p != nil {
+		return p.RuntimeHandler
+	}
+	return ""
+}
+
+// containerInit is the running container's first process inside its
+// namespaces, which exec joins: the monitor's child for husk's runtime,
+// the runtime's init for another; nil if the container does not run.
+func (m *Manager) containerInit(c *Container) *Process {
+	p := m.running(c)
+	if p == nil {
+		return nil
+	}
+	if h := m.handlerOf(c); h != "" {
+		return m.runtimeInit(h, c.ID)
+	}
+	return p
+}
+
+// stderrTail is the end of what a container's CRI log holds of stderr,
+// at most max bytes: what a runtime said when it failed.
+func stderrTail(logPath string, max int) string {
+	b, err := os.ReadFile(logPath)
+	if err != nil || logPath == "" {
+		return "(no log)"
+	}
+	var out []string
+	for line := range strings.SplitSeq(string(b), "\n") {
+		// TIMESTAMP STREAM P|F TEXT
+		if f := strings.SplitN(line, " ", 4); len(f) == 4 && f[1] == "stderr" {
+			out = append(out, f[3])
+		}
+	}
+	msg := strings.Join(out, " ")
+	if len(msg) > max {
+		msg = "..." + msg[len(msg)-max:]
+	}
+	return msg
+}
+
+// trimCapabilities leaves out of a spec the capabilities husk itself has
+// not (root may lack CAP_SYS_RESOURCE): no runtime can give them, and runc
+// fails a container that asks, where husk's own runtime gives a
+// privileged container all the others.
+func trimCapabilities(s *specs.Spec) error {
+	if s.Process == nil || s.Process.Capabilities == nil {
+		return nil
+	}
+	c, err := capability.NewPid2(0)
+	if err != nil {
+		return err
+	}
+	if err := c.Load(); err != nil {
+		return err
+	}
+	have := map[string]bool{}
+	for _, k := range capability.ListKnown() {
+		if c.Get(capability.BOUNDING, k) {
+			have["CAP_"+strings.ToUpper(k.String())] = true
+		}
+	}
+	keep := func(names []string) []string {
+		return slices.DeleteFunc(names, func(n string) bool { return !have[n] })
+	}
+	pc := s.Process.Capabilities
+	pc.Bounding, pc.Effective, pc.Permitted = keep(pc.Bounding), keep(pc.Effective), keep(pc.Permitted)
+	pc.Inheritable, pc.Ambient = keep(pc.Inheritable), keep(pc.Ambient)
+	return nil
+}

@@ -1,0 +1,139 @@
+package e2e
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/husk-runtime/husk/test/imagetest"
+)
+
+// A RuntimeClass handler run by runc (Debian's, which `make deps`
+// installs): the pod is husk's, its containers are runc's, under husk's
+// monitor (logs, exit codes), and exec joins them as husk's own.
+func TestRuncRuntimeHandler(t *testing.T) {
+	runc, err := exec.LookPath("runc")
+	if err != nil {
+		t.Fatal("runc is not installed (make deps installs it)")
+	}
+	reg := imagetest.NewRegistry(t)
+	reg.Push(t, "busybox:plain", imagetest.BusyboxImage(t, v1.Config{}))
+	d := newDaemon(t, insecureConfig(reg.Host)+"[runtimes.runc]\npath = \""+runc+"\"\n")
+	newPodNet(t, d).install(t, d)
+	pullImage(t, d, reg.Ref("busybox:plain"))
+	e := &ctrEnv{d: d, reg: reg, logs: t.TempDir()}
+	ctx := context.Background()
+	before := countContainerLeaks(t, d)
+
+	st, err := d.runtime.Status(ctx, &runtimeapi.StatusRequest{})
+	if err != nil || len(st.RuntimeHandlers) != 2 || st.RuntimeHandlers[1].Name != "runc" || st.RuntimeHandlers[1].Features.GetUserNamespaces() {
+		t.Fatalf("Status handlers: %v, %v", st.GetRuntimeHandlers(), err)
+	}
+
+	cfg := podConfig("runc-pod")
+	cfg.LogDirectory = filepath.Join(e.logs, "runc-pod")
+	resp, err := d.runtime.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: cfg, RuntimeHandler: "runc"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	podID := resp.PodSandboxId
+	if ps, _ := podStatus(t, d, podID); ps.RuntimeHandler != "runc" {
+		t.Errorf("pod status handler %q", ps.RuntimeHandler)
+	}
+	id := e.run(t, podID, cfg, ctrConfig("app", e.image("plain"), "sh", "-c", "trap 'exit 3' TERM; echo hello from runc; while :; do sleep 0.1; done"))
+	waitFor(t, func() bool {
+		out := output(t, filepath.Join(cfg.LogDirectory, "app.log"), "stdout")
+		return len(out) > 0 && out[0] == "hello from runc"
+	})
+	// runc, under husk's monitor, runs it.
+	mon, _ := exec.Command("pgrep", "-f", "^husk-runtime monitor --state "+filepath.Join(d.root, "containers", id)).Output()
+	children, _ := os.ReadFile("/proc/" + strings.TrimSpace(string(mon)) + "/task/" + strings.TrimSpace(string(mon)) + "/children")
+	cmdline, _ := os.ReadFile("/proc/" + strings.TrimSpace(string(children)) + "/cmdline")
+	if !strings.Contains(string(cmdline), "runc") {
+		t.Errorf("the monitor's child is %q, not runc", cmdline)
+	}
+	// Exec joins the container: the pod's hostname and network, the
+	// container's processes.
+	x, err := d.runtime.ExecSync(ctx, &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"sh", "-c", "hostname; ls /sys/class/net; cat /proc/1/comm"}, Timeout: 10})
+	if err != nil || x.ExitCode != 0 {
+		t.Fatalf("ExecSync: %v %v %q", x, err, x.GetStderr())
+	}
+	if out := strings.Fields(string(x.Stdout)); len(out) < 3 || out[0] != "runc-pod" || !strings.Contains(string(x.Stdout), "eth0") || out[len(out)-1] != "sh" {
+		t.Errorf("exec in the runc container: %q", x.Stdout)
+	}
+	// Through a daemon killed with SIGKILL: runc's container goes on, and
+	// exec finds it again.
+	_ = d.stop(syscall.SIGKILL)
+	d.start()
+	if x, err := d.runtime.ExecSync(ctx, &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"hostname"}, Timeout: 10}); err != nil || string(x.Stdout) != "runc-pod\n" {
+		t.Fatalf("ExecSync after a restart: %q %v", x.GetStdout(), err)
+	}
+	if _, err := d.runtime.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: id, Timeout: 5}); err != nil {
+		t.Fatal(err)
+	}
+	// The stop signal reached the container's shell, through runc.
+	if cs := e.status(t, id); cs.State != runtimeapi.ContainerState_CONTAINER_EXITED || cs.ExitCode != 3 {
+		t.Errorf("after StopContainer: %v exit %d", cs.State, cs.ExitCode)
+	}
+	// Privileged, and a volume with propagation from the host.
+	priv := ctrConfig("priv", e.image("plain"), "sh", "-c", "hostname husk-set && cat /vol/f")
+	priv.Linux.SecurityContext.Privileged = true
+	vol := t.TempDir()
+	if err := os.WriteFile(filepath.Join(vol, "f"), []byte("from the host\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	priv.Mounts = []*runtimeapi.Mount{{ContainerPath: "/vol", HostPath: vol, Propagation: runtimeapi.MountPropagation_PROPAGATION_HOST_TO_CONTAINER}}
+	pcs, pout := e.runToEnd(t, podID, cfg, priv)
+	if pcs.ExitCode != 0 || len(pout) == 0 || pout[0] != "from the host" {
+		t.Errorf("privileged under runc: exit %d, %q, stderr %q", pcs.ExitCode, pout, output(t, pcs.LogPath, "stderr"))
+	}
+	// The kernel's OOM kill is told as such.
+	hog := ctrConfig("hog", e.image("plain"), "sh", "-c", "x=a; while true; do x=$x$x; done")
+	hog.Linux.Resources = &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 32 << 20}
+	if hs, _ := e.runToEnd(t, podID, cfg, hog); hs.ExitCode != 137 || hs.Reason != "OOMKilled" {
+		t.Errorf("a memory hog under runc: exit %d, reason %q", hs.ExitCode, hs.Reason)
+	}
+	// A command that does not exist: runc fails, and says so in the log.
+	bad := e.create(t, podID, cfg, ctrConfig("bad", e.image("plain"), "/no/such/command"))
+	if _, err := d.runtime.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: bad}); err == nil || !strings.Contains(err.Error(), "runc") {
+		t.Errorf("starting a missing command under runc: %v", err)
+	}
+	if logged := strings.Join(output(t, filepath.Join(cfg.LogDirectory, "bad.log"), "stderr"), "\n"); !strings.Contains(logged, "no such file") {
+		t.Errorf("runc's error is not in the log: %q", logged)
+	}
+
+	// What runc cannot do for husk is refused, naming the field.
+	userns := podConfig("runc-userns")
+	userns.Linux.SecurityContext = &runtimeapi.LinuxSandboxSecurityContext{NamespaceOptions: &runtimeapi.NamespaceOption{UsernsOptions: usernsOptions(runtimeapi.NamespaceMode_POD, usernsHost)}}
+	for what, req := range map[string]*runtimeapi.RunPodSandboxRequest{
+		"unknown handler": {Config: podConfig("kata"), RuntimeHandler: "kata"},
+		"user namespace":  {Config: userns, RuntimeHandler: "runc"},
+	} {
+		if _, err := d.runtime.RunPodSandbox(ctx, req); status.Code(err) != codes.InvalidArgument {
+			t.Errorf("%s: %v", what, err)
+		}
+	}
+	rro := ctrConfig("rro", e.image("plain"), "true")
+	rro.Mounts = []*runtimeapi.Mount{{ContainerPath: "/data", HostPath: t.TempDir(), Readonly: true, RecursiveReadOnly: true}}
+	if _, err := d.runtime.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: rro, SandboxConfig: cfg}); status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "recursive_read_only") {
+		t.Errorf("recursive read-only under runc: %v", err)
+	}
+
+	stopPod(t, d, podID)
+	removePod(t, d, podID)
+	if after := countContainerLeaks(t, d); after != before {
+		t.Errorf("left behind: %+v, before %+v", after, before)
+	}
+	if entries, _ := os.ReadDir(filepath.Join(d.state, "runtimes", "runc")); len(entries) != 0 {
+		t.Errorf("runc's state is left: %d entries", len(entries))
+	}
+}
