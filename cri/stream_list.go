@@ -1,21 +1,30 @@
 package cri
 
 import (
+	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
 // The Stream* RPCs (KEP 5825, kubelet's CRIListStreaming) are the List RPCs
-// sent in chunks, for nodes with more items than fit in one message. Each
-// item is in exactly one chunk; an empty list is a stream with no message.
+// sent in chunks of at most chunkBytes, for nodes with more than fits in
+// one message. Each item is in exactly one chunk; an empty list is a
+// stream with no message.
 
-// listChunk is how many items one message of a stream carries: a pod
-// sandbox or container with its labels and annotations is well under a
-// kilobyte, so a chunk stays far below gRPC's 4 MiB limit.
-const listChunk = 500
+// chunkBytes bounds what one message of a stream carries: kubelet takes
+// messages up to 16 MiB, and one pod sandbox (its annotations) or one pod's
+// metrics can be tens of kilobytes. A single larger item goes alone.
+const chunkBytes = 2 << 20
 
-func sendChunks[T any](items []T, send func([]T) error) error {
+func sendChunks[T proto.Message](items []T, send func([]T) error) error {
 	for len(items) > 0 {
-		n := min(listChunk, len(items))
+		n, size := 0, 0
+		for n < len(items) {
+			size += proto.Size(items[n])
+			if n > 0 && size > chunkBytes {
+				break
+			}
+			n++
+		}
 		if err := send(items[:n]); err != nil {
 			return err
 		}

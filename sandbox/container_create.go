@@ -7,6 +7,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -14,7 +15,6 @@ import (
 	"github.com/containerd/errdefs"
 	securejoin "github.com/cyphar/filepath-securejoin"
 	"github.com/opencontainers/go-digest"
-	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/klog/v2"
@@ -77,6 +77,9 @@ func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg *runtim
 		return "", fmt.Errorf("pod sandbox %s is not ready: %w", pod.ID, errdefs.ErrFailedPrecondition)
 	}
 	if pod.RuntimeHandler != "" {
+		if m.runtimePath(pod.RuntimeHandler) == "" {
+			return "", fmt.Errorf("the pod's runtime handler %q is no longer configured: %w", pod.RuntimeHandler, errdefs.ErrFailedPrecondition)
+		}
 		// husk cannot tell whether another runtime makes mounts read-only
 		// all the way down (runc does since 1.2), and Status says so.
 		for i, mnt := range cfg.GetMounts() {
@@ -259,19 +262,20 @@ func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg *runtim
 		if err := trimCapabilities(s); err != nil {
 			return "", err
 		}
-		// Another runtime gets a cgroup below the container's, and only
-		// the device rules: husk keeps the limits on the container's
-		// cgroup, where the kernel counts OOM kills (runc removes the
-		// cgroup it ran in when the container ends, before the monitor
-		// reads them) and UpdateContainerResources changes them. A parent
-		// that denied a device would keep the runtime from allowing it
-		// (runc allows /dev/net/tun too).
-		s.Linux.CgroupsPath = path.Join(s.Linux.CgroupsPath, "runtime")
+		// Another runtime gets a cgroup below the container's: runc
+		// removes the cgroup it ran in when the container ends, and the
+		// monitor reads the container's OOM kills in husk's after that.
+		// Both have the limits (the container sees its own in its
+		// cgroup) but on cgroup v1 the memory limit is husk's alone: v1
+		// counts an OOM kill, and signals an OOM, only where it happens.
+		// husk's has the device rules runc adds too, which a parent must
+		// allow for the runtime to.
+		s.Linux.CgroupsPath = path.Join(s.Linux.CgroupsPath, runtimeCgroup)
 		if r := s.Linux.Resources; r != nil {
-			limits := *r
-			limits.Devices = nil
-			res = &limits
-			s.Linux.Resources = &specs.LinuxResources{Devices: r.Devices}
+			parent := *r
+			parent.Devices = append(slices.Clone(r.Devices), runcDeviceRules()...)
+			res = &parent
+			s.Linux.Resources = runtimeResources(r, m.opts.Cgroups.Unified())
 		}
 	}
 	b, err := json.Marshal(s)

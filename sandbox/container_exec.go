@@ -59,7 +59,7 @@ func (m *Manager) execCommand(ctx context.Context, id string, cmd []string, tty 
 		return nil, nil, err
 	}
 	args := []string{"exec-enter", "--pid", strconv.Itoa(p.PID), "--exec-fd", "3"}
-	for _, f := range m.opts.Cgroups.ProcsFiles(c.Cgroup) {
+	for _, f := range m.opts.Cgroups.ProcsFiles(m.processCgroup(c)) {
 		args = append(args, "--cgroup", f)
 	}
 	if tty {

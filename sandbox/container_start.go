@@ -80,6 +80,9 @@ func (m *Manager) startMonitor(c *Container, pod *Pod) error {
 		args = append(args, "--oom", oom)
 	}
 	handler := pod.RuntimeHandler
+	if handler != "" && m.runtimePath(handler) == "" {
+		return fmt.Errorf("the pod's runtime handler %q is no longer configured: %w", handler, errdefs.ErrFailedPrecondition)
+	}
 	if handler != "" && !m.opts.Cgroups.Unified() {
 		// cgroup v1 counts an OOM kill in the runtime's cgroup, which the
 		// runtime removes: the monitor listens for the OOM instead.

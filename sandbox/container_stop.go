@@ -219,11 +219,7 @@ func (m *Manager) destroyContainer(c *Container) error {
 	m.forgetSamples(c.Cgroup)
 	// Another runtime may still know the container (a crash came before
 	// its `run` ended and deleted it).
-	for h := range m.opts.Runtimes {
-		if err := m.deleteRuntimeState(h, c.ID); err != nil {
-			return err
-		}
-	}
+	m.deleteRuntimeStates(c.ID)
 	// What else the bundle holds mounted: the volumes of a container in
 	// a pod with its own user namespace.
 	if err := unmountBundle(m.bundleDir(c.ID)); err != nil {

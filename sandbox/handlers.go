@@ -1,12 +1,12 @@
 package sandbox
 
 import (
+	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -118,18 +118,27 @@ func (m *Manager) waitRuntimeStarted(c *Container, handler string) error {
 	return fmt.Errorf("runtime %q did not start the container within %v", handler, startTimeout)
 }
 
-// deleteRuntimeState has the runtime forget a container it still knows
-// (after a crash: `run` deletes its state when the container ends).
-func (m *Manager) deleteRuntimeState(handler, id string) error {
-	if _, err := os.Stat(filepath.Join(m.runtimeRoot(handler), id)); errors.Is(err, fs.ErrNotExist) {
-		return nil
+// deleteRuntimeStates has every runtime that may still know a container
+// forget it (after a crash: `run` deletes its state when the container
+// ends). Called once the container's processes are gone; a runtime no
+// longer configured, or one that fails, has its state removed by hand.
+func (m *Manager) deleteRuntimeStates(id string) {
+	dirs, _ := filepath.Glob(filepath.Join(m.opts.State, "runtimes", "*", id))
+	for _, dir := range dirs {
+		handler := filepath.Base(filepath.Dir(dir))
+		if bin := m.runtimePath(handler); bin != "" {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			out, err := exec.CommandContext(ctx, bin, "--root", m.runtimeRoot(handler), "delete", "--force", id).CombinedOutput()
+			cancel()
+			if err == nil {
+				continue
+			}
+			klog.ErrorS(err, "Deleting a container's runtime state", "handler", handler, "id", id, "output", string(out))
+		}
+		if err := os.RemoveAll(dir); err != nil {
+			klog.ErrorS(err, "Removing a container's runtime state", "dir", dir)
+		}
 	}
-	out, err := exec.Command(m.runtimePath(handler), "--root", m.runtimeRoot(handler), "delete", "--force", id).CombinedOutput()
-	if err != nil {
-		klog.ErrorS(err, "Deleting a container's runtime state", "handler", handler, "id", id, "output", string(out))
-		return fmt.Errorf("runtime %q: delete %s: %v: %s", handler, id, err, out)
-	}
-	return nil
 }
 
 // checkHandler refuses what another runtime cannot do for a pod.
@@ -219,4 +228,44 @@ func trimCapabilities(s *specs.Spec) error {
 	pc.Bounding, pc.Effective, pc.Permitted = keep(pc.Bounding), keep(pc.Effective), keep(pc.Permitted)
 	pc.Inheritable, pc.Ambient = keep(pc.Inheritable), keep(pc.Ambient)
 	return nil
+}
+
+// processCgroup is the cgroup a container's processes are in, which an
+// exec joins: for another runtime, its cgroup below husk's.
+func (m *Manager) processCgroup(c *Container) string {
+	if m.handlerOf(c) != "" {
+		return path.Join(c.Cgroup, runtimeCgroup)
+	}
+	return c.Cgroup
+}
+
+// runtimeCgroup is the name of another runtime's cgroup below the
+// container's.
+const runtimeCgroup = "runtime"
+
+// runcDeviceRules are the rules runc adds to every container's (mknod of
+// any device, /dev/net/tun): the container's cgroup allows them too, or
+// the runtime could not, below it.
+func runcDeviceRules() []specs.LinuxDeviceCgroup {
+	all := int64(-1)
+	tunMajor, tunMinor := int64(10), int64(200)
+	return []specs.LinuxDeviceCgroup{
+		{Allow: true, Type: "c", Major: &all, Minor: &all, Access: "m"},
+		{Allow: true, Type: "b", Major: &all, Minor: &all, Access: "m"},
+		{Allow: true, Type: "c", Major: &tunMajor, Minor: &tunMinor, Access: "rwm"},
+	}
+}
+
+// runtimeResources are the limits another runtime's cgroup gets, below
+// husk's: all of them on cgroup v2, all but memory on v1 (see
+// CreateContainer).
+func runtimeResources(r *specs.LinuxResources, unified bool) *specs.LinuxResources {
+	if r == nil {
+		return nil
+	}
+	out := *r
+	if !unified {
+		out.Memory = nil
+	}
+	return &out
 }

@@ -295,7 +295,17 @@ func (m *Manager) run(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, han
 // podResources is what the pod cgroup is limited to: kubelet sends the sum
 // of its containers' resources and, apart, the pod's overhead, which the
 // pod's own processes (the init, the runtime's share) are charged against.
+//
+// Under a cgroup_parent, none: kubelet's pod cgroup, the parent, enforces
+// the pod's limits already, and it sends the sum for information (the sum
+// of the limits declared; a container without a limit is left out of it).
+// Limits here too would hold such a container to the others' sum, and a
+// resize up would be refused (the kernel will not let a child's CPU quota
+// pass its parent's, which kubelet raises after telling the runtime).
 func podResources(l *runtimeapi.LinuxPodSandboxConfig) *specs.LinuxResources {
+	if l.GetCgroupParent() != "" {
+		return nil
+	}
 	r, o := l.GetResources(), l.GetOverhead()
 	if r == nil || o == nil {
 		if r == nil {

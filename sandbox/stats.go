@@ -136,6 +136,12 @@ func (m *Manager) UpdateContainerResources(ctx context.Context, id string, r *ru
 	if err := m.opts.Cgroups.Update(c.Cgroup, cgroups.ResourcesFromCRI(r)); err != nil {
 		return fmt.Errorf("updating the resources of container %s: %w", c.ID, err)
 	}
+	// Another runtime's cgroup below has them too, while it exists.
+	if inner := m.processCgroup(c); inner != c.Cgroup && m.opts.Cgroups.Exists(inner) {
+		if err := m.opts.Cgroups.Update(inner, runtimeResources(cgroups.ResourcesFromCRI(r), m.opts.Cgroups.Unified())); err != nil {
+			return fmt.Errorf("updating the resources of container %s: %w", c.ID, err)
+		}
+	}
 	// Recorded, for ContainerStatus (kubelet's in-place resize reads it).
 	return m.updateContainer(c, func(c *Container) {
 		cfg := proto.Clone(c.Config).(*runtimeapi.ContainerConfig)
@@ -147,10 +153,10 @@ func (m *Manager) UpdateContainerResources(ctx context.Context, id string, r *ru
 	})
 }
 
-// UpdatePodResources applies a pod's new resources, the sum of its
-// containers' and its overhead (kubelet's in-place pod resize), to the
-// pod's cgroup, which would otherwise hold its resized containers to the
-// old sum, and records them.
+// UpdatePodResources records a pod's new resources, the sum of its
+// containers' and its overhead (kubelet's in-place pod resize), and
+// applies them to the pod's cgroup where husk limits it (a pod without a
+// cgroup_parent: see podResources).
 func (m *Manager) UpdatePodResources(ctx context.Context, id string, overhead, resources *runtimeapi.LinuxContainerResources) error {
 	p, unlock, err := m.lockExisting(id)
 	if err != nil {
@@ -170,8 +176,10 @@ func (m *Manager) UpdatePodResources(ctx context.Context, id string, overhead, r
 	if overhead != nil {
 		l.Overhead = overhead
 	}
-	if err := m.opts.Cgroups.Update(p.CgroupPath, podResources(l)); err != nil {
-		return fmt.Errorf("updating the resources of pod %s: %w", p.ID, err)
+	if res := podResources(l); res != nil {
+		if err := m.opts.Cgroups.Update(p.CgroupPath, res); err != nil {
+			return fmt.Errorf("updating the resources of pod %s: %w", p.ID, err)
+		}
 	}
 	return m.update(p, func(p *Pod) {
 		cfg := proto.Clone(p.Config).(*runtimeapi.PodSandboxConfig)

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 	"testing"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -49,7 +51,9 @@ func TestRuncRuntimeHandler(t *testing.T) {
 	if ps, _ := podStatus(t, d, podID); ps.RuntimeHandler != "runc" {
 		t.Errorf("pod status handler %q", ps.RuntimeHandler)
 	}
-	id := e.run(t, podID, cfg, ctrConfig("app", e.image("plain"), "sh", "-c", "trap 'exit 3' TERM; echo hello from runc; while :; do sleep 0.1; done"))
+	app := ctrConfig("app", e.image("plain"), "sh", "-c", "trap 'exit 3' TERM; echo hello from runc; while :; do sleep 0.1; done")
+	app.Linux.Resources = &runtimeapi.LinuxContainerResources{CpuPeriod: 100000, CpuQuota: 50000}
+	id := e.run(t, podID, cfg, app)
 	waitFor(t, func() bool {
 		out := output(t, filepath.Join(cfg.LogDirectory, "app.log"), "stdout")
 		return len(out) > 0 && out[0] == "hello from runc"
@@ -69,6 +73,34 @@ func TestRuncRuntimeHandler(t *testing.T) {
 	}
 	if out := strings.Fields(string(x.Stdout)); len(out) < 3 || out[0] != "runc-pod" || !strings.Contains(string(x.Stdout), "eth0") || out[len(out)-1] != "sh" {
 		t.Errorf("exec in the runc container: %q", x.Stdout)
+	}
+	// The container sees its own limits, in its cgroup, and a resize.
+	quota := func() string {
+		x, err := d.runtime.ExecSync(ctx, &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"cat", "/sys/fs/cgroup/cpu/cpu.cfs_quota_us"}, Timeout: 10})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(string(x.Stdout))
+	}
+	if q := quota(); q != "50000" {
+		t.Errorf("the container's CPU quota as it sees it: %q", q)
+	}
+	if _, err := d.runtime.UpdateContainerResources(ctx, &runtimeapi.UpdateContainerResourcesRequest{ContainerId: id, Linux: &runtimeapi.LinuxContainerResources{CpuPeriod: 100000, CpuQuota: 70000}}); err != nil {
+		t.Fatal(err)
+	}
+	if q := quota(); q != "70000" {
+		t.Errorf("the CPU quota after a resize: %q", q)
+	}
+	// An exec is in the container's cgroup, runc's, under its device
+	// rules: a block device of the host made there cannot be read.
+	var root syscall.Stat_t
+	if err := syscall.Stat("/", &root); err != nil {
+		t.Fatal(err)
+	}
+	disk := fmt.Sprintf("mknod /tmp/disk b %d %d && head -c 1 /tmp/disk", unix.Major(root.Dev), unix.Minor(root.Dev))
+	x, err = d.runtime.ExecSync(ctx, &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"sh", "-c", "grep -c /runtime /proc/self/cgroup; " + disk}, Timeout: 10})
+	if err != nil || x.ExitCode == 0 || strings.HasPrefix(string(x.Stdout), "0") || !strings.Contains(string(x.Stderr), "not permitted") {
+		t.Errorf("exec's cgroup and devices: exit %d, %q, %q, %v", x.GetExitCode(), x.GetStdout(), x.GetStderr(), err)
 	}
 	// Through a daemon killed with SIGKILL: runc's container goes on, and
 	// exec finds it again.

@@ -556,26 +556,40 @@ func TestPodCgroupUnderKubeletParentWithResources(t *testing.T) {
 	if !strings.HasPrefix(info.CgroupPath, parent+"/") {
 		t.Fatalf("pod cgroup %s is not under %s", info.CgroupPath, parent)
 	}
-	limit, err := os.ReadFile(filepath.Join("/sys/fs/cgroup/memory", info.CgroupPath, "memory.limit_in_bytes"))
-	if err != nil || strings.TrimSpace(string(limit)) != fmt.Sprint(256<<20) {
-		t.Errorf("memory limit %q, %v", limit, err)
+	limits := func(cgroup string) (string, string) {
+		limit, _ := os.ReadFile(filepath.Join("/sys/fs/cgroup/memory", cgroup, "memory.limit_in_bytes"))
+		shares, _ := os.ReadFile(filepath.Join("/sys/fs/cgroup/cpu", cgroup, "cpu.shares"))
+		return strings.TrimSpace(string(limit)), strings.TrimSpace(string(shares))
 	}
-	shares, _ := os.ReadFile(filepath.Join("/sys/fs/cgroup/cpu", info.CgroupPath, "cpu.shares"))
-	if strings.TrimSpace(string(shares)) != "512" {
-		t.Errorf("cpu shares %q", shares)
+	// kubelet's pod cgroup, the parent, holds the pod's limits: husk's
+	// adds none (the sum kubelet sends leaves out containers without one).
+	if limit, shares := limits(info.CgroupPath); limit != "9223372036854771712" || shares != "1024" {
+		t.Errorf("under kubelet's pod cgroup: memory limit %q, cpu shares %q; want none", limit, shares)
 	}
-	// In-place pod resize: the pod's cgroup follows, overhead included.
-	_, err = d.runtime.UpdatePodSandboxResources(context.Background(), &runtimeapi.UpdatePodSandboxResourcesRequest{
+	// In-place pod resize: recorded, and refused for no reason (kubelet
+	// tells the runtime before it raises its own cgroup).
+	resize := &runtimeapi.UpdatePodSandboxResourcesRequest{
 		PodSandboxId: id,
-		Resources:    &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 512 << 20, CpuShares: 1024},
+		Resources:    &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 512 << 20, CpuShares: 1024, CpuPeriod: 100000, CpuQuota: 400000},
 		Overhead:     &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 16 << 20, CpuShares: 24},
-	})
-	if err != nil {
+	}
+	if _, err := d.runtime.UpdatePodSandboxResources(context.Background(), resize); err != nil {
 		t.Fatalf("UpdatePodSandboxResources: %v", err)
 	}
-	limit, _ = os.ReadFile(filepath.Join("/sys/fs/cgroup/memory", info.CgroupPath, "memory.limit_in_bytes"))
-	shares, _ = os.ReadFile(filepath.Join("/sys/fs/cgroup/cpu", info.CgroupPath, "cpu.shares"))
-	if strings.TrimSpace(string(limit)) != fmt.Sprint(528<<20) || strings.TrimSpace(string(shares)) != "1048" {
+	// A pod without a parent (crictl's) is held to its resources plus its
+	// overhead by husk, and follows a resize.
+	alone := podConfig("cg-alone")
+	alone.Linux.Resources = &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 256 << 20, CpuShares: 512}
+	aloneID := runPod(t, d, alone)
+	_, aloneInfo := podStatus(t, d, aloneID)
+	if limit, shares := limits(aloneInfo.CgroupPath); limit != fmt.Sprint(256<<20) || shares != "512" {
+		t.Errorf("a pod without a parent: memory limit %q, cpu shares %q", limit, shares)
+	}
+	resize.PodSandboxId = aloneID
+	if _, err := d.runtime.UpdatePodSandboxResources(context.Background(), resize); err != nil {
+		t.Fatalf("UpdatePodSandboxResources: %v", err)
+	}
+	if limit, shares := limits(aloneInfo.CgroupPath); limit != fmt.Sprint(528<<20) || shares != "1048" {
 		t.Errorf("after the resize: memory limit %q, cpu shares %q", limit, shares)
 	}
 	for req, want := range map[*runtimeapi.UpdatePodSandboxResourcesRequest]codes.Code{
@@ -586,6 +600,7 @@ func TestPodCgroupUnderKubeletParentWithResources(t *testing.T) {
 			t.Errorf("UpdatePodSandboxResources %v: %v, want %v", req, err, want)
 		}
 	}
+	removePod(t, d, aloneID)
 	removePod(t, d, id)
 	if _, err := os.Stat(filepath.Join("/sys/fs/cgroup/memory", info.CgroupPath)); !os.IsNotExist(err) {
 		t.Errorf("pod cgroup left after removal: %v", err)

@@ -207,7 +207,8 @@ static int oom_kills(const char *file) {
 }
 
 // oom_notifier asks the kernel (cgroup v1) to signal an eventfd whenever
-// the cgroup of the memory.oom_control file is under OOM. With another
+// the cgroup of the memory.oom_control file, or one above it, is under
+// OOM: it counts only for a program that then died of SIGKILL. With another
 // runtime (runc) the kernel counts the kill in the runtime's cgroup below,
 // which the runtime removes before the monitor could read it; the event
 // comes to the cgroup whose limit was hit. -1 if it cannot be had.
@@ -812,7 +813,7 @@ __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 	}
 	int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 	snprintf(buf, sizeof buf, "%d %lld %d\n", code, (long long)finished.tv_sec * 1000000000LL + finished.tv_nsec,
-		 oom_kills(oom) > 0 || oom_seen || oom_pending(oom_efd));
+		 oom_kills(oom) > 0 || ((oom_seen || oom_pending(oom_efd)) && code == 128 + SIGKILL));
 	write_file(state, "exit", buf);
 	// Only now do attached clients see their end of file: the exit is
 	// recorded, which tells the daemon the container ended rather than
