@@ -83,6 +83,11 @@ func (m *Manager) startMonitor(c *Container, pod *Pod) error {
 	if handler != "" && m.runtimePath(handler) == "" {
 		return fmt.Errorf("the pod's runtime handler %q is no longer configured: %w", handler, errdefs.ErrFailedPrecondition)
 	}
+	if handler != "" {
+		// Should the runtime die before the container, the monitor waits
+		// for the container's process, named in this file, instead.
+		args = append(args, "--runtime-pid-file", m.runtimePIDFile(c.ID))
+	}
 	if handler != "" && !m.opts.Cgroups.Unified() {
 		// cgroup v1 counts an OOM kill in the runtime's cgroup, which the
 		// runtime removes: the monitor listens for the OOM instead.

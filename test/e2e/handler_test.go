@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -108,6 +109,19 @@ func TestRuncRuntimeHandler(t *testing.T) {
 	d.start()
 	if x, err := d.runtime.ExecSync(ctx, &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"hostname"}, Timeout: 10}); err != nil || string(x.Stdout) != "runc-pod\n" {
 		t.Fatalf("ExecSync after a restart: %q %v", x.GetStdout(), err)
+	}
+	// runc itself killed (the host's OOM killer may choose it): the
+	// container goes on, still running for husk, and is stopped as usual.
+	runcPID, _ := strconv.Atoi(strings.TrimSpace(string(children)))
+	if err := syscall.Kill(runcPID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return syscall.Kill(runcPID, 0) != nil })
+	if cs := e.status(t, id); cs.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
+		t.Fatalf("after runc was killed: %v", cs.State)
+	}
+	if x, err := d.runtime.ExecSync(ctx, &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"hostname"}, Timeout: 10}); err != nil || string(x.Stdout) != "runc-pod\n" {
+		t.Fatalf("ExecSync after runc was killed: %q %v", x.GetStdout(), err)
 	}
 	if _, err := d.runtime.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: id, Timeout: 5}); err != nil {
 		t.Fatal(err)

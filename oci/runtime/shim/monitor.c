@@ -54,6 +54,7 @@
 #include <sys/ioctl.h>
 #include <sys/signalfd.h>
 #include <sys/eventfd.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -231,6 +232,27 @@ static int oom_notifier(const char *oom_control) {
 		close(ecfd);
 	// ocfd stays open: the registration lasts while it does.
 	return efd;
+}
+
+// adopt: the runtime (the monitor's child) ended, but the container's
+// process it started, named by its pid file, lives on as the monitor's
+// child now (the monitor is a subreaper): it becomes the child waited for.
+static int adopt(const char *pid_file, pid_t *child) {
+	char buf[32], status[4096];
+	if (pid_file == NULL || !read_small(pid_file, buf, sizeof buf))
+		return 0;
+	pid_t pid = (pid_t)atoi(buf);
+	if (pid <= 0)
+		return 0;
+	char path[64];
+	snprintf(path, sizeof path, "/proc/%d/status", pid);
+	if (!read_small(path, status, sizeof status))
+		return 0;
+	char *pp = strstr(status, "\nPPid:");
+	if (pp == NULL || atoi(pp + strlen("\nPPid:")) != getpid())
+		return 0;
+	*child = pid;
+	return 1;
 }
 
 // oom_pending: the OOM notifier fired and was not read yet.
@@ -485,7 +507,7 @@ __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 		{"cgroup", required_argument, 0, 'c'}, {"stdin", no_argument, 0, 'I'},
 		{"stdin-once", no_argument, 0, 'O'},  {"userns", required_argument, 0, 'U'},
 		{"oom-score-adj", required_argument, 0, 'A'}, {"oom-notify", no_argument, 0, 'N'},
-		{0, 0, 0, 0}};
+		{"runtime-pid-file", required_argument, 0, 'R'}, {0, 0, 0, 0}};
 	const char *cgroups[64];
 	int ncgroups = 0;
 	const char *state = NULL, *oom = NULL, *netns = NULL, *ipcns = NULL, *utsns = NULL, *pidns = NULL,
@@ -493,6 +515,7 @@ __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 	int newpid = 0, tty = 0, exec_fd = -1, with_stdin = 0;
 	const char *oom_score_adj = NULL;
 	int oom_notify = 0;
+	const char *runtime_pid_file = NULL;
 	optind = 2;
 	for (int c; (c = getopt_long(argc, argv, "", opts, NULL)) != -1;) {
 		switch (c) {
@@ -506,6 +529,7 @@ __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 		case 'U': userns = optarg; break;
 		case 'A': oom_score_adj = optarg; break;
 		case 'N': oom_notify = 1; break;
+		case 'R': runtime_pid_file = optarg; break;
 		case 'P': newpid = 1; break;
 		case 't': tty = 1; break;
 		case 'I': with_stdin = 1; break;
@@ -588,6 +612,11 @@ __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 	// across exec, and the container must get the default.
 	signal(SIGPIPE, SIG_IGN);
 	int oom_efd = oom_notify && oom != NULL ? oom_notifier(oom) : -1, oom_seen = 0;
+	// With another runtime the container's process is the runtime's
+	// child: should the runtime die first (the host's OOM killer), the
+	// process comes to the monitor, which then waits for it instead.
+	if (runtime_pid_file != NULL)
+		prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
 	pid_t child;
 	if (userns != NULL) {
 		child = clone_in_userns(userns, nss, types, flags);
@@ -750,6 +779,11 @@ __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 					int st;
 					pid_t w;
 					while ((w = waitpid(-1, &st, WNOHANG)) > 0) {
+						if (w == child && adopt(runtime_pid_file, &child)) {
+							snprintf(buf, sizeof buf, "%d %llu\n", child, start_time(child));
+							write_file(state, "pid", buf);
+							continue;
+						}
 						if (w == child) {
 							status = st;
 							exited = 1;
