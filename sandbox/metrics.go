@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -202,15 +201,7 @@ func (m *Manager) containerMetrics(p *Pod, c *Container) ([]*runtimeapi.Metric, 
 
 	// The writable layer, on the filesystem of husk's root.
 	upper := m.upperDir(c.ID)
-	var used uint64
-	_ = filepath.WalkDir(upper, func(_ string, d fs.DirEntry, err error) error {
-		if err == nil {
-			if info, err := d.Info(); err == nil && info.Mode().IsRegular() {
-				used += uint64(info.Size())
-			}
-		}
-		return nil
-	})
+	used, _ := treeUsage(upper)
 	var sfs unix.Statfs_t
 	if err := unix.Statfs(upper, &sfs); err == nil {
 		dev := deviceOf(upper)

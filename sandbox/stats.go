@@ -87,17 +87,24 @@ func (m *Manager) ContainerUsage(id string) (*Container, Usage, error) {
 	}
 	// The writable layer is the upper dir: what the container wrote.
 	u.LayerMountpoint = m.upperDir(c.ID)
-	_ = filepath.WalkDir(m.upperDir(c.ID), func(_ string, d fs.DirEntry, err error) error {
+	u.LayerBytes, u.LayerInodes = treeUsage(u.LayerMountpoint)
+	return c, u, nil
+}
+
+// treeUsage adds up the bytes of the regular files below dir, and counts
+// its inodes; what cannot be read is left out.
+func treeUsage(dir string) (bytes, inodes uint64) {
+	_ = filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return nil
 		}
-		u.LayerInodes++
+		inodes++
 		if info, err := d.Info(); err == nil && info.Mode().IsRegular() {
-			u.LayerBytes += uint64(info.Size())
+			bytes += uint64(info.Size())
 		}
 		return nil
 	})
-	return c, u, nil
+	return bytes, inodes
 }
 
 // PodUsage reports a ready pod's resource use (its cgroup holds its

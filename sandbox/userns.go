@@ -105,15 +105,16 @@ func usernsOf(p *Pod) *podUserns {
 	if !ok {
 		return nil
 	}
-	u := &podUserns{path: path}
 	opts := p.Config.GetLinux().GetSecurityContext().GetNamespaceOptions().GetUsernsOptions()
-	for _, m := range opts.GetUids() {
-		u.uids = append(u.uids, specs.LinuxIDMapping{ContainerID: m.GetContainerId(), HostID: m.GetHostId(), Size: m.GetLength()})
+	return &podUserns{path: path, uids: specMappings(opts.GetUids()), gids: specMappings(opts.GetGids())}
+}
+
+func specMappings(ms []*runtimeapi.IDMapping) []specs.LinuxIDMapping {
+	out := make([]specs.LinuxIDMapping, 0, len(ms))
+	for _, m := range ms {
+		out = append(out, specs.LinuxIDMapping{ContainerID: m.GetContainerId(), HostID: m.GetHostId(), Size: m.GetLength()})
 	}
-	for _, m := range opts.GetGids() {
-		u.gids = append(u.gids, specs.LinuxIDMapping{ContainerID: m.GetContainerId(), HostID: m.GetHostId(), Size: m.GetLength()})
-	}
-	return u
+	return out
 }
 
 // chownToRoot gives path to the container's root (uid and gid 0 inside
@@ -142,23 +143,34 @@ func (u *podUserns) shareWithRoot(path string, mode os.FileMode) error {
 // but only src itself is id-mapped, as runc does without "ridmap": a
 // submount whose filesystem cannot be id-mapped must not fail the volume.
 func idmappedBind(src, dst string, usernsFD int, recursive bool) error {
+	fd, err := idmappedTree(src, usernsFD, recursive)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = unix.Close(fd) }()
+	if err := unix.MoveMount(fd, "", unix.AT_FDCWD, dst, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+		return fmt.Errorf("mounting the id-mapped %s: %w", src, err)
+	}
+	return nil
+}
+
+// idmappedTree is a detached copy of the mount at src (with the mounts
+// below it when recursive), id-mapped by the user namespace usernsFD.
+func idmappedTree(src string, usernsFD int, recursive bool) (int, error) {
 	cloneFlags := uint(unix.OPEN_TREE_CLONE | unix.OPEN_TREE_CLOEXEC)
 	if recursive {
 		cloneFlags |= unix.AT_RECURSIVE
 	}
 	fd, err := unix.OpenTree(unix.AT_FDCWD, src, cloneFlags)
 	if err != nil {
-		return fmt.Errorf("open_tree %s: %w", src, err)
+		return -1, fmt.Errorf("open_tree %s: %w", src, err)
 	}
-	defer func() { _ = unix.Close(fd) }()
 	attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_IDMAP, Userns_fd: uint64(usernsFD)}
 	if err := unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH, &attr); err != nil {
-		return fmt.Errorf("id-mapping %s: %w", src, err)
+		_ = unix.Close(fd)
+		return -1, fmt.Errorf("id-mapping %s: %w", src, err)
 	}
-	if err := unix.MoveMount(fd, "", unix.AT_FDCWD, dst, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
-		return fmt.Errorf("mounting the id-mapped %s: %w", src, err)
-	}
-	return nil
+	return fd, nil
 }
 
 // mountOverlay mounts at dst an overlay of lowers (top first) and, when
@@ -364,16 +376,11 @@ func (m *Manager) UserNamespacesSupported(ctx context.Context, dirs ...string) e
 	if err == nil {
 		err = ns.WithUser(m.runtimeCommand(ctx, "hold"), probe, probe, func(fd int) error {
 			for _, d := range append(dirs, m.opts.Root, m.opts.State) {
-				tree, err := unix.OpenTree(unix.AT_FDCWD, d, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
+				tree, err := idmappedTree(d, fd, false)
 				if err != nil {
-					return fmt.Errorf("open_tree %s: %w", d, err)
+					return fmt.Errorf("id-mapped mounts: %w", err)
 				}
-				attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_IDMAP, Userns_fd: uint64(fd)}
-				err = unix.MountSetattr(tree, "", unix.AT_EMPTY_PATH, &attr)
 				_ = unix.Close(tree)
-				if err != nil {
-					return fmt.Errorf("id-mapped mounts of %s: %w", d, err)
-				}
 			}
 			return nil
 		})
