@@ -1,7 +1,6 @@
 package sandbox
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -17,26 +16,40 @@ import (
 
 	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
+	"k8s.io/klog/v2"
 
 	"github.com/husk-runtime/husk/network/ns"
 )
 
-// maxExecOutput bounds what ExecSync keeps of each stream, as the CRI's
-// 16 MiB message limit requires.
-const maxExecOutput = 8 << 20
+// maxExecOutput bounds what ExecSync keeps of each of stdout and stderr;
+// the rest is read and dropped, so the command never blocks on a full pipe
+// and the daemon never holds more than this per stream. kubelet keeps 10 KiB
+// of a probe's output; a command that writes without end (a hostile exec
+// probe) must not grow the daemon (containerd's CVE-2022-31030).
+const maxExecOutput = 1 << 20
 
-// limitedBuffer keeps the first n bytes written to it and drops the rest.
-type limitedBuffer struct {
-	bytes.Buffer
+// cappedBuffer keeps the first n bytes written to it and drops the rest. It
+// has Write alone on purpose: os/exec copies a command's output with
+// io.Copy, which would use a ReadFrom (bytes.Buffer's, if it were embedded)
+// and never call the capping Write.
+type cappedBuffer struct {
+	b []byte
 	n int
+	// dropped counts what did not fit.
+	dropped int64
 }
 
-func (b *limitedBuffer) Write(p []byte) (int, error) {
-	if room := b.n - b.Len(); room > 0 {
-		b.Buffer.Write(p[:min(len(p), room)])
+func (b *cappedBuffer) Write(p []byte) (int, error) {
+	keep := min(len(p), b.n-len(b.b))
+	if keep > 0 {
+		b.b = append(b.b, p[:keep]...)
 	}
+	b.dropped += int64(len(p) - max(keep, 0))
 	return len(p), nil
 }
+
+func (b *cappedBuffer) Bytes() []byte  { return b.b }
+func (b *cappedBuffer) String() string { return string(b.b) }
 
 // execCommand prepares `husk-runtime exec-enter` for cmd in a running container:
 // in its namespaces and cgroup, as its user, with its capabilities and
@@ -93,10 +106,12 @@ func (m *Manager) ExecSync(ctx context.Context, id string, cmd []string, timeout
 		return nil, nil, 0, err
 	}
 	defer release()
-	var out, errOut limitedBuffer
-	out.n, errOut.n = maxExecOutput, maxExecOutput
+	out, errOut := cappedBuffer{n: maxExecOutput}, cappedBuffer{n: maxExecOutput}
 	x.Stdout, x.Stderr = &out, &errOut
 	err = x.Run()
+	if out.dropped > 0 || errOut.dropped > 0 {
+		klog.V(2).InfoS("ExecSync output truncated", "id", id, "stdoutDropped", out.dropped, "stderrDropped", errOut.dropped, "limit", maxExecOutput)
+	}
 	if ctx.Err() != nil {
 		return out.Bytes(), errOut.Bytes(), 0, fmt.Errorf("exec in container %s: %w", id, ctx.Err())
 	}
@@ -143,7 +158,7 @@ func (m *Manager) Exec(ctx context.Context, id string, cmd []string, in io.Reade
 	x.ExtraFiles = append(x.ExtraFiles, theirs)
 	x.Env = append(x.Env, fmt.Sprintf("HUSK_CONSOLE_FD=%d", 2+len(x.ExtraFiles)))
 	// Until the terminal is there, errors come on stderr.
-	setupErr := limitedBuffer{n: 4096}
+	setupErr := cappedBuffer{n: 4096}
 	x.Stderr = &setupErr
 	err = x.Start()
 	_ = theirs.Close()

@@ -23,18 +23,22 @@ func percentile(d []time.Duration, p float64) time.Duration {
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // rssKiB reads a process's resident set size.
-func rssKiB(b *testing.B, pid int) float64 {
+func rssKiB(t testing.TB, pid int) float64 { return statusKiB(t, pid, "VmRSS") }
+
+// statusKiB reads a size field of /proc/PID/status (VmRSS, VmHWM).
+func statusKiB(t testing.TB, pid int, field string) float64 {
+	t.Helper()
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		b.Fatal(err)
+		t.Fatal(err)
 	}
 	for _, line := range strings.Split(string(data), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == field+":" {
 			v, _ := strconv.ParseFloat(f[1], 64)
 			return v
 		}
 	}
-	b.Fatal("no VmRSS")
+	t.Fatalf("no %s in /proc/%d/status", field, pid)
 	return 0
 }
 
