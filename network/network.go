@@ -276,7 +276,7 @@ func (m *Manager) Teardown(ctx context.Context, pod Pod) error {
 			ContainerID:    pod.ID,
 			NetNS:          netns,
 			IfName:         a.IfName,
-			Args:           a.CniArgs,
+			Args:           passableArgs(pod.ID, a.CniArgs),
 			CapabilityArgs: a.CapabilityArgs,
 		}
 		if err := m.del(ctx, list, rt, netns == ""); err != nil {
@@ -643,6 +643,27 @@ func cniArgs(pod Pod) [][2]string {
 		{"K8S_POD_INFRA_CONTAINER_ID", pod.ID},
 		{"K8S_POD_UID", pod.UID},
 	}
+}
+
+// maxArgValue bounds a CNI_ARGS value: all of them go in one environment
+// variable, which execve takes up to 128 KiB.
+const maxArgValue = 4096
+
+// passableArgs drops the CNI_ARGS that no plugin could be started with (a
+// NUL, which no environment can hold; a value too long for it), so that a
+// pod recorded with them (before its metadata was validated) can still be
+// torn down: DEL keys on the container id and interface, and IgnoreUnknown
+// lets plugins do without the K8S_POD_* ones.
+func passableArgs(id string, args [][2]string) [][2]string {
+	out := make([][2]string, 0, len(args))
+	for _, a := range args {
+		if strings.ContainsAny(a[0]+a[1], "\x00;=") || len(a[1]) > maxArgValue {
+			klog.InfoS("Dropping a CNI argument no plugin can be started with", "sandbox", id, "arg", a[0], "length", len(a[1]))
+			continue
+		}
+		out = append(out, a)
+	}
+	return out
 }
 
 type portMapEntry struct {

@@ -444,3 +444,28 @@ func TestSinglePluginConf(t *testing.T) {
 	teardown(t, m, pod)
 	n.assertGone(t, pod, n.name)
 }
+
+// A pod whose metadata no plugin can be started with (a NUL, a name past
+// what an environment variable holds: pods made before metadata was
+// validated) fails ADD, and its DEL must still succeed: it would otherwise
+// stay for good, with its namespaces, address and veth.
+func TestPodWithArgsNoPluginTakesIsStillTornDown(t *testing.T) {
+	t.Parallel()
+	n := newTestNet(t)
+	n.writeConf(t, "10-test.conflist", netOpts{})
+	m := n.manager(t)
+	for name, podName := range map[string]string{"nul": "bad\x00name", "1MiB": strings.Repeat("n", 1<<20)} {
+		t.Run(name, func(t *testing.T) {
+			pod := n.newPod(t)
+			pod.Name = podName
+			if _, err := trySetup(t, m, pod); err == nil {
+				t.Fatal("ADD with such a name succeeded")
+			}
+			teardown(t, m, pod)
+			n.assertGone(t, pod, n.name)
+		})
+	}
+	if got := len(n.leases(t, n.name)); got != 0 {
+		t.Errorf("%d leases after teardown", got)
+	}
+}
