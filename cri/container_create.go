@@ -4,6 +4,8 @@ import (
 	"context"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/husk-runtime/husk/cri/validate"
 )
 
 // CreateContainer makes a container in a ready pod; nothing runs until
@@ -14,6 +16,9 @@ func (s *Server) CreateContainer(ctx context.Context, req *runtimeapi.CreateCont
 	}
 	if req.GetConfig() == nil {
 		return nil, invalid("config", "is required")
+	}
+	if err := validate.ContainerConfig(req.GetConfig()); err != nil {
+		return nil, err
 	}
 	id, err := s.pods.CreateContainer(ctx, req.GetPodSandboxId(), req.GetConfig())
 	if err != nil {

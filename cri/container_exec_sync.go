@@ -5,6 +5,8 @@ import (
 	"time"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/husk-runtime/husk/cri/validate"
 )
 
 // ExecSync runs a command in a running container and returns its output
@@ -13,8 +15,8 @@ func (s *Server) ExecSync(ctx context.Context, req *runtimeapi.ExecSyncRequest) 
 	if req.GetContainerId() == "" {
 		return nil, invalid("container_id", "is required")
 	}
-	if len(req.GetCmd()) == 0 {
-		return nil, invalid("cmd", "is required")
+	if err := validate.Command("cmd", req.GetCmd()); err != nil {
+		return nil, err
 	}
 	if req.GetTimeout() < 0 {
 		return nil, invalid("timeout", "must not be negative")

@@ -4,6 +4,8 @@ import (
 	"context"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/husk-runtime/husk/cri/validate"
 )
 
 // UpdateContainerResources changes a container's cgroup limits in place
@@ -11,6 +13,9 @@ import (
 func (s *Server) UpdateContainerResources(ctx context.Context, req *runtimeapi.UpdateContainerResourcesRequest) (*runtimeapi.UpdateContainerResourcesResponse, error) {
 	if req.GetContainerId() == "" {
 		return nil, invalid("container_id", "is required")
+	}
+	if err := validate.Resources("linux", req.GetLinux()); err != nil {
+		return nil, err
 	}
 	if err := s.pods.UpdateContainerResources(ctx, req.GetContainerId(), req.GetLinux()); err != nil {
 		return nil, err

@@ -4,6 +4,8 @@ import (
 	"context"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/husk-runtime/husk/cri/validate"
 )
 
 // RunPodSandbox creates a pod and makes it ready; everything done is undone
@@ -11,6 +13,9 @@ import (
 func (s *Server) RunPodSandbox(ctx context.Context, req *runtimeapi.RunPodSandboxRequest) (*runtimeapi.RunPodSandboxResponse, error) {
 	if req.GetConfig() == nil {
 		return nil, invalid("config", "is required")
+	}
+	if err := validate.PodSandboxConfig(req.GetConfig()); err != nil {
+		return nil, err
 	}
 	id, err := s.pods.Run(ctx, req.GetConfig(), req.GetRuntimeHandler())
 	if err != nil {

@@ -4,6 +4,8 @@ import (
 	"context"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/husk-runtime/husk/cri/validate"
 )
 
 // UpdatePodSandboxResources applies a resized pod's resources to its cgroup
@@ -11,6 +13,12 @@ import (
 func (s *Server) UpdatePodSandboxResources(ctx context.Context, req *runtimeapi.UpdatePodSandboxResourcesRequest) (*runtimeapi.UpdatePodSandboxResourcesResponse, error) {
 	if req.GetPodSandboxId() == "" {
 		return nil, invalid("pod_sandbox_id", "is required")
+	}
+	if err := validate.Resources("overhead", req.GetOverhead()); err != nil {
+		return nil, err
+	}
+	if err := validate.Resources("resources", req.GetResources()); err != nil {
+		return nil, err
 	}
 	if err := s.pods.UpdatePodResources(ctx, req.GetPodSandboxId(), req.GetOverhead(), req.GetResources()); err != nil {
 		return nil, err

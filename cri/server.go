@@ -12,10 +12,12 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/cri-streaming/pkg/streaming"
 	"k8s.io/klog/v2"
 
+	"github.com/husk-runtime/husk/cri/validate"
 	"github.com/husk-runtime/husk/oci/image"
 	"github.com/husk-runtime/husk/sandbox"
 )
@@ -81,6 +83,11 @@ func unaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, 
 		}
 		logCall(info.FullMethod, start, err)
 	}()
+	if m, ok := req.(proto.Message); ok {
+		if err := validate.Request(m); err != nil {
+			return nil, toStatus(err)
+		}
+	}
 	resp, err = handler(ctx, req)
 	return resp, toStatus(err)
 }
@@ -94,7 +101,21 @@ func streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInf
 		}
 		logCall(info.FullMethod, start, err)
 	}()
-	return toStatus(handler(srv, ss))
+	return toStatus(handler(srv, validatedStream{ss}))
+}
+
+// validatedStream checks each request of a streaming RPC as the unary
+// interceptor does.
+type validatedStream struct{ grpc.ServerStream }
+
+func (s validatedStream) RecvMsg(m any) error {
+	if err := s.ServerStream.RecvMsg(m); err != nil {
+		return err
+	}
+	if pm, ok := m.(proto.Message); ok {
+		return toStatus(validate.Request(pm))
+	}
+	return nil
 }
 
 // logCall logs the method and outcome only: requests can carry registry

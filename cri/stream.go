@@ -17,6 +17,7 @@ import (
 	remotecommand "k8s.io/cri-streaming/pkg/streaming/remotecommand"
 	utilexec "k8s.io/utils/exec"
 
+	"github.com/husk-runtime/husk/cri/validate"
 	"github.com/husk-runtime/husk/sandbox"
 )
 
@@ -99,8 +100,8 @@ func (s *Server) Exec(_ context.Context, req *runtimeapi.ExecRequest) (*runtimea
 	if req.GetContainerId() == "" {
 		return nil, invalid("container_id", "is required")
 	}
-	if len(req.GetCmd()) == 0 {
-		return nil, invalid("cmd", "is required")
+	if err := validate.Command("cmd", req.GetCmd()); err != nil {
+		return nil, err
 	}
 	if !req.GetStdout() && !req.GetStderr() && !req.GetStdin() {
 		return nil, invalid("stdin, stdout, stderr", "one must be requested")

@@ -44,11 +44,13 @@ type Container struct {
 	CreatedAt int64                       `json:"createdAt"`
 	StartedAt int64                       `json:"startedAt,omitempty"`
 	LogPath   string                      `json:"logPath,omitempty"`
-	Cgroup    string                      `json:"cgroup"`
-	Rootfs    string                      `json:"rootfs,omitempty"` // the overlay's mount point, recorded before it is mounted
-	Monitor   *Process                    `json:"monitor,omitempty"`
-	StopSig   int                         `json:"stopSignal"`
-	Exit      *Exit                       `json:"exit,omitempty"`
+	// LogDir is the pod's log_directory that LogPath is below.
+	LogDir  string   `json:"logDir,omitempty"`
+	Cgroup  string   `json:"cgroup"`
+	Rootfs  string   `json:"rootfs,omitempty"` // the overlay's mount point, recorded before it is mounted
+	Monitor *Process `json:"monitor,omitempty"`
+	StopSig int      `json:"stopSignal"`
+	Exit    *Exit    `json:"exit,omitempty"`
 	// ImageVolumes are its mounts of images, recorded before each is made.
 	ImageVolumes []ImageVolume `json:"imageVolumes,omitempty"`
 	// User is who its first process starts as (ContainerStatus.user).

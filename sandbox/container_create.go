@@ -58,13 +58,8 @@ func (m *Manager) updateContainer(c *Container, fn func(*Container)) error {
 // its own), its OCI spec and its cgroup. Nothing runs yet. A failure
 // undoes every step.
 func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg *runtimeapi.ContainerConfig) (_ string, err error) {
+	// cri/validate checked the config's shape.
 	md := cfg.GetMetadata()
-	if md.GetName() == "" {
-		return "", fmt.Errorf("config.metadata.name is required: %w", errdefs.ErrInvalidArgument)
-	}
-	if cfg.GetImage().GetImage() == "" {
-		return "", fmt.Errorf("config.image.image is required: %w", errdefs.ErrInvalidArgument)
-	}
 	pod, unlockPod, err := m.lockExisting(podID)
 	if err != nil {
 		return "", err
@@ -122,7 +117,7 @@ func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg *runtim
 		Rootfs: m.rootfsDir(id),
 	}
 	if dir, p := pod.Config.GetLogDirectory(), cfg.GetLogPath(); dir != "" && p != "" {
-		c.LogPath = filepath.Join(dir, p)
+		c.LogDir, c.LogPath = dir, filepath.Join(dir, p)
 	}
 	// step names a failed step in the error, and logs how long each took.
 	last := time.Now()
@@ -293,8 +288,8 @@ func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg *runtim
 	if err := step("creating its cgroup", m.opts.Cgroups.Create(cgroup, res)); err != nil {
 		return "", err
 	}
-	if c.LogPath != "" {
-		if err := os.MkdirAll(filepath.Dir(c.LogPath), 0o755); err != nil {
+	if dir, rel := logLocation(c); dir != "" {
+		if err := mkdirBeneath(dir, rel); err != nil {
 			return "", step("creating the log directory", err)
 		}
 	}

@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/husk-runtime/husk/network/ns"
+	"github.com/husk-runtime/husk/oci/runtime/linux"
 )
 
 // startTimeout bounds how long a container's runtime may take to set it up.
@@ -71,11 +73,11 @@ func (m *Manager) failStart(c *Container, msg string) {
 
 func (m *Manager) startMonitor(c *Container, pod *Pod) error {
 	dir := m.containerDir(c.ID)
-	logPath := c.LogPath
-	if logPath == "" {
-		logPath = os.DevNull
+	args := []string{"monitor", "--state", dir, "--log", os.DevNull}
+	if logDir, rel := logLocation(c); logDir != "" {
+		// Opened below the directory, no symlink followed (logfile.go).
+		args = []string{"monitor", "--state", dir, "--log-dir", logDir, "--log", rel}
 	}
-	args := []string{"monitor", "--state", dir, "--log", logPath}
 	if oom := m.opts.Cgroups.OOMEventsFile(c.Cgroup); oom != "" {
 		args = append(args, "--oom", oom)
 	}
@@ -178,6 +180,9 @@ func (m *Manager) startMonitor(c *Container, pod *Pod) error {
 	case b := <-msg:
 		if len(b) > 0 {
 			m.waitExit(c, 5*time.Second)
+			if bytes.HasPrefix(b, []byte(linux.ReportBadCommand)) {
+				return fmt.Errorf("%s: %w", b, errdefs.ErrInvalidArgument)
+			}
 			return fmt.Errorf("%s", b)
 		}
 	case <-time.After(startTimeout):

@@ -259,13 +259,15 @@ func (m *Manager) ReopenContainerLog(ctx context.Context, id string) error {
 	if err := unix.Kill(mon.PID, unix.SIGUSR1); err != nil {
 		return fmt.Errorf("signalling the monitor: %w", err)
 	}
+	dir, rel := logLocation(c)
 	for range 200 {
-		if _, err := os.Stat(c.LogPath); err == nil {
+		if f, err := openBeneath(dir, rel, unix.O_RDONLY, 0); err == nil {
+			_ = f.Close()
 			return nil
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	return fmt.Errorf("the monitor of container %s did not reopen %s", c.ID, c.LogPath)
+	return fmt.Errorf("the monitor of container %s did not reopen %s (it opens no symlink and nothing outside the log directory): %w", c.ID, c.LogPath, errdefs.ErrFailedPrecondition)
 }
 
 // findContainerLocked finds a container by id or unique id prefix.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path"
@@ -111,7 +112,7 @@ func (m *Manager) waitRuntimeStarted(c *Container, handler string) error {
 			if exit != nil {
 				code = int(exit.Code)
 			}
-			return fmt.Errorf("runtime %q exited with code %d before the container ran: %s", handler, code, stderrTail(c.LogPath, 512))
+			return fmt.Errorf("runtime %q exited with code %d before the container ran: %s", handler, code, stderrTail(c, 512))
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -181,9 +182,18 @@ func (m *Manager) containerInit(c *Container) *Process {
 
 // stderrTail is the end of what a container's CRI log holds of stderr,
 // at most max bytes: what a runtime said when it failed.
-func stderrTail(logPath string, max int) string {
-	b, err := os.ReadFile(logPath)
-	if err != nil || logPath == "" {
+func stderrTail(c *Container, max int) string {
+	dir, rel := logLocation(c)
+	if dir == "" {
+		return "(no log)"
+	}
+	f, err := openBeneath(dir, rel, os.O_RDONLY, 0)
+	if err != nil {
+		return "(no log)"
+	}
+	b, err := io.ReadAll(io.LimitReader(f, 1<<20))
+	_ = f.Close()
+	if err != nil {
 		return "(no log)"
 	}
 	var out []string

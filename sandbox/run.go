@@ -63,16 +63,9 @@ func (m *Manager) Run(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, han
 	return st.id, st.err
 }
 
+// validate checks what cri/validate does not: the rules of the pod's own
+// parts (DNS, ports, namespaces).
 func validate(cfg *runtimeapi.PodSandboxConfig) error {
-	md := cfg.GetMetadata()
-	if md == nil {
-		return fmt.Errorf("config.metadata is required: %w", errdefs.ErrInvalidArgument)
-	}
-	for field, v := range map[string]string{"name": md.GetName(), "namespace": md.GetNamespace(), "uid": md.GetUid()} {
-		if v == "" {
-			return fmt.Errorf("config.metadata.%s is required: %w", field, errdefs.ErrInvalidArgument)
-		}
-	}
 	if err := validateDNS(cfg.GetDnsConfig()); err != nil {
 		return err
 	}

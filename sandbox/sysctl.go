@@ -49,6 +49,11 @@ func parseSysctls(in map[string]string, hostNetwork, hostIPC bool) ([]sysctl, er
 		if strings.ContainsAny(value, "\n\x00") {
 			return nil, fmt.Errorf("%s: value holds a newline: %w", field, errdefs.ErrInvalidArgument)
 		}
+		// A directory of sysctls ("net.ipv4") is no sysctl; per-pod
+		// names (an interface's) may exist only in the pod.
+		if fi, err := os.Stat(filepath.Join("/proc/sys", path)); err == nil && fi.IsDir() {
+			return nil, fmt.Errorf("%s: a directory of sysctls, not a sysctl: %w", field, errdefs.ErrInvalidArgument)
+		}
 		isNet, ok := classifySysctl(dotted)
 		if !ok {
 			return nil, fmt.Errorf("%s: not a namespaced sysctl; setting it would change the host: %w", field, errdefs.ErrInvalidArgument)

@@ -241,9 +241,23 @@ func (m *Manager) Create(path string, res *specs.LinuxResources) (err error) {
 		err = m.applyV1(path, res)
 	}
 	if err != nil {
-		return fmt.Errorf("create cgroup %s: %w", path, err)
+		return fmt.Errorf("create cgroup %s: %w", path, refusal(err))
 	}
 	return nil
+}
+
+// refusal classifies what the kernel answered a write of a limit: a value it
+// does not take is the request's fault (EINVAL, ERANGE, or EOPNOTSUPP for a
+// file the kernel does not have), and EBUSY is the cgroup's state (a memory
+// limit below what it uses now).
+func refusal(err error) error {
+	switch {
+	case errors.Is(err, syscall.EINVAL), errors.Is(err, syscall.ERANGE), errors.Is(err, syscall.EOPNOTSUPP):
+		return fmt.Errorf("the kernel refused a value: %w: %w", err, errdefs.ErrInvalidArgument)
+	case errors.Is(err, syscall.EBUSY):
+		return fmt.Errorf("the kernel refused the limit for what the cgroup uses now: %w: %w", err, errdefs.ErrFailedPrecondition)
+	}
+	return err
 }
 
 // Update applies res to an existing cgroup (errdefs.ErrNotFound if it does
@@ -267,7 +281,7 @@ func (m *Manager) Update(path string, res *specs.LinuxResources) error {
 		err = m.applyV1(path, res)
 	}
 	if err != nil {
-		return fmt.Errorf("update cgroup %s: %w", path, err)
+		return fmt.Errorf("update cgroup %s: %w", path, refusal(err))
 	}
 	return nil
 }

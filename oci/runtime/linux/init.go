@@ -27,6 +27,14 @@ import (
 // the daemon, which reads it until the exec closes it.
 const reportFD = 3
 
+// ReportBadCommand starts a report whose cause is the container's command
+// itself (not in the image, not executable): the daemon answers
+// InvalidArgument naming config.command, not a failure of its own.
+const ReportBadCommand = "config.command: "
+
+// errBadCommand marks lookPath's failures.
+var errBadCommand = errors.New("bad command")
+
 // Init is `husk container-init BUNDLE`. It returns only on failure.
 func Init(args []string) int {
 	report := os.NewFile(reportFD, "report")
@@ -35,7 +43,11 @@ func Init(args []string) int {
 		return 2
 	}
 	err := initContainer(args[0])
-	_, _ = fmt.Fprint(report, err.Error())
+	msg := err.Error()
+	if errors.Is(err, errBadCommand) {
+		msg = ReportBadCommand + strings.TrimSuffix(msg, ": "+errBadCommand.Error())
+	}
+	_, _ = fmt.Fprint(report, msg)
 	return 1
 }
 
@@ -93,7 +105,7 @@ func initContainer(bundle string) error {
 	}
 	path, err := lookPath(spec.Process.Args, spec.Process.Env)
 	if err != nil {
-		return err
+		return fmt.Errorf("%w: %w", err, errBadCommand)
 	}
 	if err := becomeContainerProcess(&spec); err != nil {
 		return err

@@ -6,7 +6,7 @@
 // starts, which keeps it at about 2 MiB of resident memory (most of it the
 // shared pages of libc and the binary) per container.
 //
-//   husk-runtime monitor --state DIR --log FILE [--oom FILE] [--oom-score-adj N] [--userns F] [--netns F]
+//   husk-runtime monitor --state DIR [--log-dir DIR] --log FILE [--oom FILE] [--oom-score-adj N] [--userns F] [--netns F]
 //                [--ipcns F] [--utsns F] [--pidns F | --newpid] [--tty] [--stdin [--stdin-once]]
 //                [--exec-fd N] [--cgroup PROCS_FILE ...] -- PROGRAM ARGS...
 //
@@ -26,7 +26,10 @@
 // In DIR it writes "pid" (pid and start time, once the program runs) and
 // "exit" (exit code, finish time in ns, OOM kill 0/1) when it ends. Log
 // lines are "TIMESTAMP STREAM P|F TEXT" as kubelet reads them, split at
-// 16 KiB; SIGUSR1 reopens the log file (kubelet's log rotation).
+// 16 KiB; SIGUSR1 reopens the log file (kubelet's log rotation). With
+// --log-dir, FILE is a path below that directory, opened without following
+// any symlink or leaving the directory (openat2 RESOLVE_BENEATH and
+// RESOLVE_NO_SYMLINKS): the log directory may be writable from a container.
 //
 // Attach: it listens on DIR/attach (a unix seqpacket socket, root's only)
 // while the program runs. A client's first message is 'a' and one byte, 1
@@ -44,6 +47,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <grp.h>
+#include <linux/openat2.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
@@ -72,7 +76,7 @@ struct stream {
 	size_t len;
 };
 
-static const char *log_path;
+static const char *log_path, *log_dir;
 static int log_fd = -1;
 
 static void die(const char *what) {
@@ -81,7 +85,23 @@ static void die(const char *what) {
 }
 
 static void open_log(void) {
-	int fd = open(log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+	int flags = O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, fd;
+	if (log_dir != NULL) {
+		int dfd = open(log_dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+		if (dfd < 0)
+			return;
+		struct open_how how = {
+			.flags = (uint64_t)(flags | O_NOFOLLOW),
+			.mode = 0640,
+			.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
+		};
+		fd = (int)syscall(SYS_openat2, dfd, log_path, &how, sizeof how);
+		int saved = errno;
+		close(dfd);
+		errno = saved;
+	} else {
+		fd = open(log_path, flags, 0640);
+	}
 	if (fd < 0)
 		return; // keep writing to the old one rather than lose output
 	if (log_fd >= 0)
@@ -500,6 +520,7 @@ __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 		return;
 	static struct option opts[] = {
 		{"state", required_argument, 0, 's'}, {"log", required_argument, 0, 'l'},
+		{"log-dir", required_argument, 0, 'L'},
 		{"oom", required_argument, 0, 'o'},   {"netns", required_argument, 0, 'n'},
 		{"ipcns", required_argument, 0, 'i'}, {"utsns", required_argument, 0, 'u'},
 		{"pidns", required_argument, 0, 'p'}, {"newpid", no_argument, 0, 'P'},
@@ -521,6 +542,7 @@ __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 		switch (c) {
 		case 's': state = optarg; break;
 		case 'l': log_path = optarg; break;
+		case 'L': log_dir = optarg; break;
 		case 'o': oom = optarg; break;
 		case 'n': netns = optarg; break;
 		case 'i': ipcns = optarg; break;

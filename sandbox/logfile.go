@@ -1,0 +1,84 @@
+package sandbox
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/containerd/errdefs"
+	"golang.org/x/sys/unix"
+)
+
+// A container's CRI log is log_path below its pod's log_directory, and
+// never anywhere else: log_path is checked to be relative and without ".."
+// (cri/validate), and every open below the directory refuses symlinks, so
+// that a symlink planted in the log directory (by a container with a
+// hostPath volume over it, say) cannot send the log, or a read of it, onto
+// another file of the host. The monitor opens the log the same way
+// (oci/runtime/shim/monitor.c).
+
+const beneath = unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS
+
+// logLocation splits a container's log into the directory and the path
+// below it. A record from before LogDir was kept has the full path alone:
+// its last element is taken as the path below its directory.
+func logLocation(c *Container) (dir, rel string) {
+	if c.LogPath == "" {
+		return "", ""
+	}
+	if c.LogDir != "" {
+		return c.LogDir, strings.TrimPrefix(c.LogPath, c.LogDir+"/")
+	}
+	return filepath.Dir(c.LogPath), filepath.Base(c.LogPath)
+}
+
+// openBeneath opens rel below dir (itself taken as it is: kubelet's) with
+// open(2)'s flags, following no symlink.
+func openBeneath(dir, rel string, flags int, mode uint32) (*os.File, error) {
+	dfd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: dir, Err: err}
+	}
+	defer func() { _ = unix.Close(dfd) }()
+	fd, err := unix.Openat2(dfd, rel, &unix.OpenHow{Flags: uint64(flags | unix.O_CLOEXEC | unix.O_NOFOLLOW), Mode: uint64(mode), Resolve: beneath})
+	if err != nil {
+		if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.EXDEV) || errors.Is(err, unix.ENOTDIR) {
+			err = fmt.Errorf("%w (a symlink, not a directory, or a path leaving the log directory): %w", err, errdefs.ErrFailedPrecondition)
+		}
+		return nil, &os.PathError{Op: "open", Path: filepath.Join(dir, rel), Err: err}
+	}
+	return os.NewFile(uintptr(fd), filepath.Join(dir, rel)), nil
+}
+
+// mkdirBeneath makes the directories of rel below dir (kubelet's
+// "NAME/ATTEMPT.log" has one), none through a symlink.
+func mkdirBeneath(dir, rel string) error {
+	sub := filepath.Dir(rel)
+	if sub == "." {
+		return nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	made := ""
+	for _, e := range strings.Split(sub, "/") {
+		made = filepath.Join(made, e)
+		f, err := openBeneath(dir, filepath.Dir(made), unix.O_PATH|unix.O_DIRECTORY, 0)
+		if err != nil {
+			return err
+		}
+		err = unix.Mkdirat(int(f.Fd()), e, 0o755)
+		_ = f.Close()
+		if err != nil && !errors.Is(err, unix.EEXIST) {
+			return &os.PathError{Op: "mkdir", Path: filepath.Join(dir, made), Err: err}
+		}
+	}
+	// What exists must be a directory, reached without a symlink.
+	f, err := openBeneath(dir, sub, unix.O_PATH|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return err
+	}
+	return f.Close()
+}
