@@ -7,7 +7,6 @@ package cri
 import (
 	"context"
 	"runtime/debug"
-	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -58,10 +57,12 @@ func New(opts Options) *Server {
 }
 
 // NewGRPCServer makes a gRPC server with both CRI services registered and
-// husk's interceptors: one log line per call, errors mapped to status codes,
-// panics turned into Internal errors instead of killing the daemon.
+// husk's interceptors (requests validated, errors mapped to status codes,
+// panics turned into Internal errors instead of killing the daemon) and one
+// log line per call (callLog).
 func NewGRPCServer(s *Server) *grpc.Server {
 	g := grpc.NewServer(
+		grpc.StatsHandler(callLog{}),
 		grpc.ChainUnaryInterceptor(unaryInterceptor),
 		grpc.ChainStreamInterceptor(streamInterceptor),
 		// kubelet sends large ListContainers answers' worth of requests;
@@ -75,13 +76,11 @@ func NewGRPCServer(s *Server) *grpc.Server {
 }
 
 func unaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
-	start := time.Now()
 	defer func() {
 		if r := recover(); r != nil {
 			klog.ErrorS(nil, "Panic in CRI call", "method", info.FullMethod, "panic", r, "stack", string(debug.Stack()))
 			resp, err = nil, status.Errorf(codes.Internal, "internal error in %s: %v", info.FullMethod, r)
 		}
-		logCall(info.FullMethod, start, err)
 	}()
 	if m, ok := req.(proto.Message); ok {
 		if err := validate.Request(m); err != nil {
@@ -93,13 +92,11 @@ func unaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, 
 }
 
 func streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) (err error) {
-	start := time.Now()
 	defer func() {
 		if r := recover(); r != nil {
 			klog.ErrorS(nil, "Panic in CRI call", "method", info.FullMethod, "panic", r, "stack", string(debug.Stack()))
 			err = status.Errorf(codes.Internal, "internal error in %s: %v", info.FullMethod, r)
 		}
-		logCall(info.FullMethod, start, err)
 	}()
 	return toStatus(handler(srv, validatedStream{ss}))
 }
@@ -116,20 +113,4 @@ func (s validatedStream) RecvMsg(m any) error {
 		return toStatus(validate.Request(pm))
 	}
 	return nil
-}
-
-// logCall logs the method and outcome only: requests can carry registry
-// credentials and are never logged.
-func logCall(method string, start time.Time, err error) {
-	d := time.Since(start)
-	if err == nil {
-		klog.V(4).InfoS("CRI call", "method", method, "duration", d)
-		return
-	}
-	c := status.Code(err)
-	if c == codes.NotFound || c == codes.Unimplemented {
-		klog.V(2).InfoS("CRI call failed", "method", method, "duration", d, "code", c, "err", err)
-		return
-	}
-	klog.ErrorS(err, "CRI call failed", "method", method, "duration", d, "code", c)
 }

@@ -101,8 +101,21 @@ func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg *runtim
 		m.mu.Unlock()
 		return "", fmt.Errorf("container %s in pod %s already exists as %s: %w", md.GetName(), pod.ID, other, errdefs.ErrAlreadyExists)
 	}
+	size := containerListSize(cfg)
+	if err := m.checkContainerBudgetLocked(size); err != nil {
+		m.mu.Unlock()
+		return "", err
+	}
 	m.cnames[key] = id
+	// Counted until the container is listed or undone (counted twice for
+	// a moment: the budget errs on the safe side).
+	m.creating += size
 	m.mu.Unlock()
+	defer func() {
+		m.mu.Lock()
+		m.creating -= size
+		m.mu.Unlock()
+	}()
 	cgroup, err := m.opts.Cgroups.ContainerPath(pod.CgroupPath, id)
 	if err != nil {
 		m.forgetName(key, id)

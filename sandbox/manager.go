@@ -53,6 +53,8 @@ type Manager struct {
 
 	containers map[string]*Container
 	cnames     map[string]string // container key -> id
+	// creating is the list size of containers being created (budget.go).
+	creating int
 
 	// noUserns says why pods cannot have user namespaces of their own
 	// here, once UserNamespacesSupported found out.
@@ -63,6 +65,8 @@ type Manager struct {
 }
 
 type start struct {
+	// size is the pod's list item's (budget.go).
+	size int
 	done chan struct{}
 	id   string
 	err  error

@@ -49,7 +49,12 @@ func (m *Manager) Run(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, han
 		m.mu.Unlock()
 		return "", fmt.Errorf("pod sandbox %s already exists as %s: %w", key, id, errdefs.ErrAlreadyExists)
 	}
-	st := &start{done: make(chan struct{})}
+	size := podListSize(cfg)
+	if err := m.checkPodBudgetLocked(size); err != nil {
+		m.mu.Unlock()
+		return "", err
+	}
+	st := &start{done: make(chan struct{}), size: size}
 	m.starts[key] = st
 	m.mu.Unlock()
 

@@ -232,6 +232,13 @@ func runDaemon(ctx context.Context, cfg Config) error {
 	return nil
 }
 
+// lockWait is how long lockDir waits for a lock that is held. A daemon
+// killed while it forks a child (a CNI plugin, iptables, a monitor) leaves
+// the lock's open file with that child until the child executes, which
+// closes it (O_CLOEXEC): a restart right after a SIGKILL can find the lock
+// held for that moment, by no daemon at all.
+var lockWait = 10 * time.Second
+
 // lockDir takes an exclusive lock on dir/husk.lock for the daemon's life.
 func lockDir(dir string) (func(), error) {
 	p := filepath.Join(dir, "husk.lock")
@@ -239,14 +246,47 @@ func lockDir(dir string) (func(), error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+	deadline := time.Now().Add(lockWait)
+	for {
+		err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if !errors.Is(err, unix.EWOULDBLOCK) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err != nil {
+		holder := lockHolder(f)
 		_ = f.Close()
 		if errors.Is(err, unix.EWOULDBLOCK) {
-			return nil, fmt.Errorf("%s is in use by another husk daemon", dir)
+			return nil, fmt.Errorf("%s is in use by another husk daemon%s", dir, holder)
 		}
 		return nil, fmt.Errorf("locking %s: %w", p, err)
 	}
 	return func() { _ = f.Close() }, nil
+}
+
+// lockHolder names the process that took the flock on f, from /proc/locks
+// (the one that locked it, which may have handed the file on to children).
+func lockHolder(f *os.File) string {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return ""
+	}
+	b, err := os.ReadFile("/proc/locks")
+	if err != nil {
+		return ""
+	}
+	// "1: FLOCK  ADVISORY  WRITE 1234 00:1f:5678 0 EOF"
+	suffix := ":" + strconv.FormatUint(st.Ino, 10)
+	for line := range strings.SplitSeq(string(b), "\n") {
+		fields := strings.Fields(line)
+		if len(fields) >= 6 && fields[1] == "FLOCK" && strings.HasSuffix(fields[5], suffix) {
+			pid := fields[4]
+			cmd, _ := os.ReadFile("/proc/" + pid + "/cmdline")
+			return fmt.Sprintf(" (pid %s: %q)", pid, strings.ReplaceAll(strings.TrimRight(string(cmd), "\x00"), "\x00", " "))
+		}
+	}
+	return ""
 }
 
 // sealRuntime finds husk-runtime and returns a sealed copy of it, checked
