@@ -55,12 +55,12 @@ func openBeneath(dir, rel string, flags int, mode uint32) (*os.File, error) {
 // mkdirBeneath makes the directories of rel below dir (kubelet's
 // "NAME/ATTEMPT.log" has one), none through a symlink.
 func mkdirBeneath(dir, rel string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
 	sub := filepath.Dir(rel)
 	if sub == "." {
 		return nil
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
 	}
 	made := ""
 	for _, e := range strings.Split(sub, "/") {

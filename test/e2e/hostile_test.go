@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -8,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -140,4 +142,140 @@ func wantCode(t *testing.T, err error, code codes.Code, field string) {
 	if status.Code(err) != code || !strings.Contains(status.Convert(err).Message(), field) {
 		t.Errorf("want %v naming %q, got %v", code, field, err)
 	}
+}
+
+// Requests the kernel, exec or CNI would refuse half-way are refused
+// before anything is made, naming their field, and leave nothing behind.
+func TestBadRequestsAreRefusedAndLeaveNothing(t *testing.T) {
+	e := newCtrEnv(t)
+	podID, pod := e.pod(t, "good")
+	running := e.run(t, podID, pod, ctrConfig("running", e.image("plain"), "sleep", "300"))
+	before, beforeCtr := countLeaks(t, e.d), countContainerLeaks(t, e.d)
+
+	pods := []struct {
+		field  string
+		change func(*runtimeapi.PodSandboxConfig)
+	}{
+		{"config.metadata.name", func(p *runtimeapi.PodSandboxConfig) { p.Metadata.Name = strings.Repeat("n", 1<<20) }},
+		{"config.metadata.name", func(p *runtimeapi.PodSandboxConfig) { p.Metadata.Name = "bad\x00name" }},
+		{"config.metadata.namespace", func(p *runtimeapi.PodSandboxConfig) { p.Metadata.Namespace = "a\nb" }},
+		{"config.metadata.uid", func(p *runtimeapi.PodSandboxConfig) { p.Metadata.Uid = strings.Repeat("u", 1<<20) }},
+		{"config.labels", func(p *runtimeapi.PodSandboxConfig) { p.Labels = map[string]string{"l": strings.Repeat("v", 8<<20)} }},
+		{"config.annotations", func(p *runtimeapi.PodSandboxConfig) { p.Annotations = map[string]string{"a": strings.Repeat("v", 9<<20)} }},
+		{"linux.sysctls[net.ipv4]", func(p *runtimeapi.PodSandboxConfig) { p.Linux.Sysctls = map[string]string{"net.ipv4": "1"} }},
+		{"config.linux.cgroup_parent", func(p *runtimeapi.PodSandboxConfig) { p.Linux.CgroupParent = "/husk-e2e\n/x" }},
+		{"config.linux.resources.memory_limit_in_bytes", func(p *runtimeapi.PodSandboxConfig) {
+			p.Linux.Resources = &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: -1}
+		}},
+		{"config.linux.security_context.namespace_options.network", func(p *runtimeapi.PodSandboxConfig) {
+			p.Linux.SecurityContext.NamespaceOptions.Network = 42
+		}},
+		{"config.port_mappings[0].protocol", func(p *runtimeapi.PodSandboxConfig) {
+			p.PortMappings = []*runtimeapi.PortMapping{{ContainerPort: 80, HostPort: 31999, Protocol: 99}}
+		}},
+		{"config.port_mappings[0].host_ip", func(p *runtimeapi.PodSandboxConfig) {
+			p.PortMappings = []*runtimeapi.PortMapping{{ContainerPort: 80, HostPort: 31999, HostIp: "999.1.1.1"}}
+		}},
+		{"config.linux.security_context.seccomp.localhost_ref", func(p *runtimeapi.PodSandboxConfig) {
+			p.Linux.SecurityContext.Seccomp = &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_Localhost, LocalhostRef: "/var/lib/../../etc/shadow"}
+		}},
+	}
+	for i, c := range pods {
+		cfg := podConfig(fmt.Sprintf("bad-%d", i))
+		c.change(cfg)
+		_, err := e.d.runtime.RunPodSandbox(t.Context(), &runtimeapi.RunPodSandboxRequest{Config: cfg})
+		wantCode(t, err, codes.InvalidArgument, c.field)
+	}
+
+	ctrs := []struct {
+		field  string
+		change func(*runtimeapi.ContainerConfig)
+	}{
+		{"config.metadata.name", func(c *runtimeapi.ContainerConfig) { c.Metadata.Name = "a/b" }},
+		{"config.command[2]", func(c *runtimeapi.ContainerConfig) { c.Command = []string{"echo", "x", strings.Repeat("a", 4<<20)} }},
+		{"config.linux.resources.cpu_period", func(c *runtimeapi.ContainerConfig) {
+			c.Linux.Resources = &runtimeapi.LinuxContainerResources{CpuPeriod: 1}
+		}},
+		{"config.linux.resources.cpuset_cpus", func(c *runtimeapi.ContainerConfig) {
+			c.Linux.Resources = &runtimeapi.LinuxContainerResources{CpusetCpus: "99999"}
+		}},
+		{"config.linux.resources.memory_swap_limit_in_bytes", func(c *runtimeapi.ContainerConfig) {
+			c.Linux.Resources = &runtimeapi.LinuxContainerResources{MemorySwapLimitInBytes: -2}
+		}},
+		{"config.linux.security_context.supplemental_groups", func(c *runtimeapi.ContainerConfig) {
+			c.Linux.SecurityContext.SupplementalGroups = make([]int64, 70000)
+		}},
+	}
+	for i, c := range ctrs {
+		cfg := ctrConfig(fmt.Sprintf("bad-%d", i), e.image("plain"), "true")
+		c.change(cfg)
+		_, err := e.d.runtime.CreateContainer(t.Context(), &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: cfg, SandboxConfig: pod})
+		wantCode(t, err, codes.InvalidArgument, c.field)
+	}
+
+	// A command the image does not have.
+	missing := e.create(t, podID, pod, ctrConfig("missing", e.image("plain"), "no-such-command"))
+	_, err := e.d.runtime.StartContainer(t.Context(), &runtimeapi.StartContainerRequest{ContainerId: missing})
+	wantCode(t, err, codes.InvalidArgument, "config.command")
+	// A memory limit below what the container uses: the state's fault.
+	_, err = e.d.runtime.UpdateContainerResources(t.Context(), &runtimeapi.UpdateContainerResourcesRequest{ContainerId: running, Linux: &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 1}})
+	wantCode(t, err, codes.FailedPrecondition, "")
+	_, err = e.d.runtime.UpdateContainerResources(t.Context(), &runtimeapi.UpdateContainerResourcesRequest{ContainerId: running, Linux: &runtimeapi.LinuxContainerResources{CpuShares: -4}})
+	wantCode(t, err, codes.InvalidArgument, "linux.cpu_shares")
+	_, err = e.d.runtime.UpdatePodSandboxResources(t.Context(), &runtimeapi.UpdatePodSandboxResourcesRequest{PodSandboxId: podID, Resources: &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: -64}})
+	wantCode(t, err, codes.InvalidArgument, "resources.memory_limit_in_bytes")
+	if _, err := e.exec(t, running, 10, "true"); err != nil {
+		t.Errorf("the container after refused updates: %v", err)
+	}
+	if _, err := e.d.runtime.RemoveContainer(t.Context(), &runtimeapi.RemoveContainerRequest{ContainerId: missing}); err != nil {
+		t.Fatal(err)
+	}
+
+	if after := countLeaks(t, e.d); after != before {
+		t.Errorf("refused pods left something:\nbefore %+v\nafter  %+v", before, after)
+	}
+	if after := countContainerLeaks(t, e.d); after != beforeCtr {
+		t.Errorf("refused containers left something:\nbefore %+v\nafter  %+v", beforeCtr, after)
+	}
+	// Every refusal that was not NotFound/AlreadyExists is in the log,
+	// with its method and code.
+	log := e.d.log()
+	for _, want := range []string{`method="/runtime.v1.RuntimeService/RunPodSandbox"`, `code="InvalidArgument"`, `code="FailedPrecondition"`} {
+		if !strings.Contains(log, want) {
+			t.Errorf("the daemon's log has no %s", want)
+		}
+	}
+}
+
+// No pod can make ListPodSandbox too large for a kubelet: each pod's
+// labels and annotations are bounded, and so is their sum over the node.
+func TestListStaysWithinWhatAKubeletTakes(t *testing.T) {
+	d, _ := newPodDaemon(t)
+	big := strings.Repeat("v", 250<<10)
+	var refused error
+	for i := range 60 {
+		cfg := podConfig(fmt.Sprintf("heavy-%d", i))
+		cfg.Annotations = map[string]string{"a": big}
+		cfg.Labels = map[string]string{"l": big[:60<<10]}
+		if _, err := d.runtime.RunPodSandbox(t.Context(), &runtimeapi.RunPodSandboxRequest{Config: cfg}); err != nil {
+			refused = err
+			break
+		}
+	}
+	wantCode(t, refused, codes.ResourceExhausted, "ListPodSandbox")
+	// As a kubelet, which takes answers of up to 16 MiB.
+	list, err := d.runtime.ListPodSandbox(t.Context(), &runtimeapi.ListPodSandboxRequest{}, grpc.MaxCallRecvMsgSize(16<<20))
+	if err != nil {
+		t.Fatalf("ListPodSandbox with the node full of heavy pods: %v", err)
+	}
+	if !strings.Contains(d.log(), `code="ResourceExhausted"`) {
+		t.Error("the refusal is not in the daemon's log")
+	}
+	for _, p := range list.Items {
+		removePod(t, d, p.Id)
+	}
+	// Room again once they are gone.
+	cfg := podConfig("after")
+	cfg.Annotations = map[string]string{"a": big}
+	runPod(t, d, cfg)
 }
