@@ -13,7 +13,7 @@ CONFIG   ?= /etc/husk/config.toml
 CNI_BIN  ?= /opt/cni/bin
 CNI_CONF ?= /etc/cni/net.d
 
-.PHONY: all build run test deps cni-plugins lint bench clean kubelet-test critest
+.PHONY: all build run test deps cni-plugins lint bench clean kubelet-test critest fuzz
 
 all: build
 
@@ -71,6 +71,18 @@ $(BIN)/critest:
 
 lint: $(GOLANGCI)
 	$(GOLANGCI) run ./...
+
+# Fuzzes each target for FUZZTIME (their seeds run in `make test`); a
+# crash is written under the package's testdata/fuzz, where it becomes a
+# seed: commit it with the fix.
+FUZZTIME ?= 60s
+FUZZ_TARGETS := ./cri/validate:FuzzRunPodSandboxRequest ./cri/validate:FuzzCreateContainerRequest \
+	./cri/validate:FuzzCPUList ./oci/runtime/spec:FuzzGenerate ./oci/image:FuzzParseReference ./cmd/husk:FuzzLoadConfig
+fuzz: deps
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		echo "fuzzing $${t#*:} in $${t%%:*} for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) "$${t%%:*}"; \
+	done
 
 # Figures: see docs/benchmarks.md.
 bench: build

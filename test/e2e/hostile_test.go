@@ -161,7 +161,9 @@ func TestBadRequestsAreRefusedAndLeaveNothing(t *testing.T) {
 		{"config.metadata.namespace", func(p *runtimeapi.PodSandboxConfig) { p.Metadata.Namespace = "a\nb" }},
 		{"config.metadata.uid", func(p *runtimeapi.PodSandboxConfig) { p.Metadata.Uid = strings.Repeat("u", 1<<20) }},
 		{"config.labels", func(p *runtimeapi.PodSandboxConfig) { p.Labels = map[string]string{"l": strings.Repeat("v", 8<<20)} }},
-		{"config.annotations", func(p *runtimeapi.PodSandboxConfig) { p.Annotations = map[string]string{"a": strings.Repeat("v", 9<<20)} }},
+		{"config.annotations", func(p *runtimeapi.PodSandboxConfig) {
+			p.Annotations = map[string]string{"a": strings.Repeat("v", 9<<20)}
+		}},
 		{"linux.sysctls[net.ipv4]", func(p *runtimeapi.PodSandboxConfig) { p.Linux.Sysctls = map[string]string{"net.ipv4": "1"} }},
 		{"config.linux.cgroup_parent", func(p *runtimeapi.PodSandboxConfig) { p.Linux.CgroupParent = "/husk-e2e\n/x" }},
 		{"config.linux.resources.memory_limit_in_bytes", func(p *runtimeapi.PodSandboxConfig) {
