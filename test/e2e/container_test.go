@@ -212,7 +212,7 @@ func TestContainerEnvWorkdirAndUser(t *testing.T) {
 		"supplemental_groups": {"plain", &runtimeapi.LinuxContainerSecurityContext{RunAsUser: &runtimeapi.Int64Value{Value: 1001}, SupplementalGroups: []int64{4242}}, "uid=1001(bob) gid=1001(bob) groups=50(staff),1001(bob),4242"},
 		"root by default":     {"plain", nil, "uid=0(root) gid=0(root) groups=0(root)"},
 	} {
-		cfg := ctrConfig(strings.ReplaceAll(name, " ", "-"), e.image(tc.tag), "id")
+		cfg := ctrConfig(strings.NewReplacer(" ", "-", "_", "-").Replace(name), e.image(tc.tag), "id")
 		if tc.sc != nil {
 			tc.sc.NamespaceOptions = cfg.Linux.SecurityContext.NamespaceOptions
 			cfg.Linux.SecurityContext = tc.sc
