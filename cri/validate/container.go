@@ -3,7 +3,6 @@ package validate
 import (
 	"bytes"
 	"fmt"
-	"path/filepath"
 	"strings"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -64,18 +63,7 @@ func ContainerConfig(cfg *runtimeapi.ContainerConfig) error {
 
 // LogPath checks a container's log_path: a path below the pod's
 // log_directory (kubelet's "NAME/ATTEMPT.log"), never leaving it.
-func LogPath(field, p string) error {
-	if err := printable(field, p); err != nil {
-		return err
-	}
-	if len(p) > MaxPathLength {
-		return invalid(field, "%d characters, at most %d", len(p), MaxPathLength)
-	}
-	if filepath.IsAbs(p) || filepath.Clean(p) != p || hasDotDot(p) || p == "." {
-		return invalid(field, "%q: want a relative path below the pod's log_directory, without '..'", clip(p))
-	}
-	return nil
-}
+func LogPath(field, p string) error { return cleanPath(field, p, false) }
 
 // Process checks a process's command, arguments and environment against
 // what execve takes: each string at most MAX_ARG_STRLEN, all together at

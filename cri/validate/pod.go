@@ -90,15 +90,22 @@ func uid(field, v string) error {
 }
 
 // cleanAbsolute: an absolute path in its shortest form, no "..".
-func cleanAbsolute(field, p string) error {
+func cleanAbsolute(field, p string) error { return cleanPath(field, p, true) }
+
+// cleanPath checks a path in its shortest form without "..", absolute or
+// relative as asked.
+func cleanPath(field, p string, absolute bool) error {
 	if err := printable(field, p); err != nil {
 		return err
 	}
 	if len(p) > MaxPathLength {
 		return invalid(field, "%d characters, at most %d", len(p), MaxPathLength)
 	}
-	if !filepath.IsAbs(p) || filepath.Clean(p) != p || hasDotDot(p) {
-		return invalid(field, "%q: want an absolute path without '..'", clip(p))
+	if filepath.IsAbs(p) != absolute || filepath.Clean(p) != p || hasDotDot(p) || p == "." {
+		if absolute {
+			return invalid(field, "%q: want an absolute path without '..'", clip(p))
+		}
+		return invalid(field, "%q: want a relative path below the pod's log_directory, without '..'", clip(p))
 	}
 	return nil
 }
