@@ -10,6 +10,8 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"k8s.io/klog/v2"
+
+	"github.com/husk-runtime/husk/cri/validate"
 )
 
 // callLog logs each CRI call once, as a gRPC stats handler rather than an
@@ -69,25 +71,25 @@ func logCall(c *call, err error) {
 
 // objectOf names what a request is about: the pod or container id, the
 // image, or the metadata of what it makes. Only these fields are read
-// (never auth), each cut short.
+// (never auth), each cut short (validate.Clip).
 func objectOf(m proto.Message) string {
 	r := m.ProtoReflect()
 	for _, name := range []protoreflect.Name{"container_id", "pod_sandbox_id"} {
 		if v := stringField(r, name); v != "" {
-			return clipped(v)
+			return validate.Clip(v)
 		}
 	}
 	if img := messageField(r, "image"); img != nil {
 		if v := stringField(img, "image"); v != "" {
-			return clipped(v)
+			return validate.Clip(v)
 		}
 	}
 	if md := messageField(messageField(r, "config"), "metadata"); md != nil {
 		ns, name := stringField(md, "namespace"), stringField(md, "name")
 		if ns != "" {
-			return clipped(ns + "/" + name)
+			return validate.Clip(ns + "/" + name)
 		}
-		return clipped(name)
+		return validate.Clip(name)
 	}
 	return ""
 }
@@ -112,11 +114,4 @@ func messageField(m protoreflect.Message, name protoreflect.Name) protoreflect.M
 		return nil
 	}
 	return m.Get(fd).Message()
-}
-
-func clipped(v string) string {
-	if len(v) > 128 {
-		return v[:128] + "..."
-	}
-	return v
 }

@@ -14,10 +14,10 @@ func (s *Server) UpdatePodSandboxResources(ctx context.Context, req *runtimeapi.
 	if req.GetPodSandboxId() == "" {
 		return nil, invalid("pod_sandbox_id", "is required")
 	}
-	if err := validate.Resources("overhead", req.GetOverhead()); err != nil {
+	if err := validate.PodResources("overhead", req.GetOverhead()); err != nil {
 		return nil, err
 	}
-	if err := validate.Resources("resources", req.GetResources()); err != nil {
+	if err := validate.PodResources("resources", req.GetResources()); err != nil {
 		return nil, err
 	}
 	if err := s.pods.UpdatePodResources(ctx, req.GetPodSandboxId(), req.GetOverhead(), req.GetResources()); err != nil {

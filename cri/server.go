@@ -63,6 +63,7 @@ func New(opts Options) *Server {
 func NewGRPCServer(s *Server) *grpc.Server {
 	g := grpc.NewServer(
 		grpc.StatsHandler(callLog{}),
+		grpc.UnknownServiceHandler(unknownMethod),
 		grpc.ChainUnaryInterceptor(unaryInterceptor),
 		grpc.ChainStreamInterceptor(streamInterceptor),
 		// kubelet sends large ListContainers answers' worth of requests;
@@ -113,4 +114,13 @@ func (s validatedStream) RecvMsg(m any) error {
 		return toStatus(validate.Request(pm))
 	}
 	return nil
+}
+
+// unknownMethod answers a method husk does not serve at all (an old
+// v1alpha2 client): gRPC would answer Unimplemented too, but without a
+// stats event, so the call would leave no line in the log.
+func unknownMethod(_ any, stream grpc.ServerStream) error {
+	method, _ := grpc.MethodFromServerStream(stream)
+	klog.InfoS("CRI call of a method husk does not serve", "method", method, "code", codes.Unimplemented)
+	return status.Errorf(codes.Unimplemented, "husk does not serve %s", method)
 }

@@ -310,7 +310,7 @@ func (m *Manager) Check(ctx context.Context, pod Pod) error {
 			ContainerID:    pod.ID,
 			NetNS:          pod.NetNS,
 			IfName:         a.IfName,
-			Args:           a.CniArgs,
+			Args:           passableArgs(pod.ID, a.CniArgs),
 			CapabilityArgs: a.CapabilityArgs,
 		}
 		err = m.cni.CheckNetworkList(ctx, list, rt)
@@ -650,10 +650,11 @@ func cniArgs(pod Pod) [][2]string {
 const maxArgValue = 4096
 
 // passableArgs drops the CNI_ARGS that no plugin could be started with (a
-// NUL, which no environment can hold; a value too long for it), so that a
-// pod recorded with them (before its metadata was validated) can still be
-// torn down: DEL keys on the container id and interface, and IgnoreUnknown
-// lets plugins do without the K8S_POD_* ones.
+// NUL, which no environment can hold; a value too long for it; ';' or '=',
+// which split CNI_ARGS' pairs), so that a pod recorded with them (before
+// its metadata was validated) can still be torn down: the standard
+// plugins' DEL keys on the container id and interface alone. A plugin
+// that needs a dropped K8S_POD_* argument at DEL fails as it would have.
 func passableArgs(id string, args [][2]string) [][2]string {
 	out := make([][2]string, 0, len(args))
 	for _, a := range args {

@@ -102,13 +102,13 @@ func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg *runtim
 		return "", fmt.Errorf("container %s in pod %s already exists as %s: %w", md.GetName(), pod.ID, other, errdefs.ErrAlreadyExists)
 	}
 	size := containerListSize(cfg)
-	if err := m.checkContainerBudgetLocked(size); err != nil {
+	if err := m.checkBudgetLocked(size); err != nil {
 		m.mu.Unlock()
 		return "", err
 	}
 	m.cnames[key] = id
-	// Counted until the container is listed or undone (counted twice for
-	// a moment: the budget errs on the safe side).
+	// Counted until CreateContainer returns (twice once the container is
+	// listed: the budget errs on the safe side).
 	m.creating += size
 	m.mu.Unlock()
 	defer func() {

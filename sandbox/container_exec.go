@@ -44,7 +44,7 @@ func (b *cappedBuffer) Write(p []byte) (int, error) {
 	if keep > 0 {
 		b.b = append(b.b, p[:keep]...)
 	}
-	b.dropped += int64(len(p) - max(keep, 0))
+	b.dropped += int64(len(p) - keep)
 	return len(p), nil
 }
 

@@ -75,7 +75,9 @@ func (m *Manager) startMonitor(c *Container, pod *Pod) error {
 	dir := m.containerDir(c.ID)
 	args := []string{"monitor", "--state", dir, "--log", os.DevNull}
 	if logDir, rel := logLocation(c); logDir != "" {
-		// Opened below the directory, no symlink followed (logfile.go).
+		// The monitor opens the log itself, again at each rotation: it
+		// gets the directory and the path below it, not a joined path a
+		// symlink could send elsewhere (logfile.go).
 		args = []string{"monitor", "--state", dir, "--log-dir", logDir, "--log", rel}
 	}
 	if oom := m.opts.Cgroups.OOMEventsFile(c.Cgroup); oom != "" {

@@ -259,9 +259,8 @@ func (m *Manager) ReopenContainerLog(ctx context.Context, id string) error {
 	if err := unix.Kill(mon.PID, unix.SIGUSR1); err != nil {
 		return fmt.Errorf("signalling the monitor: %w", err)
 	}
-	dir, rel := logLocation(c)
 	for range 200 {
-		if f, err := openBeneath(dir, rel, unix.O_RDONLY, 0); err == nil {
+		if f, err := openLog(c); err == nil {
 			_ = f.Close()
 			return nil
 		}

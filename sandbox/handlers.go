@@ -183,16 +183,16 @@ func (m *Manager) containerInit(c *Container) *Process {
 // stderrTail is the end of what a container's CRI log holds of stderr,
 // at most max bytes: what a runtime said when it failed.
 func stderrTail(c *Container, max int) string {
-	dir, rel := logLocation(c)
-	if dir == "" {
-		return "(no log)"
-	}
-	f, err := openBeneath(dir, rel, os.O_RDONLY, 0)
+	f, err := openLog(c)
 	if err != nil {
 		return "(no log)"
 	}
-	b, err := io.ReadAll(io.LimitReader(f, 1<<20))
-	_ = f.Close()
+	defer func() { _ = f.Close() }()
+	// The end is what the runtime said last.
+	if fi, err := f.Stat(); err == nil && fi.Size() > 64<<10 {
+		_, _ = f.Seek(fi.Size()-64<<10, io.SeekStart)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, 64<<10))
 	if err != nil {
 		return "(no log)"
 	}

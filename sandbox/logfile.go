@@ -19,7 +19,24 @@ import (
 // another file of the host. The monitor opens the log the same way
 // (oci/runtime/shim/monitor.c).
 
-const beneath = unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS
+// RESOLVE_NO_SYMLINKS takes magic links with it.
+const beneath = unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS
+
+// openLog opens a container's log file for reading, refusing what is not
+// a regular file (a FIFO or device node planted there would block or be
+// read): O_NONBLOCK until it is known.
+func openLog(c *Container) (*os.File, error) {
+	dir, rel := logLocation(c)
+	f, err := openBeneath(dir, rel, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOCTTY, 0)
+	if err != nil {
+		return nil, err
+	}
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		_ = f.Close()
+		return nil, fmt.Errorf("%s is not a regular file: %w", f.Name(), errdefs.ErrFailedPrecondition)
+	}
+	return f, nil
+}
 
 // logLocation splits a container's log into the directory and the path
 // below it. A record from before LogDir was kept has the full path alone:
@@ -29,7 +46,7 @@ func logLocation(c *Container) (dir, rel string) {
 		return "", ""
 	}
 	if c.LogDir != "" {
-		return c.LogDir, strings.TrimPrefix(c.LogPath, c.LogDir+"/")
+		return c.LogDir, c.Config.GetLogPath()
 	}
 	return filepath.Dir(c.LogPath), filepath.Base(c.LogPath)
 }
@@ -42,7 +59,7 @@ func openBeneath(dir, rel string, flags int, mode uint32) (*os.File, error) {
 		return nil, &os.PathError{Op: "open", Path: dir, Err: err}
 	}
 	defer func() { _ = unix.Close(dfd) }()
-	fd, err := unix.Openat2(dfd, rel, &unix.OpenHow{Flags: uint64(flags | unix.O_CLOEXEC | unix.O_NOFOLLOW), Mode: uint64(mode), Resolve: beneath})
+	fd, err := unix.Openat2(dfd, rel, &unix.OpenHow{Flags: uint64(flags | unix.O_CLOEXEC), Mode: uint64(mode), Resolve: beneath})
 	if err != nil {
 		if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.EXDEV) || errors.Is(err, unix.ENOTDIR) {
 			err = fmt.Errorf("%w (a symlink, not a directory, or a path leaving the log directory): %w", err, errdefs.ErrFailedPrecondition)

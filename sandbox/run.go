@@ -50,7 +50,7 @@ func (m *Manager) Run(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, han
 		return "", fmt.Errorf("pod sandbox %s already exists as %s: %w", key, id, errdefs.ErrAlreadyExists)
 	}
 	size := podListSize(cfg)
-	if err := m.checkPodBudgetLocked(size); err != nil {
+	if err := m.checkBudgetLocked(size); err != nil {
 		m.mu.Unlock()
 		return "", err
 	}

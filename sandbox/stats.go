@@ -140,6 +140,14 @@ func (m *Manager) UpdateContainerResources(ctx context.Context, id string, r *ru
 	if r == nil {
 		return nil
 	}
+	// cgroup v1 refuses a limit below what it cannot reclaim (EBUSY); v2
+	// takes it and OOM-kills the container. Both are the container's state,
+	// and kubelet's resize must hear so rather than see the container die.
+	if limit := r.GetMemoryLimitInBytes(); limit > 0 {
+		if st, err := m.opts.Cgroups.Stats(c.Cgroup); err == nil && uint64(limit) < st.MemoryWorkingSetBytes {
+			return fmt.Errorf("linux.memory_limit_in_bytes: %d is below the %d bytes container %s uses now: %w", limit, st.MemoryWorkingSetBytes, c.ID, errdefs.ErrFailedPrecondition)
+		}
+	}
 	if err := m.opts.Cgroups.Update(c.Cgroup, cgroups.ResourcesFromCRI(r)); err != nil {
 		return fmt.Errorf("updating the resources of container %s: %w", c.ID, err)
 	}

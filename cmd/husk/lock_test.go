@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -42,7 +43,9 @@ func TestRestartAfterACrashWaitsForALockHeldByAChild(t *testing.T) {
 	t.Logf("took the lock after %v", time.Since(start))
 }
 
-func TestLockOfALiveDaemonIsRefusedNamingIt(t *testing.T) {
+// A lock still held after the wait is refused, naming who holds it: after
+// a crash, the child with the lock's file, not the dead daemon.
+func TestHeldLockIsRefusedNamingTheHolder(t *testing.T) {
 	old := lockWait
 	lockWait = 200 * time.Millisecond
 	defer func() { lockWait = old }()
@@ -51,10 +54,18 @@ func TestLockOfALiveDaemonIsRefusedNamingIt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer unlock()
+	lockFile := findLockFD(t, dir)
+	child := exec.Command("sleep", "5")
+	child.ExtraFiles = []*os.File{lockFile}
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = child.Process.Kill(); _ = child.Wait() }()
+	_ = lockFile.Close()
+	unlock()
 	_, err = lockDir(dir)
-	if err == nil || !strings.Contains(err.Error(), "in use by another husk daemon") || !strings.Contains(err.Error(), "pid "+strconv.Itoa(os.Getpid())) {
-		t.Errorf("a second lock: %v", err)
+	if err == nil || !strings.Contains(err.Error(), "in use by another husk daemon") || !strings.Contains(err.Error(), fmt.Sprintf(`pid %d: "sleep 5"`, child.Process.Pid)) {
+		t.Errorf("a lock held by a child: %v", err)
 	}
 }
 

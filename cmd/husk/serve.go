@@ -255,7 +255,7 @@ func lockDir(dir string) (func(), error) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	if err != nil {
-		holder := lockHolder(f)
+		holder := lockHolder(p)
 		_ = f.Close()
 		if errors.Is(err, unix.EWOULDBLOCK) {
 			return nil, fmt.Errorf("%s is in use by another husk daemon%s", dir, holder)
@@ -265,28 +265,27 @@ func lockDir(dir string) (func(), error) {
 	return func() { _ = f.Close() }, nil
 }
 
-// lockHolder names the process that took the flock on f, from /proc/locks
-// (the one that locked it, which may have handed the file on to children).
-func lockHolder(f *os.File) string {
-	var st unix.Stat_t
-	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
-		return ""
-	}
-	b, err := os.ReadFile("/proc/locks")
-	if err != nil {
-		return ""
-	}
-	// "1: FLOCK  ADVISORY  WRITE 1234 00:1f:5678 0 EOF"
-	suffix := ":" + strconv.FormatUint(st.Ino, 10)
-	for line := range strings.SplitSeq(string(b), "\n") {
-		fields := strings.Fields(line)
-		if len(fields) >= 6 && fields[1] == "FLOCK" && strings.HasSuffix(fields[5], suffix) {
-			pid := fields[4]
-			cmd, _ := os.ReadFile("/proc/" + pid + "/cmdline")
-			return fmt.Sprintf(" (pid %s: %q)", pid, strings.ReplaceAll(strings.TrimRight(string(cmd), "\x00"), "\x00", " "))
+// lockHolder names the processes that have the lock file open: after a
+// crash, the children that still hold it (/proc/locks would name the dead
+// daemon that took it).
+func lockHolder(path string) string {
+	fds, _ := filepath.Glob("/proc/[0-9]*/fd/*")
+	var holders []string
+	for _, fd := range fds {
+		if target, err := os.Readlink(fd); err != nil || target != path {
+			continue
 		}
+		pid := strings.Split(fd, "/")[2]
+		if pid == strconv.Itoa(os.Getpid()) {
+			continue
+		}
+		cmd, _ := os.ReadFile("/proc/" + pid + "/cmdline")
+		holders = append(holders, fmt.Sprintf("pid %s: %q", pid, strings.ReplaceAll(strings.TrimRight(string(cmd), "\x00"), "\x00", " ")))
 	}
-	return ""
+	if len(holders) == 0 {
+		return ""
+	}
+	return " (held by " + strings.Join(holders, ", ") + ")"
 }
 
 // sealRuntime finds husk-runtime and returns a sealed copy of it, checked

@@ -68,19 +68,18 @@ func LogPath(field, p string) error { return cleanPath(field, p, false) }
 // Process checks a process's command, arguments and environment against
 // what execve takes: each string at most MAX_ARG_STRLEN, all together at
 // most MaxArgsSize, no NUL in an environment value, no '=' or NUL in a name.
-// prefix is the field holding them ("config"); ExecSync's cmd uses Command.
+// prefix is the field holding them ("config").
 func Process(prefix string, command, args []string, envs []*runtimeapi.KeyValue) error {
 	total := 0
 	for _, l := range []struct {
 		field string
 		v     []string
 	}{{"command", command}, {"args", args}} {
-		for i, a := range l.v {
-			if len(a) > MaxArgLength {
-				return invalid(fieldIndex(join(prefix, l.field), i), "%d bytes, at most %d", len(a), MaxArgLength)
-			}
-			total += len(a) + 1
+		n, err := argSizes(join(prefix, l.field), l.v)
+		if err != nil {
+			return err
 		}
+		total += n
 	}
 	for i, e := range envs {
 		field := fieldIndex(join(prefix, "envs"), i)
@@ -107,17 +106,24 @@ func Command(field string, cmd []string) error {
 	if len(cmd) == 0 {
 		return invalid(field, "is required")
 	}
+	n, err := argSizes(field, cmd)
+	if err == nil && n > MaxArgsSize {
+		err = invalid(field, "%d bytes, at most %d", n, MaxArgsSize)
+	}
+	return err
+}
+
+// argSizes checks each of a process's arguments and returns their size as
+// execve counts it (with their NULs).
+func argSizes(field string, v []string) (int, error) {
 	total := 0
-	for i, a := range cmd {
+	for i, a := range v {
 		if len(a) > MaxArgLength {
-			return invalid(fieldIndex(field, i), "%d bytes, at most %d", len(a), MaxArgLength)
+			return 0, invalid(fieldIndex(field, i), "%d bytes, at most %d", len(a), MaxArgLength)
 		}
 		total += len(a) + 1
 	}
-	if total > MaxArgsSize {
-		return invalid(field, "%d bytes, at most %d", total, MaxArgsSize)
-	}
-	return nil
+	return total, nil
 }
 
 func join(prefix, field string) string {

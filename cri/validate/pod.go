@@ -58,10 +58,10 @@ func PodSandboxConfig(cfg *runtimeapi.PodSandboxConfig) error {
 			return err
 		}
 	}
-	if err := Resources(f+".linux.resources", l.GetResources()); err != nil {
+	if err := PodResources(f+".linux.resources", l.GetResources()); err != nil {
 		return err
 	}
-	if err := Resources(f+".linux.overhead", l.GetOverhead()); err != nil {
+	if err := PodResources(f+".linux.overhead", l.GetOverhead()); err != nil {
 		return err
 	}
 	sc := l.GetSecurityContext()
@@ -123,19 +123,28 @@ func hasDotDot(p string) bool {
 // kernel can take (0 to 2^32-2; -1 is "unset" to the kernel), and no more
 // groups than NGROUPS_MAX.
 func ids(field string, user, group *runtimeapi.Int64Value, groups []int64) error {
-	const maxID = 1<<32 - 2
-	if user != nil && (user.GetValue() < 0 || user.GetValue() > maxID) {
-		return invalid(field+".run_as_user", "%d is not a user id", user.GetValue())
+	id := func(field string, v int64) error {
+		if v < 0 || v > 1<<32-2 {
+			return invalid(field, "%d is not an id", v)
+		}
+		return nil
 	}
-	if group != nil && (group.GetValue() < 0 || group.GetValue() > maxID) {
-		return invalid(field+".run_as_group", "%d is not a group id", group.GetValue())
+	if user != nil {
+		if err := id(field+".run_as_user", user.GetValue()); err != nil {
+			return err
+		}
+	}
+	if group != nil {
+		if err := id(field+".run_as_group", group.GetValue()); err != nil {
+			return err
+		}
 	}
 	if len(groups) > MaxSupplementalGroups {
 		return invalid(field+".supplemental_groups", "%d groups, at most %d", len(groups), MaxSupplementalGroups)
 	}
 	for i, g := range groups {
-		if g < 0 || g > maxID {
-			return invalid(fieldIndex(field+".supplemental_groups", i), "%d is not a group id", g)
+		if err := id(fieldIndex(field+".supplemental_groups", i), g); err != nil {
+			return err
 		}
 	}
 	return nil

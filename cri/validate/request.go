@@ -1,7 +1,6 @@
 package validate
 
 import (
-	"fmt"
 	"strings"
 
 	"google.golang.org/protobuf/proto"
@@ -32,13 +31,13 @@ func walk(m protoreflect.Message, prefix string) error {
 					err = invalid(field, "a key holds a NUL")
 					return false
 				}
-				err = value(fd.MapValue(), mv, fmt.Sprintf("%s[%s]", field, clip(key)))
+				err = value(fd.MapValue(), mv, field+"["+clip(key)+"]")
 				return err == nil
 			})
 		case fd.IsList():
 			l := v.List()
 			for i := 0; i < l.Len() && err == nil; i++ {
-				err = value(fd, l.Get(i), fmt.Sprintf("%s[%d]", field, i))
+				err = value(fd, l.Get(i), fieldIndex(field, i))
 			}
 		default:
 			err = value(fd, v, field)

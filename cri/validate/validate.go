@@ -27,17 +27,23 @@ const (
 	// MaxUIDLength bounds a pod's uid: kubelet's are UUIDs or hashes.
 	MaxUIDLength = 128
 	// MaxLabelsSize bounds the keys and values of an object's labels
-	// together; Kubernetes' label values are at most 63 characters.
+	// together. Kubernetes bounds each label (a 317-character key, a
+	// 63-character value) but not their number: this is some 170 labels
+	// of the largest size, more than pods carry, and a List of a full node
+	// stays small.
 	MaxLabelsSize = 64 << 10
 	// MaxAnnotationsSize bounds an object's annotations, keys and values
-	// together: the API server's own limit.
-	MaxAnnotationsSize = 256 << 10
+	// together: the API server's own limit (256 KiB), and room for what
+	// kubelet adds to a pod that has that much (kubernetes.io/config.*).
+	MaxAnnotationsSize = 256<<10 + 16<<10
 	// MaxArgLength is the kernel's limit on one argument or environment
 	// string (MAX_ARG_STRLEN, with its NUL).
 	MaxArgLength = 128<<10 - 1
-	// MaxArgsSize bounds a process's arguments and environment together,
-	// well below what execve takes with the default 8 MiB stack (2 MiB).
-	MaxArgsSize = 1 << 20
+	// MaxArgsSize bounds a process's arguments and environment together:
+	// what execve takes with the default 8 MiB stack (a quarter of it).
+	// Service links in a namespace of many services make environments
+	// large; past this the exec would fail anyway.
+	MaxArgsSize = 2 << 20
 	// MaxSupplementalGroups is the kernel's NGROUPS_MAX.
 	MaxSupplementalGroups = 65536
 	// MaxPathLength is the kernel's PATH_MAX.
@@ -86,13 +92,16 @@ func alnum(c byte) bool {
 	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
 }
 
-// clip keeps error messages short: the value may be a MiB long.
-func clip(v string) string {
+// Clip keeps error messages and log lines short: a value may be a MiB
+// long.
+func Clip(v string) string {
 	if len(v) > 80 {
 		return v[:80] + "..."
 	}
 	return v
 }
+
+func clip(v string) string { return Clip(v) }
 
 // printable refuses control characters (a newline, a NUL, an escape):
 // values that end up in files, paths or logs line by line.

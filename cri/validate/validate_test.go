@@ -72,7 +72,7 @@ func TestBadPodSandboxConfigsNameTheirField(t *testing.T) {
 		{"config.linux.cgroup_parent", func(p *runtimeapi.PodSandboxConfig) { p.Linux.CgroupParent = "/kubepods\n/x" }},
 		{"config.linux.sysctls[net.ipv4.ip_forward]", func(p *runtimeapi.PodSandboxConfig) { p.Linux.Sysctls["net.ipv4.ip_forward"] = "1\n0" }},
 		{"config.linux.resources.memory_limit_in_bytes", func(p *runtimeapi.PodSandboxConfig) { p.Linux.Resources.MemoryLimitInBytes = -5 }},
-		{"config.linux.resources.cpu_quota", func(p *runtimeapi.PodSandboxConfig) { p.Linux.Resources.CpuQuota = -7 }},
+		{"config.linux.resources.cpu_period", func(p *runtimeapi.PodSandboxConfig) { p.Linux.Resources.CpuPeriod = 5 }},
 		{"config.linux.overhead.cpu_shares", func(p *runtimeapi.PodSandboxConfig) {
 			p.Linux.Overhead = &runtimeapi.LinuxContainerResources{CpuShares: -2}
 		}},
@@ -107,7 +107,9 @@ func TestBadContainerConfigsNameTheirField(t *testing.T) {
 		{"config.image.image", func(c *runtimeapi.ContainerConfig) { c.Image = nil }},
 		{"config.command[1]", func(c *runtimeapi.ContainerConfig) { c.Command[1] = strings.Repeat("x", 4<<20) }},
 		{"config.command", func(c *runtimeapi.ContainerConfig) {
-			c.Args = []string{strings.Repeat("x", 100<<10), strings.Repeat("x", 100<<10), strings.Repeat("x", 100<<10), strings.Repeat("x", 100<<10), strings.Repeat("x", 100<<10), strings.Repeat("x", 100<<10), strings.Repeat("x", 100<<10), strings.Repeat("x", 100<<10), strings.Repeat("x", 100<<10), strings.Repeat("x", 100<<10), strings.Repeat("x", 100<<10)}
+			for range 21 {
+				c.Args = append(c.Args, strings.Repeat("x", 100<<10))
+			}
 		}},
 		{"config.envs[0].value", func(c *runtimeapi.ContainerConfig) { c.Envs[0].Value = []byte("a\x00b") }},
 		{"config.envs[0].key", func(c *runtimeapi.ContainerConfig) { c.Envs[0].Key = "A=B" }},
@@ -118,7 +120,11 @@ func TestBadContainerConfigsNameTheirField(t *testing.T) {
 		{"config.linux.resources.cpuset_cpus", func(c *runtimeapi.ContainerConfig) { c.Linux.Resources.CpusetCpus = "99999" }},
 		{"config.linux.resources.cpuset_cpus", func(c *runtimeapi.ContainerConfig) { c.Linux.Resources.CpusetCpus = "3-1" }},
 		{"config.linux.resources.cpuset_mems", func(c *runtimeapi.ContainerConfig) { c.Linux.Resources.CpusetMems = "4096" }},
-		{"config.linux.resources.memory_swap_limit_in_bytes", func(c *runtimeapi.ContainerConfig) { c.Linux.Resources.MemorySwapLimitInBytes = -1 }},
+		{"config.linux.resources.memory_swap_limit_in_bytes", func(c *runtimeapi.ContainerConfig) { c.Linux.Resources.MemorySwapLimitInBytes = -2 }},
+		{"config.linux.resources.cpu_quota", func(c *runtimeapi.ContainerConfig) { c.Linux.Resources.CpuQuota = 500 }},
+		{"config.linux.resources.cpuset_cpus", func(c *runtimeapi.ContainerConfig) {
+			c.Linux.Resources.CpusetCpus = strings.Repeat("0-65536,", 600) + "0"
+		}},
 		{"config.linux.resources.oom_score_adj", func(c *runtimeapi.ContainerConfig) { c.Linux.Resources.OomScoreAdj = 1001 }},
 		{"config.linux.resources.hugepage_limits[0].page_size", func(c *runtimeapi.ContainerConfig) {
 			c.Linux.Resources.HugepageLimits = []*runtimeapi.HugepageLimit{{PageSize: "../2MB"}}
@@ -137,6 +143,26 @@ func TestBadContainerConfigsNameTheirField(t *testing.T) {
 			err = ContainerConfig(cfg)
 		}
 		checkRefusal(t, err, c.field)
+	}
+}
+
+// kubelet sends a pod's quota less its overhead's: below 1000, or
+// negative without CFS quotas. A container's -1 swap is unlimited.
+func TestWhatKubeletSendsIsTaken(t *testing.T) {
+	for _, q := range []int64{500, 0, -1, -1001} {
+		p := goodPod()
+		p.Linux.Resources.CpuQuota = q
+		if err := PodSandboxConfig(p); err != nil {
+			t.Errorf("pod cpu_quota %d: %v", q, err)
+		}
+		if err := PodResources("resources", p.Linux.Resources); err != nil {
+			t.Errorf("UpdatePodSandboxResources cpu_quota %d: %v", q, err)
+		}
+	}
+	c := goodContainer()
+	c.Linux.Resources.MemorySwapLimitInBytes = -1
+	if err := ContainerConfig(c); err != nil {
+		t.Errorf("swap -1: %v", err)
 	}
 }
 

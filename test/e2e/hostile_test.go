@@ -264,7 +264,7 @@ func TestListStaysWithinWhatAKubeletTakes(t *testing.T) {
 			break
 		}
 	}
-	wantCode(t, refused, codes.ResourceExhausted, "ListPodSandbox")
+	wantCode(t, refused, codes.ResourceExhausted, "List answers")
 	// As a kubelet, which takes answers of up to 16 MiB.
 	list, err := d.runtime.ListPodSandbox(t.Context(), &runtimeapi.ListPodSandboxRequest{}, grpc.MaxCallRecvMsgSize(16<<20))
 	if err != nil {

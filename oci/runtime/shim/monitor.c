@@ -87,6 +87,10 @@ static void die(const char *what) {
 static void open_log(void) {
 	int flags = O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, fd;
 	if (log_dir != NULL) {
+		// Non-blocking and no controlling terminal until it is known to
+		// be a regular file: what a container planted there (a FIFO, a
+		// device node) is refused, not written.
+		flags |= O_NONBLOCK | O_NOCTTY;
 		int dfd = open(log_dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
 		if (dfd < 0)
 			return;
@@ -98,6 +102,12 @@ static void open_log(void) {
 		fd = (int)syscall(SYS_openat2, dfd, log_path, &how, sizeof how);
 		int saved = errno;
 		close(dfd);
+		struct stat st;
+		if (fd >= 0 && (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))) {
+			close(fd);
+			fd = -1;
+			saved = EINVAL;
+		}
 		errno = saved;
 	} else {
 		fd = open(log_path, flags, 0640);
