@@ -151,6 +151,8 @@ cat >"$root/etc/systemd/system/husk-vm-run.service" <<'UNIT'
 Description=Run the husk VM test command from the 9p share
 Wants=dbus.service
 After=multi-user.target dbus.service
+SuccessAction=poweroff-force
+FailureAction=poweroff-force
 
 [Service]
 Type=oneshot
@@ -159,8 +161,6 @@ Environment=HOME=/root PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
 StandardOutput=journal+console
 StandardError=journal+console
 TimeoutStartSec=infinity
-SuccessAction=poweroff-force
-FailureAction=poweroff-force
 
 [Install]
 WantedBy=multi-user.target
