@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -39,7 +40,16 @@ func run(t *testing.T, driver string) {
 	reg := imagetest.NewRegistry(t)
 	reg.Push(t, "busybox:plain", imagetest.BusyboxImage(t, v1.Config{}))
 
-	dir := t.TempDir()
+	// Not t.TempDir: husk leaves its state directory mounted (as test/e2e
+	// does, unmount what is under it before removing it).
+	dir, err := os.MkdirTemp("", "husk-vm-repro-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		unmountUnder(dir)
+		_ = os.RemoveAll(dir)
+	})
 	cfg := filepath.Join(dir, "config.toml")
 	if err := os.WriteFile(cfg, fmt.Appendf(nil, "[registry.%q]\ninsecure = true\n", reg.Host), 0o600); err != nil {
 		t.Fatal(err)
@@ -114,8 +124,12 @@ func run(t *testing.T, driver string) {
 	}
 	podID := resp.PodSandboxId
 	t.Cleanup(func() {
-		_, _ = rt.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: podID})
-		_, _ = rt.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: podID})
+		if _, err := rt.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: podID}); err != nil {
+			t.Errorf("StopPodSandbox: %v", err)
+		}
+		if _, err := rt.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: podID}); err != nil {
+			t.Errorf("RemovePodSandbox: %v", err)
+		}
 		// kubelet makes and removes the parents; here the test does.
 		for _, p := range []string{
 			"kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod" + uid + ".slice",
@@ -155,5 +169,25 @@ func run(t *testing.T, driver string) {
 	if cs.GetStatus().GetState() != runtimeapi.ContainerState_CONTAINER_RUNNING {
 		t.Errorf("container state %v, want running", cs.GetStatus().GetState())
 	}
-	_, _ = rt.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: cr.ContainerId, Timeout: 1})
+	if _, err := rt.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: cr.ContainerId, Timeout: 1}); err != nil {
+		t.Errorf("StopContainer: %v", err)
+	}
+}
+
+// unmountUnder lazily unmounts what is mounted below dir, deepest first.
+func unmountUnder(dir string) {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return
+	}
+	var points []string
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
+			points = append(points, f[4])
+		}
+	}
+	for i := len(points) - 1; i >= 0; i-- {
+		_ = syscall.Unmount(points[i], syscall.MNT_DETACH)
+	}
 }
