@@ -190,7 +190,8 @@ mkdir -p "$work/out"
 cp "$kernel" "$work/out/vmlinuz"
 cp "$initrd" "$work/out/initrd.img"
 rm -rf "$root/var/cache/apt/archives"/*.deb "$root/var/lib/apt/lists"/*_Packages
-mkfs.ext4 -q -F -L husk-vm -d "$root" "$work/out/disk.img" "$size"
+# mke2fs says "Creating regular file" even with -q: stdout is for the path.
+mkfs.ext4 -q -F -L husk-vm -d "$root" "$work/out/disk.img" "$size" >&2
 cp "$here/packages" "$work/out/packages"
 {
 	echo "recipe $hash"
