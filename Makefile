@@ -13,7 +13,7 @@ CONFIG   ?= /etc/husk/config.toml
 CNI_BIN  ?= /opt/cni/bin
 CNI_CONF ?= /etc/cni/net.d
 
-.PHONY: all build run test deps cni-plugins lint bench clean kubelet-test critest fuzz
+.PHONY: all build run test deps cni-plugins lint bench clean kubelet-test critest fuzz vm-test vm-deps
 
 all: build
 
@@ -68,6 +68,17 @@ critest: build deps cni-plugins $(BIN)/critest
 
 $(BIN)/critest:
 	sh hack/build-critest.sh $(CURDIR)/$(BIN)
+
+# The cgroup, namespace, network, sandbox and e2e tests as root in a Debian 12
+# guest under qemu (systemd PID 1, cgroup v2 only), the e2e suite once per
+# cgroup driver; the guest image is built once into /var/cache/husk-vm
+# (hack/vm/build-image.sh). VM_SUITES picks suites (hack/vm/test.sh).
+vm-test: build vm-deps
+	bash hack/vm/test.sh $(VM_SUITES)
+
+vm-deps:
+	@missing=""; for p in qemu-system-x86 debootstrap e2fsprogs; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
 
 lint: $(GOLANGCI)
 	$(GOLANGCI) run ./...

@@ -154,6 +154,11 @@ func (d *daemon) args() []string {
 	for _, b := range cniBinDirs {
 		args = append(args, "--cni-bin-dir", b)
 	}
+	// HUSK_E2E_CGROUP_DRIVER runs every daemon with that cgroup driver;
+	// a test's own --cgroup-driver, later in the flags, wins.
+	if driver := os.Getenv("HUSK_E2E_CGROUP_DRIVER"); driver != "" {
+		args = append(args, "--cgroup-driver", driver)
+	}
 	return append(args, d.extraArgs...)
 }
 

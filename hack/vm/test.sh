@@ -1,0 +1,149 @@
+#!/bin/bash
+# `make vm-test`: builds husk, the CNI plugins, crictl and the test binaries
+# of the packages that touch cgroups, namespaces and mounts on the host, and
+# runs them as root in the Debian 12 guest (systemd PID 1, cgroup v2 only)
+# that hack/vm/run.sh boots. Their go test -v output streams to stdout; a
+# summary per suite follows.
+#
+#   hack/vm/test.sh [SUITE...]      (default: all, in the order below)
+#
+# Suites: cgroups (oci/runtime/cgroups), linux (oci/runtime/linux), ns
+# (network/ns), network, sandbox, e2e-cgroupfs and e2e-systemd (test/e2e
+# with HUSK_E2E_CGROUP_DRIVER set).
+#
+# Environment: HUSK_VM_OUT (default bin/vm): the share, which keeps the
+# builds and results/<suite>.log; HUSK_VM_RUN: a -test.run pattern for every
+# suite; HUSK_VM_E2E_TIMEOUT (default 60m): go test's -test.timeout for each
+# e2e suite; HUSK_VM_TIMEOUT etc.: see run.sh.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+cd "$root"
+out=${HUSK_VM_OUT:-$root/bin/vm}
+all="cgroups linux ns network sandbox e2e-cgroupfs e2e-systemd"
+suites=${*:-$all}
+
+pkg_of() {
+	case $1 in
+	cgroups) echo ./oci/runtime/cgroups ;;
+	linux) echo ./oci/runtime/linux ;;
+	ns) echo ./network/ns ;;
+	network) echo ./network ;;
+	sandbox) echo ./sandbox ;;
+	e2e-cgroupfs | e2e-systemd) echo ./test/e2e ;;
+	*) echo "test.sh: unknown suite $1 (want some of: $all)" >&2; return 1 ;;
+	esac
+}
+for s in $suites; do pkg_of "$s" >/dev/null; done
+
+t0=$(date +%s)
+echo "== host: building husk, the CNI plugins, crictl and the test binaries into $out" >&2
+mkdir -p "$out/prebuilt" "$out/bin" "$out/tests" "$out/src/hack"
+make --no-print-directory build >&2
+cp bin/husk bin/husk-runtime "$out/prebuilt/"
+go build -o "$out/prebuilt/slowcni" ./test/e2e/slowcni
+sh hack/install-cni-plugins.sh "$out/prebuilt" >&2
+go list -m -f '{{.Path}} {{.Version}}' all 2>/dev/null | awk 'NF == 2' >"$out/prebuilt/modules"
+cp "$here/go-shim.sh" "$out/prebuilt/go"
+if [ ! -x "$out/bin/crictl" ]; then
+	# The version `make test` installs (Makefile).
+	GOBIN="$out/bin" GOFLAGS='' go install sigs.k8s.io/cri-tools/cmd/crictl@v1.37.0
+fi
+# The test binaries run from their package's directory in a copy of the
+# tree's layout (TestMains call ../../hack/install-cni-plugins.sh).
+cp go.mod "$out/src/"
+cp hack/install-cni-plugins.sh "$out/src/hack/"
+built=
+for s in $suites; do
+	pkg=$(pkg_of "$s")
+	name=${pkg##*/}
+	mkdir -p "$out/src/$pkg"
+	case " $built " in *" $name "*) continue ;; esac
+	go test -c -o "$out/tests/$name.test" "$pkg"
+	built="$built $name"
+done
+t1=$(date +%s)
+echo "== host: built in $((t1 - t0))s" >&2
+
+rm -rf "$out/results"
+mkdir -p "$out/results"
+printf '%s\n' "$suites" >"$out/suites"
+printf '%s\n' "${HUSK_VM_RUN:-}" >"$out/run-pattern"
+printf '%s\n' "${HUSK_VM_E2E_TIMEOUT:-60m}" >"$out/e2e-timeout"
+
+guest=$(mktemp "${TMPDIR:-/tmp}/husk-vm-guest-XXXXXX.sh")
+trap 'rm -f "$guest"' EXIT
+cat >"$guest" <<'GUEST'
+# Runs in the guest as root, from /husk (the share).
+set -u
+echo "== guest: $(uname -r), PID 1 $(cat /proc/1/comm), cgroup $(stat -fc %T /sys/fs/cgroup), controllers: $(cat /sys/fs/cgroup/cgroup.controllers)"
+echo "== guest: apparmor $(cat /sys/module/apparmor/parameters/enabled 2>/dev/null), $(nproc) CPUs, $(awk '/MemTotal/ { print $2 / 1024 " MiB" }' /proc/meminfo)"
+# Off the 9p share: binaries run from the guest's own disk.
+rm -rf /opt/husk
+mkdir -p /opt/husk
+cp -a /husk/prebuilt /husk/bin /husk/tests /husk/src /opt/husk/
+export PATH=/opt/husk/prebuilt:/opt/husk/bin:$PATH HUSK_VM_PREBUILT=/opt/husk/prebuilt
+pattern=$(cat /husk/run-pattern)
+e2e_timeout=$(cat /husk/e2e-timeout)
+failed=0
+for suite in $(cat /husk/suites); do
+	case $suite in
+	cgroups) pkg=oci/runtime/cgroups ;;
+	linux) pkg=oci/runtime/linux ;;
+	ns) pkg=network/ns ;;
+	network) pkg=network ;;
+	sandbox) pkg=sandbox ;;
+	e2e-*) pkg=test/e2e ;;
+	esac
+	driver=
+	timeout=20m
+	case $suite in
+	e2e-cgroupfs) driver=cgroupfs timeout=$e2e_timeout ;;
+	e2e-systemd) driver=systemd timeout=$e2e_timeout ;;
+	esac
+	echo "== guest: suite $suite (./$pkg${driver:+, cgroup driver $driver}) $(date -u +%T)"
+	start=$(date +%s)
+	(
+		cd "/opt/husk/src/$pkg" &&
+			HUSK_E2E_CGROUP_DRIVER=$driver HUSK_BIN=/opt/husk/prebuilt/husk \
+				HUSK_E2E_LOG=/husk/results/$suite.husk.log \
+				exec "/opt/husk/tests/${pkg##*/}.test" -test.v -test.count=1 -test.timeout "$timeout" ${pattern:+-test.run "$pattern"}
+	) >"/husk/results/$suite.log" 2>&1 &
+	pid=$!
+	tail -n +1 -f --pid=$pid "/husk/results/$suite.log" &
+	tailpid=$!
+	rc=0
+	wait "$pid" || rc=$?
+	wait "$tailpid" 2>/dev/null
+	echo "$rc $(($(date +%s) - start))" >"/husk/results/$suite.rc"
+	echo "== guest: suite $suite exit $rc after $(($(date +%s) - start))s"
+	[ "$rc" = 0 ] || failed=$((failed + 1))
+done
+exit "$failed"
+GUEST
+
+rc=0
+"$here/run.sh" -s "$out" "$guest" || rc=$?
+t2=$(date +%s)
+
+echo
+echo "== summary (host build $((t1 - t0))s, guest $((t2 - t1))s; logs in $out/results)"
+for s in $suites; do
+	log=$out/results/$s.log
+	if [ ! -f "$out/results/$s.rc" ]; then
+		echo "$s: did not run to the end"
+		continue
+	fi
+	read -r src secs <"$out/results/$s.rc"
+	awk -v suite="$s" -v rc="$src" -v secs="$secs" '
+		/^--- PASS/ { p++ } /^--- FAIL/ { f++; failed = failed "\n    " $3 } /^--- SKIP/ { k++ }
+		/^ +--- PASS/ { sp++ } /^ +--- FAIL/ { sf++ } /^ +--- SKIP/ { sk++ }
+		/^panic: / && !pan { pan = $0 }
+		END {
+			printf "%s: exit %s in %ss: tests %d passed, %d failed, %d skipped; subtests %d passed, %d failed, %d skipped%s\n",
+				suite, rc, secs, p, f, k, sp, sf, sk, (pan ? "\n    " pan : "")
+			if (failed) printf "  failed:%s\n", failed
+		}' "$log"
+done
+exit "$rc"
