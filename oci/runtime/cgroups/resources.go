@@ -158,7 +158,7 @@ func toV2(r *specs.LinuxResources) (*v2Resources, error) {
 	if out.res.HugeTlb != nil && len(*out.res.HugeTlb) == 0 {
 		out.res.HugeTlb = nil
 	}
-	out.res.Devices = r.Devices
+	out.res.Devices = v2Devices(r.Devices)
 	if len(r.Unified) > 0 {
 		out.unified = r.Unified
 		for key := range r.Unified {
@@ -172,4 +172,30 @@ func toV2(r *specs.LinuxResources) (*v2Resources, error) {
 		}
 	}
 	return out, nil
+}
+
+// v2Devices writes the rules out in full for cgroup2's eBPF device filter,
+// which dereferences Major and Minor and takes no empty type, while the OCI
+// spec (and husk's spec generation) leaves a wildcard's number nil and the
+// type of an all-devices rule empty ("c 136:* rwm", "deny all"). cgroup v1
+// reads both forms.
+func v2Devices(rules []specs.LinuxDeviceCgroup) []specs.LinuxDeviceCgroup {
+	if rules == nil {
+		return nil
+	}
+	out := make([]specs.LinuxDeviceCgroup, 0, len(rules))
+	for _, d := range rules {
+		if d.Type == "" {
+			d.Type = "a"
+		}
+		all := int64(-1)
+		if d.Major == nil {
+			d.Major = &all
+		}
+		if d.Minor == nil {
+			d.Minor = &all
+		}
+		out = append(out, d)
+	}
+	return out
 }

@@ -3,6 +3,7 @@ package cgroups
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -272,5 +273,54 @@ func TestNewErrors(t *testing.T) {
 	}
 	if m.Driver() != Cgroupfs || m.Unified() != (cgroups.Mode() == cgroups.Unified) {
 		t.Errorf("New(\"\"): driver %s unified %v, host mode %v", m.Driver(), m.Unified(), cgroups.Mode())
+	}
+}
+
+// Device rules as the spec generation writes them (a wildcard's number nil,
+// deny-all and privileged allow-all with no type) are what every container
+// has: on v2 they panicked in cgroup2's eBPF filter (nil Major) or were
+// refused (type ""), and no container could be created.
+func TestV2DeviceRulesAsTheSpecWritesThem(t *testing.T) {
+	m := v2Manager(t, Cgroupfs)
+	top := "/" + uniqueName(t)
+	cleanupCgroup(t, m, top)
+	c := func(major int64) *int64 { return &major }
+	rules := []specs.LinuxDeviceCgroup{
+		{Allow: false, Access: "rwm"},
+		{Allow: true, Type: "c", Major: c(1), Minor: c(3), Access: "rwm"}, // /dev/null
+		{Allow: true, Type: "c", Major: c(136), Access: "rwm"},            // /dev/pts/*
+	}
+	confined := top + "/confined"
+	if err := m.Create(confined, &specs.LinuxResources{Devices: rules}); err != nil {
+		t.Fatalf("Create with the spec's device rules: %v", err)
+	}
+	privileged := top + "/privileged"
+	if err := m.Create(privileged, &specs.LinuxResources{Devices: []specs.LinuxDeviceCgroup{{Allow: true, Access: "rwm"}}}); err != nil {
+		t.Fatalf("Create with the privileged rule: %v", err)
+	}
+	// The filter is in force: /dev/null opens, /dev/zero does not.
+	for path, want := range map[string]string{confined: "null ok\nzero denied\n", privileged: "null ok\nzero ok\n"} {
+		out, err := os.CreateTemp(t.TempDir(), "out")
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command("sh", "-c", `read _; { : > /dev/null && echo null ok || echo null denied; } 2>/dev/null; { head -c1 /dev/zero >/dev/null && echo zero ok || echo zero denied; } 2>/dev/null`)
+		stdin, err := cmd.StdinPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd.Stdout = out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		if err := m.AddProcess(path, cmd.Process.Pid); err != nil {
+			t.Fatal(err)
+		}
+		_, _ = stdin.Write([]byte("go\n"))
+		_ = cmd.Wait()
+		b, _ := os.ReadFile(out.Name())
+		if string(b) != want {
+			t.Errorf("in %s: %q, want %q", path, b, want)
+		}
 	}
 }
