@@ -628,7 +628,7 @@ func countContainerLeaks(t *testing.T, d *daemon) containerLeaks {
 			l.Mounts++
 		}
 	}
-	_ = filepath.WalkDir("/sys/fs/cgroup/pids/husk", func(p string, de os.DirEntry, err error) error {
+	_ = filepath.WalkDir(huskCgroupRoot(), func(p string, de os.DirEntry, err error) error {
 		if err == nil && de.IsDir() {
 			l.Cgroups++
 		}

@@ -368,17 +368,10 @@ func countLeaks(t testing.TB, d *daemon) leaks {
 			}
 		}
 	}
-	if cgs, err := os.ReadDir("/sys/fs/cgroup/pids/husk"); err == nil {
-		for _, e := range cgs {
-			if e.IsDir() {
-				l.Cgroups++
-			}
-		}
-	} else if cgs, err := os.ReadDir("/sys/fs/cgroup/husk"); err == nil {
-		for _, e := range cgs {
-			if e.IsDir() {
-				l.Cgroups++
-			}
+	cgs, _ := os.ReadDir(huskCgroupRoot())
+	for _, e := range cgs {
+		if e.IsDir() {
+			l.Cgroups++
 		}
 	}
 	out, _ := exec.Command("pgrep", "-f", "^husk-runtime pod-init").Output()
@@ -547,23 +540,25 @@ func TestRuntimeConfigReportsTheCgroupDriver(t *testing.T) {
 func TestPodCgroupUnderKubeletParentWithResources(t *testing.T) {
 	d, _ := newPodDaemon(t)
 	uid := fmt.Sprintf("e2e%d", rand.IntN(1_000_000))
-	parent := "/kubepods-e2e/burstable/pod" + uid
+	// kubelet's pod cgroup, in the form of the daemon's driver.
+	parent, parentPath, made := "/kubepods-e2e/burstable/pod"+uid, "/kubepods-e2e/burstable/pod"+uid, []string{"/kubepods-e2e/burstable/pod" + uid, "/kubepods-e2e/burstable", "/kubepods-e2e"}
+	if e2eDriver() == "systemd" {
+		parent = "kubepodse2e-burstable-pod" + uid + ".slice"
+		parentPath = "/kubepodse2e.slice/kubepodse2e-burstable.slice/kubepodse2e-burstable-pod" + uid + ".slice"
+		made = []string{parentPath, "/kubepodse2e.slice/kubepodse2e-burstable.slice", "/kubepodse2e.slice"}
+	}
 	cfg := podConfig("cg")
 	cfg.Linux.CgroupParent = parent
 	cfg.Linux.Resources = &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 256 << 20, CpuShares: 512}
 	id := runPod(t, d, cfg)
 	_, info := podStatus(t, d, id)
-	if !strings.HasPrefix(info.CgroupPath, parent+"/") {
-		t.Fatalf("pod cgroup %s is not under %s", info.CgroupPath, parent)
+	if !strings.HasPrefix(info.CgroupPath, parentPath+"/") {
+		t.Fatalf("pod cgroup %s is not under %s", info.CgroupPath, parentPath)
 	}
-	limits := func(cgroup string) (string, string) {
-		limit, _ := os.ReadFile(filepath.Join("/sys/fs/cgroup/memory", cgroup, "memory.limit_in_bytes"))
-		shares, _ := os.ReadFile(filepath.Join("/sys/fs/cgroup/cpu", cgroup, "cpu.shares"))
-		return strings.TrimSpace(string(limit)), strings.TrimSpace(string(shares))
-	}
+	limits := cgroupLimits
 	// kubelet's pod cgroup, the parent, holds the pod's limits: husk's
 	// adds none (the sum kubelet sends leaves out containers without one).
-	if limit, shares := limits(info.CgroupPath); limit != "9223372036854771712" || shares != "1024" {
+	if limit, shares := limits(info.CgroupPath); limit != noMemoryLimit() || shares != cpuWeight(0) {
 		t.Errorf("under kubelet's pod cgroup: memory limit %q, cpu shares %q; want none", limit, shares)
 	}
 	// In-place pod resize: recorded, and refused for no reason (kubelet
@@ -582,14 +577,14 @@ func TestPodCgroupUnderKubeletParentWithResources(t *testing.T) {
 	alone.Linux.Resources = &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 256 << 20, CpuShares: 512}
 	aloneID := runPod(t, d, alone)
 	_, aloneInfo := podStatus(t, d, aloneID)
-	if limit, shares := limits(aloneInfo.CgroupPath); limit != fmt.Sprint(256<<20) || shares != "512" {
+	if limit, shares := limits(aloneInfo.CgroupPath); limit != fmt.Sprint(256<<20) || shares != cpuWeight(512) {
 		t.Errorf("a pod without a parent: memory limit %q, cpu shares %q", limit, shares)
 	}
 	resize.PodSandboxId = aloneID
 	if _, err := d.runtime.UpdatePodSandboxResources(context.Background(), resize); err != nil {
 		t.Fatalf("UpdatePodSandboxResources: %v", err)
 	}
-	if limit, shares := limits(aloneInfo.CgroupPath); limit != fmt.Sprint(528<<20) || shares != "1048" {
+	if limit, shares := limits(aloneInfo.CgroupPath); limit != fmt.Sprint(528<<20) || shares != cpuWeight(1048) {
 		t.Errorf("after the resize: memory limit %q, cpu shares %q", limit, shares)
 	}
 	for req, want := range map[*runtimeapi.UpdatePodSandboxResourcesRequest]codes.Code{
@@ -602,14 +597,10 @@ func TestPodCgroupUnderKubeletParentWithResources(t *testing.T) {
 	}
 	removePod(t, d, aloneID)
 	removePod(t, d, id)
-	if _, err := os.Stat(filepath.Join("/sys/fs/cgroup/memory", info.CgroupPath)); !os.IsNotExist(err) {
+	if _, err := os.Stat(cgroupDir(info.CgroupPath)); !os.IsNotExist(err) {
 		t.Errorf("pod cgroup left after removal: %v", err)
 	}
-	for _, c := range []string{"memory", "cpu", "pids"} {
-		_ = os.Remove(filepath.Join("/sys/fs/cgroup", c, parent))
-		_ = os.Remove(filepath.Join("/sys/fs/cgroup", c, "/kubepods-e2e/burstable"))
-		_ = os.Remove(filepath.Join("/sys/fs/cgroup", c, "/kubepods-e2e"))
-	}
+	removeCgroupDirs(made...)
 }
 
 func TestPodsSurviveADaemonRestart(t *testing.T) {
@@ -777,9 +768,8 @@ func TestPodOverheadAddsToResources(t *testing.T) {
 	cfg.Linux.Overhead = &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 32 << 20}
 	id := runPod(t, d, cfg)
 	_, info := podStatus(t, d, id)
-	limit, err := os.ReadFile(filepath.Join("/sys/fs/cgroup/memory", info.CgroupPath, "memory.limit_in_bytes"))
-	if err != nil || strings.TrimSpace(string(limit)) != fmt.Sprint(160<<20) {
-		t.Errorf("memory limit %q, %v; want resources + overhead", limit, err)
+	if limit, _ := cgroupLimits(info.CgroupPath); limit != fmt.Sprint(160<<20) {
+		t.Errorf("memory limit %q; want resources + overhead", limit)
 	}
 }
 
