@@ -168,6 +168,14 @@ func idmappedTree(src string, usernsFD int, recursive bool) (int, error) {
 	attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_IDMAP, Userns_fd: uint64(usernsFD)}
 	if err := unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH, &attr); err != nil {
 		_ = unix.Close(fd)
+		if errors.Is(err, unix.EINVAL) {
+			// The filesystem cannot be id-mapped on this kernel (tmpfs
+			// before 6.3, most network filesystems): the volume's
+			// fault, not the daemon's.
+			var st unix.Statfs_t
+			_ = unix.Statfs(src, &st)
+			return -1, fmt.Errorf("id-mapping %s: its filesystem (type %#x) cannot be id-mapped on this kernel: %w: %w", src, st.Type, err, errdefs.ErrFailedPrecondition)
+		}
 		return -1, fmt.Errorf("id-mapping %s: %w", src, err)
 	}
 	return fd, nil

@@ -54,9 +54,14 @@ func TestPodWithItsOwnUserNamespace(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A read-only volume whose source is nosuid, nodev and noexec, flags
-	// a user namespace cannot drop.
+	// a user namespace cannot drop: a bind mount of a directory of the
+	// test's filesystem with them (tmpfs is id-mapped only from Linux 6.3).
 	locked := t.TempDir()
-	if err := syscall.Mount("tmpfs", locked, "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV|syscall.MS_NOEXEC, "size=1m"); err != nil {
+	if err := syscall.Mount(locked, locked, "", syscall.MS_BIND, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mount("", locked, "", syscall.MS_REMOUNT|syscall.MS_BIND|syscall.MS_NOSUID|syscall.MS_NODEV|syscall.MS_NOEXEC, ""); err != nil {
+		_ = syscall.Unmount(locked, syscall.MNT_DETACH)
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = syscall.Unmount(locked, syscall.MNT_DETACH) })
