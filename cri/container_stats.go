@@ -7,6 +7,7 @@ import (
 	"github.com/containerd/errdefs"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/husk-runtime/husk/oci/runtime/cgroups"
 	"github.com/husk-runtime/husk/sandbox"
 )
 
@@ -61,8 +62,29 @@ func containerStats(c *sandbox.Container, u sandbox.Usage) *runtimeapi.Container
 			InodesUsed: &runtimeapi.UInt64Value{Value: u.LayerInodes},
 		},
 		Swap: &runtimeapi.SwapUsage{Timestamp: u.Timestamp, SwapUsageBytes: &runtimeapi.UInt64Value{Value: u.SwapUsageBytes}},
+		Io:   ioUsage(u),
 	}
 	return st
+}
+
+// ioUsage is nil where the kernel gives no pressure stall information
+// (cgroup v1): the CRI's IoUsage holds nothing else.
+func ioUsage(u sandbox.Usage) *runtimeapi.IoUsage {
+	if u.IOPressure == nil {
+		return nil
+	}
+	return &runtimeapi.IoUsage{Timestamp: u.Timestamp, Psi: psi(u.IOPressure)}
+}
+
+// psi is KEP-4205's pressure stall information, nil without it.
+func psi(p *cgroups.Pressure) *runtimeapi.PsiStats {
+	if p == nil {
+		return nil
+	}
+	data := func(d cgroups.PressureData) *runtimeapi.PsiData {
+		return &runtimeapi.PsiData{Total: d.TotalNanos, Avg10: d.Avg10, Avg60: d.Avg60, Avg300: d.Avg300}
+	}
+	return &runtimeapi.PsiStats{Some: data(p.Some), Full: data(p.Full)}
 }
 
 func cpuUsage(u sandbox.Usage) *runtimeapi.CpuUsage {
@@ -70,6 +92,7 @@ func cpuUsage(u sandbox.Usage) *runtimeapi.CpuUsage {
 		Timestamp:            u.Timestamp,
 		UsageCoreNanoSeconds: &runtimeapi.UInt64Value{Value: u.CPUUsageNanos},
 		UsageNanoCores:       &runtimeapi.UInt64Value{Value: u.NanoCores},
+		Psi:                  psi(u.CPUPressure),
 	}
 }
 
@@ -82,5 +105,6 @@ func memoryUsage(u sandbox.Usage) *runtimeapi.MemoryUsage {
 		RssBytes:        &runtimeapi.UInt64Value{Value: u.MemoryRSSBytes},
 		PageFaults:      &runtimeapi.UInt64Value{Value: u.PageFaults},
 		MajorPageFaults: &runtimeapi.UInt64Value{Value: u.MajorPageFaults},
+		Psi:             psi(u.MemoryPressure),
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/husk-runtime/husk/network/ns"
+	"github.com/husk-runtime/husk/oci/runtime/cgroups"
 )
 
 // The CRI metrics (ListMetricDescriptors, ListPodSandboxMetrics: kubelet's
@@ -57,6 +58,12 @@ var metricDescs = []metricDesc{
 	{"container_memory_failcnt", "Number of memory usage hits limits.", nil, counter},
 	{"container_memory_failures_total", "Cumulative count of memory allocation failures.", []string{"failure_type", "scope"}, counter},
 	{"container_oom_events_total", "Count of out of memory events observed for the container.", nil, counter},
+	{"container_pressure_cpu_stalled_seconds_total", "Total time duration no tasks in the container could make progress due to CPU congestion, in whole seconds.", nil, counter},
+	{"container_pressure_cpu_waiting_seconds_total", "Total time duration tasks in the container have waited due to CPU congestion, in whole seconds.", nil, counter},
+	{"container_pressure_memory_stalled_seconds_total", "Total time duration no tasks in the container could make progress due to memory congestion, in whole seconds.", nil, counter},
+	{"container_pressure_memory_waiting_seconds_total", "Total time duration tasks in the container have waited due to memory congestion, in whole seconds.", nil, counter},
+	{"container_pressure_io_stalled_seconds_total", "Total time duration no tasks in the container could make progress due to IO congestion, in whole seconds.", nil, counter},
+	{"container_pressure_io_waiting_seconds_total", "Total time duration tasks in the container have waited due to IO congestion, in whole seconds.", nil, counter},
 	{"container_processes", "Number of processes running inside the container.", nil, gauge},
 	{"container_threads", "Number of threads running inside the container.", nil, gauge},
 	{"container_threads_max", "Maximum number of threads allowed inside the container, 0 for no limit.", nil, gauge},
@@ -182,6 +189,17 @@ func (m *Manager) containerMetrics(p *Pod, c *Container) ([]*runtimeapi.Metric, 
 	s.add("container_memory_failures_total", st.PageFaults, "pgfault", "container")
 	s.add("container_memory_failures_total", st.MajorPageFaults, "pgmajfault", "container")
 	s.add("container_oom_events_total", st.OOMKills)
+	// cAdvisor's names: stalled is PSI's "full", waiting its "some". Only
+	// where the kernel has PSI (cgroup v2).
+	for _, p := range []struct {
+		name string
+		p    *cgroups.Pressure
+	}{{"cpu", st.CPUPressure}, {"memory", st.MemoryPressure}, {"io", st.IOPressure}} {
+		if p.p != nil {
+			s.add("container_pressure_"+p.name+"_stalled_seconds_total", p.p.Full.TotalNanos/sec)
+			s.add("container_pressure_"+p.name+"_waiting_seconds_total", p.p.Some.TotalNanos/sec)
+		}
+	}
 	s.add("container_threads_max", st.PidsLimit)
 
 	pids, err := m.opts.Cgroups.Pids(c.Cgroup)

@@ -432,7 +432,9 @@ func TestContainersSurviveDaemonSIGKILL(t *testing.T) {
 		t.Errorf("quitter after the restart: %v exit %d", st.State, st.ExitCode)
 	}
 	// Attach works across the restart: it is the monitor's.
-	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	// Some output, then crictl is ended (an emulated guest starts crictl
+	// slowly: the time is not the point).
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	attached, _ := e.d.crictlCommand(ctx, "attach", counter).Output()
 	cancel()
 	if !regexp.MustCompile(`line\d+\n`).Match(attached) {

@@ -77,11 +77,15 @@ func TestRuncRuntimeHandler(t *testing.T) {
 	}
 	// The container sees its own limits, in its cgroup, and a resize.
 	quota := func() string {
-		x, err := d.runtime.ExecSync(ctx, &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"cat", "/sys/fs/cgroup/cpu/cpu.cfs_quota_us"}, Timeout: 10})
+		file := "/sys/fs/cgroup/cpu/cpu.cfs_quota_us"
+		if unifiedHost {
+			file = "/sys/fs/cgroup/cpu.max" // "QUOTA PERIOD"
+		}
+		x, err := d.runtime.ExecSync(ctx, &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"cat", file}, Timeout: 10})
 		if err != nil {
 			t.Fatal(err)
 		}
-		return strings.TrimSpace(string(x.Stdout))
+		return strings.Fields(string(x.Stdout) + " ")[0]
 	}
 	if q := quota(); q != "50000" {
 		t.Errorf("the container's CPU quota as it sees it: %q", q)
@@ -99,8 +103,17 @@ func TestRuncRuntimeHandler(t *testing.T) {
 		t.Fatal(err)
 	}
 	disk := fmt.Sprintf("mknod /tmp/disk b %d %d && head -c 1 /tmp/disk", unix.Major(root.Dev), unix.Minor(root.Dev))
-	x, err = d.runtime.ExecSync(ctx, &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"sh", "-c", "grep -c /runtime /proc/self/cgroup; " + disk}, Timeout: 10})
-	if err != nil || x.ExitCode == 0 || strings.HasPrefix(string(x.Stdout), "0") || !strings.Contains(string(x.Stderr), "not permitted") {
+	// On v1 the exec sees runc's cgroup by its path; on v2 it has the
+	// container's cgroup namespace, whose root is runc's cgroup ("/",
+	// where husk's cgroup above would be "/..").
+	inRuncs := func(out string) bool { return !strings.HasPrefix(out, "0") }
+	cgroupCmd := "grep -c /runtime /proc/self/cgroup; "
+	if unifiedHost {
+		inRuncs = func(out string) bool { return strings.HasPrefix(out, "0::/\n") }
+		cgroupCmd = "cat /proc/self/cgroup; "
+	}
+	x, err = d.runtime.ExecSync(ctx, &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"sh", "-c", cgroupCmd + disk}, Timeout: 10})
+	if err != nil || x.ExitCode == 0 || !inRuncs(string(x.Stdout)) || !strings.Contains(string(x.Stderr), "not permitted") {
 		t.Errorf("exec's cgroup and devices: exit %d, %q, %q, %v", x.GetExitCode(), x.GetStdout(), x.GetStderr(), err)
 	}
 	// Through a daemon killed with SIGKILL: runc's container goes on, and

@@ -28,6 +28,15 @@ func TestContainerAndPodStats(t *testing.T) {
 	if st.GetMemory().GetWorkingSetBytes().GetValue() < 20<<20 || st.GetCpu().GetUsageCoreNanoSeconds().GetValue() == 0 {
 		t.Errorf("container stats: memory %v cpu %v", st.GetMemory(), st.GetCpu())
 	}
+	// Pressure stall information (KEP-4205) where the kernel has it:
+	// cgroup v2's *.pressure files.
+	if unifiedHost {
+		if st.GetCpu().GetPsi().GetSome() == nil || st.GetMemory().GetPsi().GetFull() == nil || st.GetIo().GetPsi().GetSome() == nil {
+			t.Errorf("no pressure stall information on cgroup v2: cpu %v memory %v io %v", st.GetCpu().GetPsi(), st.GetMemory().GetPsi(), st.GetIo())
+		}
+	} else if st.GetCpu().GetPsi() != nil || st.GetIo() != nil {
+		t.Errorf("pressure stall information on cgroup v1: %v %v", st.GetCpu().GetPsi(), st.GetIo())
+	}
 	if st.GetWritableLayer().GetUsedBytes().GetValue() < 1<<20 {
 		t.Errorf("writable layer: %v", st.GetWritableLayer())
 	}

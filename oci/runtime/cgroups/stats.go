@@ -11,6 +11,7 @@ import (
 
 	"github.com/containerd/cgroups/v3/cgroup1"
 	"github.com/containerd/cgroups/v3/cgroup2"
+	cgroup2stats "github.com/containerd/cgroups/v3/cgroup2/stats"
 	"github.com/containerd/errdefs"
 )
 
@@ -60,6 +61,35 @@ type Stats struct {
 	MemoryMaxUsageBytes, MemoryFailcnt uint64
 	// PidsLimit is pids.max, 0 without a limit.
 	PidsLimit uint64
+
+	// CPUPressure, MemoryPressure and IOPressure are the cgroup's pressure
+	// stall information (KEP-4205): v2's *.pressure files, nil on v1 or
+	// on a kernel without PSI.
+	CPUPressure, MemoryPressure, IOPressure *Pressure
+}
+
+// Pressure is how long some or all of a cgroup's tasks waited for a
+// resource, in total and as recent averages (percent).
+type Pressure struct {
+	Some, Full PressureData
+}
+
+// PressureData is one line of a *.pressure file.
+type PressureData struct {
+	TotalNanos           uint64
+	Avg10, Avg60, Avg300 float64
+}
+
+// pressure converts cgroup2's PSI (total in microseconds, as the kernel
+// writes it); nil stays nil.
+func pressure(p *cgroup2stats.PSIStats) *Pressure {
+	if p == nil {
+		return nil
+	}
+	data := func(d *cgroup2stats.PSIData) PressureData {
+		return PressureData{TotalNanos: d.GetTotal() * 1000, Avg10: d.GetAvg10(), Avg60: d.GetAvg60(), Avg300: d.GetAvg300()}
+	}
+	return &Pressure{Some: data(p.GetSome()), Full: data(p.GetFull())}
 }
 
 // Stats reads the cgroup's usage. A missing cgroup is errdefs.ErrNotFound.
@@ -167,7 +197,7 @@ func (m *Manager) statsV2(path string) (st *Stats, inactiveFile uint64, err erro
 	if err != nil {
 		return nil, 0, err
 	}
-	mt, err := cg.StatFiltered(cgroup2.StatCPU | cgroup2.StatMemory | cgroup2.StatMemoryEvents | cgroup2.StatPids)
+	mt, err := cg.StatFiltered(cgroup2.StatCPU | cgroup2.StatMemory | cgroup2.StatMemoryEvents | cgroup2.StatPids | cgroup2.StatIO)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -176,6 +206,7 @@ func (m *Manager) statsV2(path string) (st *Stats, inactiveFile uint64, err erro
 	st.CPUUsageNanos = cpu.GetUsageUsec() * 1000
 	st.CPUUserNanos, st.CPUSystemNanos = cpu.GetUserUsec()*1000, cpu.GetSystemUsec()*1000
 	st.CPUPeriods, st.CPUThrottledPeriods, st.CPUThrottledNanos = cpu.GetNrPeriods(), cpu.GetNrThrottled(), cpu.GetThrottledUsec()*1000
+	st.CPUPressure, st.MemoryPressure, st.IOPressure = pressure(cpu.GetPSI()), pressure(mt.GetMemory().GetPSI()), pressure(mt.GetIo().GetPSI())
 	if mem := mt.GetMemory(); mem != nil {
 		st.MemoryUsageBytes = mem.Usage
 		if mem.UsageLimit != math.MaxUint64 {
