@@ -47,6 +47,8 @@ run: build deps cni-plugins
 	$(BIN)/husk default-cni-config --dir $(CNI_CONF)
 	$(BIN)/husk serve $(if $(wildcard $(CONFIG)),--config $(CONFIG),) --cni-conf-dir $(CNI_CONF) --cni-bin-dir $(CNI_BIN)
 
+# Then the same suites in a Debian 12 guest with pure cgroup v2 and systemd
+# (make vm-test), where the machine can boot one (hack/vm/available.sh).
 # -p 1: the network and e2e tests count host-wide veths, iptables rules and
 # cgroups to prove nothing leaks; run at once, they would count each other's.
 # critest (cri-tools' validation suite) runs with the e2e tests: the
@@ -54,6 +56,8 @@ run: build deps cni-plugins
 test: build deps lint cni-plugins $(CRICTL) $(GOTESTSUM) $(BIN)/critest
 	go vet ./...
 	CRITEST=$(CURDIR)/$(BIN)/critest $(GOTESTSUM) --format testname -- -tags critest -p 1 -count=1 -timeout 40m ./...
+	@if reason=$$(sh hack/vm/available.sh 2>&1); then $(MAKE) --no-print-directory vm-test; \
+	else echo "vm-test skipped: $$reason"; fi
 
 # A real kubelet (standalone mode, a static pod) on husk; not in `make test`
 # because building kubelet takes ~8 minutes.

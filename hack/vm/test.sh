@@ -124,7 +124,8 @@ exit "$failed"
 GUEST
 
 rc=0
-"$here/run.sh" -s "$out" "$guest" || rc=$?
+# Both e2e suites take some 13 minutes under TCG: room for a slower machine.
+"$here/run.sh" -s "$out" -t "${HUSK_VM_TIMEOUT:-3600}" "$guest" || rc=$?
 t2=$(date +%s)
 
 echo
@@ -146,4 +147,10 @@ for s in $suites; do
 			if (failed) printf "  failed:%s\n", failed
 		}' "$log"
 done
+# One closing line for every suite together, as test runners end.
+for s in $suites; do
+	[ -f "$out/results/$s.log" ] && cat "$out/results/$s.log"
+done | awk '
+	/^ *--- PASS/ { p++ } /^ *--- FAIL/ { f++ } /^ *--- SKIP/ { k++ }
+	END { printf "vm-test: %d passed, %d failed, %d skipped\n", p, f, k }'
 exit "$rc"
