@@ -118,7 +118,7 @@ func loadContainer(dir string) (*Container, error) {
 func copyContainer(c *Container) *Container {
 	cp := &Container{
 		ID: c.ID, PodID: c.PodID, Config: c.Config, RawConfig: c.RawConfig, ImageID: c.ImageID, Layers: c.Layers, State: c.State,
-		CreatedAt: c.CreatedAt, StartedAt: c.StartedAt, LogPath: c.LogPath, Cgroup: c.Cgroup,
+		CreatedAt: c.CreatedAt, StartedAt: c.StartedAt, LogPath: c.LogPath, LogDir: c.LogDir, Cgroup: c.Cgroup,
 		Rootfs: c.Rootfs, StopSig: c.StopSig, ImageVolumes: slices.Clone(c.ImageVolumes),
 	}
 	if c.User != nil {

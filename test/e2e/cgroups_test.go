@@ -1,13 +1,16 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"testing"
 
 	"github.com/containerd/cgroups/v3/cgroup2"
 	"golang.org/x/sys/unix"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
 // The e2e tests run on cgroup v1 hosts (this project's machine) and on
@@ -94,5 +97,86 @@ func removeCgroupDirs(paths ...string) {
 		for _, r := range roots {
 			_ = os.Remove(filepath.Join(r, p))
 		}
+	}
+}
+
+// containerCgroup is the cgroup a container's record names.
+func containerCgroup(t *testing.T, d *daemon, id string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(d.root, "containers", id, "container.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec struct {
+		Cgroup string `json:"cgroup"`
+	}
+	if err := json.Unmarshal(b, &rec); err != nil || rec.Cgroup == "" {
+		t.Fatalf("container record: %v %q", err, b)
+	}
+	return rec.Cgroup
+}
+
+// A container's limits are in its cgroup's files as the host's version
+// writes them: v1's cpu.cfs_*, cpu.shares, memory.limit_in_bytes; v2's
+// cpu.max, cpu.weight, memory.max, memory.swap.max (no swap unless asked),
+// and the unified keys kubelet sends on v2 (memory.high of MemoryQoS,
+// memory.oom.group when singleProcessOOMKill is off).
+func TestContainerCgroupHoldsItsLimits(t *testing.T) {
+	e := newCtrEnv(t)
+	podID, pod := e.pod(t, "limits")
+	cfg := ctrConfig("limited", e.image("plain"), "sleep", "300")
+	cfg.Linux.Resources = &runtimeapi.LinuxContainerResources{
+		CpuPeriod: 100000, CpuQuota: 50000, CpuShares: 512, MemoryLimitInBytes: 64 << 20, CpusetCpus: "0",
+	}
+	if unifiedHost {
+		cfg.Linux.Resources.Unified = map[string]string{"memory.high": fmt.Sprint(60 << 20), "memory.oom.group": "1"}
+	}
+	id := e.run(t, podID, pod, cfg)
+	cg := containerCgroup(t, e.d, id)
+	read := func(ctrl, file string) string {
+		dir := filepath.Join("/sys/fs/cgroup", ctrl, cg)
+		if unifiedHost {
+			dir = filepath.Join("/sys/fs/cgroup", cg)
+		}
+		b, err := os.ReadFile(filepath.Join(dir, file))
+		if err != nil {
+			return "(" + err.Error() + ")"
+		}
+		return strings.TrimSpace(string(b))
+	}
+	want := map[[2]string]string{
+		{"cpuset", "cpuset.cpus"}: "0",
+	}
+	if unifiedHost {
+		want[[2]string{"", "cpu.max"}] = "50000 100000"
+		want[[2]string{"", "cpu.weight"}] = cpuWeight(512)
+		want[[2]string{"", "memory.max"}] = fmt.Sprint(64 << 20)
+		want[[2]string{"", "memory.high"}] = fmt.Sprint(60 << 20)
+		want[[2]string{"", "memory.oom.group"}] = "1"
+		if _, err := os.Stat(filepath.Join("/sys/fs/cgroup", cg, "memory.swap.max")); err == nil {
+			want[[2]string{"", "memory.swap.max"}] = "0"
+		}
+	} else {
+		want[[2]string{"cpu", "cpu.cfs_quota_us"}] = "50000"
+		want[[2]string{"cpu", "cpu.cfs_period_us"}] = "100000"
+		want[[2]string{"cpu", "cpu.shares"}] = "512"
+		want[[2]string{"memory", "memory.limit_in_bytes"}] = fmt.Sprint(64 << 20)
+	}
+	for k, v := range want {
+		if got := read(k[0], k[1]); got != v {
+			t.Errorf("%s: %q, want %q", k[1], got, v)
+		}
+	}
+	// A resize reaches the files.
+	if _, err := e.d.runtime.UpdateContainerResources(t.Context(), &runtimeapi.UpdateContainerResourcesRequest{ContainerId: id, Linux: &runtimeapi.LinuxContainerResources{CpuPeriod: 100000, CpuQuota: 70000, MemoryLimitInBytes: 96 << 20}}); err != nil {
+		t.Fatal(err)
+	}
+	quota, memory := read("cpu", "cpu.cfs_quota_us"), read("memory", "memory.limit_in_bytes")
+	wantQuota := "70000"
+	if unifiedHost {
+		quota, memory, wantQuota = read("", "cpu.max"), read("", "memory.max"), "70000 100000"
+	}
+	if quota != wantQuota || memory != fmt.Sprint(96<<20) {
+		t.Errorf("after a resize: cpu %q memory %q, want %q and %d", quota, memory, wantQuota, 96<<20)
 	}
 }

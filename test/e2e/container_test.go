@@ -390,6 +390,15 @@ func TestMemoryHogIsOOMKilled(t *testing.T) {
 	if st.Reason != "OOMKilled" || st.ExitCode != 137 {
 		t.Errorf("memory hog: reason %q exit %d", st.Reason, st.ExitCode)
 	}
+	// A child killed for memory while the container's process goes on and
+	// exits 0: the container completed, it was not OOMKilled (the pod's
+	// status says Completed, exit 0).
+	cfg = ctrConfig("survivor", e.image("plain"), "sh", "-c", `sh -c 'x=a; while true; do x=$x$x; done'; echo child gone; exit 0`)
+	cfg.Linux.Resources = &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 32 << 20}
+	st, out := e.runToEnd(t, podID, pod, cfg)
+	if st.Reason != "Completed" || st.ExitCode != 0 || len(out) != 1 || out[0] != "child gone" {
+		t.Errorf("a container whose child was OOM-killed: reason %q exit %d, output %q", st.Reason, st.ExitCode, out)
+	}
 }
 
 func TestTerminationMessage(t *testing.T) {

@@ -879,7 +879,11 @@ __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 	}
 	int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 	snprintf(buf, sizeof buf, "%d %lld %d\n", code, (long long)finished.tv_sec * 1000000000LL + finished.tv_nsec,
-		 oom_kills(oom) > 0 || ((oom_seen || oom_pending(oom_efd)) && code == 128 + SIGKILL));
+		 // OOMKilled is the container's own process killed for memory: a
+		 // child of it killed while it went on and ended otherwise (exit 0)
+		 // is not; the counter is the cgroup's, so SIGKILL must be how
+		 // the process died.
+		 code == 128 + SIGKILL && (oom_kills(oom) > 0 || oom_seen || oom_pending(oom_efd)));
 	write_file(state, "exit", buf);
 	// Only now do attached clients see their end of file: the exit is
 	// recorded, which tells the daemon the container ended rather than
