@@ -23,10 +23,7 @@ func ContainerConfig(cfg *runtimeapi.ContainerConfig) error {
 	if cfg.GetImage().GetImage() == "" {
 		return invalid(f+".image.image", "is required")
 	}
-	if err := mapSize(f+".labels", cfg.GetLabels(), MaxLabelsSize); err != nil {
-		return err
-	}
-	if err := mapSize(f+".annotations", cfg.GetAnnotations(), MaxAnnotationsSize); err != nil {
+	if err := labelsAndAnnotations(f, cfg.GetLabels(), cfg.GetAnnotations()); err != nil {
 		return err
 	}
 	if err := Process(f, cfg.GetCommand(), cfg.GetArgs(), cfg.GetEnvs()); err != nil {

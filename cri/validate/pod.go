@@ -26,10 +26,7 @@ func PodSandboxConfig(cfg *runtimeapi.PodSandboxConfig) error {
 	if err := uid(f+".metadata.uid", md.GetUid()); err != nil {
 		return err
 	}
-	if err := mapSize(f+".labels", cfg.GetLabels(), MaxLabelsSize); err != nil {
-		return err
-	}
-	if err := mapSize(f+".annotations", cfg.GetAnnotations(), MaxAnnotationsSize); err != nil {
+	if err := labelsAndAnnotations(f, cfg.GetLabels(), cfg.GetAnnotations()); err != nil {
 		return err
 	}
 	if d := cfg.GetLogDirectory(); d != "" {

@@ -129,3 +129,12 @@ func mapSize(field string, m map[string]string, limit int) error {
 	}
 	return nil
 }
+
+// labelsAndAnnotations checks the two maps every pod and container config
+// carries into List answers.
+func labelsAndAnnotations(f string, labels, annotations map[string]string) error {
+	if err := mapSize(f+".labels", labels, MaxLabelsSize); err != nil {
+		return err
+	}
+	return mapSize(f+".annotations", annotations, MaxAnnotationsSize)
+}
