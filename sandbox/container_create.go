@@ -298,7 +298,14 @@ func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg *runtim
 	if err := step("making and writing its OCI spec", err); err != nil {
 		return "", err
 	}
-	if err := step("creating its cgroup", m.opts.Cgroups.Create(cgroup, res)); err != nil {
+	if m.opts.Cgroups.CreatedAtStart() {
+		// The systemd driver makes it with the container's first process
+		// (StartContainer).
+		err = m.opts.Cgroups.Check(res)
+	} else {
+		err = m.opts.Cgroups.Create(cgroup, res)
+	}
+	if err := step("creating its cgroup", err); err != nil {
 		return "", err
 	}
 	if dir, rel := logLocation(c); dir != "" {

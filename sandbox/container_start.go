@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -9,12 +10,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
 
 	"github.com/husk-runtime/husk/network/ns"
@@ -104,6 +108,22 @@ func (m *Manager) startMonitor(c *Container, pod *Pod) error {
 		}
 		args = append(args, more...)
 	}
+	// With the systemd driver the daemon makes the container's cgroup, a
+	// scope, once the monitor has the process to put in it.
+	var sync, syncW *os.File
+	if m.opts.Cgroups.CreatedAtStart() {
+		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("socketpair: %w", err)
+		}
+		sync, syncW = os.NewFile(uintptr(fds[0]), "cgroup-sync"), os.NewFile(uintptr(fds[1]), "cgroup-sync")
+		defer func() { _ = sync.Close(); _ = syncW.Close() }()
+		fd := 4 // after the report channel, and the sealed binary if any
+		if handler == "" {
+			fd = 5
+		}
+		args = append(args, "--cgroup-sync", strconv.Itoa(fd))
+	}
 	if c.Config.GetTty() {
 		args = append(args, "--tty")
 	}
@@ -143,6 +163,9 @@ func (m *Manager) startMonitor(c *Container, pod *Pod) error {
 	if handler == "" {
 		cmd.ExtraFiles = append(cmd.ExtraFiles, m.opts.Binary) // fd 4
 	}
+	if syncW != nil {
+		cmd.ExtraFiles = append(cmd.ExtraFiles, syncW) // fd 5, or 4
+	}
 	cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 	cmd.Dir = "/"
 	// Its own session: the monitor must not get the daemon's signals, and
@@ -157,6 +180,9 @@ func (m *Manager) startMonitor(c *Container, pod *Pod) error {
 	}
 	err = cmd.Start()
 	_ = reportW.Close()
+	if syncW != nil {
+		_ = syncW.Close()
+	}
 	if err != nil {
 		return fmt.Errorf("starting its monitor: %w", err)
 	}
@@ -169,6 +195,11 @@ func (m *Manager) startMonitor(c *Container, pod *Pod) error {
 	if err := m.updateContainer(c, func(c *Container) { c.Monitor = mon; c.State = ContainerStarted; c.StartedAt = time.Now().UnixNano() }); err != nil {
 		_ = cmd.Process.Kill()
 		return err
+	}
+	if sync != nil {
+		if err := m.placeAtStart(c, handler, sync); err != nil {
+			return err
+		}
 	}
 
 	// The runtime reports a failure on the pipe; the exec of the command
@@ -240,8 +271,10 @@ func (m *Manager) lockContainer(id string) (*Container, func(), error) {
 // pod's namespaces to start it in.
 func (m *Manager) builtinMonitorArgs(c *Container, pod *Pod) ([]string, error) {
 	args := []string{"--exec-fd", "4"}
-	for _, f := range m.opts.Cgroups.ProcsFiles(c.Cgroup) {
-		args = append(args, "--cgroup", f)
+	if !m.opts.Cgroups.CreatedAtStart() {
+		for _, f := range m.opts.Cgroups.ProcsFiles(c.Cgroup) {
+			args = append(args, "--cgroup", f)
+		}
 	}
 	for t, flag := range map[ns.Type]string{ns.User: "--userns", ns.Net: "--netns", ns.IPC: "--ipcns", ns.UTS: "--utsns"} {
 		if p, ok := pod.Namespaces[t]; ok {
@@ -269,6 +302,53 @@ func (m *Manager) builtinMonitorArgs(c *Container, pod *Pod) ([]string, error) {
 		args = append(args, "--newpid")
 	}
 	return args, nil
+}
+
+// placeAtStart makes the container's cgroup with the process the monitor
+// started in it, told by the monitor on sync, and lets the process go on
+// ('1'); a refusal ('0') makes the monitor kill it. Another runtime goes
+// into a cgroup of its own below, as with cgroupfs (CreateContainer).
+func (m *Manager) placeAtStart(c *Container, handler string, sync *os.File) (err error) {
+	reply := []byte{'0'}
+	defer func() {
+		if err == nil {
+			reply[0] = '1'
+		}
+		if _, werr := sync.Write(reply); werr != nil && err == nil {
+			err = fmt.Errorf("letting the container go on: %w", werr)
+		}
+	}()
+	_ = sync.SetReadDeadline(time.Now().Add(startTimeout))
+	line, err := bufio.NewReader(io.LimitReader(sync, 32)).ReadString('\n')
+	if err != nil {
+		return fmt.Errorf("the monitor did not say which process to put in the cgroup: %w", err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(line))
+	if err != nil || pid <= 0 {
+		return fmt.Errorf("the monitor named process %q", line)
+	}
+	spec, err := m.readSpec(c.ID)
+	if err != nil {
+		return err
+	}
+	var res *specs.LinuxResources
+	if spec.Linux != nil {
+		res = spec.Linux.Resources
+	}
+	if handler != "" && res != nil {
+		parent := *res
+		parent.Devices = append(slices.Clone(res.Devices), runcDeviceRules()...)
+		res = &parent
+	}
+	if err := m.opts.Cgroups.Create(c.Cgroup, res, pid); err != nil {
+		return fmt.Errorf("creating its cgroup: %w", err)
+	}
+	if inner := m.processCgroup(c); inner != c.Cgroup {
+		if err := m.opts.Cgroups.Create(inner, nil, pid); err != nil {
+			return fmt.Errorf("creating the runtime's cgroup: %w", err)
+		}
+	}
+	return nil
 }
 
 // readSpec reads a container's OCI spec from its bundle.

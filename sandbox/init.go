@@ -27,12 +27,9 @@ import (
 // before that closes the pipe, and the init exits: no init runs that no
 // record knows of.
 func (m *Manager) startInit(p *Pod) (err error) {
-	initCgroup, err := m.opts.Cgroups.ContainerPath(p.CgroupPath, "init")
+	initCgroup, err := m.opts.Cgroups.SandboxInitPath(p.CgroupPath, p.ID)
 	if err != nil {
 		return err
-	}
-	if err := m.opts.Cgroups.Create(initCgroup, nil); err != nil {
-		return fmt.Errorf("creating its cgroup: %w", err)
 	}
 	r, w, err := os.Pipe()
 	if err != nil {
@@ -82,8 +79,9 @@ func (m *Manager) startInit(p *Pod) (err error) {
 	if err := m.update(p, func(p *Pod) { p.Init = proc; p.Namespaces[ns.PID] = pidNS }); err != nil {
 		return err
 	}
-	if err := m.opts.Cgroups.AddProcess(initCgroup, proc.PID); err != nil {
-		return fmt.Errorf("moving it into its cgroup: %w", err)
+	// Made with the init in it: a systemd scope cannot be empty.
+	if err := m.opts.Cgroups.Create(initCgroup, nil, proc.PID); err != nil {
+		return fmt.Errorf("creating its cgroup: %w", err)
 	}
 	if userns == "" {
 		if err := ns.PinProcess(proc.PID, ns.PID, pidNS); err != nil {

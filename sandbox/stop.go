@@ -76,7 +76,7 @@ func (m *Manager) teardown(ctx context.Context, p *Pod) error {
 		// In a pod with its own user namespace what was recorded is the
 		// init's holder; the init dies with it, and whatever is left in
 		// the init's cgroup goes too.
-		if initCgroup, err := m.opts.Cgroups.ContainerPath(p.CgroupPath, "init"); err == nil {
+		if initCgroup, err := m.opts.Cgroups.SandboxInitPath(p.CgroupPath, p.ID); err == nil {
 			if err := m.killCgroup(initCgroup); err != nil {
 				return err
 			}
@@ -141,7 +141,7 @@ func (m *Manager) destroy(ctx context.Context, p *Pod) error {
 		if err := m.killCgroup(p.CgroupPath); err != nil {
 			return err
 		}
-		if initCgroup, err := m.opts.Cgroups.ContainerPath(p.CgroupPath, "init"); err == nil {
+		if initCgroup, err := m.opts.Cgroups.SandboxInitPath(p.CgroupPath, p.ID); err == nil {
 			if err := m.opts.Cgroups.Delete(initCgroup); err != nil {
 				return fmt.Errorf("removing the pod init's cgroup: %w", err)
 			}

@@ -156,6 +156,7 @@ func runDaemon(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("cgroups: %w", err)
 	}
+	defer cg.Close()
 	netw, err := network.New(network.Config{
 		ConfDir:  cfg.CNI.ConfDir,
 		BinDirs:  cfg.CNI.BinDirs,
@@ -208,7 +209,7 @@ func runDaemon(ctx context.Context, cfg Config) error {
 	g := cri.NewGRPCServer(srv)
 	served := make(chan error, 1)
 	go func() { served <- g.Serve(lis) }()
-	klog.InfoS("husk is serving the CRI", "version", version, "socket", cfg.Listen, "root", cfg.Root, "state", cfg.State)
+	klog.InfoS("husk is serving the CRI", "version", version, "socket", cfg.Listen, "root", cfg.Root, "state", cfg.State, "cgroupDriver", cfg.CgroupDriver)
 
 	select {
 	case err := <-served:

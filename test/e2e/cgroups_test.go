@@ -76,6 +76,13 @@ func e2eDriver() string {
 	return "cgroupfs"
 }
 
+// systemdHost: systemd is PID 1 on cgroup v2 alone, where the systemd
+// driver works.
+func systemdHost() bool {
+	comm, _ := os.ReadFile("/proc/1/comm")
+	return unifiedHost && strings.TrimSpace(string(comm)) == "systemd"
+}
+
 // huskCgroupRoot is where pods without a cgroup_parent go.
 func huskCgroupRoot() string {
 	if e2eDriver() == "systemd" {

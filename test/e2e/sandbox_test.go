@@ -334,7 +334,7 @@ func TestSysctls(t *testing.T) {
 
 // leaks counts what pods leave on the machine.
 type leaks struct {
-	Mounts, Veths, Leases, IPTablesRules, Cgroups, PodInits, PodDirs int
+	Mounts, Veths, Leases, IPTablesRules, Cgroups, PodInits, PodDirs, Units int
 }
 
 func countLeaks(t testing.TB, d *daemon) leaks {
@@ -366,6 +366,15 @@ func countLeaks(t testing.TB, d *daemon) leaks {
 			if strings.HasPrefix(line, "-A ") && !strings.Contains(line, "HUSK-MASQ-") {
 				l.IPTablesRules++
 			}
+		}
+	}
+	if systemdHost() {
+		// The systemd driver's units, loaded in any state (a failed one
+		// would keep its name taken).
+		out, _ := exec.Command("systemctl", "list-units", "--all", "--plain", "--no-legend", "husk-*", "*-husk_*").Output()
+		l.Units = len(strings.Split(strings.TrimSpace(string(out)), "\n"))
+		if strings.TrimSpace(string(out)) == "" {
+			l.Units = 0
 		}
 	}
 	cgs, _ := os.ReadDir(huskCgroupRoot())
@@ -529,6 +538,20 @@ func TestSecondRunWithSameMetadataWaitsForTheFirst(t *testing.T) {
 
 func TestRuntimeConfigReportsTheCgroupDriver(t *testing.T) {
 	for _, driver := range []string{"cgroupfs", "systemd"} {
+		if driver == "systemd" && !systemdHost() {
+			// Refused at start, saying why, rather than at the first pod.
+			dir := t.TempDir()
+			out, err := exec.Command(huskBin, "serve", "--cgroup-driver", "systemd", "--root", filepath.Join(dir, "root"),
+				"--state", filepath.Join(dir, "state"), "--listen", filepath.Join(dir, "husk.sock")).CombinedOutput()
+			want := "needs systemd as PID 1"
+			if !unifiedHost {
+				want = "cgroup v2 alone"
+			}
+			if err == nil || !strings.Contains(string(out), want) {
+				t.Errorf("husk serve --cgroup-driver systemd without systemd on v2: %v\n%s\nwant a refusal saying %q", err, out, want)
+			}
+			continue
+		}
 		d := newDaemon(t, "", "--cgroup-driver", driver)
 		resp, err := d.runtime.RuntimeConfig(context.Background(), &runtimeapi.RuntimeConfigRequest{})
 		if err != nil {
@@ -867,41 +890,46 @@ func TestBadBandwidthAnnotationIsInvalid(t *testing.T) {
 	}
 }
 
-// With the systemd driver, kubelet's slice names are expanded the way
-// systemd lays them out, and the pod gets a scope under its slice.
+// With the systemd driver the pod is a transient slice in kubelet's pod
+// slice, its init a scope in it, and systemd made both (they are units);
+// removing the pod stops them.
 func TestSystemdDriverPodCgroup(t *testing.T) {
+	if !systemdHost() {
+		t.Skip("needs systemd as PID 1 on cgroup v2 alone: make vm-test runs this in such a guest")
+	}
 	d, _ := newPodDaemon(t, "--cgroup-driver", "systemd")
 	uid := fmt.Sprintf("e2e%d", rand.IntN(1_000_000))
+	kubelet := "kubepods-besteffort-pod" + uid + ".slice"
 	cfg := podConfig("slice")
-	cfg.Linux.CgroupParent = "kubepods-besteffort-pod" + uid + ".slice"
+	cfg.Linux.CgroupParent = kubelet
+	// A pod whose containers share its PID namespace has an init.
+	cfg.Linux.SecurityContext.NamespaceOptions.Pid = runtimeapi.NamespaceMode_POD
 	t.Cleanup(func() {
-		// kubelet makes and removes the slices; here the test does.
-		for _, root := range []string{"/sys/fs/cgroup"} {
-			dirs, _ := os.ReadDir(root)
-			for _, p := range []string{"/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod" + uid + ".slice", "/kubepods.slice/kubepods-besteffort.slice", "/kubepods.slice"} {
-				_ = os.Remove(filepath.Join(root, p))
-				for _, e := range dirs {
-					_ = os.Remove(filepath.Join(root, e.Name(), p))
-				}
-			}
-		}
+		// kubelet makes and removes its slices; here the test does.
+		_ = exec.Command("systemctl", "stop", kubelet).Run()
 	})
 	id := runPod(t, d, cfg)
 	_, info := podStatus(t, d, id)
-	want := "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod" + uid + ".slice/husk-" + id + ".scope"
+	podUnit := "kubepods-besteffort-pod" + uid + "-husk_" + id + ".slice"
+	want := "/kubepods.slice/kubepods-besteffort.slice/" + kubelet + "/" + podUnit
 	if info.CgroupPath != want {
 		t.Fatalf("pod cgroup %s, want %s", info.CgroupPath, want)
 	}
-	// The pids hierarchy on cgroup v1, the only one on v2.
-	hier := "/sys/fs/cgroup/pids"
-	if _, err := os.Stat(hier); err != nil {
-		hier = "/sys/fs/cgroup"
+	initUnit := "husk-" + id + ".scope"
+	for _, unit := range []string{podUnit, initUnit} {
+		if out, err := exec.Command("systemctl", "is-active", unit).CombinedOutput(); err != nil {
+			t.Errorf("%s: %v %s", unit, err, out)
+		}
 	}
-	if _, err := os.Stat(filepath.Join(hier, want)); err != nil {
-		t.Errorf("pod cgroup not made: %v", err)
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", info.Init.PID)); err != nil || strings.TrimSpace(string(b)) != "0::"+want+"/"+initUnit {
+		t.Errorf("pod init in %q (%v), want %s/%s", b, err, want, initUnit)
 	}
 	removePod(t, d, id)
-	if _, err := os.Stat(filepath.Join(hier, want)); !os.IsNotExist(err) {
+	if _, err := os.Stat(cgroupDir(want)); !os.IsNotExist(err) {
 		t.Errorf("pod cgroup left: %v", err)
+	}
+	out, _ := exec.Command("systemctl", "list-units", "--all", "--no-legend", podUnit, initUnit).Output()
+	if strings.TrimSpace(string(out)) != "" {
+		t.Errorf("units left after removal:\n%s", out)
 	}
 }

@@ -4,10 +4,11 @@
 //
 // A cgroup is named by its path inside the hierarchy ("/kubepods/pod1/abc"),
 // the same form /proc/<pid>/cgroup shows; on v1 the same path exists in every
-// mounted hierarchy. Both kubelet cgroup drivers are supported. There is no
-// systemd to talk to on every host husk runs on, so for the systemd driver the
-// slice names kubelet passes are expanded to the directories systemd would use
-// and the directories are made directly (see PodPath).
+// mounted hierarchy. Both kubelet cgroup drivers are supported. With the
+// systemd driver (cgroup v2 only) every pod is a transient slice and every
+// container a transient scope with delegation, made through systemd's D-Bus
+// API as runc does: systemd owns the tree it manages, and husk writes files
+// only below the units it made (see systemd.go).
 package cgroups
 
 import (
@@ -84,6 +85,9 @@ type Manager struct {
 	// distinct hierarchy roots (co-mounted controllers share one).
 	v1Subsystems []cgroup1.Subsystem
 	v1Roots      []v1Root
+
+	// The systemd driver's connection to systemd.
+	sd *systemd
 }
 
 type v1Root struct {
@@ -153,8 +157,43 @@ func New(driver Driver, opts ...Option) (*Manager, error) {
 	default:
 		return nil, fmt.Errorf("%w: no cgroup filesystem is mounted", errdefs.ErrUnavailable)
 	}
+	if driver == Systemd {
+		// Kubernetes runs the systemd driver on cgroup v2 alone (kubelet
+		// refuses v1 by default since 1.35).
+		if !m.unified {
+			return nil, fmt.Errorf("%w: the systemd cgroup driver needs a host on cgroup v2 alone (this one runs v1); use cgroupfs", errdefs.ErrUnavailable)
+		}
+		sd, err := connectSystemd()
+		if err != nil {
+			return nil, err
+		}
+		m.sd = sd
+	}
 	return m, nil
 }
+
+// Close lets go of the connection to systemd, if any.
+func (m *Manager) Close() {
+	if m.sd != nil {
+		m.sd.conn.Close()
+	}
+}
+
+// Check refuses what Create would refuse of res before the kernel sees it
+// (a memory+swap limit below the memory limit, for one); the kernel's own
+// refusals come only from Create.
+func (m *Manager) Check(res *specs.LinuxResources) error {
+	if !m.unified {
+		return nil
+	}
+	_, err := toV2(res)
+	return err
+}
+
+// CreatedAtStart reports whether a container's cgroup is made when it
+// starts, with its first process (Create with a pid), rather than when it
+// is created: a systemd scope cannot exist without a process.
+func (m *Manager) CreatedAtStart() bool { return m.sd != nil }
 
 // Driver returns the cgroup driver the Manager was made for.
 func (m *Manager) Driver() Driver { return m.driver }
@@ -217,12 +256,31 @@ func (m *Manager) missingTops(path string) []string {
 
 // Create makes the cgroup (in every v1 hierarchy; on v2 enabling in its
 // ancestors the controllers the resources need, plus cpu, memory, io and pids
-// when offered so that Stats has numbers) and applies res, which may be nil.
-// Creating an existing cgroup applies res again. On failure everything Create
-// made is removed; a cgroup that existed before is left as it was.
-func (m *Manager) Create(path string, res *specs.LinuxResources) (err error) {
+// when offered so that Stats has numbers), moves pids into it and applies
+// res, which may be nil. Creating an existing cgroup applies res again. On
+// failure everything Create made is removed; a cgroup that existed before is
+// left as it was.
+//
+// With the systemd driver a path ending in ".slice" is made as a transient
+// slice and one ending in ".scope" as a transient scope in the slice above
+// it, delegated to husk; a scope starts with its processes, so pids must
+// name at least one, and they are in it before res is applied (the caller
+// holds them until Create returns). Other paths are plain directories, made
+// only inside a delegated scope.
+func (m *Manager) Create(path string, res *specs.LinuxResources, pids ...int) (err error) {
 	if err := checkPath(path); err != nil {
 		return err
+	}
+	for _, pid := range pids {
+		if pid <= 0 {
+			return fmt.Errorf("%w: pid %d", errdefs.ErrInvalidArgument, pid)
+		}
+	}
+	if m.sd != nil {
+		if err := m.createSystemd(path, res, pids); err != nil {
+			return fmt.Errorf("create cgroup %s: %w", path, refusal(err))
+		}
+		return nil
 	}
 	created := m.missingTops(path)
 	defer func() {
@@ -242,6 +300,11 @@ func (m *Manager) Create(path string, res *specs.LinuxResources) (err error) {
 	}
 	if err != nil {
 		return fmt.Errorf("create cgroup %s: %w", path, refusal(err))
+	}
+	for _, pid := range pids {
+		if err := m.AddProcess(path, pid); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -275,9 +338,15 @@ func (m *Manager) Update(path string, res *specs.LinuxResources) error {
 		return nil
 	}
 	var err error
-	if m.unified {
+	if unit := unitOf(path); m.sd != nil && unit != "" {
+		var r *v2Resources
+		if r, err = toV2(res); err == nil {
+			err = m.sd.setProperties(unit, unitProperties(r))
+		}
+	}
+	if err == nil && m.unified {
 		err = m.applyV2(path, res, false)
-	} else {
+	} else if err == nil {
 		err = m.applyV1(path, res)
 	}
 	if err != nil {
@@ -355,6 +424,13 @@ func (m *Manager) Delete(path string) error {
 	}
 	if len(pids) > 0 {
 		return fmt.Errorf("%w: delete cgroup %s: %d processes still in it (%v)", errdefs.ErrFailedPrecondition, path, len(pids), pids)
+	}
+	if unit := unitOf(path); m.sd != nil && unit != "" {
+		// systemd removes the cgroups of the units it stops; what is left
+		// (directories made inside a delegated scope) goes below.
+		if err := m.sd.stop(unit); err != nil {
+			return fmt.Errorf("delete cgroup %s: %w", path, err)
+		}
 	}
 	var errs []error
 	for _, dir := range m.dirs(path) {

@@ -13,36 +13,43 @@ import (
 //
 // With the cgroupfs driver parent is an absolute cgroup path
 // ("/kubepods/burstable/pod<uid>") and the child is "<sandboxID>". With the
-// systemd driver parent is a slice unit ("kubepods-burstable-pod<uid>.slice"),
-// expanded as systemd lays slices out ("/kubepods.slice/kubepods-burstable.slice/
-// kubepods-burstable-pod<uid>.slice"), and the child is "husk-<sandboxID>.scope".
-// An empty parent means "/husk" or "husk.slice".
+// systemd driver parent is a slice unit ("kubepods-burstable-pod<uid>.slice")
+// and the pod is a slice in it, "kubepods-burstable-pod<uid>-husk_<sandboxID>
+// .slice", at the path systemd gives it ("/kubepods.slice/kubepods-burstable
+// .slice/kubepods-burstable-pod<uid>.slice/kubepods-burstable-pod<uid>-husk_
+// <sandboxID>.slice"). An empty parent means "/husk" or "husk.slice".
 //
 // Containers' cgroups are children of the pod's (ContainerPath), so on
 // cgroup v2 no process may live in the pod cgroup itself: v2 refuses to give
-// controllers to the children of a cgroup that holds processes. A process
-// the sandbox itself needs belongs in a child cgroup of its own.
+// controllers to the children of a cgroup that holds processes. The
+// sandbox's own process has a child cgroup of its own (SandboxInitPath).
 //
 // A parent that does not fit the driver (relative or ".." paths, malformed
 // slice names, a slice given to cgroupfs or a path given to systemd) and bad
 // IDs are errors wrapping errdefs.ErrInvalidArgument that name the value.
 func (m *Manager) PodPath(parent, sandboxID string) (string, error) {
-	var (
-		base string
-		err  error
-	)
-	switch m.driver {
-	case Systemd:
+	if m.driver == Systemd {
 		if parent == "" {
 			parent = defaultSystemdParent
 		}
-		base, err = SliceToPath(parent)
-	default:
-		if parent == "" {
-			parent = defaultCgroupfsParent
+		if _, err := SliceToPath(parent); err != nil {
+			return "", err
 		}
-		base, err = cgroupfsParent(parent)
+		if _, err := m.childName("sandbox", sandboxID); err != nil {
+			return "", err
+		}
+		// A dash in a slice's name opens a nested slice: the ID's are
+		// escaped as systemd-escape does.
+		name := "husk_" + strings.ReplaceAll(sandboxID, "-", `\x2d`) + ".slice"
+		if parent != "-.slice" {
+			name = strings.TrimSuffix(parent, ".slice") + "-" + name
+		}
+		return SliceToPath(name)
 	}
+	if parent == "" {
+		parent = defaultCgroupfsParent
+	}
+	base, err := cgroupfsParent(parent)
 	if err != nil {
 		return "", err
 	}
@@ -51,6 +58,17 @@ func (m *Manager) PodPath(parent, sandboxID string) (string, error) {
 		return "", err
 	}
 	return path.Join(base, child), nil
+}
+
+// SandboxInitPath returns the cgroup of a pod sandbox's own process (its
+// init, which holds the namespaces): "init" below podPath, or with the
+// systemd driver the scope "husk-<sandboxID>.scope" in the pod's slice
+// (scope names are unique on the host).
+func (m *Manager) SandboxInitPath(podPath, sandboxID string) (string, error) {
+	if m.driver == Systemd {
+		return m.ContainerPath(podPath, sandboxID)
+	}
+	return m.ContainerPath(podPath, "init")
 }
 
 // ContainerPath returns the cgroup of a container: a child of podPath (what

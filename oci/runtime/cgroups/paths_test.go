@@ -33,17 +33,18 @@ func TestPodPath(t *testing.T) {
 		{Cgroupfs, "/kubepods", "tasks", "", `"tasks"`},
 		{Cgroupfs, "/kubepods", "-x", "", `"-x"`},
 
-		// systemd: slices expanded as systemd does, children husk-<id>.scope
-		{Systemd, "kubepods-burstable-pod123.slice", "sb1", "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod123.slice/husk-sb1.scope", ""},
-		{Systemd, "kubepods.slice", "sb1", "/kubepods.slice/husk-sb1.scope", ""},
-		{Systemd, "a-b-c.slice", "x", "/a.slice/a-b.slice/a-b-c.slice/husk-x.scope", ""},
-		{Systemd, "", "sb1", "/husk.slice/husk-sb1.scope", ""},
-		{Systemd, "-.slice", "sb1", "/husk-sb1.scope", ""},
-		{Systemd, "kubepods-pod1_2_3.slice", "sb-1", "/kubepods.slice/kubepods-pod1_2_3.slice/husk-sb-1.scope", ""},
+		// systemd: the pod is a slice in kubelet's, laid out as systemd does
+		{Systemd, "kubepods-burstable-pod123.slice", "sb1", "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod123.slice/kubepods-burstable-pod123-husk_sb1.slice", ""},
+		{Systemd, "kubepods.slice", "sb1", "/kubepods.slice/kubepods-husk_sb1.slice", ""},
+		{Systemd, "a-b-c.slice", "x", "/a.slice/a-b.slice/a-b-c.slice/a-b-c-husk_x.slice", ""},
+		{Systemd, "", "sb1", "/husk.slice/husk-husk_sb1.slice", ""},
+		{Systemd, "-.slice", "sb1", "/husk_sb1.slice", ""},
+		// a dash in the ID would open a slice: escaped as systemd-escape does
+		{Systemd, "kubepods-pod1_2_3.slice", "sb-1", `/kubepods.slice/kubepods-pod1_2_3.slice/kubepods-pod1_2_3-husk_sb\x2d1.slice`, ""},
 		// systemd's cg_escape: names that look like control files get "_"
-		{Systemd, "cpu.slice", "x", "/_cpu.slice/husk-x.scope", ""},
-		{Systemd, "cpu-a.slice", "x", "/_cpu.slice/cpu-a.slice/husk-x.scope", ""},
-		{Systemd, "_a.slice", "x", "/__a.slice/husk-x.scope", ""},
+		{Systemd, "cpu.slice", "x", "/_cpu.slice/cpu-husk_x.slice", ""},
+		{Systemd, "_a.slice", "x", "/__a.slice/__a-husk_x.slice", ""},
+		{Systemd, strings.Repeat("a", 245) + ".slice", "sb1", "", "longer than 255"},
 		{Systemd, "/kubepods/burstable", "sb1", "", "is a path, but the cgroup driver is systemd"},
 		{Systemd, "kubepods", "sb1", "", `"kubepods"`},
 		{Systemd, "kubepods.scope", "sb1", "", `"kubepods.scope"`},
@@ -79,7 +80,7 @@ func TestContainerPath(t *testing.T) {
 		errContains string
 	}{
 		{Cgroupfs, "/kubepods/pod1/sb1", "c1", "/kubepods/pod1/sb1/c1", ""},
-		{Systemd, "/kubepods.slice/kubepods-pod1.slice/husk-sb1.scope", "c1", "/kubepods.slice/kubepods-pod1.slice/husk-sb1.scope/husk-c1.scope", ""},
+		{Systemd, "/kubepods.slice/kubepods-pod1.slice/kubepods-pod1-husk_sb1.slice", "c1", "/kubepods.slice/kubepods-pod1.slice/kubepods-pod1-husk_sb1.slice/husk-c1.scope", ""},
 		{Cgroupfs, "kubepods/pod1", "c1", "", `"kubepods/pod1"`},
 		{Cgroupfs, "/", "c1", "", `"/"`},
 		{Cgroupfs, "/a/../b", "c1", "", `"/a/../b"`},

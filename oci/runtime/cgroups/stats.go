@@ -110,6 +110,10 @@ func (m *Manager) Stats(path string) (*Stats, error) {
 	} else {
 		st, inactiveFile, err = m.statsV1(path)
 	}
+	if gone(err) && !m.Exists(path) {
+		// Removed while it was read (systemd removes an ended scope's).
+		return nil, fmt.Errorf("%w: cgroup %s", errdefs.ErrNotFound, path)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("stats of cgroup %s: %w", path, err)
 	}

@@ -160,16 +160,27 @@ func (m *Manager) addProcessV2(path string, pid int) error {
 	return cg.AddProc(uint64(pid))
 }
 
+// gone: what reading a cgroup's files answers once it is removed, ENOENT
+// for the files, ENODEV for one opened before.
+func gone(err error) bool {
+	return errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ENODEV)
+}
+
 func (m *Manager) pidsV2(path string) ([]int, error) {
 	cg, err := m.loadV2(path)
 	if err != nil {
 		return nil, err
 	}
 	procs, err := cg.Procs(true)
-	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
+	// A child removed during the walk (systemd removes the cgroup of a
+	// scope whose processes ended) is not the cgroup gone: walk again.
+	for try := 0; gone(err) && try < 10; try++ {
+		if _, serr := os.Stat(filepath.Join(m.mountpoint, path)); serr != nil {
 			return nil, fmt.Errorf("%w: cgroup %s", errdefs.ErrNotFound, path)
 		}
+		procs, err = cg.Procs(true)
+	}
+	if err != nil {
 		return nil, err
 	}
 	pids := make([]int, 0, len(procs))

@@ -8,7 +8,7 @@
 //
 //   husk-runtime monitor --state DIR [--log-dir DIR] --log FILE [--oom FILE] [--oom-score-adj N] [--userns F] [--netns F]
 //                [--ipcns F] [--utsns F] [--pidns F | --newpid] [--tty] [--stdin [--stdin-once]]
-//                [--exec-fd N] [--cgroup PROCS_FILE ...] -- PROGRAM ARGS...
+//                [--exec-fd N] [--cgroup PROCS_FILE ... | --cgroup-sync FD] -- PROGRAM ARGS...
 //
 // It joins the pod's namespaces given (files of pinned namespaces), then
 // starts PROGRAM in a new mount namespace and, with --newpid, a new PID
@@ -21,7 +21,13 @@
 // With --cgroup it moves the program into the container's cgroup (a pid
 // written to each cgroup.procs file) while the program sets the container
 // up, and tells it on descriptor 5 when that is done; --oom-score-adj is
-// set for the program before that.
+// set for the program before that. With --cgroup-sync the daemon places it
+// instead (the systemd driver makes a scope with the process in it): the
+// monitor writes the program's pid and a newline on FD and waits for '1'
+// before letting it go; another runtime (no --exec-fd) waits for that
+// before it is exec'd. With --oom naming a cgroup v2 memory.events file the
+// monitor also counts OOM kills as they happen (POLLPRI), since systemd
+// removes a scope's cgroup once the scope's processes are gone.
 //
 // In DIR it writes "pid" (pid and start time, once the program runs) and
 // "exit" (exit code, finish time in ns, OOM kill 0/1) when it ends. Log
@@ -233,6 +239,18 @@ static int oom_kills(const char *file) {
 	char buf[4096];
 	if (!read_small(file, buf, sizeof buf))
 		return 0;
+	char *p = strstr(buf, "oom_kill ");
+	return p ? atoi(p + strlen("oom_kill ")) : 0;
+}
+
+// oom_kills_fd reads the oom_kill count of an open memory.events file from
+// its start; -1 when it cannot (the file of a removed cgroup reads ENODEV).
+static int oom_kills_fd(int fd) {
+	char buf[4096];
+	ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+	if (n <= 0)
+		return -1;
+	buf[n] = 0;
 	char *p = strstr(buf, "oom_kill ");
 	return p ? atoi(p + strlen("oom_kill ")) : 0;
 }
@@ -538,14 +556,15 @@ __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 		{"cgroup", required_argument, 0, 'c'}, {"stdin", no_argument, 0, 'I'},
 		{"stdin-once", no_argument, 0, 'O'},  {"userns", required_argument, 0, 'U'},
 		{"oom-score-adj", required_argument, 0, 'A'}, {"oom-notify", no_argument, 0, 'N'},
-		{"runtime-pid-file", required_argument, 0, 'R'}, {0, 0, 0, 0}};
+		{"runtime-pid-file", required_argument, 0, 'R'}, {"cgroup-sync", required_argument, 0, 'S'},
+		{0, 0, 0, 0}};
 	const char *cgroups[64];
 	int ncgroups = 0;
 	const char *state = NULL, *oom = NULL, *netns = NULL, *ipcns = NULL, *utsns = NULL, *pidns = NULL,
 		   *userns = NULL;
 	int newpid = 0, tty = 0, exec_fd = -1, with_stdin = 0;
 	const char *oom_score_adj = NULL;
-	int oom_notify = 0;
+	int oom_notify = 0, cgroup_sync = -1;
 	const char *runtime_pid_file = NULL;
 	optind = 2;
 	for (int c; (c = getopt_long(argc, argv, "", opts, NULL)) != -1;) {
@@ -567,6 +586,7 @@ __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 		case 'I': with_stdin = 1; break;
 		case 'O': stdin_once = 1; break;
 		case 'e': exec_fd = atoi(optarg); break;
+		case 'S': cgroup_sync = atoi(optarg); break;
 		case 'c':
 			if (ncgroups < 64)
 				cgroups[ncgroups++] = optarg;
@@ -574,8 +594,11 @@ __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 		default: _exit(2);
 		}
 	}
-	if (state == NULL || log_path == NULL || optind >= argc)
+	if (state == NULL || log_path == NULL || optind >= argc || (cgroup_sync >= 0 && ncgroups > 0))
 		_exit(2);
+	if (cgroup_sync >= 0)
+		fcntl(cgroup_sync, F_SETFD, FD_CLOEXEC);
+	int placed = ncgroups > 0 || cgroup_sync >= 0;
 	char **prog = argv + optind;
 
 	open_log();
@@ -628,7 +651,7 @@ __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 	}
 
 	int ready[2] = {-1, -1};
-	if (ncgroups > 0 && pipe2(ready, O_CLOEXEC) != 0)
+	if (placed && pipe2(ready, O_CLOEXEC) != 0)
 		die("pipe");
 
 	// The PID namespace is joined for the child: the monitor stays where
@@ -663,10 +686,19 @@ __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 		signal(SIGPIPE, SIG_DFL);
 		sigprocmask(SIG_UNBLOCK, &set, NULL);
 		int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
-		if (ncgroups > 0) {
+		if (placed && exec_fd >= 0) {
 			// Without O_CLOEXEC: the runtime reads it, then closes it.
 			dup2(ready[0], 5);
 			setenv("HUSK_CGROUP_FD", "5", 1);
+		} else if (placed) {
+			// Another runtime is exec'd in its cgroup, or not at all.
+			char go = 0;
+			ssize_t got;
+			while ((got = read(ready[0], &go, 1)) < 0 && errno == EINTR)
+				;
+			if (got != 1 || go != '1')
+				_exit(1);
+			close(ready[0]);
 		}
 		if (console[1] >= 0) {
 			// Without O_CLOEXEC: the runtime sends the terminal on it.
@@ -711,8 +743,21 @@ __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 		}
 		close(fd);
 	}
-	if (ncgroups > 0) {
+	if (placed) {
 		close(ready[0]);
+		if (cgroup_sync >= 0) {
+			// The daemon says why it refused on its own channel.
+			char go = 0;
+			ssize_t got = -1;
+			if (dprintf(cgroup_sync, "%d\n", child) > 0)
+				while ((got = read(cgroup_sync, &go, 1)) < 0 && errno == EINTR)
+					;
+			close(cgroup_sync);
+			if (got != 1 || go != '1') {
+				kill(child, SIGKILL);
+				_exit(1);
+			}
+		}
 		for (int i = 0; i < ncgroups; i++) {
 			int fd = open(cgroups[i], O_WRONLY | O_CLOEXEC);
 			if (fd < 0 || dprintf(fd, "%d", child) < 0) {
@@ -724,6 +769,16 @@ __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 		}
 		write_all(ready[1], "1", 1);
 		close(ready[1]);
+	}
+	// cgroup v2 signals a change of memory.events with POLLPRI: the kills
+	// are counted while the cgroup exists.
+	int events_fd = -1, oom_counted = 0;
+	if (oom != NULL && strlen(oom) >= strlen("/memory.events") &&
+	    strcmp(oom + strlen(oom) - strlen("/memory.events"), "/memory.events") == 0) {
+		events_fd = open(oom, O_RDONLY | O_CLOEXEC);
+		oom_counted = events_fd >= 0 ? oom_kills_fd(events_fd) : 0;
+		if (oom_counted < 0)
+			oom_counted = 0;
 	}
 	// Attach is possible from the moment StartContainer returns.
 	int lfd = listen_attach(state);
@@ -761,7 +816,7 @@ __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 	int status = 0, exited = 0;
 	struct timespec finished = {0}, drain_until = {0};
 	while (open_streams > 0 || !exited) {
-		struct pollfd pfd[6 + MAX_CLIENTS] = {{.fd = sfd, .events = POLLIN}};
+		struct pollfd pfd[7 + MAX_CLIENTS] = {{.fd = sfd, .events = POLLIN}};
 		int n = 1;
 		for (int i = 0; i < 2; i++)
 			if (streams[i].fd >= 0)
@@ -777,10 +832,14 @@ __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 			plisten = n;
 			pfd[n++] = (struct pollfd){.fd = lfd, .events = POLLIN};
 		}
-		int poom = -1;
+		int poom = -1, pevents = -1;
 		if (oom_efd >= 0) {
 			poom = n;
 			pfd[n++] = (struct pollfd){.fd = oom_efd, .events = POLLIN};
+		}
+		if (events_fd >= 0) {
+			pevents = n;
+			pfd[n++] = (struct pollfd){.fd = events_fd, .events = POLLPRI};
 		}
 		pclients = n;
 		for (int i = 0; i < nclients; i++)
@@ -845,6 +904,17 @@ __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 			if (read(oom_efd, &events, sizeof events) == sizeof events && events > 0)
 				oom_seen = 1;
 		}
+		if (pevents >= 0 && pfd[pevents].revents) {
+			// kernfs says POLLPRI|POLLERR for a change, and for ever
+			// once the cgroup is removed: then the read fails.
+			int k = oom_kills_fd(events_fd);
+			if (k > oom_counted)
+				oom_counted = k;
+			if (k < 0) {
+				close(events_fd);
+				events_fd = -1;
+			}
+		}
 		if (pin >= 0 && pfd[pin].revents)
 			write_pending();
 		if (plisten >= 0 && (pfd[plisten].revents & POLLIN))
@@ -883,7 +953,9 @@ __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 		 // child of it killed while it went on and ended otherwise (exit 0)
 		 // is not; the counter is the cgroup's, so SIGKILL must be how
 		 // the process died.
-		 code == 128 + SIGKILL && (oom_kills(oom) > 0 || oom_seen || oom_pending(oom_efd)));
+		 code == 128 + SIGKILL &&
+			 (oom_kills(oom) > 0 || (events_fd >= 0 && oom_kills_fd(events_fd) > 0) || oom_counted > 0 || oom_seen ||
+			  oom_pending(oom_efd)));
 	write_file(state, "exit", buf);
 	// Only now do attached clients see their end of file: the exit is
 	// recorded, which tells the daemon the container ended rather than
