@@ -20,6 +20,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/husk-runtime/husk/network/ns"
+	"github.com/husk-runtime/husk/oci/runtime/apparmor"
 	"github.com/husk-runtime/husk/oci/runtime/spec"
 )
 
@@ -229,6 +230,7 @@ func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg *runtim
 		// containerd; v1 has the bind mounts of the runtime instead.
 		CgroupNamespace: m.opts.Cgroups.Unified(),
 		ImageVolumes:    vols,
+		AppArmor:        m.opts.AppArmor,
 	}
 	if userns != nil {
 		in.UserNamespace, in.UIDMappings, in.GIDMappings = userns.path, userns.uids, userns.gids
@@ -250,6 +252,11 @@ func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg *runtim
 	s, err := spec.Generate(in)
 	if err != nil {
 		return "", err
+	}
+	if p := s.Process.ApparmorProfile; p != "" {
+		if err := apparmor.Ensure(p); err != nil {
+			return "", fmt.Errorf("linux.security_context.apparmor: %w", err)
+		}
 	}
 	s.Root.Path = m.rootfsDir(id)
 	if s.Process.OOMScoreAdj != nil {

@@ -38,6 +38,9 @@ type Options struct {
 	// Runtimes are the runtime handlers (RuntimeClass) run by another
 	// runtime than husk's own: a runc-compatible binary by handler name.
 	Runtimes map[string]string
+	// AppArmor: the host enforces AppArmor (oci/runtime/apparmor.Enabled),
+	// and containers run under a profile.
+	AppArmor bool
 }
 
 // Manager keeps every pod. It is safe for concurrent use; calls on one pod

@@ -23,6 +23,7 @@ import (
 	"github.com/husk-runtime/husk/cri"
 	"github.com/husk-runtime/husk/network"
 	"github.com/husk-runtime/husk/oci/image"
+	"github.com/husk-runtime/husk/oci/runtime/apparmor"
 	"github.com/husk-runtime/husk/oci/runtime/cgroups"
 	"github.com/husk-runtime/husk/oci/runtime/linux"
 	"github.com/husk-runtime/husk/sandbox"
@@ -174,6 +175,7 @@ func runDaemon(ctx context.Context, cfg Config) error {
 		Images:  images,
 
 		Runtimes: runtimePaths(cfg.Runtimes),
+		AppArmor: apparmor.Enabled(),
 	})
 	if err != nil {
 		return fmt.Errorf("restoring pods: %w", err)
@@ -209,7 +211,7 @@ func runDaemon(ctx context.Context, cfg Config) error {
 	g := cri.NewGRPCServer(srv)
 	served := make(chan error, 1)
 	go func() { served <- g.Serve(lis) }()
-	klog.InfoS("husk is serving the CRI", "version", version, "socket", cfg.Listen, "root", cfg.Root, "state", cfg.State, "cgroupDriver", cfg.CgroupDriver)
+	klog.InfoS("husk is serving the CRI", "version", version, "socket", cfg.Listen, "root", cfg.Root, "state", cfg.State, "cgroupDriver", cfg.CgroupDriver, "apparmor", apparmor.Enabled())
 
 	select {
 	case err := <-served:

@@ -118,7 +118,8 @@ func initContainer(bundle string) error {
 // process, its first or one ExecSync starts: no descriptor of the host
 // reaches the container (all but 0, 1 and 2 close on exec; close_range
 // needs no /proc, which a mount could hide), and the process takes the
-// container's seccomp filter, user, capabilities and no_new_privs.
+// container's AppArmor profile, seccomp filter, user, capabilities and
+// no_new_privs.
 //
 // The kernel takes a seccomp filter only from a process with no_new_privs
 // or CAP_SYS_ADMIN. With no_new_privs the filter comes last, after the
@@ -127,6 +128,10 @@ func initContainer(bundle string) error {
 func becomeContainerProcess(spec *specs.Spec) error {
 	if err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
 		return fmt.Errorf("close_range: %w", err)
+	}
+	// Before no_new_privs and the seccomp filter, which may forbid it.
+	if err := applyAppArmor(spec.Process.ApparmorProfile); err != nil {
+		return err
 	}
 	if !spec.Process.NoNewPrivileges {
 		if err := loadSeccomp(spec.Linux.Seccomp); err != nil {

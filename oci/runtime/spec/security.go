@@ -7,10 +7,13 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/containerd/errdefs"
 	"github.com/moby/profiles/seccomp"
 	"github.com/moby/sys/capability"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/husk-runtime/husk/oci/runtime/apparmor"
 )
 
 // DefaultCapabilities is the set of Docker and containerd: what most images
@@ -206,4 +209,60 @@ func seccompProfile(sc *runtimeapi.LinuxContainerSecurityContext, s *specs.Spec)
 		return nil, invalid(field, "loading profile %s: %v", ref, err)
 	}
 	return prof, nil
+}
+
+// apparmorProfile is the AppArmor profile the container's process runs
+// under, "" for none. CRI: unset and runtime/default are the runtime's
+// default profile (a privileged container runs unconfined unless it names
+// a profile of the node); a Localhost profile is named by localhost_ref,
+// with or without the "localhost/" of the older field. A host without
+// AppArmor runs containers unconfined, and cannot run one that names a
+// profile of its own.
+func apparmorProfile(sc *runtimeapi.LinuxContainerSecurityContext, enabled bool) (string, error) {
+	field := scField + "apparmor"
+	kind, ref := "", ""
+	if p := sc.GetApparmor(); p != nil {
+		switch p.GetProfileType() {
+		case runtimeapi.SecurityProfile_RuntimeDefault:
+			kind = "runtime/default"
+		case runtimeapi.SecurityProfile_Unconfined:
+			kind = "unconfined"
+		case runtimeapi.SecurityProfile_Localhost:
+			kind, ref = "localhost", strings.TrimPrefix(p.GetLocalhostRef(), "localhost/")
+			field += ".localhost_ref"
+		default:
+			return "", invalid(field+".profile_type", "unknown profile type %v", p.GetProfileType())
+		}
+	} else if name := sc.GetApparmorProfile(); name != "" { //nolint:staticcheck // older kubelets still send it
+		field = scField + "apparmor_profile"
+		switch {
+		case name == "runtime/default":
+			kind = "runtime/default"
+		case name == "unconfined":
+			kind = "unconfined"
+		case strings.HasPrefix(name, "localhost/"):
+			kind, ref = "localhost", strings.TrimPrefix(name, "localhost/")
+		default:
+			return "", invalid(field, "unknown profile %q (want runtime/default, unconfined or localhost/<name>)", name)
+		}
+	}
+	switch kind {
+	case "unconfined":
+		return "", nil
+	case "", "runtime/default":
+		if !enabled || sc.GetPrivileged() {
+			return "", nil
+		}
+		return apparmor.DefaultProfile, nil
+	}
+	// A profile name is one token of the policy language: no blanks or
+	// control characters, which would also end the "exec NAME" the
+	// runtime writes to the kernel.
+	if ref == "" || strings.ContainsFunc(ref, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
+		return "", invalid(field, "%q is not an AppArmor profile name", ref)
+	}
+	if !enabled {
+		return "", fmt.Errorf("%s: profile %q: AppArmor is not enabled on this node: %w", field, ref, errdefs.ErrFailedPrecondition)
+	}
+	return ref, nil
 }

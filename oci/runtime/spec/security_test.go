@@ -481,3 +481,43 @@ func TestIDMappedMounts(t *testing.T) {
 		})
 	}
 }
+
+func TestAppArmorProfile(t *testing.T) {
+	prof := func(t runtimeapi.SecurityProfile_ProfileType, ref string) *runtimeapi.SecurityProfile {
+		return &runtimeapi.SecurityProfile{ProfileType: t, LocalhostRef: ref}
+	}
+	for _, tc := range []struct {
+		name    string
+		sc      *runtimeapi.LinuxContainerSecurityContext
+		enabled bool
+		want    string
+		code    func(error) bool // nil: no error
+	}{
+		{"unset is the default", &runtimeapi.LinuxContainerSecurityContext{}, true, "husk-default", nil},
+		{"runtime/default", &runtimeapi.LinuxContainerSecurityContext{Apparmor: prof(runtimeapi.SecurityProfile_RuntimeDefault, "")}, true, "husk-default", nil},
+		{"unconfined", &runtimeapi.LinuxContainerSecurityContext{Apparmor: prof(runtimeapi.SecurityProfile_Unconfined, "")}, true, "", nil},
+		{"localhost", &runtimeapi.LinuxContainerSecurityContext{Apparmor: prof(runtimeapi.SecurityProfile_Localhost, "my-profile")}, true, "my-profile", nil},
+		{"localhost/ prefix", &runtimeapi.LinuxContainerSecurityContext{Apparmor: prof(runtimeapi.SecurityProfile_Localhost, "localhost/my-profile")}, true, "my-profile", nil},
+		{"old field", &runtimeapi.LinuxContainerSecurityContext{ApparmorProfile: "localhost/p1"}, true, "p1", nil},
+		{"old field unconfined", &runtimeapi.LinuxContainerSecurityContext{ApparmorProfile: "unconfined"}, true, "", nil},
+		{"privileged default", &runtimeapi.LinuxContainerSecurityContext{Privileged: true}, true, "", nil},
+		{"privileged localhost", &runtimeapi.LinuxContainerSecurityContext{Privileged: true, Apparmor: prof(runtimeapi.SecurityProfile_Localhost, "p")}, true, "p", nil},
+		{"no AppArmor: default", &runtimeapi.LinuxContainerSecurityContext{}, false, "", nil},
+		{"no AppArmor: localhost", &runtimeapi.LinuxContainerSecurityContext{Apparmor: prof(runtimeapi.SecurityProfile_Localhost, "p")}, false, "", errdefs.IsFailedPrecondition},
+		{"empty localhost", &runtimeapi.LinuxContainerSecurityContext{Apparmor: prof(runtimeapi.SecurityProfile_Localhost, "")}, true, "", errdefs.IsInvalidArgument},
+		{"blank in name", &runtimeapi.LinuxContainerSecurityContext{Apparmor: prof(runtimeapi.SecurityProfile_Localhost, "a b")}, true, "", errdefs.IsInvalidArgument},
+		{"newline in name", &runtimeapi.LinuxContainerSecurityContext{Apparmor: prof(runtimeapi.SecurityProfile_Localhost, "a\nchangeprofile x")}, true, "", errdefs.IsInvalidArgument},
+		{"unknown old value", &runtimeapi.LinuxContainerSecurityContext{ApparmorProfile: "docker-default"}, true, "", errdefs.IsInvalidArgument},
+		{"unknown type", &runtimeapi.LinuxContainerSecurityContext{Apparmor: prof(7, "")}, true, "", errdefs.IsInvalidArgument},
+	} {
+		got, err := apparmorProfile(tc.sc, tc.enabled)
+		switch {
+		case tc.code == nil && (err != nil || got != tc.want):
+			t.Errorf("%s: %q, %v; want %q", tc.name, got, err, tc.want)
+		case tc.code != nil && !tc.code(err):
+			t.Errorf("%s: %q, %v; want the other error class", tc.name, got, err)
+		case tc.code != nil && !strings.Contains(err.Error(), "apparmor"):
+			t.Errorf("%s: %v does not name the field", tc.name, err)
+		}
+	}
+}

@@ -74,6 +74,10 @@ type Input struct {
 	// container joins it, and CRI mounts may ask for these mappings only.
 	UserNamespace            string
 	UIDMappings, GIDMappings []specs.LinuxIDMapping
+	// AppArmor: the host enforces AppArmor, so containers run under the
+	// runtime default profile unless they ask otherwise. The caller makes
+	// sure the profile the spec names is loaded.
+	AppArmor bool
 }
 
 // invalid is the error for bad input: it wraps errdefs.ErrInvalidArgument so
@@ -150,9 +154,11 @@ func Generate(in Input) (*specs.Spec, error) {
 		return nil, err
 	}
 
-	// AppArmor and SELinux options are not applied: this host runs neither,
-	// and the spec fields would only make a runtime fail. A requested
-	// profile is therefore a no-op, as it is for containerd on such hosts.
+	// SELinux options are not applied (husk supports no SELinux host yet);
+	// they are a no-op, as for containerd on hosts without SELinux.
+	if s.Process.ApparmorProfile, err = apparmorProfile(sc, in.AppArmor); err != nil {
+		return nil, err
+	}
 	if sc.GetPrivileged() {
 		s.Process.Capabilities, err = privilegedCapabilities(sc.GetCapabilities())
 	} else {
