@@ -13,8 +13,8 @@ import (
 //
 // With the cgroupfs driver parent is an absolute cgroup path
 // ("/kubepods/burstable/pod<uid>") and the child is "<sandboxID>". With the
-// systemd driver parent is a slice unit ("kubepods-burstable-pod<uid>.slice")
-// and the pod is a slice in it, "kubepods-burstable-pod<uid>-husk_<sandboxID>
+// systemd driver parent is a slice unit ("kubepods-burstable-pod<uid>.slice",
+// or a path ending in one) and the pod is a slice in it, "kubepods-burstable-pod<uid>-husk_<sandboxID>
 // .slice", at the path systemd gives it ("/kubepods.slice/kubepods-burstable
 // .slice/kubepods-burstable-pod<uid>.slice/kubepods-burstable-pod<uid>-husk_
 // <sandboxID>.slice"). An empty parent means "/husk" or "husk.slice".
@@ -31,6 +31,12 @@ func (m *Manager) PodPath(parent, sandboxID string) (string, error) {
 	if m.driver == Systemd {
 		if parent == "" {
 			parent = defaultSystemdParent
+		}
+		// The CRI names the parent "in cgroupfs style, converted if need
+		// be": a path whose last element is a slice means that slice (as
+		// containerd reads it; critest sends "/test.slice").
+		if base := path.Base(parent); strings.HasPrefix(parent, "/") && strings.HasSuffix(base, ".slice") {
+			parent = base
 		}
 		if _, err := SliceToPath(parent); err != nil {
 			return "", err

@@ -39,6 +39,9 @@ func TestPodPath(t *testing.T) {
 		{Systemd, "a-b-c.slice", "x", "/a.slice/a-b.slice/a-b-c.slice/a-b-c-husk_x.slice", ""},
 		{Systemd, "", "sb1", "/husk.slice/husk-husk_sb1.slice", ""},
 		{Systemd, "-.slice", "sb1", "/husk_sb1.slice", ""},
+		// a cgroupfs-style path ending in a slice names that slice
+		{Systemd, "/test.slice", "sb1", "/test.slice/test-husk_sb1.slice", ""},
+		{Systemd, "/kubepods.slice/kubepods-pod1.slice", "sb1", "/kubepods.slice/kubepods-pod1.slice/kubepods-pod1-husk_sb1.slice", ""},
 		// a dash in the ID would open a slice: escaped as systemd-escape does
 		{Systemd, "kubepods-pod1_2_3.slice", "sb-1", `/kubepods.slice/kubepods-pod1_2_3.slice/kubepods-pod1_2_3-husk_sb\x2d1.slice`, ""},
 		// systemd's cg_escape: names that look like control files get "_"
