@@ -9,7 +9,11 @@
 #
 # Suites: cgroups (oci/runtime/cgroups), linux (oci/runtime/linux), ns
 # (network/ns), network, sandbox, e2e-cgroupfs and e2e-systemd (test/e2e
-# with HUSK_E2E_CGROUP_DRIVER set).
+# with HUSK_E2E_CGROUP_DRIVER set), critest (cri-tools' suite, its AppArmor
+# specs too, against husk with the systemd driver: test/e2e's TestCritest),
+# kubelet (a real kubelet, cgroupDriver systemd and failCgroupV1, running
+# static pods on husk: TestKubeletRunsAStaticPod; building kubelet the first
+# time takes some 8 minutes, hack/build-kubelet.sh).
 #
 # Environment: HUSK_VM_OUT (default bin/vm): the share, which keeps the
 # builds and results/<suite>.log; HUSK_VM_RUN: a -test.run pattern for every
@@ -21,7 +25,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 cd "$root"
 out=${HUSK_VM_OUT:-$root/bin/vm}
-all="cgroups linux ns network sandbox e2e-cgroupfs e2e-systemd"
+all="cgroups linux ns network sandbox e2e-cgroupfs e2e-systemd critest kubelet"
 suites=${*:-$all}
 
 pkg_of() {
@@ -31,7 +35,7 @@ pkg_of() {
 	ns) echo ./network/ns ;;
 	network) echo ./network ;;
 	sandbox) echo ./sandbox ;;
-	e2e-cgroupfs | e2e-systemd) echo ./test/e2e ;;
+	e2e-cgroupfs | e2e-systemd | critest | kubelet) echo ./test/e2e ;;
 	*) echo "test.sh: unknown suite $1 (want some of: $all)" >&2; return 1 ;;
 	esac
 }
@@ -58,9 +62,20 @@ built=
 for s in $suites; do
 	pkg=$(pkg_of "$s")
 	name=${pkg##*/}
+	tags=
+	if [ "$s" = critest ]; then
+		name=e2e-critest tags=critest
+		make --no-print-directory bin/critest >&2
+		cp bin/critest "$out/bin/"
+	fi
+	if [ "$s" = kubelet ]; then
+		name=e2e-kubelet tags=kubelet
+		test -x bin/kubelet || sh hack/build-kubelet.sh "$root/bin" >&2
+		cp bin/kubelet "$out/bin/"
+	fi
 	mkdir -p "$out/src/$pkg"
 	case " $built " in *" $name "*) continue ;; esac
-	go test -c -o "$out/tests/$name.test" "$pkg"
+	go test -c ${tags:+-tags $tags} -o "$out/tests/$name.test" "$pkg"
 	built="$built $name"
 done
 t1=$(date +%s)
@@ -94,21 +109,25 @@ for suite in $(cat /husk/suites); do
 	ns) pkg=network/ns ;;
 	network) pkg=network ;;
 	sandbox) pkg=sandbox ;;
-	e2e-*) pkg=test/e2e ;;
+	e2e-* | critest | kubelet) pkg=test/e2e ;;
 	esac
 	driver=
 	timeout=20m
+	bin=${pkg##*/}
+	run=$pattern
 	case $suite in
 	e2e-cgroupfs) driver=cgroupfs timeout=$e2e_timeout ;;
 	e2e-systemd) driver=systemd timeout=$e2e_timeout ;;
+	critest) driver=systemd timeout=$e2e_timeout bin=e2e-critest run=${pattern:-^TestCritest$} ;;
+	kubelet) driver=systemd timeout=$e2e_timeout bin=e2e-kubelet run=${pattern:-^TestKubeletRunsAStaticPod$} ;;
 	esac
 	echo "== guest: suite $suite (./$pkg${driver:+, cgroup driver $driver}) $(date -u +%T)"
 	start=$(date +%s)
 	(
 		cd "/opt/husk/src/$pkg" &&
 			HUSK_E2E_CGROUP_DRIVER=$driver HUSK_BIN=/opt/husk/prebuilt/husk \
-				HUSK_E2E_LOG=/husk/results/$suite.husk.log \
-				exec "/opt/husk/tests/${pkg##*/}.test" -test.v -test.count=1 -test.timeout "$timeout" ${pattern:+-test.run "$pattern"}
+				HUSK_E2E_LOG=/husk/results/$suite.husk.log CRITEST=/opt/husk/bin/critest KUBELET=/opt/husk/bin/kubelet \
+				exec "/opt/husk/tests/$bin.test" -test.v -test.count=1 -test.timeout "$timeout" ${run:+-test.run "$run"}
 	) >"/husk/results/$suite.log" 2>&1 &
 	pid=$!
 	tail -n +1 -f --pid=$pid "/husk/results/$suite.log" &

@@ -186,4 +186,25 @@ func TestContainerCgroupHoldsItsLimits(t *testing.T) {
 	if quota != wantQuota || memory != fmt.Sprint(96<<20) {
 		t.Errorf("after a resize: cpu %q memory %q, want %q and %d", quota, memory, wantQuota, 96<<20)
 	}
+	if !unifiedHost {
+		return
+	}
+	// kubelet's LimitedSwap: memory+swap in the CRI, swap alone in v2's
+	// memory.swap.max; and the hugepage limits kubelet sends for every size
+	// the node has, where the hugetlb controller is offered.
+	cfg = ctrConfig("swap", e.image("plain"), "sleep", "300")
+	cfg.Linux.Resources = &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 64 << 20, MemorySwapLimitInBytes: 96 << 20,
+		HugepageLimits: []*runtimeapi.HugepageLimit{{PageSize: "2MB", Limit: 0}}}
+	id = e.run(t, podID, pod, cfg)
+	cg = containerCgroup(t, e.d, id)
+	if _, err := os.Stat(filepath.Join("/sys/fs/cgroup", cg, "memory.swap.max")); err == nil {
+		if got := read("", "memory.swap.max"); got != fmt.Sprint(32<<20) {
+			t.Errorf("LimitedSwap: memory.swap.max %q, want %d", got, 32<<20)
+		}
+	}
+	if b, _ := os.ReadFile("/sys/fs/cgroup/cgroup.controllers"); strings.Contains(string(b), "hugetlb") {
+		if got := read("", "hugetlb.2MB.max"); got != "0" {
+			t.Errorf("hugetlb.2MB.max %q, want 0", got)
+		}
+	}
 }

@@ -40,8 +40,8 @@ func TestKubeletRunsAStaticPod(t *testing.T) {
 	cfg := fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 staticPodPath: %s
-cgroupDriver: cgroupfs
-failCgroupV1: false
+cgroupDriver: %s
+failCgroupV1: %v
 failSwapOn: false
 containerRuntimeEndpoint: unix://%s
 authentication:
@@ -57,7 +57,7 @@ healthzPort: 0
 enforceNodeAllocatable: []
 localStorageCapacityIsolation: false
 resolvConf: /etc/resolv.conf
-`, manifests, d.sock)
+`, manifests, e2eDriver(), unifiedHost, d.sock)
 	_ = os.WriteFile(filepath.Join(dir, "kubelet.yaml"), []byte(cfg), 0o644)
 	_ = os.WriteFile(filepath.Join(manifests, "hello.yaml"), []byte(`apiVersion: v1
 kind: Pod
@@ -106,7 +106,9 @@ spec:
 			t.Logf("kubelet log (last 80 lines):\n%s", strings.Join(lines[max(0, len(lines)-80):], "\n"))
 		}
 	}()
-	deadline := time.Now().Add(90 * time.Second)
+	// Room for an emulated guest (make vm-test), where kubelet's own
+	// start takes most of a minute.
+	deadline := time.Now().Add(5 * time.Minute)
 	usernsSeen := false
 	for {
 		list, err := d.runtime.ListContainers(context.Background(), &runtimeapi.ListContainersRequest{})
@@ -129,6 +131,7 @@ spec:
 					out := output(t, st.Status.LogPath, "stdout")
 					if len(out) >= 3 {
 						t.Logf("kubelet's pod runs on husk: %s %q", c.Metadata.Name, out[:3])
+						checkKubeletPodCgroup(t, d, c.PodSandboxId)
 						time.Sleep(5 * time.Second) // a few liveness probes
 						b, _ := os.ReadFile(filepath.Join(dir, "kubelet.log"))
 						if strings.Contains(string(b), "Liveness probe failed") {
@@ -159,5 +162,31 @@ spec:
 			t.Fatal("kubelet's static pod did not run")
 		}
 		time.Sleep(time.Second)
+	}
+}
+
+// checkKubeletPodCgroup: the pod sits in the cgroup kubelet made for it
+// (a BestEffort pod: kubepods/besteffort/pod<uid>, or with the systemd
+// driver kubepods-besteffort-pod<uid>.slice, as systemd lays it out), and
+// its container's cgroup below the pod's.
+func checkKubeletPodCgroup(t *testing.T, d *daemon, podID string) {
+	t.Helper()
+	_, info := podStatus(t, d, podID)
+	want := "/kubepods/besteffort/pod"
+	if e2eDriver() == "systemd" {
+		want = "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod"
+	}
+	t.Logf("the pod's cgroup: %s", info.CgroupPath)
+	if !strings.HasPrefix(info.CgroupPath, want) {
+		t.Errorf("pod cgroup %s is not under kubelet's %s<uid>", info.CgroupPath, want)
+	}
+	if _, err := os.Stat(cgroupDir(info.CgroupPath)); err != nil {
+		t.Errorf("pod cgroup: %v", err)
+	}
+	if e2eDriver() == "systemd" {
+		unit := filepath.Base(info.CgroupPath)
+		if out, err := exec.Command("systemctl", "is-active", unit).CombinedOutput(); err != nil {
+			t.Errorf("the pod's slice %s is not an active unit: %v %s", unit, err, out)
+		}
 	}
 }
