@@ -159,32 +159,10 @@ func protectedPaths(sc *runtimeapi.LinuxContainerSecurityContext) (masked, reado
 // seccompProfile needs s's final capabilities: the default profile allows
 // the syscalls a granted capability is about (CAP_SYS_ADMIN's mount, ...).
 func seccompProfile(sc *runtimeapi.LinuxContainerSecurityContext, s *specs.Spec) (*specs.LinuxSeccomp, error) {
-	field := scField + "seccomp"
-	kind, ref := "", ""
-	if p := sc.GetSeccomp(); p != nil {
-		switch p.GetProfileType() {
-		case runtimeapi.SecurityProfile_RuntimeDefault:
-			kind = "runtime/default"
-		case runtimeapi.SecurityProfile_Unconfined:
-			kind = "unconfined"
-		case runtimeapi.SecurityProfile_Localhost:
-			kind, ref = "localhost", p.GetLocalhostRef()
-			field += ".localhost_ref"
-		default:
-			return nil, invalid(field+".profile_type", "unknown profile type %v", p.GetProfileType())
-		}
-	} else if path := sc.GetSeccompProfilePath(); path != "" { //nolint:staticcheck // older kubelets still send it
-		field = scField + "seccomp_profile_path"
-		switch {
-		case path == "runtime/default" || path == "docker/default":
-			kind = "runtime/default"
-		case path == "unconfined":
-			kind = "unconfined"
-		case strings.HasPrefix(path, "localhost/"):
-			kind, ref = "localhost", strings.TrimPrefix(path, "localhost/")
-		default:
-			return nil, invalid(field, "unknown profile %q", path)
-		}
+	kind, ref, field, err := requestedProfile("seccomp", sc.GetSeccomp(), "seccomp_profile_path",
+		sc.GetSeccompProfilePath(), "docker/default") //nolint:staticcheck // older kubelets still send it
+	if err != nil {
+		return nil, err
 	}
 	switch kind {
 	case "", "unconfined":
@@ -219,32 +197,10 @@ func seccompProfile(sc *runtimeapi.LinuxContainerSecurityContext, s *specs.Spec)
 // AppArmor runs containers unconfined, and cannot run one that names a
 // profile of its own.
 func apparmorProfile(sc *runtimeapi.LinuxContainerSecurityContext, enabled bool) (string, error) {
-	field := scField + "apparmor"
-	kind, ref := "", ""
-	if p := sc.GetApparmor(); p != nil {
-		switch p.GetProfileType() {
-		case runtimeapi.SecurityProfile_RuntimeDefault:
-			kind = "runtime/default"
-		case runtimeapi.SecurityProfile_Unconfined:
-			kind = "unconfined"
-		case runtimeapi.SecurityProfile_Localhost:
-			kind, ref = "localhost", strings.TrimPrefix(p.GetLocalhostRef(), "localhost/")
-			field += ".localhost_ref"
-		default:
-			return "", invalid(field+".profile_type", "unknown profile type %v", p.GetProfileType())
-		}
-	} else if name := sc.GetApparmorProfile(); name != "" { //nolint:staticcheck // older kubelets still send it
-		field = scField + "apparmor_profile"
-		switch {
-		case name == "runtime/default":
-			kind = "runtime/default"
-		case name == "unconfined":
-			kind = "unconfined"
-		case strings.HasPrefix(name, "localhost/"):
-			kind, ref = "localhost", strings.TrimPrefix(name, "localhost/")
-		default:
-			return "", invalid(field, "unknown profile %q (want runtime/default, unconfined or localhost/<name>)", name)
-		}
+	kind, ref, field, err := requestedProfile("apparmor", sc.GetApparmor(), "apparmor_profile",
+		sc.GetApparmorProfile()) //nolint:staticcheck // older kubelets still send it
+	if err != nil {
+		return "", err
 	}
 	switch kind {
 	case "unconfined":
@@ -265,4 +221,39 @@ func apparmorProfile(sc *runtimeapi.LinuxContainerSecurityContext, enabled bool)
 		return "", fmt.Errorf("%s: profile %q: AppArmor is not enabled on this node: %w", field, ref, errdefs.ErrFailedPrecondition)
 	}
 	return ref, nil
+}
+
+// requestedProfile reads what a CRI security context asks of a profile
+// kind (seccomp, apparmor): its SecurityProfile field when set, else the
+// older string field oldName ("runtime/default" or one of aliases,
+// "unconfined", "localhost/<ref>"). kind is "", "runtime/default",
+// "unconfined" or "localhost"; field names what ref came from, for errors.
+func requestedProfile(name string, p *runtimeapi.SecurityProfile, oldName, old string, aliases ...string) (kind, ref, field string, err error) {
+	field = scField + name
+	if p != nil {
+		switch p.GetProfileType() {
+		case runtimeapi.SecurityProfile_RuntimeDefault:
+			return "runtime/default", "", field, nil
+		case runtimeapi.SecurityProfile_Unconfined:
+			return "unconfined", "", field, nil
+		case runtimeapi.SecurityProfile_Localhost:
+			// An AppArmor name may come with the old field's prefix; a
+			// seccomp path never starts with it.
+			return "localhost", strings.TrimPrefix(p.GetLocalhostRef(), "localhost/"), field + ".localhost_ref", nil
+		default:
+			return "", "", field, invalid(field+".profile_type", "unknown profile type %v", p.GetProfileType())
+		}
+	}
+	field = scField + oldName
+	switch {
+	case old == "":
+		return "", "", field, nil
+	case old == "runtime/default" || slices.Contains(aliases, old):
+		return "runtime/default", "", field, nil
+	case old == "unconfined":
+		return "unconfined", "", field, nil
+	case strings.HasPrefix(old, "localhost/"):
+		return "localhost", strings.TrimPrefix(old, "localhost/"), field, nil
+	}
+	return "", "", field, invalid(field, "unknown profile %q (want runtime/default, unconfined or localhost/<ref>)", old)
 }
