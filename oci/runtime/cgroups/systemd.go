@@ -78,7 +78,9 @@ func (s *systemd) do(fn func(*sdbus.Conn) error) error {
 	conn := s.conn
 	s.mu.Unlock()
 	err := fn(conn)
-	if !errors.Is(err, godbus.ErrClosed) && conn.Connected() {
+	// Only a call that failed for a closed connection is made again: one
+	// that got through must not run twice.
+	if err == nil || (!errors.Is(err, godbus.ErrClosed) && conn.Connected()) {
 		return err
 	}
 	s.mu.Lock()
@@ -109,7 +111,7 @@ func dbusErrorName(err error) string {
 	return ""
 }
 
-// wait waits for a job's result: systemd's "done", or an error naming
+// waitJob waits for a job's result: systemd's "done", or an error naming
 // what it answered instead ("failed", "timeout", "dependency", ...).
 func waitJob(ctx context.Context, what string, ch <-chan string) error {
 	select {
