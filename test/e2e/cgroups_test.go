@@ -195,8 +195,21 @@ func TestContainerCgroupHoldsItsLimits(t *testing.T) {
 	cfg = ctrConfig("swap", e.image("plain"), "sleep", "300")
 	cfg.Linux.Resources = &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 64 << 20, MemorySwapLimitInBytes: 96 << 20,
 		HugepageLimits: []*runtimeapi.HugepageLimit{{PageSize: "2MB", Limit: 0}}}
+	// io.weight, where the kernel has the io cost model (the pod's cgroup
+	// has the file when its children can).
+	_, podInfo := podStatus(t, e.d, podID)
+	ioWeight := false
+	if _, err := os.Stat(filepath.Join("/sys/fs/cgroup", podInfo.CgroupPath, "io.weight")); err == nil {
+		ioWeight = true
+		cfg.Linux.Resources.Unified = map[string]string{"io.weight": "default 200"}
+	}
 	id = e.run(t, podID, pod, cfg)
 	cg = containerCgroup(t, e.d, id)
+	if got := read("", "io.weight"); ioWeight && got != "default 200" {
+		t.Errorf("io.weight %q, want %q", got, "default 200")
+	} else {
+		t.Logf("io.weight %q (the kernel has it: %v)", got, ioWeight)
+	}
 	if _, err := os.Stat(filepath.Join("/sys/fs/cgroup", cg, "memory.swap.max")); err == nil {
 		if got := read("", "memory.swap.max"); got != fmt.Sprint(32<<20) {
 			t.Errorf("LimitedSwap: memory.swap.max %q, want %d", got, 32<<20)
