@@ -7,7 +7,6 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -287,9 +286,7 @@ func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg *runtim
 		// allow for the runtime to.
 		s.Linux.CgroupsPath = path.Join(s.Linux.CgroupsPath, runtimeCgroup)
 		if r := s.Linux.Resources; r != nil {
-			parent := *r
-			parent.Devices = append(slices.Clone(r.Devices), runcDeviceRules()...)
-			res = &parent
+			res = handlerCgroupResources(r)
 			s.Linux.Resources = runtimeResources(r, m.opts.Cgroups.Unified())
 		}
 	}

@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -335,10 +334,8 @@ func (m *Manager) placeAtStart(c *Container, handler string, sync *os.File) (err
 	if spec.Linux != nil {
 		res = spec.Linux.Resources
 	}
-	if handler != "" && res != nil {
-		parent := *res
-		parent.Devices = append(slices.Clone(res.Devices), runcDeviceRules()...)
-		res = &parent
+	if handler != "" {
+		res = handlerCgroupResources(res)
 	}
 	if err := m.opts.Cgroups.Create(c.Cgroup, res, pid); err != nil {
 		return fmt.Errorf("creating its cgroup: %w", err)

@@ -253,6 +253,18 @@ func (m *Manager) processCgroup(c *Container) string {
 // container's.
 const runtimeCgroup = "runtime"
 
+// handlerCgroupResources are the limits of husk's cgroup of a container
+// another runtime runs, the parent of the runtime's: the container's, and
+// the device rules runc adds, which a parent must allow for the runtime to.
+func handlerCgroupResources(r *specs.LinuxResources) *specs.LinuxResources {
+	if r == nil {
+		return nil
+	}
+	parent := *r
+	parent.Devices = append(slices.Clone(r.Devices), runcDeviceRules()...)
+	return &parent
+}
+
 // runcDeviceRules are the rules runc adds to every container's (mknod of
 // any device, /dev/net/tun): the container's cgroup allows them too, or
 // the runtime could not, below it.

@@ -372,10 +372,7 @@ func countLeaks(t testing.TB, d *daemon) leaks {
 		// The systemd driver's units, loaded in any state (a failed one
 		// would keep its name taken).
 		out, _ := exec.Command("systemctl", "list-units", "--all", "--plain", "--no-legend", "husk-*", "*-husk_*").Output()
-		l.Units = len(strings.Split(strings.TrimSpace(string(out)), "\n"))
-		if strings.TrimSpace(string(out)) == "" {
-			l.Units = 0
-		}
+		l.Units = len(strings.FieldsFunc(string(out), func(r rune) bool { return r == '\n' }))
 	}
 	cgs, _ := os.ReadDir(huskCgroupRoot())
 	for _, e := range cgs {
