@@ -91,6 +91,21 @@ func huskCgroupRoot() string {
 	return cgroupDir("/husk")
 }
 
+// wholeDisk is the major:minor of a disk (not a partition, not a loop or
+// ram device) that io.max can limit, or "" if the machine has none.
+func wholeDisk() string {
+	entries, _ := os.ReadDir("/sys/block")
+	for _, e := range entries {
+		if n := e.Name(); strings.HasPrefix(n, "loop") || strings.HasPrefix(n, "ram") || strings.HasPrefix(n, "zram") {
+			continue
+		}
+		if b, err := os.ReadFile(filepath.Join("/sys/block", e.Name(), "dev")); err == nil {
+			return strings.TrimSpace(string(b))
+		}
+	}
+	return ""
+}
+
 // removeCgroupDirs removes the directories of cgroups a test made itself
 // (kubelet's, which husk only uses), deepest first, in every hierarchy.
 func removeCgroupDirs(paths ...string) {
@@ -203,12 +218,29 @@ func TestContainerCgroupHoldsItsLimits(t *testing.T) {
 		ioWeight = true
 		cfg.Linux.Resources.Unified = map[string]string{"io.weight": "default 200"}
 	}
+	// io.max on a whole disk (the kernel refuses partitions), where the pod
+	// has the io controller.
+	disk := ""
+	if _, err := os.Stat(filepath.Join("/sys/fs/cgroup", podInfo.CgroupPath, "io.max")); err == nil {
+		disk = wholeDisk()
+	}
+	if disk != "" {
+		if cfg.Linux.Resources.Unified == nil {
+			cfg.Linux.Resources.Unified = map[string]string{}
+		}
+		cfg.Linux.Resources.Unified["io.max"] = disk + " rbps=1048576 wiops=120"
+	}
 	id = e.run(t, podID, pod, cfg)
 	cg = containerCgroup(t, e.d, id)
 	if got := read("", "io.weight"); ioWeight && got != "default 200" {
 		t.Errorf("io.weight %q, want %q", got, "default 200")
 	} else {
 		t.Logf("io.weight %q (the kernel has it: %v)", got, ioWeight)
+	}
+	if want := disk + " rbps=1048576 wbps=max riops=max wiops=120"; disk != "" && read("", "io.max") != want {
+		t.Errorf("io.max %q, want %q", read("", "io.max"), want)
+	} else {
+		t.Logf("io.max %q (disk %q)", read("", "io.max"), disk)
 	}
 	if _, err := os.Stat(filepath.Join("/sys/fs/cgroup", cg, "memory.swap.max")); err == nil {
 		if got := read("", "memory.swap.max"); got != fmt.Sprint(32<<20) {
