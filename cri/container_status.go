@@ -30,14 +30,13 @@ func (s *Server) ContainerStatus(_ context.Context, req *runtimeapi.ContainerSta
 		State:       containerState(c),
 		CreatedAt:   c.CreatedAt,
 		StartedAt:   c.StartedAt,
-		Image:       &runtimeapi.ImageSpec{Image: c.Config.GetImage().GetImage(), UserSpecifiedImage: c.Config.GetImage().GetUserSpecifiedImage()},
-		ImageRef:    c.ImageID,
 		ImageId:     c.ImageID,
 		Labels:      c.Config.GetLabels(),
 		Annotations: c.Config.GetAnnotations(),
 		Mounts:      statusMounts(c),
 		LogPath:     c.LogPath,
 	}
+	st.Image, st.ImageRef = s.statusImage(c)
 	if r := c.Config.GetLinux().GetResources(); r != nil {
 		st.Resources = &runtimeapi.ContainerResources{Linux: r}
 	}
@@ -73,6 +72,32 @@ func (s *Server) ContainerStatus(_ context.Context, req *runtimeapi.ContainerSta
 		resp.Info = map[string]string{"info": string(b)}
 	}
 	return resp, nil
+}
+
+// statusImage is a container's image as kubelet shows it in a pod's status
+// and compares with the pod's spec: the name the user asked for (kubelet
+// creates containers with the image's id and puts the name in
+// user_specified_image), else a tag of the image; and a digested reference
+// (name@sha256:<manifest>) as image_ref. An image removed since falls back
+// to what the container was created with.
+func (s *Server) statusImage(c *sandbox.Container) (*runtimeapi.ImageSpec, string) {
+	spec := proto.Clone(c.Config.GetImage()).(*runtimeapi.ImageSpec)
+	if spec == nil {
+		spec = &runtimeapi.ImageSpec{}
+	}
+	ref := c.ImageID
+	if img, err := s.images.Get(c.ImageID); err == nil {
+		if len(img.RepoTags) > 0 {
+			spec.Image = img.RepoTags[0]
+		}
+		if len(img.RepoDigests) > 0 {
+			ref = img.RepoDigests[0]
+		}
+	}
+	if u := spec.GetUserSpecifiedImage(); u != "" {
+		spec.Image = u
+	}
+	return spec, ref
 }
 
 func containerState(c *sandbox.Container) runtimeapi.ContainerState {

@@ -420,6 +420,39 @@ func TestTerminationMessage(t *testing.T) {
 	}
 }
 
+// A container's status names its image as kubelet shows it in the pod's
+// status and compares it with the pod's spec: kubelet creates containers
+// with the image's id and the name in user_specified_image.
+func TestContainerStatusNamesTheImage(t *testing.T) {
+	e := newCtrEnv(t)
+	podID, pod := e.pod(t, "imagename")
+	is, err := e.d.images.ImageStatus(t.Context(), &runtimeapi.ImageStatusRequest{Image: e.image("plain")})
+	if err != nil || is.GetImage() == nil || len(is.Image.RepoDigests) != 1 {
+		t.Fatalf("ImageStatus: %v, %v", is, err)
+	}
+	img := is.Image
+	for name, tc := range map[string]struct {
+		spec      *runtimeapi.ImageSpec
+		wantImage string
+	}{
+		"by id, as kubelet": {&runtimeapi.ImageSpec{Image: img.Id, UserSpecifiedImage: "busybox:plain"}, "busybox:plain"},
+		"by id alone":       {&runtimeapi.ImageSpec{Image: img.Id}, img.RepoTags[0]},
+		"by tag":            {e.image("plain"), img.RepoTags[0]},
+	} {
+		id := e.create(t, podID, pod, ctrConfig("img-"+strings.ReplaceAll(strings.ReplaceAll(name, " ", "-"), ",", ""), tc.spec, "true"))
+		st := e.status(t, id)
+		if st.Image.GetImage() != tc.wantImage || st.ImageRef != img.RepoDigests[0] || st.ImageId != img.Id {
+			t.Errorf("%s: image %q ref %q id %q, want %q, %q and %q", name, st.Image.GetImage(), st.ImageRef, st.ImageId, tc.wantImage, img.RepoDigests[0], img.Id)
+		}
+		// ListContainers keeps the id as image_ref: kubelet's image
+		// garbage collector matches it with ListImages' ids.
+		list, err := e.d.runtime.ListContainers(t.Context(), &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{Id: id}})
+		if err != nil || len(list.Containers) != 1 || list.Containers[0].ImageRef != img.Id {
+			t.Errorf("%s: ListContainers %v, %v", name, list.GetContainers(), err)
+		}
+	}
+}
+
 // The daemon is killed while containers run and write logs. Back, it finds
 // them running, their logs have no gap, and one that exited during the
 // outage is reported with its exit code.
