@@ -39,11 +39,6 @@ func (m *Manager) refresh(c *Container) {
 			e = &Exit{Code: 255, FinishedAt: time.Now().UnixNano(), Reason: "Unknown", Message: "the container's monitor ended without recording an exit"}
 		}
 	}
-	if e.Reason != "OOMKilled" || e.Message == "" {
-		if msg := m.terminationMessage(c); msg != "" {
-			e.Message = msg
-		}
-	}
 	if err := m.updateContainer(c, func(c *Container) {
 		if c.State == ContainerStarted {
 			c.State, c.Exit = ContainerExited, e
@@ -51,30 +46,6 @@ func (m *Manager) refresh(c *Container) {
 	}); err != nil {
 		klog.ErrorS(err, "Recording a container's exit", "id", c.ID)
 	}
-}
-
-// terminationMessage reads what the container wrote to its termination
-// message file (kubelet mounts it and names it in an annotation), at most
-// 4 KiB as Kubernetes allows.
-func (m *Manager) terminationMessage(c *Container) string {
-	dest := c.Config.GetAnnotations()["io.kubernetes.container.terminationMessagePath"]
-	if dest == "" {
-		return ""
-	}
-	for _, mnt := range c.Config.GetMounts() {
-		if mnt.GetContainerPath() != dest {
-			continue
-		}
-		f, err := os.Open(mnt.GetHostPath())
-		if err != nil {
-			return ""
-		}
-		defer func() { _ = f.Close() }()
-		b := make([]byte, 4096)
-		n, _ := f.Read(b)
-		return string(b[:n])
-	}
-	return ""
 }
 
 // running is the container's first process, if it runs.
