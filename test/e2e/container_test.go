@@ -145,6 +145,9 @@ func output(t *testing.T, path, stream string) []string {
 			partial.Reset()
 		}
 	}
+	if partial.Len() > 0 { // the last line, never ended
+		out = append(out, partial.String())
+	}
 	return out
 }
 
@@ -459,6 +462,25 @@ func TestContainerStatusNamesTheImage(t *testing.T) {
 		if err != nil || len(list.Containers) != 1 || list.Containers[0].ImageRef != img.Id {
 			t.Errorf("%s: ListContainers %v, %v", name, list.GetContainers(), err)
 		}
+	}
+}
+
+// A last line without its newline is logged as partial (P): kubelet's
+// FallbackToLogsOnError and crictl logs show it as written.
+func TestUnterminatedLastLineIsPartial(t *testing.T) {
+	e := newCtrEnv(t)
+	podID, pod := e.pod(t, "partial")
+	st, out := e.runToEnd(t, podID, pod, ctrConfig("printer", e.image("plain"), "sh", "-c", "echo first; printf DONE; exit 1"))
+	raw, err := os.ReadFile(st.LogPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSuffix(string(raw), "\n"), "\n")
+	if len(lines) != 2 || !strings.HasSuffix(lines[0], " stdout F first") || !strings.HasSuffix(lines[1], " stdout P DONE") {
+		t.Errorf("log %q, want a full line and then a partial one", raw)
+	}
+	if len(out) != 2 || out[1] != "DONE" {
+		t.Errorf("output %q", out)
 	}
 }
 

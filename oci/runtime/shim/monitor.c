@@ -187,9 +187,12 @@ static void consume(struct stream *s, const char *p, size_t n) {
 	}
 }
 
+// flush writes what is left when a stream ends. That line never ended: it
+// is a partial (P), or a reader (kubelet's FallbackToLogsOnError, crictl
+// logs) would add the newline the container never wrote.
 static void flush(struct stream *s) {
 	if (s->len > 0)
-		emit(s, s->buf, s->len, 1);
+		emit(s, s->buf, s->len, 0);
 	s->len = 0;
 }
 
