@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -388,20 +389,62 @@ func (m *Manager) Pids(path string) ([]int, error) {
 	if !m.Exists(path) {
 		return nil, fmt.Errorf("%w: cgroup %s", errdefs.ErrNotFound, path)
 	}
-	var (
-		pids []int
-		err  error
-	)
+	walk := m.pidsV1
 	if m.unified {
-		pids, err = m.pidsV2(path)
-	} else {
-		pids, err = m.pidsV1(path)
+		walk = m.pidsV2
+	}
+	pids, err := walk(path)
+	// On v1 the cgroup may vanish from one hierarchy before the others
+	// while another Delete removes it: walk again while any is left.
+	for try := 0; gone(err) && try < 10; try++ {
+		if !m.Exists(path) {
+			return nil, fmt.Errorf("%w: cgroup %s", errdefs.ErrNotFound, path)
+		}
+		pids, err = walk(path)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("list processes of cgroup %s: %w", path, err)
 	}
 	slices.Sort(pids)
 	return slices.Compact(pids), nil
+}
+
+// treePids lists the processes of the cgroup at dir and of every cgroup
+// below it. The cgroup libraries' walks fail as a whole when a child is
+// removed during the walk (ENOENT, or ENODEV for a cgroup.procs opened
+// before), as happens when a container's cgroup is deleted while its pod's
+// is listed or systemd removes a scope whose processes ended. A removed
+// cgroup had no processes (rmdir refuses one that has), so a child that
+// vanishes is skipped; dir itself vanishing is an error gone() knows.
+func treePids(dir string) ([]int, error) {
+	var pids []int
+	var walk func(d string, top bool) error
+	walk = func(d string, top bool) error {
+		b, err := os.ReadFile(filepath.Join(d, "cgroup.procs"))
+		if err == nil {
+			var entries []os.DirEntry
+			if entries, err = os.ReadDir(d); err == nil {
+				for _, f := range strings.Fields(string(b)) {
+					if pid, perr := strconv.Atoi(f); perr == nil {
+						pids = append(pids, pid)
+					}
+				}
+				for _, e := range entries {
+					if e.IsDir() {
+						if err := walk(filepath.Join(d, e.Name()), false); err != nil {
+							return err
+						}
+					}
+				}
+				return nil
+			}
+		}
+		if !top && gone(err) {
+			return nil
+		}
+		return fmt.Errorf("list processes of %s: %w", d, err)
+	}
+	return pids, walk(dir, true)
 }
 
 // Delete removes the cgroup and its descendants from every hierarchy. It

@@ -160,16 +160,14 @@ func (m *Manager) pidsV1(path string) ([]int, error) {
 			continue
 		}
 		seen[p.Path(path)] = true
-		procs, err := cg.Processes(s.Name(), true)
+		if _, err := os.Stat(p.Path(path)); errors.Is(err, os.ErrNotExist) {
+			continue // not made in this hierarchy
+		}
+		procs, err := treePids(p.Path(path))
 		if err != nil {
-			if errors.Is(err, os.ErrNotExist) {
-				continue
-			}
 			return nil, err
 		}
-		for _, proc := range procs {
-			pids = append(pids, proc.Pid)
-		}
+		pids = append(pids, procs...)
 	}
 	return pids, nil
 }

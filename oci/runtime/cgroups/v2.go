@@ -167,25 +167,5 @@ func gone(err error) bool {
 }
 
 func (m *Manager) pidsV2(path string) ([]int, error) {
-	cg, err := m.loadV2(path)
-	if err != nil {
-		return nil, err
-	}
-	procs, err := cg.Procs(true)
-	// A child removed during the walk (systemd removes the cgroup of a
-	// scope whose processes ended) is not the cgroup gone: walk again.
-	for try := 0; gone(err) && try < 10; try++ {
-		if _, serr := os.Stat(filepath.Join(m.mountpoint, path)); serr != nil {
-			return nil, fmt.Errorf("%w: cgroup %s", errdefs.ErrNotFound, path)
-		}
-		procs, err = cg.Procs(true)
-	}
-	if err != nil {
-		return nil, err
-	}
-	pids := make([]int, 0, len(procs))
-	for _, p := range procs {
-		pids = append(pids, int(p))
-	}
-	return pids, nil
+	return treePids(filepath.Join(m.mountpoint, path))
 }
