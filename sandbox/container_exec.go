@@ -156,7 +156,7 @@ func (m *Manager) Exec(ctx context.Context, id string, cmd []string, in io.Reade
 	ours, theirs := os.NewFile(uintptr(sock[0]), "console"), os.NewFile(uintptr(sock[1]), "console")
 	defer func() { _ = ours.Close() }()
 	x.ExtraFiles = append(x.ExtraFiles, theirs)
-	x.Env = append(x.Env, fmt.Sprintf("HUSK_CONSOLE_FD=%d", 2+len(x.ExtraFiles)))
+	x.Env = append(x.Env, fmt.Sprintf("HUSK_CONSOLE_FD=%d", 2+len(x.ExtraFiles)), "HUSK_CONSOLE_SYNC=1")
 	// Until the terminal is there, errors come on stderr.
 	setupErr := cappedBuffer{n: 4096}
 	x.Stderr = &setupErr
@@ -181,14 +181,29 @@ func (m *Manager) Exec(ctx context.Context, id string, cmd []string, in io.Reade
 		if err != nil {
 			return err
 		}
+		setSize := func(s TerminalSize) {
+			_ = raw.Control(func(fd uintptr) {
+				_ = unix.IoctlSetWinsize(int(fd), unix.TIOCSWINSZ, &unix.Winsize{Col: s.Width, Row: s.Height})
+			})
+		}
+		// The client sends its terminal's size as soon as the session is
+		// up; the command, still held in the container, starts with it.
+		select {
+		case s, ok := <-resize:
+			if ok {
+				setSize(s)
+			}
+		case <-time.After(time.Second):
+		case <-ctx.Done():
+		}
 		go func() {
 			for s := range resize {
-				_ = raw.Control(func(fd uintptr) {
-					_ = unix.IoctlSetWinsize(int(fd), unix.TIOCSWINSZ, &unix.Winsize{Col: s.Width, Row: s.Height})
-				})
+				setSize(s)
 			}
 		}()
 	}
+	// The command may start.
+	_ = ours.Close()
 	if in != nil {
 		go func() { _, _ = io.Copy(master, in) }()
 	}

@@ -13,6 +13,12 @@ import (
 // monitor) and for an exec with one (by the daemon).
 const consoleEnv = "HUSK_CONSOLE_FD"
 
+// consoleSyncEnv, when set, makes the process wait after sending its
+// terminal until the sender writes a byte or closes the socket: the daemon
+// first gives the terminal the client's size, which a command that reads
+// it at once (stty size, a full-screen program's first frame) would miss.
+const consoleSyncEnv = "HUSK_CONSOLE_SYNC"
+
 // setupConsole gives the process a terminal of the container's own: a
 // pseudo-terminal of the devpts at /dev/pts of its mount namespace (so
 // `tty` names a device the container sees, and no terminal of the host's is
@@ -25,6 +31,8 @@ func setupConsole(uid uint32) error {
 		return nil
 	}
 	_ = os.Unsetenv(consoleEnv)
+	sync := os.Getenv(consoleSyncEnv) != ""
+	_ = os.Unsetenv(consoleSyncEnv)
 	sock, err := strconv.Atoi(v)
 	if err != nil {
 		return fmt.Errorf("%s=%q", consoleEnv, v)
@@ -59,6 +67,14 @@ func setupConsole(uid uint32) error {
 	}
 	if err := unix.Sendmsg(sock, []byte{0}, unix.UnixRights(master), nil, unix.MSG_NOSIGNAL); err != nil {
 		return fmt.Errorf("sending the terminal: %w", err)
+	}
+	if sync {
+		var b [1]byte
+		for {
+			if _, err := unix.Read(sock, b[:]); err != unix.EINTR {
+				break
+			}
+		}
 	}
 	for fd := 0; fd < 3; fd++ {
 		if err := unix.Dup3(slave, fd, 0); err != nil {
