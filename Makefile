@@ -13,7 +13,7 @@ CONFIG   ?= /etc/husk/config.toml
 CNI_BIN  ?= /opt/cni/bin
 CNI_CONF ?= /etc/cni/net.d
 
-.PHONY: all build run test deps cni-plugins lint bench clean kubelet-test critest fuzz vm-test vm-deps
+.PHONY: all build run test deps cni-plugins lint bench clean kubelet-test critest fuzz vm-test vm-deps cluster cluster-test
 
 all: build
 
@@ -62,8 +62,21 @@ test: build deps lint cni-plugins $(CRICTL) $(GOTESTSUM) $(BIN)/critest
 # A real kubelet (standalone mode, a static pod) on husk; not in `make test`
 # because building kubelet takes ~8 minutes.
 kubelet-test: build deps cni-plugins
-	test -x $(BIN)/kubelet || sh hack/build-kubelet.sh $(CURDIR)/$(BIN)
+	sh hack/build-kubernetes.sh $(CURDIR)/$(BIN) kubelet
 	KUBELET=$(CURDIR)/$(BIN)/kubelet $(GO) test -tags kubelet -count=1 -run TestKubeletRunsAStaticPod -v ./test/e2e/
+
+# A one-node Kubernetes cluster on husk (API server, controller manager,
+# scheduler, etcd, kubelet, kube-proxy, CoreDNS), tested through kubectl
+# (test/e2e/cluster_test.go); the binaries are built once into $(BIN)
+# (hack/build-cluster.sh, ~25 minutes the first time). `make cluster`
+# leaves it running until interrupted.
+cluster-test: build deps cni-plugins $(CRICTL)
+	sh hack/build-cluster.sh $(CURDIR)/$(BIN)
+	KUBE_BIN=$(CURDIR)/$(BIN) $(GO) test -tags cluster -count=1 -timeout 30m -run TestCluster -v ./test/e2e/
+
+cluster: build deps cni-plugins $(CRICTL)
+	sh hack/build-cluster.sh $(CURDIR)/$(BIN)
+	HUSK_CLUSTER_HOLD=1 KUBE_BIN=$(CURDIR)/$(BIN) $(GO) test -tags cluster -count=1 -timeout 0 -run TestCluster -v ./test/e2e/
 
 # cri-tools' validation suite against husk, the suites that need images or
 # kernel features this machine lacks skipped (test/e2e/critest_test.go).

@@ -13,7 +13,7 @@
 # specs too, against husk with the systemd driver: test/e2e's TestCritest),
 # kubelet (a real kubelet, cgroupDriver systemd and failCgroupV1, running
 # static pods on husk: TestKubeletRunsAStaticPod; building kubelet the first
-# time takes some 8 minutes, hack/build-kubelet.sh).
+# time takes some 8 minutes, hack/build-kubernetes.sh).
 #
 # Environment: HUSK_VM_OUT (default bin/vm): the share, which keeps the
 # builds and results/<suite>.log; HUSK_VM_RUN: a -test.run pattern for every
@@ -70,7 +70,7 @@ for s in $suites; do
 	fi
 	if [ "$s" = kubelet ]; then
 		name=e2e-kubelet tags=kubelet
-		test -x bin/kubelet || sh hack/build-kubelet.sh "$root/bin" >&2
+		sh hack/build-kubernetes.sh "$root/bin" kubelet >&2
 		cp bin/kubelet "$out/bin/"
 	fi
 	mkdir -p "$out/src/$pkg"
