@@ -6,6 +6,8 @@ import (
 
 	"github.com/containerd/errdefs"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/husk-runtime/husk/sandbox"
 )
 
 // PodSandboxStats reports a ready pod's use, from its cgroup (which holds
@@ -56,6 +58,9 @@ func (s *Server) podStats(id string) (*runtimeapi.PodSandboxStats, error) {
 			Process: &runtimeapi.ProcessUsage{Timestamp: u.Timestamp, ProcessCount: &runtimeapi.UInt64Value{Value: u.Pids}},
 		},
 	}
+	if len(u.Network) > 0 {
+		st.Linux.Network = networkUsage(u)
+	}
 	for _, c := range cs {
 		c, cu, err := s.pods.ContainerUsage(c.ID)
 		if err != nil {
@@ -64,4 +69,24 @@ func (s *Server) podStats(id string) (*runtimeapi.PodSandboxStats, error) {
 		st.Linux.Containers = append(st.Linux.Containers, containerStats(c, cu))
 	}
 	return st, nil
+}
+
+// networkUsage is the pod's interfaces, eth0 (where CNI puts the pod's
+// interface, kubelet's default) as the default one.
+func networkUsage(u sandbox.Usage) *runtimeapi.NetworkUsage {
+	n := &runtimeapi.NetworkUsage{Timestamp: u.Timestamp}
+	for _, i := range u.Network {
+		iu := &runtimeapi.NetworkInterfaceUsage{
+			Name:     i.Name,
+			RxBytes:  &runtimeapi.UInt64Value{Value: i.RxBytes},
+			RxErrors: &runtimeapi.UInt64Value{Value: i.RxErrors},
+			TxBytes:  &runtimeapi.UInt64Value{Value: i.TxBytes},
+			TxErrors: &runtimeapi.UInt64Value{Value: i.TxErrors},
+		}
+		n.Interfaces = append(n.Interfaces, iu)
+		if i.Name == "eth0" || n.DefaultInterface == nil {
+			n.DefaultInterface = iu
+		}
+	}
+	return n
 }

@@ -1,7 +1,6 @@
 package sandbox
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
 	"os"
@@ -280,42 +279,19 @@ func deviceOf(path string) string {
 	return fmt.Sprintf("%d:%d", unix.Major(st.Dev), unix.Minor(st.Dev))
 }
 
-// addNetworkMetrics reads the interfaces of the network namespace pinned
-// at path (its /proc/net/dev), the loopback aside as cAdvisor leaves it.
+// addNetworkMetrics adds the interfaces of the network namespace pinned
+// at path.
 func addNetworkMetrics(s *series, path string) error {
-	var data []byte
-	err := ns.Do(map[ns.Type]string{ns.Net: path}, func() error {
-		var err error
-		data, err = os.ReadFile("/proc/thread-self/net/dev")
-		return err
-	})
-	if err != nil {
-		return err
+	ifaces, err := podInterfaces(path)
+	for _, i := range ifaces {
+		s.add("container_network_receive_bytes_total", i.RxBytes, i.Name)
+		s.add("container_network_receive_packets_total", i.RxPackets, i.Name)
+		s.add("container_network_receive_errors_total", i.RxErrors, i.Name)
+		s.add("container_network_receive_packets_dropped_total", i.RxDropped, i.Name)
+		s.add("container_network_transmit_bytes_total", i.TxBytes, i.Name)
+		s.add("container_network_transmit_packets_total", i.TxPackets, i.Name)
+		s.add("container_network_transmit_errors_total", i.TxErrors, i.Name)
+		s.add("container_network_transmit_packets_dropped_total", i.TxDropped, i.Name)
 	}
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for sc.Scan() {
-		name, rest, ok := strings.Cut(sc.Text(), ":")
-		name = strings.TrimSpace(name)
-		if !ok || name == "lo" {
-			continue
-		}
-		f := strings.Fields(rest)
-		if len(f) < 12 {
-			continue
-		}
-		v := make([]uint64, 12)
-		for i := range v {
-			v[i], _ = strconv.ParseUint(f[i], 10, 64)
-		}
-		// receive: bytes packets errs drop ...; transmit from field 8.
-		s.add("container_network_receive_bytes_total", v[0], name)
-		s.add("container_network_receive_packets_total", v[1], name)
-		s.add("container_network_receive_errors_total", v[2], name)
-		s.add("container_network_receive_packets_dropped_total", v[3], name)
-		s.add("container_network_transmit_bytes_total", v[8], name)
-		s.add("container_network_transmit_packets_total", v[9], name)
-		s.add("container_network_transmit_errors_total", v[10], name)
-		s.add("container_network_transmit_packets_dropped_total", v[11], name)
-	}
-	return sc.Err()
+	return err
 }

@@ -13,7 +13,9 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	"k8s.io/klog/v2"
 
+	"github.com/husk-runtime/husk/network/ns"
 	"github.com/husk-runtime/husk/oci/runtime/cgroups"
 )
 
@@ -27,6 +29,9 @@ type Usage struct {
 	// Writable layer (containers only).
 	LayerBytes, LayerInodes uint64
 	LayerMountpoint         string
+	// The pod's network interfaces (pods with a network namespace of
+	// their own only).
+	Network []Interface
 }
 
 type cpuSample struct {
@@ -123,6 +128,13 @@ func (m *Manager) PodUsage(id string) (*Pod, Usage, []*Container, error) {
 	u, err := m.usage(p.CgroupPath)
 	if err != nil {
 		return p, Usage{}, nil, err
+	}
+	if path := p.Namespaces[ns.Net]; path != "" {
+		// Left out, not an error, if it cannot be read (a pod being
+		// stopped): the rest of its stats still count.
+		if u.Network, err = podInterfaces(path); err != nil {
+			klog.V(4).InfoS("Stats: pod network", "pod", p.ID, "err", err)
+		}
 	}
 	var cs []*Container
 	for _, c := range m.ListContainers() {

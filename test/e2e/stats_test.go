@@ -51,6 +51,10 @@ func TestContainerAndPodStats(t *testing.T) {
 	if ps.Stats.GetLinux().GetMemory().GetWorkingSetBytes().GetValue() < 20<<20 || len(ps.Stats.GetLinux().GetContainers()) != 1 || ps.Stats.GetLinux().GetProcess().GetProcessCount().GetValue() == 0 {
 		t.Errorf("pod stats: %v", ps.Stats.GetLinux())
 	}
+	// The pod's network (kubelet's /stats/summary takes it from here).
+	if n := ps.Stats.GetLinux().GetNetwork(); n.GetDefaultInterface().GetName() != "eth0" || n.GetDefaultInterface().GetRxBytes() == nil || len(n.GetInterfaces()) != 1 {
+		t.Errorf("pod network stats: %v", n)
+	}
 	// crictl shows them.
 	if out := e.d.mustCrictl("stats", id); !strings.Contains(out, "user") {
 		t.Errorf("crictl stats:\n%s", out)
