@@ -275,6 +275,8 @@ enforceNodeAllocatable: []
 imageGCHighThresholdPercent: 100
 evictionHard:
   memory.available: "1Mi"
+featureGates:
+  PodAndContainerStatsFromCRI: true
 `, e2eDriver(), unifiedHost, c.d.sock, c.addr, pki("ca.crt"), clusterDNSAddr))
 	// After kubelet ends: what it made on the machine and leaves there.
 	kubepodsBefore := cgroupExists("/kubepods")
@@ -551,6 +553,52 @@ spec:
 			t.Errorf("pod %s (%s) not among husk's ready pods %v", p.Metadata.Name, p.Metadata.UID, rt)
 		}
 	}
+
+	// kubelet's stats of husk's pods, from the CRI (its cAdvisor does not
+	// know husk's containers): /stats/summary and /metrics/cadvisor.
+	c.eventually("kubelet's summary has the pods' stats", time.Minute, func() (bool, string) {
+		out, err := c.kubectl("", "get", "--raw", "/api/v1/nodes/"+clusterNode+"/proxy/stats/summary")
+		if err != nil {
+			return false, err.Error()
+		}
+		var summary struct {
+			Pods []struct {
+				PodRef     struct{ Name, Namespace string }
+				CPU        struct{ UsageCoreNanoSeconds uint64 }
+				Memory     struct{ WorkingSetBytes uint64 }
+				Network    *struct{ Interfaces []struct{ Name string } }
+				Containers []struct {
+					Name   string
+					CPU    struct{ UsageCoreNanoSeconds uint64 }
+					Memory struct{ WorkingSetBytes uint64 }
+				}
+			}
+		}
+		if err := json.Unmarshal([]byte(out), &summary); err != nil {
+			return false, err.Error()
+		}
+		seen := 0
+		for _, p := range summary.Pods {
+			if p.PodRef.Namespace != ns {
+				continue
+			}
+			if p.CPU.UsageCoreNanoSeconds == 0 || p.Memory.WorkingSetBytes == 0 || p.Network == nil || len(p.Network.Interfaces) == 0 ||
+				len(p.Containers) != 1 || p.Containers[0].Name != "web" || p.Containers[0].Memory.WorkingSetBytes == 0 {
+				return false, fmt.Sprintf("%+v", p)
+			}
+			seen++
+		}
+		return seen == 2, fmt.Sprintf("%d pods of %s in %s", seen, ns, out)
+	})
+	c.eventually("kubelet's cAdvisor metrics have the containers", time.Minute, func() (bool, string) {
+		out, err := c.kubectl("", "get", "--raw", "/api/v1/nodes/"+clusterNode+"/proxy/metrics/cadvisor")
+		for _, line := range strings.Split(out, "\n") {
+			if strings.HasPrefix(line, "container_cpu_usage_seconds_total{") && strings.Contains(line, `container="web"`) && strings.Contains(line, `namespace="`+ns+`"`) {
+				return true, ""
+			}
+		}
+		return false, fmt.Sprint(len(out), " bytes, ", err)
+	})
 
 	// Logs and exec; the Service by its DNS name through CoreDNS and
 	// kube-proxy, from another pod.
