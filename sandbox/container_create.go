@@ -287,7 +287,7 @@ func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg *runtim
 		s.Linux.CgroupsPath = path.Join(s.Linux.CgroupsPath, runtimeCgroup)
 		if r := s.Linux.Resources; r != nil {
 			res = handlerCgroupResources(r)
-			s.Linux.Resources = runtimeResources(r, m.opts.Cgroups.Unified())
+			s.Linux.Resources = runtimeResources(r, m.opts.Cgroups)
 		}
 	}
 	b, err := json.Marshal(s)

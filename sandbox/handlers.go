@@ -17,6 +17,8 @@ import (
 	"github.com/moby/sys/capability"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"k8s.io/klog/v2"
+
+	"github.com/husk-runtime/husk/oci/runtime/cgroups"
 )
 
 // A runtime handler (Kubernetes' RuntimeClass) other than the built-in
@@ -280,14 +282,19 @@ func runcDeviceRules() []specs.LinuxDeviceCgroup {
 
 // runtimeResources are the limits another runtime's cgroup gets, below
 // husk's: all of them on cgroup v2, all but memory on v1 (see
-// CreateContainer).
-func runtimeResources(r *specs.LinuxResources, unified bool) *specs.LinuxResources {
+// CreateContainer); hugepage limits only where the hugetlb controller is
+// (kubelet sends one for every page size the node has, and runc refuses
+// to start a container whose limits it cannot set).
+func runtimeResources(r *specs.LinuxResources, cg *cgroups.Manager) *specs.LinuxResources {
 	if r == nil {
 		return nil
 	}
 	out := *r
-	if !unified {
+	if !cg.Unified() {
 		out.Memory = nil
+	}
+	if !cg.HasHugetlb() {
+		out.HugepageLimits = nil
 	}
 	return &out
 }

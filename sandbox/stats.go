@@ -173,7 +173,7 @@ func (m *Manager) UpdateContainerResources(ctx context.Context, id string, r *ru
 	}
 	// Another runtime's cgroup below has them too, while it exists.
 	if inner := m.processCgroup(c); inner != c.Cgroup && m.opts.Cgroups.Exists(inner) {
-		if err := m.opts.Cgroups.Update(inner, runtimeResources(cgroups.ResourcesFromCRI(r), m.opts.Cgroups.Unified())); err != nil {
+		if err := m.opts.Cgroups.Update(inner, runtimeResources(cgroups.ResourcesFromCRI(r), m.opts.Cgroups)); err != nil {
 			return fmt.Errorf("updating the resources of container %s: %w", c.ID, err)
 		}
 	}

@@ -53,7 +53,11 @@ func TestRuncRuntimeHandler(t *testing.T) {
 		t.Errorf("pod status handler %q", ps.RuntimeHandler)
 	}
 	app := ctrConfig("app", e.image("plain"), "sh", "-c", "trap 'exit 3' TERM; echo hello from runc; while :; do sleep 0.1; done")
-	app.Linux.Resources = &runtimeapi.LinuxContainerResources{CpuPeriod: 100000, CpuQuota: 50000}
+	// With the hugepage limits kubelet sends for every page size the node
+	// has, whether or not the hugetlb controller is there (runc refused
+	// the container where it is not).
+	app.Linux.Resources = &runtimeapi.LinuxContainerResources{CpuPeriod: 100000, CpuQuota: 50000,
+		HugepageLimits: []*runtimeapi.HugepageLimit{{PageSize: "2MB", Limit: 0}, {PageSize: "1GB", Limit: 0}}}
 	id := e.run(t, podID, cfg, app)
 	waitFor(t, func() bool {
 		out := output(t, filepath.Join(cfg.LogDirectory, "app.log"), "stdout")

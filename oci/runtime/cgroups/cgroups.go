@@ -202,6 +202,16 @@ func (m *Manager) Driver() Driver { return m.driver }
 // Unified reports whether the Manager runs the cgroup v2 code.
 func (m *Manager) Unified() bool { return m.unified }
 
+// HasHugetlb reports whether hugepage limits can be set: the hugetlb
+// controller is mounted (v1) or offered at the root (v2).
+func (m *Manager) HasHugetlb() bool {
+	if !m.unified {
+		return m.v1Root(cgroup1.Hugetlb) != ""
+	}
+	b, err := os.ReadFile(filepath.Join(m.mountpoint, "cgroup.controllers"))
+	return err == nil && slices.Contains(strings.Fields(string(b)), "hugetlb")
+}
+
 // checkPath refuses cgroup paths that are not absolute and clean, or that
 // name the root: every operation below could otherwise reach outside the
 // cgroups husk owns (Delete of "/" must never walk the whole hierarchy).
