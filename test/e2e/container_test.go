@@ -897,6 +897,26 @@ func TestBidirectionalVolume(t *testing.T) {
 	_ = syscall.Unmount(filepath.Join(vol, "sub"), syscall.MNT_DETACH)
 }
 
+// A privileged container has the host's device nodes in its /dev (as with
+// containerd and CRI-O); another has the default ones only.
+func TestPrivilegedContainerHasTheHostsDevices(t *testing.T) {
+	e := newCtrEnv(t)
+	podID, pod := e.pod(t, "devices")
+	script := "if [ -c /dev/kmsg ]; then stat -c '%t,%T' /dev/kmsg; else echo none; fi; ls /dev/pts | grep -c . ; test ! -e /dev/console && echo no-console"
+	for name, privileged := range map[string]bool{"privileged": true, "plain": false} {
+		cfg := ctrConfig(name, e.image("plain"), "sh", "-c", script)
+		cfg.Linux.SecurityContext.Privileged = privileged
+		st, out := e.runToEnd(t, podID, pod, cfg)
+		want := []string{"none", "1", "no-console"}
+		if privileged {
+			want[0] = "1,b" // /dev/kmsg is 1:11
+		}
+		if st.ExitCode != 0 || !slices.Equal(out, want) {
+			t.Errorf("%s: exit %d %q, want %q", name, st.ExitCode, out, want)
+		}
+	}
+}
+
 // What runs husk for a container (its monitor) runs a sealed in-memory
 // copy, which cannot be written (CVE-2019-5736), not the binary on disk.
 func TestHuskBinaryCannotBeOverwrittenThroughContainerProcesses(t *testing.T) {

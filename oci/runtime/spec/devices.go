@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -40,14 +41,15 @@ func allow(typ string, major, minor int64, access string) specs.LinuxDeviceCgrou
 // devices returns the device nodes to create and the device cgroup rules:
 // deny everything, then allow the default nodes, the pty multiplexer and
 // its slaves, mknod of any node (harmless: opening it stays denied) and the
-// CRI devices. A privileged container may use every device, as CRI says;
-// the host's /dev is not passed through, though (only the CRI devices and
-// the defaults exist as nodes).
+// CRI devices. A privileged container may use every device, as CRI says,
+// and has the host's device nodes in its /dev, as with containerd and
+// CRI-O (device plugins, CSI drivers and node agents rely on it).
 func devices(cri []*runtimeapi.Device, privileged bool) ([]specs.LinuxDevice, []specs.LinuxDeviceCgroup, error) {
 	nodes := defaultDevices()
 	rules := []specs.LinuxDeviceCgroup{{Allow: false, Access: "rwm"}}
 	if privileged {
 		rules = []specs.LinuxDeviceCgroup{{Allow: true, Access: "rwm"}}
+		nodes = withHostDevices(nodes, "/dev")
 	} else {
 		rules = append(rules, allow("c", -1, -1, "m"), allow("b", -1, -1, "m"))
 		for _, d := range nodes {
@@ -87,6 +89,42 @@ func devices(cri []*runtimeapi.Device, privileged bool) ([]specs.LinuxDevice, []
 		}
 	}
 	return nodes, rules, nil
+}
+
+// withHostDevices adds the device nodes found below dir (symlinks not
+// followed) to nodes, those nodes keeping their own. The directories of
+// pseudo-terminals, shared memory and message queues are the container's
+// own mounts, and the host's console is not the container's.
+func withHostDevices(nodes []specs.LinuxDevice, dir string) []specs.LinuxDevice {
+	have := map[string]bool{}
+	for _, n := range nodes {
+		have[n.Path] = true
+	}
+	_ = filepath.WalkDir(dir, func(path string, de fs.DirEntry, err error) error {
+		if err != nil {
+			return nil // gone meanwhile, or unreadable: not a device to pass
+		}
+		if de.IsDir() {
+			switch de.Name() {
+			case "pts", "shm", "mqueue", "fd", ".lxc", ".lxd-mounts", ".udev":
+				if path != dir {
+					return filepath.SkipDir
+				}
+			}
+			return nil
+		}
+		if de.Type()&(fs.ModeDevice|fs.ModeCharDevice) == 0 || path == filepath.Join(dir, "console") || have[path] {
+			return nil
+		}
+		node, err := hostDevice(path, "")
+		if err != nil {
+			return nil
+		}
+		node.Path = path
+		nodes = append(nodes, node)
+		return nil
+	})
+	return nodes
 }
 
 // hostDevice describes the device node at path (symlinks followed, as
