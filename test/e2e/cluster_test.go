@@ -179,7 +179,11 @@ func startCluster(t *testing.T) *cluster {
 	}
 	reg.Push(t, "coredns/coredns:v1.15.0", imagetest.Image(t, v1.Config{Entrypoint: []string{"/coredns"}},
 		imagetest.Layer(t, imagetest.Entry{Name: "coredns", Mode: 0o755, Content: coredns})))
-	c.d = newDaemon(t, fmt.Sprintf("[registry.\"docker.io\"]\nmirrors = [\"http://%s\"]\n[registry.\"registry.k8s.io\"]\nmirrors = [\"http://%s\"]\n", reg.Host, reg.Host))
+	runc, err := exec.LookPath("runc")
+	if err != nil {
+		t.Fatal("runc is not installed (make deps installs it)")
+	}
+	c.d = newDaemon(t, fmt.Sprintf("[registry.\"docker.io\"]\nmirrors = [\"http://%s\"]\n[registry.\"registry.k8s.io\"]\nmirrors = [\"http://%s\"]\n[runtimes.runc]\npath = %q\n", reg.Host, reg.Host, runc))
 	c.net = newPodNet(t, c.d)
 	c.net.install(t, c.d)
 
@@ -492,14 +496,68 @@ func (c *cluster) runtimePods() map[string]string {
 	return out
 }
 
-// TestCluster: a Deployment, a Service found by DNS, logs and exec, a
-// rolling update and scaling, termination messages, and a teardown that
-// leaves nothing, through kubectl on a cluster whose node runs husk.
+// TestCluster: workloads, Services, kubectl's tools, volumes and security
+// settings, each in a namespace of its own, through kubectl on a cluster
+// whose node runs husk; and deleting the namespaces leaves nothing.
 func TestCluster(t *testing.T) {
 	c := startCluster(t)
-	const ns = "husk-test"
 	veths := countLeaks(t, c.d).Veths
-	c.mustKubectl("", "create", "namespace", ns)
+	tests := []struct {
+		ns  string
+		run func(c *cluster, ns string)
+	}{
+		{"deployment", clusterDeployment},
+		{"volumes", clusterVolumes},
+		{"security", clusterSecurity},
+	}
+	for _, tc := range tests {
+		c.mustKubectl("", "create", "namespace", tc.ns)
+		t.Run(tc.ns, func(t *testing.T) { tc.run(c.with(t), tc.ns) })
+	}
+
+	if os.Getenv("HUSK_CLUSTER_HOLD") == "1" {
+		t.Logf("the cluster is up: KUBECONFIG=%s %s/kubectl get pods -A; crictl's config: %s; interrupt to end it",
+			c.kubeconfig, c.bin, filepath.Join(c.d.dir, "crictl.yaml"))
+		_ = c.d.crictlCommand(context.Background(), "version").Run() // writes its config
+		sig := make(chan os.Signal, 1)
+		signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+		<-sig
+	}
+
+	// Deleting the namespaces leaves nothing of their pods behind.
+	for _, tc := range tests {
+		c.mustKubectl("", "delete", "namespace", tc.ns, "--timeout", "3m")
+	}
+	c.eventually("husk has no pod of the test namespaces left", 2*time.Minute, func() (bool, string) {
+		resp, err := c.d.runtime.ListPodSandbox(context.Background(), &runtimeapi.ListPodSandboxRequest{})
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, p := range resp.Items {
+			if p.Metadata.Namespace != "kube-system" {
+				return false, fmt.Sprintf("%s/%s %v", p.Metadata.Namespace, p.Metadata.Name, p.State)
+			}
+		}
+		return true, ""
+	})
+	if after := countLeaks(t, c.d).Veths; after != veths {
+		t.Errorf("veths: %d before the tests' pods, %d after", veths, after)
+	}
+}
+
+// with is the cluster as seen by a subtest (its failures are the
+// subtest's).
+func (c *cluster) with(t *testing.T) *cluster {
+	cc := *c
+	cc.t = t
+	return &cc
+}
+
+// clusterDeployment: a Deployment of two replicas, its pods' image names,
+// husk running exactly those pods, kubelet's stats of them, logs, exec, a
+// Service by DNS, a rolling update, scaling, termination messages.
+func clusterDeployment(c *cluster, ns string) {
+	t := c.t
 	c.mustKubectl(`apiVersion: apps/v1
 kind: Deployment
 metadata: {name: web}
@@ -675,31 +733,263 @@ spec:
 			return true, ""
 		})
 	}
+}
 
-	if os.Getenv("HUSK_CLUSTER_HOLD") == "1" {
-		t.Logf("the cluster is up: KUBECONFIG=%s %s/kubectl get pods -A; crictl's config: %s; interrupt to end it",
-			c.kubeconfig, c.bin, filepath.Join(c.d.dir, "crictl.yaml"))
-		_ = c.d.crictlCommand(context.Background(), "version").Run() // writes its config
-		sig := make(chan os.Signal, 1)
-		signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
-		<-sig
+// finished waits for a pod to end (Succeeded or Failed) and returns its
+// phase and the logs of all its containers.
+func (c *cluster) finished(ns, name string) (string, string) {
+	c.t.Helper()
+	var phase string
+	c.eventually("pod "+name+" ends", 3*time.Minute, func() (bool, string) {
+		out, err := c.kubectl("", "-n", ns, "get", "pod", name, "-o", "jsonpath={.status.phase}")
+		phase = out
+		return err == nil && (out == "Succeeded" || out == "Failed"), fmt.Sprint(out, err)
+	})
+	logs, _ := c.kubectl("", "-n", ns, "logs", name, "--all-containers")
+	return phase, logs
+}
+
+// selfChecking runs a pod whose script checks what it sees (set -e: the
+// first failed check ends it, and set -x shows which in its log) and
+// prints ok at the end.
+func (c *cluster) selfChecking(ns, manifest, name string) {
+	c.t.Helper()
+	c.mustKubectl(manifest, "-n", ns, "apply", "-f", "-")
+	if phase, logs := c.finished(ns, name); phase != "Succeeded" || !strings.Contains(logs, "\nok\n") && !strings.HasPrefix(logs, "ok\n") {
+		desc, _ := c.kubectl("", "-n", ns, "describe", "pod", name)
+		c.t.Errorf("pod %s: %s, log:\n%s\n%s", name, phase, logs, desc)
 	}
+}
 
-	// Deleting the namespace leaves nothing of its pods behind.
-	c.mustKubectl("", "delete", "namespace", ns, "--timeout", "3m")
-	c.eventually("husk has no pod of the namespace left", 2*time.Minute, func() (bool, string) {
-		resp, err := c.d.runtime.ListPodSandbox(context.Background(), &runtimeapi.ListPodSandboxRequest{})
-		if err != nil {
-			return false, err.Error()
+// clusterVolumes: ConfigMap, Secret, downward API (files and env),
+// emptyDir on disk and in memory, hostPath, subPath, a read-only mount,
+// fsGroup, the service account's token; and a ConfigMap's update reaching
+// a running pod.
+func clusterVolumes(c *cluster, ns string) {
+	hostDir := filepath.Join(c.dir, "hostpath")
+	if err := os.MkdirAll(hostDir, 0o755); err != nil {
+		c.t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(hostDir, "hello"), []byte("from-host"), 0o644); err != nil {
+		c.t.Fatal(err)
+	}
+	c.mustKubectl(`apiVersion: v1
+kind: ConfigMap
+metadata: {name: cm}
+data: {key: value}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: secret}
+stringData: {pw: s3cret}
+`, "-n", ns, "apply", "-f", "-")
+	c.selfChecking(ns, `apiVersion: v1
+kind: Pod
+metadata: {name: volumes, labels: {app: vol}}
+spec:
+  restartPolicy: Never
+  securityContext: {runAsUser: 1000, runAsGroup: 1000, fsGroup: 2000}
+  containers:
+  - name: c
+    image: busybox
+    env:
+    - name: MY_NAME
+      valueFrom: {fieldRef: {fieldPath: metadata.name}}
+    - name: FROM_CM
+      valueFrom: {configMapKeyRef: {name: cm, key: key}}
+    command:
+    - sh
+    - -exc
+    - |
+      test "$(cat /cm/key)" = value
+      test "$(cat /secret/pw)" = s3cret
+      test "$FROM_CM" = value
+      test "$MY_NAME" = volumes
+      test "$(cat /downward/name)" = volumes
+      grep -q 'app="vol"' /downward/labels
+      touch /empty/f
+      grep -q ' /mem tmpfs ' /proc/mounts
+      touch /mem/f
+      test "$(cat /host/hello)" = from-host
+      test "$(cat /etc/sub/file)" = value
+      if touch /ro/x; then false; fi
+      test "$(stat -c %g /empty)" = 2000
+      id -G | grep -qw 2000
+      test -s /var/run/secrets/kubernetes.io/serviceaccount/token
+      test -s /var/run/secrets/kubernetes.io/serviceaccount/ca.crt
+      echo ok
+    volumeMounts:
+    - {name: cm, mountPath: /cm}
+    - {name: secret, mountPath: /secret}
+    - {name: downward, mountPath: /downward}
+    - {name: empty, mountPath: /empty}
+    - {name: mem, mountPath: /mem}
+    - {name: host, mountPath: /host}
+    - {name: cm, mountPath: /etc/sub/file, subPath: key}
+    - {name: empty, mountPath: /ro, readOnly: true}
+  volumes:
+  - {name: cm, configMap: {name: cm}}
+  - {name: secret, secret: {secretName: secret}}
+  - name: downward
+    downwardAPI:
+      items:
+      - {path: name, fieldRef: {fieldPath: metadata.name}}
+      - {path: labels, fieldRef: {fieldPath: metadata.labels}}
+  - {name: empty, emptyDir: {}}
+  - {name: mem, emptyDir: {medium: Memory, sizeLimit: 16Mi}}
+  - {name: host, hostPath: {path: `+hostDir+`, type: Directory}}
+`, "volumes")
+
+	// An update of the ConfigMap reaches a running pod's files.
+	c.mustKubectl(`apiVersion: v1
+kind: Pod
+metadata: {name: watcher}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: busybox
+    command: ["sh", "-c", "while true; do cat /cm/key; echo; sleep 1; done"]
+    volumeMounts: [{name: cm, mountPath: /cm}]
+  volumes: [{name: cm, configMap: {name: cm}}]
+`, "-n", ns, "apply", "-f", "-")
+	c.eventually("the watcher runs", 2*time.Minute, func() (bool, string) {
+		out, err := c.kubectl("", "-n", ns, "logs", "watcher")
+		return err == nil && strings.Contains(out, "value"), fmt.Sprint(out, err)
+	})
+	c.mustKubectl("", "-n", ns, "patch", "configmap", "cm", "-p", `{"data":{"key":"updated"}}`)
+	c.eventually("the ConfigMap's update reaches the pod", 2*time.Minute, func() (bool, string) {
+		out, err := c.kubectl("", "-n", ns, "logs", "watcher", "--tail", "1")
+		return err == nil && strings.TrimSpace(out) == "updated", fmt.Sprint(out, err)
+	})
+}
+
+// hostCaps is the bounding set of this process, as /proc shows it: all a
+// privileged container can have (root here may lack some).
+func hostCaps(t *testing.T) string {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "CapBnd:"); ok {
+			return strings.TrimSpace(v)
 		}
-		for _, p := range resp.Items {
-			if p.Metadata.Namespace == ns {
-				return false, fmt.Sprintf("%s/%s %v", p.Metadata.Namespace, p.Metadata.Name, p.State)
+	}
+	t.Fatal("no CapBnd in /proc/self/status")
+	return ""
+}
+
+// clusterSecurity: a pod's and a container's security settings reach
+// the process.
+func clusterSecurity(c *cluster, ns string) {
+	c.selfChecking(ns, `apiVersion: v1
+kind: Pod
+metadata: {name: restricted}
+spec:
+  restartPolicy: Never
+  securityContext:
+    runAsUser: 1000
+    runAsGroup: 3000
+    runAsNonRoot: true
+    seccompProfile: {type: RuntimeDefault}
+    sysctls: [{name: net.ipv4.ip_local_port_range, value: "20000 30000"}]
+  containers:
+  - name: c
+    image: busybox
+    securityContext:
+      readOnlyRootFilesystem: true
+      allowPrivilegeEscalation: false
+      capabilities: {drop: [ALL], add: [NET_BIND_SERVICE]}
+    command:
+    - sh
+    - -exc
+    - |
+      test "$(id -u)" = 1000
+      test "$(id -g)" = 3000
+      if touch /x; then false; fi
+      grep -q '^CapBnd:.0000000000000400$' /proc/self/status
+      grep -q '^CapEff:.0000000000000000$' /proc/self/status
+      grep -q '^NoNewPrivs:.1$' /proc/self/status
+      grep -q '^Seccomp:.2$' /proc/self/status
+      test "$(cat /proc/sys/net/ipv4/ip_local_port_range)" = "20000	30000"
+      echo ok
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: userns}
+spec:
+  restartPolicy: Never
+  hostUsers: false
+  containers:
+  - name: c
+    image: busybox
+    command:
+    - sh
+    - -exc
+    - |
+      test "$(id -u)" = 0
+      set -- $(head -1 /proc/self/uid_map)
+      test "$1" = 0
+      test "$2" != 0
+      echo ok
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: privileged}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: c
+    image: busybox
+    securityContext: {privileged: true}
+    env: [{name: HOST_CAPS, value: "`+hostCaps(c.t)+`"}]
+    command:
+    - sh
+    - -exc
+    - |
+      grep -q "^CapEff:.$HOST_CAPS\$" /proc/self/status
+      test -c /dev/kmsg
+      echo ok
+`, "restricted")
+	for _, name := range []string{"userns", "privileged"} {
+		if phase, logs := c.finished(ns, name); phase != "Succeeded" || !strings.Contains(logs, "ok\n") {
+			desc, _ := c.kubectl("", "-n", ns, "describe", "pod", name)
+			c.t.Errorf("pod %s: %s, log:\n%s\n%s", name, phase, logs, desc)
+		}
+	}
+	// A RuntimeClass whose handler is husk's runc.
+	c.mustKubectl(`apiVersion: node.k8s.io/v1
+kind: RuntimeClass
+metadata: {name: runc}
+handler: runc
+`, "apply", "-f", "-")
+	c.t.Cleanup(func() { _, _ = c.kubectl("", "delete", "runtimeclass", "runc") })
+	c.selfChecking(ns, `apiVersion: v1
+kind: Pod
+metadata: {name: runc}
+spec:
+  restartPolicy: Never
+  runtimeClassName: runc
+  containers:
+  - name: c
+    image: busybox
+    command: ["sh", "-c", "echo ok"]
+`, "runc")
+	pods, err := c.d.runtime.ListPodSandbox(context.Background(), &runtimeapi.ListPodSandboxRequest{})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	seen := false
+	for _, p := range pods.Items {
+		if p.Metadata.Name == "runc" && p.Metadata.Namespace == ns {
+			seen = true
+			if p.RuntimeHandler != "runc" {
+				c.t.Errorf("the RuntimeClass's pod runs with handler %q", p.RuntimeHandler)
 			}
 		}
-		return true, ""
-	})
-	if after := countLeaks(t, c.d).Veths; after != veths {
-		t.Errorf("veths: %d before the namespace's pods, %d after", veths, after)
+	}
+	if !seen {
+		c.t.Error("husk has no pod of the RuntimeClass")
 	}
 }
