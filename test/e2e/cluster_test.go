@@ -509,6 +509,8 @@ func TestCluster(t *testing.T) {
 		{"deployment", clusterDeployment},
 		{"volumes", clusterVolumes},
 		{"security", clusterSecurity},
+		{"workloads", clusterWorkloads},
+		{"tools", clusterTools},
 	}
 	for _, tc := range tests {
 		c.mustKubectl("", "create", "namespace", tc.ns)
@@ -992,4 +994,208 @@ spec:
 	if !seen {
 		c.t.Error("husk has no pod of the RuntimeClass")
 	}
+}
+
+// clusterWorkloads: probes and restarts (logs --previous), init containers
+// in order and a sidecar, lifecycle hooks, Jobs that complete and fail.
+func clusterWorkloads(c *cluster, ns string) {
+	c.mustKubectl(`apiVersion: v1
+kind: Pod
+metadata: {name: flaky}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: busybox
+    command: ["sh", "-c", "echo run at $(date +%s%N); touch /tmp/alive; sleep 3; rm /tmp/alive; sleep 300"]
+    livenessProbe:
+      exec: {command: ["test", "-f", "/tmp/alive"]}
+      periodSeconds: 1
+      failureThreshold: 1
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: ordered}
+spec:
+  restartPolicy: Never
+  initContainers:
+  - name: first
+    image: busybox
+    command: ["sh", "-c", "echo 1 >> /work/order"]
+    volumeMounts: [{name: work, mountPath: /work}]
+  - name: sidecar
+    image: busybox
+    restartPolicy: Always
+    command: ["sh", "-c", "echo sidecar >> /work/order; exec sleep 300"]
+    volumeMounts: [{name: work, mountPath: /work}]
+  - name: second
+    image: busybox
+    command: ["sh", "-c", "echo 2 >> /work/order"]
+    volumeMounts: [{name: work, mountPath: /work}]
+  containers:
+  - name: main
+    image: busybox
+    # The hook runs beside the container's process, not before it.
+    command: ["sh", "-c", "cat /work/order; while [ ! -s /work/poststart ]; do sleep 0.1; done; cat /work/poststart"]
+    lifecycle:
+      postStart:
+        exec: {command: ["sh", "-c", "echo hooked > /work/poststart"]}
+    volumeMounts: [{name: work, mountPath: /work}]
+  volumes: [{name: work, emptyDir: {}}]
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: done}
+spec:
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{name: c, image: busybox, command: ["sh", "-c", "echo job ran"]}]
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: failing}
+spec:
+  backoffLimit: 1
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{name: c, image: busybox, command: ["sh", "-c", "exit 4"]}]
+`, "-n", ns, "apply", "-f", "-")
+
+	// A failing liveness probe restarts the container; the previous
+	// run's log stays readable.
+	c.eventually("the flaky container is restarted", 2*time.Minute, func() (bool, string) {
+		pods := c.pods(ns, "--field-selector", "metadata.name=flaky")
+		if len(pods) != 1 || len(pods[0].Status.ContainerStatuses) != 1 {
+			return false, fmt.Sprintf("%+v", pods)
+		}
+		return pods[0].Status.ContainerStatuses[0].RestartCount >= 1, fmt.Sprintf("%+v", pods[0].Status.ContainerStatuses)
+	})
+	prev, err := c.kubectl("", "-n", ns, "logs", "flaky", "--previous")
+	cur, err2 := c.kubectl("", "-n", ns, "logs", "flaky")
+	if err != nil || err2 != nil || !strings.HasPrefix(prev, "run at ") || !strings.HasPrefix(cur, "run at ") || prev == cur {
+		c.t.Errorf("logs --previous %q (%v), logs %q (%v)", prev, err, cur, err2)
+	}
+
+	// Init containers in order, the sidecar started between them and
+	// stopped once the main container ended, the postStart hook run.
+	if phase, logs := c.finished(ns, "ordered"); phase != "Succeeded" {
+		c.t.Errorf("ordered: %s\n%s", phase, logs)
+	}
+	if out, err := c.kubectl("", "-n", ns, "logs", "ordered", "-c", "main"); err != nil || out != "1\nsidecar\n2\nhooked\n" {
+		c.t.Errorf("the order the init containers and the sidecar ran in, and the hook: %q %v", out, err)
+	}
+
+	c.eventually("the Job completes", 2*time.Minute, func() (bool, string) {
+		out, err := c.kubectl("", "-n", ns, "get", "job", "done", "-o", `jsonpath={.status.conditions[?(@.type=="Complete")].status}`)
+		return err == nil && out == "True", fmt.Sprint(out, err)
+	})
+	c.eventually("the failing Job fails after its retry", 3*time.Minute, func() (bool, string) {
+		out, err := c.kubectl("", "-n", ns, "get", "job", "failing", "-o", `jsonpath={.status.conditions[?(@.type=="Failed")].status}/{.status.failed}`)
+		return err == nil && out == "True/2", fmt.Sprint(out, err)
+	})
+}
+
+// clusterTools: kubectl port-forward, cp both ways, exec with stdin,
+// attach, debug with an ephemeral container that sees the target's
+// processes; a NodePort from the host and a headless Service by DNS.
+func clusterTools(c *cluster, ns string) {
+	c.mustKubectl(`apiVersion: v1
+kind: Pod
+metadata: {name: tool, labels: {app: tool}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: tool
+    image: busybox
+    command: ["sh", "-c", "mkdir -p /www && echo through-the-node > /www/index.html && exec httpd -f -p 8080 -h /www"]
+    readinessProbe:
+      httpGet: {path: /, port: 8080}
+      periodSeconds: 1
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: talker}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: talker
+    image: busybox
+    command: ["sh", "-c", "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.5; done"]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: tool-nodeport}
+spec:
+  type: NodePort
+  selector: {app: tool}
+  ports: [{port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: tool-headless}
+spec:
+  clusterIP: None
+  selector: {app: tool}
+  ports: [{port: 8080}]
+`, "-n", ns, "apply", "-f", "-")
+	c.mustKubectl("", "-n", ns, "wait", "--for=condition=Ready", "pod/tool", "pod/talker", "--timeout=2m")
+	tool := c.pods(ns, "--field-selector", "metadata.name=tool")[0]
+
+	// port-forward
+	pf := exec.Command(filepath.Join(c.bin, "kubectl"), "--kubeconfig", c.kubeconfig, "-n", ns, "port-forward", "pod/tool", "18081:8080")
+	if err := pf.Start(); err != nil {
+		c.t.Fatal(err)
+	}
+	c.t.Cleanup(func() { _ = pf.Process.Kill(); _ = pf.Wait() })
+	c.eventually("port-forward answers", time.Minute, func() (bool, string) {
+		out, err := exec.Command("busybox", "wget", "-q", "-O", "-", "http://127.0.0.1:18081/").Output()
+		return err == nil && string(out) == "through-the-node\n", fmt.Sprint(string(out), err)
+	})
+
+	// cp both ways
+	local := filepath.Join(c.t.TempDir(), "payload")
+	if err := os.WriteFile(local, []byte("copied in and out\n"), 0o644); err != nil {
+		c.t.Fatal(err)
+	}
+	c.mustKubectl("", "-n", ns, "cp", local, "tool:/tmp/payload")
+	back := filepath.Join(c.t.TempDir(), "back")
+	c.mustKubectl("", "-n", ns, "cp", "tool:/tmp/payload", back)
+	if b, err := os.ReadFile(back); err != nil || string(b) != "copied in and out\n" {
+		c.t.Errorf("kubectl cp out: %q %v", b, err)
+	}
+
+	// exec with stdin
+	if out, err := c.kubectl("from stdin\n", "-n", ns, "exec", "-i", "tool", "--", "cat"); err != nil || out != "from stdin\n" {
+		c.t.Errorf("exec -i: %q %v", out, err)
+	}
+
+	// attach: the output of a running container
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	att := exec.CommandContext(ctx, filepath.Join(c.bin, "kubectl"), "--kubeconfig", c.kubeconfig, "-n", ns, "attach", "talker")
+	out, _ := att.Output()
+	cancel()
+	if !strings.Contains(string(out), "tick ") {
+		c.t.Errorf("kubectl attach printed %q", out)
+	}
+
+	// debug: an ephemeral container in the target's PID namespace
+	c.mustKubectl("", "-n", ns, "debug", "tool", "--image=busybox", "--target=tool", "-c", "dbg", "--", "sh", "-c", "ps; sleep 300")
+	c.eventually("the ephemeral container sees the target's processes", 2*time.Minute, func() (bool, string) {
+		out, err := c.kubectl("", "-n", ns, "logs", "tool", "-c", "dbg")
+		return err == nil && strings.Contains(out, "httpd -f -p 8080"), fmt.Sprint(out, err)
+	})
+
+	// A NodePort from the host, and the headless Service's name resolving
+	// to the pod's address.
+	port := strings.TrimSpace(c.mustKubectl("", "-n", ns, "get", "svc", "tool-nodeport", "-o", "jsonpath={.spec.ports[0].nodePort}"))
+	c.eventually("the NodePort answers on the node's address", time.Minute, func() (bool, string) {
+		out, err := exec.Command("busybox", "wget", "-q", "-O", "-", "http://"+c.addr+":"+port+"/").Output()
+		return err == nil && string(out) == "through-the-node\n", fmt.Sprint(string(out), err)
+	})
+	c.eventually("the headless Service resolves to the pod", time.Minute, func() (bool, string) {
+		out, err := c.kubectl("", "-n", ns, "exec", "talker", "--", "nslookup", "tool-headless."+ns+".svc.cluster.local")
+		return err == nil && strings.Contains(out, tool.Status.PodIP), fmt.Sprint(out, err)
+	})
 }
