@@ -48,6 +48,8 @@ type cluster struct {
 	kubeconfig string
 	d          *daemon
 	net        *podNet
+	kubelet    *component
+	private    *imagetest.Registry // with basic auth: user "puller", password "s3cret"
 }
 
 // nodeAddress is the first global IPv4 address of the machine: the API
@@ -69,31 +71,49 @@ func nodeAddress(t *testing.T) string {
 	return ""
 }
 
-// run starts a component with its output in dir/<name>.log; it is killed
+// component is a process of the cluster, restartable.
+type component struct {
+	bin  string
+	args []string
+	logf *os.File
+	cmd  *exec.Cmd
+}
+
+func (p *component) start() error {
+	p.cmd = exec.Command(p.bin, p.args...)
+	p.cmd.Stdout, p.cmd.Stderr = p.logf, p.logf
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	return p.cmd.Start()
+}
+
+// stop ends it with sig, and SIGKILL if it is not gone in 10 s.
+func (p *component) stop(sig syscall.Signal) {
+	_ = p.cmd.Process.Signal(sig)
+	done := make(chan struct{})
+	go func() { _ = p.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-done
+	}
+}
+
+// run starts a component with its output in dir/<name>.log; it is ended
 // when the test ends, and its log's tail shown if the test failed.
-func (c *cluster) run(name string, args ...string) {
+func (c *cluster) run(name string, args ...string) *component {
 	c.t.Helper()
 	logPath := filepath.Join(c.dir, name+".log")
 	logf, err := os.Create(logPath)
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	cmd := exec.Command(filepath.Join(c.bin, name), args...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	p := &component{bin: filepath.Join(c.bin, name), args: args, logf: logf}
+	if err := p.start(); err != nil {
 		c.t.Fatalf("start %s: %v", name, err)
 	}
 	c.t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
+		p.stop(syscall.SIGTERM)
 		_ = logf.Close()
 		if c.t.Failed() {
 			b, _ := os.ReadFile(logPath)
@@ -101,6 +121,7 @@ func (c *cluster) run(name string, args ...string) {
 			c.t.Logf("%s log (last 40 lines):\n%s", name, strings.Join(lines[max(0, len(lines)-40):], "\n"))
 		}
 	})
+	return p
 }
 
 // kubectl runs kubectl as the cluster's admin; stdin, if given, is fed to it.
@@ -179,11 +200,13 @@ func startCluster(t *testing.T) *cluster {
 	}
 	reg.Push(t, "coredns/coredns:v1.15.0", imagetest.Image(t, v1.Config{Entrypoint: []string{"/coredns"}},
 		imagetest.Layer(t, imagetest.Entry{Name: "coredns", Mode: 0o755, Content: coredns})))
+	c.private = imagetest.NewRegistry(t, imagetest.WithBasicAuth("puller", "s3cret", "private/"))
+	c.private.Push(t, "private/busybox:v1", imagetest.BusyboxImage(t, v1.Config{Env: []string{imagetest.DefaultPath, "PRIVATE=yes"}}))
 	runc, err := exec.LookPath("runc")
 	if err != nil {
 		t.Fatal("runc is not installed (make deps installs it)")
 	}
-	c.d = newDaemon(t, fmt.Sprintf("[registry.\"docker.io\"]\nmirrors = [\"http://%s\"]\n[registry.\"registry.k8s.io\"]\nmirrors = [\"http://%s\"]\n[runtimes.runc]\npath = %q\n", reg.Host, reg.Host, runc))
+	c.d = newDaemon(t, fmt.Sprintf("[registry.\"docker.io\"]\nmirrors = [\"http://%s\"]\n[registry.\"registry.k8s.io\"]\nmirrors = [\"http://%s\"]\n[runtimes.runc]\npath = %q\n", reg.Host, reg.Host, runc)+insecureConfig(c.private.Host))
 	c.net = newPodNet(t, c.d)
 	c.net.install(t, c.d)
 
@@ -291,7 +314,7 @@ featureGates:
 			removeCgroupTree("/kubepods")
 		}
 	})
-	c.run("kubelet", "--config", kubeletCfg, "--kubeconfig", kc("kubelet.conf"), "--root-dir", filepath.Join(dir, "kubelet"),
+	c.kubelet = c.run("kubelet", "--config", kubeletCfg, "--kubeconfig", kc("kubelet.conf"), "--root-dir", filepath.Join(dir, "kubelet"),
 		"--hostname-override", clusterNode, "--node-ip", c.addr, "--v", "2")
 	c.run("kube-proxy", "--kubeconfig", c.kubeconfig, "--proxy-mode", "iptables", "--hostname-override", clusterNode,
 		"--cluster-cidr", c.net.subnet, "--healthz-bind-address", "127.0.0.1:10256", "--metrics-bind-address", "127.0.0.1:10249",
@@ -511,6 +534,9 @@ func TestCluster(t *testing.T) {
 		{"security", clusterSecurity},
 		{"workloads", clusterWorkloads},
 		{"tools", clusterTools},
+		{"resources", clusterResources},
+		{"images", clusterImages},
+		{"restarts", clusterRestarts},
 	}
 	for _, tc := range tests {
 		c.mustKubectl("", "create", "namespace", tc.ns)
@@ -1198,4 +1224,242 @@ spec:
 		out, err := c.kubectl("", "-n", ns, "exec", "talker", "--", "nslookup", "tool-headless."+ns+".svc.cluster.local")
 		return err == nil && strings.Contains(out, tool.Status.PodIP), fmt.Sprint(out, err)
 	})
+}
+
+// runtimeContainer is husk's running container of a pod's container.
+func (c *cluster) runtimeContainer(ns, pod, name string) *runtimeapi.Container {
+	c.t.Helper()
+	resp, err := c.d.runtime.ListContainers(context.Background(), &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{
+		State:         &runtimeapi.ContainerStateValue{State: runtimeapi.ContainerState_CONTAINER_RUNNING},
+		LabelSelector: map[string]string{"io.kubernetes.pod.namespace": ns, "io.kubernetes.pod.name": pod, "io.kubernetes.container.name": name}}})
+	if err != nil || len(resp.Containers) != 1 {
+		c.t.Fatalf("husk's running container %s of %s/%s: %v %v", name, ns, pod, resp.GetContainers(), err)
+	}
+	return resp.Containers[0]
+}
+
+// cpuQuota reads a cgroup's CFS quota as v1 or v2 writes it.
+func cpuQuota(cgroup string) string {
+	if unifiedHost {
+		b, _ := os.ReadFile(filepath.Join("/sys/fs/cgroup", cgroup, "cpu.max"))
+		q, _, _ := strings.Cut(strings.TrimSpace(string(b)), " ")
+		return q
+	}
+	b, _ := os.ReadFile(filepath.Join("/sys/fs/cgroup/cpu", cgroup, "cpu.cfs_quota_us"))
+	return strings.TrimSpace(string(b))
+}
+
+// clusterResources: the QoS classes' cgroups and limits, an OOM kill in
+// the pod's status, an in-place resize without a restart.
+func clusterResources(c *cluster, ns string) {
+	c.mustKubectl(`apiVersion: v1
+kind: Pod
+metadata: {name: guaranteed}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: busybox
+    command: ["sleep", "300"]
+    resources:
+      requests: {cpu: 100m, memory: 64Mi}
+      limits: {cpu: 100m, memory: 64Mi}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: burstable}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: busybox
+    command: ["sleep", "300"]
+    resources:
+      requests: {cpu: 50m, memory: 32Mi}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: besteffort}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers: [{name: c, image: busybox, command: ["sleep", "300"]}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: hog}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: c
+    image: busybox
+    command: ["sh", "-c", "x=a; while true; do x=$x$x; done"]
+    resources:
+      limits: {memory: 32Mi}
+`, "-n", ns, "apply", "-f", "-")
+	c.mustKubectl("", "-n", ns, "wait", "--for=condition=Ready", "pod/guaranteed", "pod/burstable", "pod/besteffort", "--timeout=2m")
+	for name, want := range map[string]string{"guaranteed": "/kubepods/pod", "burstable": "/kubepods/burstable/pod", "besteffort": "/kubepods/besteffort/pod"} {
+		ctr := c.runtimeContainer(ns, name, "c")
+		_, info := podStatus(c.t, c.d, ctr.PodSandboxId)
+		uid := c.pods(ns, "--field-selector", "metadata.name="+name)[0].Metadata.UID
+		if e2eDriver() == "systemd" {
+			want = map[string]string{"guaranteed": "/kubepods.slice/kubepods-pod", "burstable": "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod",
+				"besteffort": "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod"}[name]
+			uid = strings.ReplaceAll(uid, "-", "_")
+		}
+		if !strings.HasPrefix(info.CgroupPath, want+uid) {
+			c.t.Errorf("%s: pod cgroup %s, want it under %s%s", name, info.CgroupPath, want, uid)
+		}
+	}
+	g := c.runtimeContainer(ns, "guaranteed", "c")
+	cg := containerCgroup(c.t, c.d, g.Id)
+	if mem, _ := cgroupLimits(cg); mem != fmt.Sprint(64<<20) || cpuQuota(cg) != "10000" {
+		c.t.Errorf("the guaranteed container's cgroup: memory %s, CPU quota %s", mem, cpuQuota(cg))
+	}
+
+	// Over its memory limit: OOMKilled in the pod's status.
+	c.eventually("the hog is OOM-killed", 2*time.Minute, func() (bool, string) {
+		pods := c.pods(ns, "--field-selector", "metadata.name=hog")
+		if len(pods) != 1 || len(pods[0].Status.ContainerStatuses) != 1 || pods[0].Status.ContainerStatuses[0].State.Terminated == nil {
+			return false, fmt.Sprintf("%+v", pods)
+		}
+		term := pods[0].Status.ContainerStatuses[0].State.Terminated
+		if term.Reason != "OOMKilled" || term.ExitCode != 137 {
+			c.t.Errorf("the hog ended %+v, want OOMKilled with 137", term)
+		}
+		return true, ""
+	})
+
+	// In-place resize of CPU and memory, applied to the running
+	// container's cgroup without a restart.
+	c.mustKubectl("", "-n", ns, "patch", "pod", "guaranteed", "--subresource", "resize", "--patch",
+		`{"spec":{"containers":[{"name":"c","resources":{"requests":{"cpu":"200m","memory":"96Mi"},"limits":{"cpu":"200m","memory":"96Mi"}}}]}}`)
+	c.eventually("the resize reaches the cgroup", 2*time.Minute, func() (bool, string) {
+		mem, _ := cgroupLimits(cg)
+		return mem == fmt.Sprint(96<<20) && cpuQuota(cg) == "20000", "memory " + mem + " quota " + cpuQuota(cg)
+	})
+	if p := c.pods(ns, "--field-selector", "metadata.name=guaranteed")[0]; p.Status.ContainerStatuses[0].RestartCount != 0 {
+		c.t.Errorf("resized with a restart: %+v", p.Status.ContainerStatuses)
+	}
+	if c.runtimeContainer(ns, "guaranteed", "c").Id != g.Id {
+		c.t.Error("the resize replaced the container")
+	}
+}
+
+// clusterImages: pull policies, a private registry's image through an
+// imagePullSecret, and an image that does not exist (ErrImagePull, then
+// ImagePullBackOff, with husk's reason in the event).
+func clusterImages(c *cluster, ns string) {
+	c.mustKubectl("", "-n", ns, "create", "secret", "docker-registry", "regcred", "--docker-server="+c.private.Host, "--docker-username=puller", "--docker-password=s3cret")
+	c.mustKubectl(`apiVersion: v1
+kind: Pod
+metadata: {name: always}
+spec:
+  restartPolicy: Never
+  containers: [{name: c, image: busybox, imagePullPolicy: Always, command: ["echo", "ok"]}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: never}
+spec:
+  restartPolicy: Never
+  containers: [{name: c, image: busybox, imagePullPolicy: Never, command: ["echo", "ok"]}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: private}
+spec:
+  restartPolicy: Never
+  imagePullSecrets: [{name: regcred}]
+  containers: [{name: c, image: `+c.private.Host+`/private/busybox:v1, command: ["sh", "-c", "test $PRIVATE = yes && echo ok"]}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: nocred}
+spec:
+  containers: [{name: c, image: `+c.private.Host+`/private/busybox:v1, imagePullPolicy: Always, command: ["echo"]}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: missing}
+spec:
+  containers: [{name: c, image: busybox:does-not-exist, command: ["echo"]}]
+`, "-n", ns, "apply", "-f", "-")
+	for _, name := range []string{"always", "never", "private"} {
+		if phase, logs := c.finished(ns, name); phase != "Succeeded" || logs != "ok\n" {
+			desc, _ := c.kubectl("", "-n", ns, "describe", "pod", name)
+			c.t.Errorf("pod %s: %s %q\n%s", name, phase, logs, desc)
+		}
+	}
+	for _, name := range []string{"missing", "nocred"} {
+		c.eventually(name+" backs off", 2*time.Minute, func() (bool, string) {
+			out, err := c.kubectl("", "-n", ns, "get", "pod", name, "-o", "jsonpath={.status.containerStatuses[0].state.waiting.reason}")
+			return err == nil && out == "ImagePullBackOff", fmt.Sprint(out, err)
+		})
+	}
+	events := c.mustKubectl("", "-n", ns, "get", "events", "--field-selector", "involvedObject.name=missing", "-o", "jsonpath={range .items[*]}{.reason}: {.message}{\"\\n\"}{end}")
+	if !strings.Contains(events, "ErrImagePull") || !strings.Contains(events, "not found") {
+		c.t.Errorf("events of the missing image:\n%s", events)
+	}
+}
+
+// clusterRestarts: husk killed with SIGKILL and started again, then
+// kubelet restarted: no container restarts, the Service still answers, and
+// the logs go on.
+func clusterRestarts(c *cluster, ns string) {
+	c.mustKubectl(`apiVersion: apps/v1
+kind: Deployment
+metadata: {name: steady}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: steady}}
+  template:
+    metadata: {labels: {app: steady}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: c
+        image: busybox
+        command: ["sh", "-c", "mkdir -p /www && echo steady > /www/index.html && httpd -p 8080 -h /www; i=0; while true; do echo line $i; i=$((i+1)); sleep 0.2; done"]
+        readinessProbe:
+          tcpSocket: {port: 8080}
+          periodSeconds: 1
+---
+apiVersion: v1
+kind: Service
+metadata: {name: steady}
+spec:
+  type: NodePort
+  selector: {app: steady}
+  ports: [{port: 80, targetPort: 8080}]
+`, "-n", ns, "apply", "-f", "-")
+	c.mustKubectl("", "-n", ns, "rollout", "status", "deploy/steady", "--timeout", "2m")
+	port := strings.TrimSpace(c.mustKubectl("", "-n", ns, "get", "svc", "steady", "-o", "jsonpath={.spec.ports[0].nodePort}"))
+	answers := func() (bool, string) {
+		out, err := exec.Command("busybox", "wget", "-q", "-O", "-", "http://"+c.addr+":"+port+"/").Output()
+		return err == nil && string(out) == "steady\n", fmt.Sprint(string(out), err)
+	}
+	c.eventually("the Service answers", time.Minute, answers)
+	before := c.pods(ns, "-l", "app=steady")[0]
+
+	_ = c.d.stop(syscall.SIGKILL)
+	c.d.start()
+	c.kubelet.stop(syscall.SIGTERM)
+	if err := c.kubelet.start(); err != nil {
+		c.t.Fatal(err)
+	}
+	c.eventually("the node is Ready again", 2*time.Minute, func() (bool, string) {
+		out, err := c.kubectl("", "get", "node", clusterNode, "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`)
+		return err == nil && out == "True", fmt.Sprint(out, err)
+	})
+	time.Sleep(15 * time.Second) // kubelet's first syncs of the pod after its restart
+	c.eventually("the Service answers after the restarts", time.Minute, answers)
+	after := c.pods(ns, "-l", "app=steady")
+	if len(after) != 1 || after[0].Metadata.UID != before.Metadata.UID || after[0].Status.ContainerStatuses[0].RestartCount != 0 {
+		c.t.Errorf("after husk's and kubelet's restarts: %+v, before %+v", after, before)
+	}
+	logs := c.mustKubectl("", "-n", ns, "logs", "deploy/steady", "--tail", "3")
+	time.Sleep(time.Second)
+	if again := c.mustKubectl("", "-n", ns, "logs", "deploy/steady", "--tail", "3"); again == logs || !strings.HasPrefix(again, "line ") {
+		c.t.Errorf("the logs do not go on after the restarts: %q then %q", logs, again)
+	}
 }
