@@ -14,6 +14,7 @@
 package e2e
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -206,6 +207,14 @@ func startCluster(t *testing.T) *cluster {
 	if err != nil {
 		t.Fatal("runc is not installed (make deps installs it)")
 	}
+	// kubectl in a pod, to talk to the API server with its token.
+	kubectl, err := os.ReadFile(filepath.Join(bin, "kubectl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg.Push(t, "library/kubectl:v1", imagetest.BusyboxImage(t, v1.Config{},
+		imagetest.Layer(t, imagetest.Entry{Name: "usr/", Type: tar.TypeDir}, imagetest.Entry{Name: "usr/bin/", Type: tar.TypeDir},
+			imagetest.Entry{Name: "usr/bin/kubectl", Mode: 0o755, Content: kubectl})))
 	c.d = newDaemon(t, fmt.Sprintf("[registry.\"docker.io\"]\nmirrors = [\"http://%s\"]\n[registry.\"registry.k8s.io\"]\nmirrors = [\"http://%s\"]\n[runtimes.runc]\npath = %q\n", reg.Host, reg.Host, runc)+insecureConfig(c.private.Host))
 	c.net = newPodNet(t, c.d)
 	c.net.install(t, c.d)
@@ -536,6 +545,7 @@ func TestCluster(t *testing.T) {
 		{"tools", clusterTools},
 		{"resources", clusterResources},
 		{"images", clusterImages},
+		{"lifecycle", clusterLifecycle},
 		{"restarts", clusterRestarts},
 	}
 	for _, tc := range tests {
@@ -1461,5 +1471,148 @@ spec:
 	time.Sleep(time.Second)
 	if again := c.mustKubectl("", "-n", ns, "logs", "deploy/steady", "--tail", "3"); again == logs || !strings.HasPrefix(again, "line ") {
 		c.t.Errorf("the logs do not go on after the restarts: %q then %q", logs, again)
+	}
+}
+
+// clusterLifecycle: startup probes, preStop hooks (exec, httpGet, sleep),
+// a SIGTERM-ignoring container killed at the end of its grace period,
+// restartPolicy OnFailure, logs -f, and the service account's token
+// accepted by the API server.
+func clusterLifecycle(c *cluster, ns string) {
+	hooks := filepath.Join(c.dir, "hooks-"+ns)
+	if err := os.MkdirAll(hooks, 0o777); err != nil {
+		c.t.Fatal(err)
+	}
+	c.mustKubectl(`apiVersion: v1
+kind: Pod
+metadata: {name: slowstart}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: busybox
+    command: ["sh", "-c", "sleep 3; touch /tmp/started; exec sleep 300"]
+    startupProbe:
+      exec: {command: ["test", "-f", "/tmp/started"]}
+      periodSeconds: 1
+      failureThreshold: 30
+    livenessProbe:
+      exec: {command: ["test", "-f", "/tmp/started"]}
+      periodSeconds: 1
+      failureThreshold: 1
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: hooked}
+spec:
+  terminationGracePeriodSeconds: 10
+  containers:
+  - name: exec-hook
+    image: busybox
+    command: ["sh", "-c", "trap 'echo term >> /hooks/exec; exit 0' TERM; while true; do sleep 0.1; done"]
+    lifecycle:
+      preStop:
+        exec: {command: ["sh", "-c", "echo prestop >> /hooks/exec"]}
+    volumeMounts: [{name: hooks, mountPath: /hooks}]
+  - name: http-hook
+    image: busybox
+    command: ["sh", "-c", "mkdir -p /www && echo bye > /www/prestop && httpd -f -p 8090 -h /www"]
+    lifecycle:
+      preStop:
+        httpGet: {path: /prestop, port: 8090}
+  - name: sleep-hook
+    image: busybox
+    command: ["sleep", "300"]
+    lifecycle:
+      preStop:
+        sleep: {seconds: 1}
+  volumes: [{name: hooks, hostPath: {path: `+hooks+`}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: stubborn}
+spec:
+  terminationGracePeriodSeconds: 3
+  containers:
+  - name: c
+    image: busybox
+    command: ["sh", "-c", "trap '' TERM; while true; do sleep 0.1; done"]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: onfailure}
+spec:
+  restartPolicy: OnFailure
+  containers:
+  - name: c
+    image: busybox
+    command: ["sh", "-c", "if [ -f /state/failed ]; then echo second; exit 0; fi; touch /state/failed; exit 1"]
+    volumeMounts: [{name: state, mountPath: /state}]
+  volumes: [{name: state, emptyDir: {}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: apiclient}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: c
+    image: kubectl:v1
+    command:
+    - sh
+    - -exc
+    - |
+      kubectl get --raw /api | grep -q '"kind":"APIVersions"'
+      kubectl auth whoami | grep -q system:serviceaccount:`+ns+`:default
+      echo ok
+`, "-n", ns, "apply", "-f", "-")
+
+	// The startup probe holds the liveness probe back: no restart.
+	c.mustKubectl("", "-n", ns, "wait", "--for=condition=Ready", "pod/slowstart", "pod/hooked", "pod/stubborn", "--timeout=2m")
+	if p := c.pods(ns, "--field-selector", "metadata.name=slowstart")[0]; p.Status.ContainerStatuses[0].RestartCount != 0 {
+		c.t.Errorf("slowstart restarted: %+v", p.Status.ContainerStatuses)
+	}
+
+	// logs -f follows.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	follow := exec.CommandContext(ctx, filepath.Join(c.bin, "kubectl"), "--kubeconfig", c.kubeconfig, "-n", ns, "logs", "-f", "onfailure")
+	c.eventually("onfailure succeeds on its second run", 2*time.Minute, func() (bool, string) {
+		out, err := c.kubectl("", "-n", ns, "get", "pod", "onfailure", "-o", "jsonpath={.status.phase}/{.status.containerStatuses[0].restartCount}")
+		return err == nil && out == "Succeeded/1", fmt.Sprint(out, err)
+	})
+	if out, err := follow.Output(); err != nil || string(out) != "second\n" {
+		c.t.Errorf("logs -f of a finished container: %q %v", out, err)
+	}
+
+	if phase, logs := c.finished(ns, "apiclient"); phase != "Succeeded" || !strings.HasSuffix(logs, "ok\n") {
+		c.t.Errorf("the service account's token with the API server: %s\n%s", phase, logs)
+	}
+
+	// preStop hooks run before the container is told to stop, and a
+	// container that ignores SIGTERM is killed once its grace is over.
+	stubborn := c.runtimeContainer(ns, "stubborn", "c")
+	c.mustKubectl("", "-n", ns, "delete", "pod", "hooked", "stubborn", "--wait=false")
+	// Watched until kubelet removes it: how it ended.
+	var last *runtimeapi.ContainerStatus
+	c.eventually("the stubborn container goes", 2*time.Minute, func() (bool, string) {
+		st, err := c.d.runtime.ContainerStatus(context.Background(), &runtimeapi.ContainerStatusRequest{ContainerId: stubborn.Id})
+		if err != nil {
+			return true, ""
+		}
+		last = st.Status
+		return false, st.Status.State.String()
+	})
+	if last == nil || last.State != runtimeapi.ContainerState_CONTAINER_EXITED || last.ExitCode != 137 {
+		c.t.Errorf("the SIGTERM-ignoring container ended %v, want killed (137)", last)
+	}
+	c.mustKubectl("", "-n", ns, "wait", "--for=delete", "pod/hooked", "pod/stubborn", "--timeout=2m")
+	if b, err := os.ReadFile(filepath.Join(hooks, "exec")); err != nil || string(b) != "prestop\nterm\n" {
+		c.t.Errorf("the exec preStop hook and SIGTERM: %q %v", b, err)
+	}
+	// kubelet's httpGet hook asked the container for /prestop.
+	logs := c.mustKubectl("", "-n", ns, "get", "events", "--field-selector", "involvedObject.name=hooked", "-o", "jsonpath={range .items[*]}{.reason}: {.message}{\"\\n\"}{end}")
+	if strings.Contains(logs, "FailedPreStopHook") {
+		c.t.Errorf("a preStop hook failed:\n%s", logs)
 	}
 }
