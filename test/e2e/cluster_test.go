@@ -332,10 +332,7 @@ featureGates:
 		// kube-proxy leaves its chains behind when it ends.
 		_ = exec.Command(filepath.Join(bin, "kube-proxy"), "--cleanup").Run()
 	})
-	c.eventually("the node is Ready", 3*time.Minute, func() (bool, string) {
-		out, err := c.kubectl("", "get", "node", clusterNode, "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`)
-		return err == nil && out == "True", fmt.Sprint(out, err)
-	})
+	c.eventually("the node is Ready", 3*time.Minute, c.nodeReady)
 	c.mustKubectl(corednsManifest, "apply", "-f", "-")
 	c.eventually("CoreDNS is Available", 3*time.Minute, func() (bool, string) {
 		out, err := c.kubectl("", "-n", "kube-system", "get", "deploy", "coredns", "-o", "jsonpath={.status.availableReplicas}")
@@ -389,6 +386,12 @@ func removeCgroupTree(p string) {
 	for i := len(dirs) - 1; i >= 0; i-- {
 		_ = os.Remove(dirs[i])
 	}
+}
+
+// nodeReady is the node's Ready condition, for eventually.
+func (c *cluster) nodeReady() (bool, string) {
+	out, err := c.kubectl("", "get", "node", clusterNode, "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`)
+	return err == nil && out == "True", fmt.Sprint(out, err)
 }
 
 func writeFile(t *testing.T, path, content string) {
@@ -1457,10 +1460,7 @@ spec:
 	if err := c.kubelet.start(); err != nil {
 		c.t.Fatal(err)
 	}
-	c.eventually("the node is Ready again", 2*time.Minute, func() (bool, string) {
-		out, err := c.kubectl("", "get", "node", clusterNode, "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`)
-		return err == nil && out == "True", fmt.Sprint(out, err)
-	})
+	c.eventually("the node is Ready again", 2*time.Minute, c.nodeReady)
 	time.Sleep(15 * time.Second) // kubelet's first syncs of the pod after its restart
 	c.eventually("the Service answers after the restarts", time.Minute, answers)
 	after := c.pods(ns, "-l", "app=steady")
