@@ -85,6 +85,11 @@ func (m *Manager) startMonitor(c *Container, pod *Pod) error {
 	}
 	if oom := m.opts.Cgroups.OOMEventsFile(c.Cgroup); oom != "" {
 		args = append(args, "--oom", oom)
+		if m.opts.Cgroups.CreatedAtStart() {
+			// systemd may remove the container's cgroup before the
+			// monitor has read its count (the monitor's comment).
+			args = append(args, "--oom-parent", m.opts.Cgroups.OOMEventsFile(pod.CgroupPath))
+		}
 	}
 	handler := pod.RuntimeHandler
 	if handler != "" && m.runtimePath(handler) == "" {

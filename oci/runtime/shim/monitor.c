@@ -6,7 +6,7 @@
 // starts, which keeps it at about 2 MiB of resident memory (most of it the
 // shared pages of libc and the binary) per container.
 //
-//   husk-runtime monitor --state DIR [--log-dir DIR] --log FILE [--oom FILE] [--oom-score-adj N] [--userns F] [--netns F]
+//   husk-runtime monitor --state DIR [--log-dir DIR] --log FILE [--oom FILE] [--oom-parent FILE] [--oom-score-adj N] [--userns F] [--netns F]
 //                [--ipcns F] [--utsns F] [--pidns F | --newpid] [--tty] [--stdin [--stdin-once]]
 //                [--exec-fd N] [--cgroup PROCS_FILE ... | --cgroup-sync FD] -- PROGRAM ARGS...
 //
@@ -27,7 +27,9 @@
 // before letting it go; another runtime (no --exec-fd) waits for that
 // before it is exec'd. With --oom naming a cgroup v2 memory.events file the
 // monitor also counts OOM kills as they happen (POLLPRI), since systemd
-// removes a scope's cgroup once the scope's processes are gone.
+// removes a scope's cgroup once the scope's processes are gone; should it
+// be gone before the count was read, --oom-parent (the pod's memory.events,
+// which counts its children's kills) tells whether one happened meanwhile.
 //
 // In DIR it writes "pid" (pid and start time, once the program runs) and
 // "exit" (exit code, finish time in ns, OOM kill 0/1) when it ends. Log
@@ -560,10 +562,11 @@ __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 		{"stdin-once", no_argument, 0, 'O'},  {"userns", required_argument, 0, 'U'},
 		{"oom-score-adj", required_argument, 0, 'A'}, {"oom-notify", no_argument, 0, 'N'},
 		{"runtime-pid-file", required_argument, 0, 'R'}, {"cgroup-sync", required_argument, 0, 'S'},
+		{"oom-parent", required_argument, 0, 'Q'},
 		{0, 0, 0, 0}};
 	const char *cgroups[64];
 	int ncgroups = 0;
-	const char *state = NULL, *oom = NULL, *netns = NULL, *ipcns = NULL, *utsns = NULL, *pidns = NULL,
+	const char *state = NULL, *oom = NULL, *oom_parent = NULL, *netns = NULL, *ipcns = NULL, *utsns = NULL, *pidns = NULL,
 		   *userns = NULL;
 	int newpid = 0, tty = 0, exec_fd = -1, with_stdin = 0;
 	const char *oom_score_adj = NULL;
@@ -576,6 +579,7 @@ __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 		case 'l': log_path = optarg; break;
 		case 'L': log_dir = optarg; break;
 		case 'o': oom = optarg; break;
+		case 'Q': oom_parent = optarg; break;
 		case 'n': netns = optarg; break;
 		case 'i': ipcns = optarg; break;
 		case 'u': utsns = optarg; break;
@@ -783,6 +787,15 @@ __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 		if (oom_counted < 0)
 			oom_counted = 0;
 	}
+	int parent_fd = -1, parent_base = 0;
+	if (events_fd >= 0 && oom_parent != NULL) {
+		parent_fd = open(oom_parent, O_RDONLY | O_CLOEXEC);
+		parent_base = parent_fd >= 0 ? oom_kills_fd(parent_fd) : -1;
+		if (parent_base < 0 && parent_fd >= 0) {
+			close(parent_fd);
+			parent_fd = -1;
+		}
+	}
 	// Attach is possible from the moment StartContainer returns.
 	int lfd = listen_attach(state);
 	if (lfd < 0)
@@ -951,13 +964,17 @@ __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 		clock_gettime(CLOCK_REALTIME, &finished);
 	}
 	int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+	int own = events_fd >= 0 ? oom_kills_fd(events_fd) : -1;
+	// The cgroup went before its count could be read: a kill counted by
+	// the pod's cgroup during the container's life is taken as its own.
+	int by_parent = own < 0 && oom_counted == 0 && parent_fd >= 0 && oom_kills_fd(parent_fd) > parent_base;
 	snprintf(buf, sizeof buf, "%d %lld %d\n", code, (long long)finished.tv_sec * 1000000000LL + finished.tv_nsec,
 		 // OOMKilled is the container's own process killed for memory: a
 		 // child of it killed while it went on and ended otherwise (exit 0)
 		 // is not; the counter is the cgroup's, so SIGKILL must be how
 		 // the process died.
 		 code == 128 + SIGKILL &&
-			 (oom_kills(oom) > 0 || (events_fd >= 0 && oom_kills_fd(events_fd) > 0) || oom_counted > 0 || oom_seen ||
+			 (oom_kills(oom) > 0 || own > 0 || by_parent || oom_counted > 0 || oom_seen ||
 			  oom_pending(oom_efd)));
 	write_file(state, "exit", buf);
 	// Only now do attached clients see their end of file: the exit is
