@@ -77,6 +77,34 @@ type Manager struct {
 	cur *loadedConf // last config read from ConfDir, reused while its files are unchanged
 }
 
+// hostPortsReady is set once an ADD with host ports has succeeded in this
+// process. Until then such ADDs run one at a time: the portmap plugin
+// makes its node-wide iptables chains on first use, and two plugins making
+// them at once fail ("CHAIN_USER_ADD failed (File exists)").
+var hostPortsReady struct {
+	sync.Mutex
+	done bool
+}
+
+// firstHostPorts holds an ADD with host ports until the chains exist;
+// the function it returns is called with the ADD's success.
+func firstHostPorts(ports bool) func(ok bool) {
+	if !ports {
+		return func(bool) {}
+	}
+	hostPortsReady.Lock()
+	if hostPortsReady.done {
+		hostPortsReady.Unlock()
+		return func(bool) {}
+	}
+	return func(ok bool) {
+		if ok {
+			hostPortsReady.done = true
+		}
+		hostPortsReady.Unlock()
+	}
+}
+
 // loadedConf is the result of reading one config file, good or bad; the
 // fingerprint decides when it must be read again.
 type loadedConf struct {
@@ -207,7 +235,9 @@ func (m *Manager) Setup(ctx context.Context, pod Pod) (*Result, error) {
 		_, err := m.add(ctx, m.loopback, loRT)
 		loErr <- err
 	}()
+	done := firstHostPorts(len(pod.PortMappings) > 0)
 	res, err := m.add(ctx, list, podRT)
+	done(err == nil)
 	lerr := <-loErr
 	// A failed ADD has already been undone by add (or left pending for
 	// Teardown); what remains to undo is the other attachment.
