@@ -431,28 +431,29 @@ func treePids(dir string) ([]int, error) {
 	var walk func(d string, top bool) error
 	walk = func(d string, top bool) error {
 		b, err := os.ReadFile(filepath.Join(d, "cgroup.procs"))
+		var entries []os.DirEntry
 		if err == nil {
-			var entries []os.DirEntry
-			if entries, err = os.ReadDir(d); err == nil {
-				for _, f := range strings.Fields(string(b)) {
-					if pid, perr := strconv.Atoi(f); perr == nil {
-						pids = append(pids, pid)
-					}
-				}
-				for _, e := range entries {
-					if e.IsDir() {
-						if err := walk(filepath.Join(d, e.Name()), false); err != nil {
-							return err
-						}
-					}
-				}
+			entries, err = os.ReadDir(d)
+		}
+		if err != nil {
+			if !top && gone(err) {
 				return nil
 			}
+			return fmt.Errorf("list processes of %s: %w", d, err)
 		}
-		if !top && gone(err) {
-			return nil
+		for _, f := range strings.Fields(string(b)) {
+			if pid, perr := strconv.Atoi(f); perr == nil {
+				pids = append(pids, pid)
+			}
 		}
-		return fmt.Errorf("list processes of %s: %w", d, err)
+		for _, e := range entries {
+			if e.IsDir() {
+				if err := walk(filepath.Join(d, e.Name()), false); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
 	}
 	return pids, walk(dir, true)
 }
