@@ -194,6 +194,8 @@ func startCluster(t *testing.T) *cluster {
 	// Images, through husk's mirrors of docker.io and registry.k8s.io.
 	reg := imagetest.NewRegistry(t)
 	reg.Push(t, "library/busybox:latest", imagetest.BusyboxImage(t, v1.Config{}))
+	reg.Push(t, "library/busybox:gc", imagetest.BusyboxImage(t, v1.Config{Env: []string{imagetest.DefaultPath, "VERSION=gc"}}))
+	reg.Push(t, "library/busybox:pinned", imagetest.BusyboxImage(t, v1.Config{Env: []string{imagetest.DefaultPath, "VERSION=pinned"}}))
 	reg.Push(t, "library/busybox:v2", imagetest.BusyboxImage(t, v1.Config{Env: []string{imagetest.DefaultPath, "VERSION=2"}}))
 	coredns, err := os.ReadFile(filepath.Join(bin, "coredns"))
 	if err != nil {
@@ -215,7 +217,20 @@ func startCluster(t *testing.T) *cluster {
 	reg.Push(t, "library/kubectl:v1", imagetest.BusyboxImage(t, v1.Config{},
 		imagetest.Layer(t, imagetest.Entry{Name: "usr/", Type: tar.TypeDir}, imagetest.Entry{Name: "usr/bin/", Type: tar.TypeDir},
 			imagetest.Entry{Name: "usr/bin/kubectl", Mode: 0o755, Content: kubectl})))
-	c.d = newDaemon(t, fmt.Sprintf("[registry.\"docker.io\"]\nmirrors = [\"http://%s\"]\n[registry.\"registry.k8s.io\"]\nmirrors = [\"http://%s\"]\n[runtimes.runc]\npath = %q\n", reg.Host, reg.Host, runc)+insecureConfig(c.private.Host))
+	// A gRPC health server, for grpc probes.
+	grpcHealth := filepath.Join(t.TempDir(), "grpchealth")
+	build := exec.Command("go", "build", "-o", grpcHealth, "github.com/husk-runtime/husk/test/e2e/grpchealth")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building grpchealth: %v\n%s", err, out)
+	}
+	grpcHealthBin, err := os.ReadFile(grpcHealth)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg.Push(t, "library/grpchealth:v1", imagetest.BusyboxImage(t, v1.Config{},
+		imagetest.Layer(t, imagetest.Entry{Name: "grpchealth", Mode: 0o755, Content: grpcHealthBin})))
+	c.d = newDaemon(t, "pinned_images = [\"busybox:pinned\"]\n"+fmt.Sprintf("[registry.\"docker.io\"]\nmirrors = [\"http://%s\"]\n[registry.\"registry.k8s.io\"]\nmirrors = [\"http://%s\"]\n[runtimes.runc]\npath = %q\n", reg.Host, reg.Host, runc)+insecureConfig(c.private.Host))
 	c.net = newPodNet(t, c.d)
 	c.net.install(t, c.d)
 
@@ -308,19 +323,24 @@ clusterDNS: [%s]
 clusterDomain: cluster.local
 resolvConf: /etc/resolv.conf
 enforceNodeAllocatable: []
-imageGCHighThresholdPercent: 100
+# Every image garbage collection (at kubelet's start, then every 5
+# minutes) removes every image no container uses and husk has not pinned:
+# the imagegc subtest sees it.
+imageGCHighThresholdPercent: 1
+imageGCLowThresholdPercent: 0
+imageMinimumGCAge: 0s
 evictionHard:
   memory.available: "1Mi"
 featureGates:
   PodAndContainerStatsFromCRI: true
 `, e2eDriver(), unifiedHost, c.d.sock, c.addr, pki("ca.crt"), clusterDNSAddr))
 	// After kubelet ends: what it made on the machine and leaves there.
-	kubepodsBefore := cgroupExists("/kubepods")
+	kubepodsBefore := cgroupExists(kubepods())
 	t.Cleanup(func() {
 		removeKubeletChains()
 		c.d.removeAllPods() // CoreDNS's, so that their cgroups can go
 		if !kubepodsBefore {
-			removeCgroupTree("/kubepods")
+			removeCgroupTree(kubepods())
 		}
 	})
 	c.kubelet = c.run("kubelet", "--config", kubeletCfg, "--kubeconfig", kc("kubelet.conf"), "--root-dir", filepath.Join(dir, "kubelet"),
@@ -357,6 +377,14 @@ func removeKubeletChains() {
 			}
 		}
 	}
+}
+
+// kubepods is the cgroup kubelet puts pods under with the test's driver.
+func kubepods() string {
+	if e2eDriver() == "systemd" {
+		return "/kubepods.slice"
+	}
+	return "/kubepods"
 }
 
 func cgroupExists(p string) bool {
@@ -536,7 +564,7 @@ func (c *cluster) runtimePods() map[string]string {
 // whose node runs husk; and deleting the namespaces leaves nothing.
 func TestCluster(t *testing.T) {
 	c := startCluster(t)
-	veths := countLeaks(t, c.d).Veths
+	before := c.leaks()
 	tests := []struct {
 		ns  string
 		run func(c *cluster, ns string)
@@ -548,6 +576,7 @@ func TestCluster(t *testing.T) {
 		{"tools", clusterTools},
 		{"resources", clusterResources},
 		{"images", clusterImages},
+		{"imagegc", clusterImageGC},
 		{"lifecycle", clusterLifecycle},
 		{"restarts", clusterRestarts},
 	}
@@ -581,9 +610,35 @@ func TestCluster(t *testing.T) {
 		}
 		return true, ""
 	})
-	if after := countLeaks(t, c.d).Veths; after != veths {
-		t.Errorf("veths: %d before the tests' pods, %d after", veths, after)
+	// kubelet unmounts volumes and removes pod cgroups after the pods
+	// are gone from the API: wait for it.
+	c.eventually("the node is as it was before the tests' pods", 2*time.Minute, func() (bool, string) {
+		after := c.leaks()
+		return after == before, fmt.Sprintf("before %+v, after %+v", before, after)
+	})
+}
+
+// leaks counts what pods leave on the node: husk's (countLeaks: mounts,
+// veths, IP leases, pod init processes, state directories) and kubelet's
+// (mounts under its root, pod cgroups). iptables rules are not counted:
+// kube-proxy's follow the Services of kube-system too.
+func (c *cluster) leaks() leaks {
+	l := countLeaks(c.t, c.d)
+	l.IPTablesRules = 0
+	mi, _ := os.ReadFile("/proc/self/mountinfo")
+	for _, line := range strings.Split(string(mi), "\n") {
+		if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(f[4], filepath.Join(c.dir, "kubelet")+"/") {
+			l.Mounts++
+		}
 	}
+	l.Cgroups = 0
+	_ = filepath.WalkDir(cgroupDir(kubepods()), func(_ string, de os.DirEntry, err error) error {
+		if err == nil && de.IsDir() {
+			l.Cgroups++
+		}
+		return nil
+	})
+	return l
 }
 
 // with is the cluster as seen by a subtest (its failures are the
@@ -1054,6 +1109,30 @@ spec:
 ---
 apiVersion: v1
 kind: Pod
+metadata: {name: grpc}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: up
+    image: grpchealth:v1
+    command: ["/grpchealth", "-listen", ":9090"]
+    readinessProbe:
+      grpc: {port: 9090}
+      periodSeconds: 1
+    livenessProbe:
+      grpc: {port: 9090, service: up}
+      periodSeconds: 1
+      failureThreshold: 1
+  - name: down
+    image: grpchealth:v1
+    command: ["/grpchealth", "-listen", ":9091"]
+    livenessProbe:
+      grpc: {port: 9091, service: down}
+      periodSeconds: 1
+      failureThreshold: 1
+---
+apiVersion: v1
+kind: Pod
 metadata: {name: ordered}
 spec:
   restartPolicy: Never
@@ -1116,6 +1195,24 @@ spec:
 	if err != nil || err2 != nil || !strings.HasPrefix(prev, "run at ") || !strings.HasPrefix(cur, "run at ") || prev == cur {
 		c.t.Errorf("logs --previous %q (%v), logs %q (%v)", prev, err, cur, err2)
 	}
+
+	// grpc probes: the serving container becomes ready and stays up, the
+	// one whose service is not serving is restarted.
+	c.eventually("the grpc probes", 2*time.Minute, func() (bool, string) {
+		pods := c.pods(ns, "--field-selector", "metadata.name=grpc")
+		if len(pods) != 1 || len(pods[0].Status.ContainerStatuses) != 2 {
+			return false, fmt.Sprintf("%+v", pods)
+		}
+		restarts := map[string]int{}
+		ready := false
+		for _, cs := range pods[0].Status.ContainerStatuses {
+			restarts[cs.Name] = cs.RestartCount
+			if cs.Name == "up" {
+				ready = cs.Ready
+			}
+		}
+		return ready && restarts["up"] == 0 && restarts["down"] >= 1, fmt.Sprintf("%+v", pods[0].Status.ContainerStatuses)
+	})
 
 	// Init containers in order, the sidecar started between them and
 	// stopped once the main container ended, the postStart hook run.
@@ -1208,6 +1305,12 @@ spec:
 	// exec with stdin
 	if out, err := c.kubectl("from stdin\n", "-n", ns, "exec", "-i", "tool", "--", "cat"); err != nil || out != "from stdin\n" {
 		c.t.Errorf("exec -i: %q %v", out, err)
+	}
+
+	// exec -it: the command runs on a terminal of kubectl's size.
+	it := exec.Command(filepath.Join(c.bin, "kubectl"), "--kubeconfig", c.kubeconfig, "-n", ns, "exec", "-it", "tool", "--", "sh", "-c", "stty size; tty; read line; echo got $line")
+	if out, err := onTerminal(c.t, it, 33, 101, "typed\r"); err != nil || !strings.Contains(out, "33 101") || !strings.Contains(out, "/dev/pts/") || !strings.Contains(out, "got typed") {
+		c.t.Errorf("exec -it on a 33x101 terminal: %q %v", out, err)
 	}
 
 	// attach: the output of a running container
@@ -1413,6 +1516,74 @@ spec:
 	if !strings.Contains(events, "ErrImagePull") || !strings.Contains(events, "not found") {
 		c.t.Errorf("events of the missing image:\n%s", events)
 	}
+}
+
+// clusterImageGC: kubelet's image garbage collection removes an image no
+// container uses and keeps the one husk pins (pinned_images).
+func clusterImageGC(c *cluster, ns string) {
+	c.mustKubectl(`apiVersion: v1
+kind: Pod
+metadata: {name: unused}
+spec:
+  restartPolicy: Never
+  containers: [{name: c, image: busybox:gc, command: ["echo", "ok"]}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: pinned}
+spec:
+  restartPolicy: Never
+  containers: [{name: c, image: busybox:pinned, command: ["echo", "ok"]}]
+`, "-n", ns, "apply", "-f", "-")
+	for _, name := range []string{"unused", "pinned"} {
+		if phase, logs := c.finished(ns, name); phase != "Succeeded" || logs != "ok\n" {
+			c.t.Fatalf("pod %s: %s %q", name, phase, logs)
+		}
+	}
+	images := func() map[string]bool {
+		resp, err := c.d.images.ListImages(context.Background(), &runtimeapi.ListImagesRequest{})
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		tags := map[string]bool{}
+		for _, img := range resp.Images {
+			for _, tag := range img.RepoTags {
+				tags[tag] = img.Pinned
+			}
+		}
+		return tags
+	}
+	if got := images(); !got["docker.io/library/busybox:pinned"] {
+		c.t.Fatalf("husk's images before the collection (tag: pinned): %v", got)
+	}
+	c.mustKubectl("", "-n", ns, "delete", "pod", "unused", "pinned", "--timeout", "2m")
+	c.eventually("the pods' containers are removed", 2*time.Minute, func() (bool, string) {
+		resp, err := c.d.runtime.ListContainers(context.Background(), &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{
+			LabelSelector: map[string]string{"io.kubernetes.pod.namespace": ns}}})
+		if err != nil {
+			return false, err.Error()
+		}
+		return len(resp.Containers) == 0, fmt.Sprintf("%d containers", len(resp.Containers))
+	})
+
+	// kubelet collects when it starts, then every 5 minutes.
+	c.kubelet.stop(syscall.SIGTERM)
+	if err := c.kubelet.start(); err != nil {
+		c.t.Fatal(err)
+	}
+	c.eventually("kubelet collects the unused image", 6*time.Minute, func() (bool, string) {
+		got := images()
+		_, unused := got["docker.io/library/busybox:gc"]
+		return !unused, fmt.Sprint(got)
+	})
+	got := images()
+	if _, ok := got["docker.io/library/busybox:pinned"]; !ok {
+		c.t.Errorf("kubelet removed the pinned image: %v", got)
+	}
+	if _, ok := got["docker.io/library/busybox:latest"]; !ok {
+		c.t.Errorf("kubelet removed an image in use: %v", got)
+	}
+	c.eventually("the node is Ready again", 2*time.Minute, c.nodeReady)
 }
 
 // clusterRestarts: husk killed with SIGKILL and started again, then

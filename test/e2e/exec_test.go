@@ -151,6 +151,14 @@ func crictlOnTerminal(t *testing.T, e *ctrEnv, rows, cols uint16, args ...string
 // second after crictl started (once its session is up).
 func crictlTyping(t *testing.T, e *ctrEnv, rows, cols uint16, input string, args ...string) (string, error) {
 	t.Helper()
+	return onTerminal(t, e.d.crictlCommand(context.Background(), args...), rows, cols, input)
+}
+
+// onTerminal runs cmd with a pseudo-terminal of the host (rows x cols) as
+// its stdin, stdout and stderr, types input there half a second after it
+// started (unless input is empty), and returns what cmd wrote there.
+func onTerminal(t testing.TB, cmd *exec.Cmd, rows, cols uint16, input string) (string, error) {
+	t.Helper()
 	master, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -170,7 +178,6 @@ func crictlTyping(t *testing.T, e *ctrEnv, rows, cols uint16, input string, args
 	if err := unix.IoctlSetWinsize(int(master.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: rows, Col: cols}); err != nil {
 		t.Fatal(err)
 	}
-	cmd := e.d.crictlCommand(context.Background(), args...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
