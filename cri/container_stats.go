@@ -67,12 +67,10 @@ func containerStats(c *sandbox.Container, u sandbox.Usage) *runtimeapi.Container
 	return st
 }
 
-// ioUsage is nil where the kernel gives no pressure stall information
-// (cgroup v1): the CRI's IoUsage holds nothing else.
+// ioUsage has no pressure stall information where the kernel gives none
+// (cgroup v1), but is there all the same: kubelet reports a pod's io
+// (its time) only when the runtime sends it, as cAdvisor always does.
 func ioUsage(u sandbox.Usage) *runtimeapi.IoUsage {
-	if u.IOPressure == nil {
-		return nil
-	}
 	return &runtimeapi.IoUsage{Timestamp: u.Timestamp, Psi: psi(u.IOPressure)}
 }
 

@@ -56,6 +56,7 @@ func (s *Server) podStats(id string) (*runtimeapi.PodSandboxStats, error) {
 			Cpu:     cpuUsage(u),
 			Memory:  memoryUsage(u),
 			Process: &runtimeapi.ProcessUsage{Timestamp: u.Timestamp, ProcessCount: &runtimeapi.UInt64Value{Value: u.Pids}},
+			Io:      ioUsage(u),
 		},
 	}
 	if len(u.Network) > 0 {

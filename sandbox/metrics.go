@@ -85,11 +85,24 @@ var metricDescs = []metricDesc{
 	{"container_network_transmit_packets_total", "Cumulative count of packets transmitted.", []string{"interface"}, counter},
 	{"container_network_transmit_errors_total", "Cumulative count of errors encountered while transmitting.", []string{"interface"}, counter},
 	{"container_network_transmit_packets_dropped_total", "Cumulative count of packets dropped while transmitting.", []string{"interface"}, counter},
+	{"container_memory_total_active_file_bytes", "Current total active file in bytes.", nil, gauge},
+	{"container_memory_total_inactive_file_bytes", "Current total inactive file in bytes.", nil, gauge},
+	{"container_memory_file_dirty_bytes", "Size of dirty page cache memory in bytes.", nil, gauge},
+	{"container_memory_file_writeback_bytes", "Size of page cache memory under writeback in bytes.", nil, gauge},
+	{"container_memory_pgscan_total", "Number of pages scanned (cgroup v2).", nil, counter},
+	{"container_memory_pgsteal_total", "Number of pages reclaimed (cgroup v2).", nil, counter},
+	{"container_memory_workingset_refault_anon_total", "Number of refaults of previously evicted anonymous pages (cgroup v2).", nil, counter},
+	{"container_memory_workingset_refault_file_total", "Number of refaults of previously evicted file pages (cgroup v2).", nil, counter},
+	{"container_memory_events_high_total", "Number of times usage went over memory.high (cgroup v2).", nil, counter},
+	{"container_memory_events_max_total", "Number of times usage was about to go over memory.max (cgroup v2).", nil, counter},
+	{"container_ulimits_soft", "Soft ulimit values of the container's first process.", []string{"ulimit"}, gauge},
 	{"container_spec_cpu_period", "CPU period of the container.", nil, gauge},
 	{"container_spec_cpu_quota", "CPU quota of the container.", nil, gauge},
 	{"container_spec_cpu_shares", "CPU share of the container.", nil, gauge},
 	{"container_spec_memory_limit_bytes", "Memory limit for the container.", nil, gauge},
 	{"container_spec_memory_swap_limit_bytes", "Memory swap limit for the container.", nil, gauge},
+	{"container_spec_memory_reservation_limit_bytes", "Memory reservation limit for the container.", nil, gauge},
+	{"container_creation_time_seconds", "Creation time of the container since unix epoch in seconds.", nil, gauge},
 	{"container_start_time_seconds", "Start time of the container since unix epoch in seconds.", nil, gauge},
 	{"container_last_seen", "Last time a container was seen by the exporter, in seconds since the epoch.", nil, gauge},
 }
@@ -146,6 +159,11 @@ func (m *Manager) PodMetrics() []*runtimeapi.PodSandboxMetrics {
 			}
 		}
 		pm.Metrics = podSeries.out
+		if ms, err := m.podCgroupMetrics(p); err != nil {
+			klog.V(4).InfoS("Metrics: pod cgroup", "pod", p.ID, "err", err)
+		} else {
+			pm.Metrics = append(pm.Metrics, ms...)
+		}
 		for _, c := range containers {
 			if c.PodID != p.ID || c.State != ContainerStarted {
 				continue
@@ -163,12 +181,47 @@ func (m *Manager) PodMetrics() []*runtimeapi.PodSandboxMetrics {
 }
 
 func (m *Manager) containerMetrics(p *Pod, c *Container) ([]*runtimeapi.Metric, error) {
-	st, err := m.opts.Cgroups.Stats(c.Cgroup)
-	if err != nil {
-		return nil, err
-	}
 	md := p.Config.GetMetadata()
 	s := &series{labels: []string{c.Config.GetMetadata().GetName(), c.Cgroup, c.Config.GetImage().GetImage(), c.ID, md.GetNamespace(), md.GetName()}}
+	if err := m.cgroupMetrics(s, c.Cgroup); err != nil {
+		return nil, err
+	}
+
+	// The writable layer, on the filesystem of husk's root.
+	upper := m.upperDir(c.ID)
+	used, _ := treeUsage(upper)
+	var sfs unix.Statfs_t
+	if err := unix.Statfs(upper, &sfs); err == nil {
+		dev := deviceOf(upper)
+		s.add("container_fs_usage_bytes", used, dev)
+		s.add("container_fs_limit_bytes", sfs.Blocks*uint64(sfs.Bsize), dev)
+		s.add("container_fs_inodes_total", sfs.Files, dev)
+		s.add("container_fs_inodes_free", sfs.Ffree, dev)
+	}
+	specMetrics(s, c.Config.GetLinux().GetResources(), c.CreatedAt, c.StartedAt)
+	return s.out, nil
+}
+
+// podCgroupMetrics are the series of the pod's own cgroup, which holds
+// its containers', as cAdvisor reports a pod's (container="", no image
+// or name).
+func (m *Manager) podCgroupMetrics(p *Pod) ([]*runtimeapi.Metric, error) {
+	md := p.Config.GetMetadata()
+	s := &series{labels: []string{"", p.CgroupPath, "", "", md.GetNamespace(), md.GetName()}}
+	if err := m.cgroupMetrics(s, p.CgroupPath); err != nil {
+		return nil, err
+	}
+	// kubelet's sum of the containers' resources (LinuxPodSandboxConfig).
+	specMetrics(s, p.Config.GetLinux().GetResources(), p.CreatedAt, p.CreatedAt)
+	return s.out, nil
+}
+
+// cgroupMetrics adds the series a cgroup's files and its processes give.
+func (m *Manager) cgroupMetrics(s *series, cgroup string) error {
+	st, err := m.opts.Cgroups.Stats(cgroup)
+	if err != nil {
+		return err
+	}
 	sec := uint64(time.Second)
 	s.add("container_cpu_usage_seconds_total", st.CPUUsageNanos/sec, "total")
 	s.add("container_cpu_user_seconds_total", st.CPUUserNanos/sec)
@@ -187,6 +240,17 @@ func (m *Manager) containerMetrics(p *Pod, c *Container) ([]*runtimeapi.Metric, 
 	s.add("container_memory_failcnt", st.MemoryFailcnt)
 	s.add("container_memory_failures_total", st.PageFaults, "pgfault", "container")
 	s.add("container_memory_failures_total", st.MajorPageFaults, "pgmajfault", "container")
+	s.add("container_memory_total_active_file_bytes", st.MemoryActiveFileBytes)
+	s.add("container_memory_total_inactive_file_bytes", st.MemoryInactiveFileBytes)
+	s.add("container_memory_file_dirty_bytes", st.MemoryDirtyBytes)
+	s.add("container_memory_file_writeback_bytes", st.MemoryWritebackBytes)
+	s.add("container_memory_pgscan_total", st.MemoryPgscan)
+	s.add("container_memory_pgsteal_total", st.MemoryPgsteal)
+	s.add("container_memory_workingset_refault_anon_total", st.MemoryRefaultAnon)
+	s.add("container_memory_workingset_refault_file_total", st.MemoryRefaultFile)
+	s.add("container_memory_events_high_total", st.MemoryHighEvents)
+	s.add("container_memory_events_max_total", st.MemoryMaxEvents)
+	s.add("container_spec_memory_reservation_limit_bytes", st.MemoryReservationBytes)
 	s.add("container_oom_events_total", st.OOMKills)
 	// cAdvisor's names: stalled is PSI's "full", waiting its "some". Only
 	// where the kernel has PSI (cgroup v2).
@@ -201,9 +265,9 @@ func (m *Manager) containerMetrics(p *Pod, c *Container) ([]*runtimeapi.Metric, 
 	}
 	s.add("container_threads_max", st.PidsLimit)
 
-	pids, err := m.opts.Cgroups.Pids(c.Cgroup)
+	pids, err := m.opts.Cgroups.Pids(cgroup)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	var threads, fds, sockets uint64
 	for _, pid := range pids {
@@ -215,28 +279,47 @@ func (m *Manager) containerMetrics(p *Pod, c *Container) ([]*runtimeapi.Metric, 
 	s.add("container_threads", threads)
 	s.add("container_file_descriptors", fds)
 	s.add("container_sockets", sockets)
-
-	// The writable layer, on the filesystem of husk's root.
-	upper := m.upperDir(c.ID)
-	used, _ := treeUsage(upper)
-	var sfs unix.Statfs_t
-	if err := unix.Statfs(upper, &sfs); err == nil {
-		dev := deviceOf(upper)
-		s.add("container_fs_usage_bytes", used, dev)
-		s.add("container_fs_limit_bytes", sfs.Blocks*uint64(sfs.Bsize), dev)
-		s.add("container_fs_inodes_total", sfs.Files, dev)
-		s.add("container_fs_inodes_free", sfs.Ffree, dev)
+	// cAdvisor's: the limits of the cgroup's first process.
+	if len(pids) > 0 {
+		if n, ok := procOpenFilesLimit(pids[0]); ok {
+			s.add("container_ulimits_soft", n, "max_open_files")
+		}
 	}
+	return nil
+}
 
-	r := c.Config.GetLinux().GetResources()
+// specMetrics adds the series of what was asked for: resources, and when
+// the container (or pod) was created and started.
+func specMetrics(s *series, r *runtimeapi.LinuxContainerResources, createdAt, startedAt int64) {
+	sec := uint64(time.Second)
 	s.add("container_spec_cpu_period", uint64(max(r.GetCpuPeriod(), 0)))
 	s.add("container_spec_cpu_quota", uint64(max(r.GetCpuQuota(), 0)))
 	s.add("container_spec_cpu_shares", uint64(max(r.GetCpuShares(), 0)))
 	s.add("container_spec_memory_limit_bytes", uint64(max(r.GetMemoryLimitInBytes(), 0)))
 	s.add("container_spec_memory_swap_limit_bytes", uint64(max(r.GetMemorySwapLimitInBytes(), 0)))
-	s.add("container_start_time_seconds", uint64(max(c.StartedAt, 0))/sec)
+	s.add("container_creation_time_seconds", uint64(max(createdAt, 0))/sec)
+	s.add("container_start_time_seconds", uint64(max(startedAt, 0))/sec)
 	s.add("container_last_seen", uint64(time.Now().Unix()))
-	return s.out, nil
+}
+
+// procOpenFilesLimit reads a process's soft limit of open files; false
+// if it is gone or has none.
+func procOpenFilesLimit(pid int) (uint64, bool) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/limits", pid))
+	if err != nil {
+		return 0, false
+	}
+	for line := range bytes.SplitSeq(b, []byte("\n")) {
+		if v, ok := bytes.CutPrefix(line, []byte("Max open files")); ok {
+			f := bytes.Fields(v)
+			if len(f) == 0 {
+				return 0, false
+			}
+			n, err := strconv.ParseUint(string(f[0]), 10, 64)
+			return n, err == nil
+		}
+	}
+	return 0, false
 }
 
 // procThreads reads the number of threads of a process; 0 if it is gone.

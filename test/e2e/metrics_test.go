@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"slices"
 	"testing"
 	"time"
 
@@ -15,10 +14,10 @@ import (
 func TestPodSandboxMetrics(t *testing.T) {
 	e := newCtrEnv(t)
 	ctx := context.Background()
-	podID, pod := e.pod(t, "metrics")
+	podID, podCfg := e.pod(t, "metrics")
 	cfg := ctrConfig("busy", e.image("plain"), "sh", "-c", "nc -l -p 8080 & exec sleep 300")
 	cfg.Linux.Resources = &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 96 << 20, CpuShares: 512, CpuPeriod: 100000, CpuQuota: 50000}
-	id := e.run(t, podID, pod, cfg)
+	id := e.run(t, podID, podCfg, cfg)
 
 	descs, err := e.d.runtime.ListMetricDescriptors(ctx, &runtimeapi.ListMetricDescriptorsRequest{})
 	if err != nil {
@@ -31,32 +30,36 @@ func TestPodSandboxMetrics(t *testing.T) {
 		}
 		keys[d.Name] = len(d.LabelKeys)
 	}
-	var got map[string]*runtimeapi.Metric
+	// got: the container's series; pod: the pod cgroup's (container="")
+	// and the pod network's (container="POD"), by name.
+	var got, pod map[string]*runtimeapi.Metric
 	waitFor(t, func() bool {
 		resp, err := e.d.runtime.ListPodSandboxMetrics(ctx, &runtimeapi.ListPodSandboxMetricsRequest{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		got = map[string]*runtimeapi.Metric{}
-		for _, pm := range resp.PodMetrics {
-			if pm.PodSandboxId != podID {
-				continue
-			}
-			all := slices.Clone(pm.Metrics)
-			for _, cm := range pm.ContainerMetrics {
-				if cm.ContainerId != id {
-					t.Errorf("container metrics of %s in pod %s", cm.ContainerId, podID)
-				}
-				all = append(all, cm.Metrics...)
-			}
-			for _, m := range all {
+		got, pod = map[string]*runtimeapi.Metric{}, map[string]*runtimeapi.Metric{}
+		add := func(to map[string]*runtimeapi.Metric, ms []*runtimeapi.Metric) {
+			for _, m := range ms {
 				n, ok := keys[m.Name]
 				if !ok || n != len(m.LabelValues) {
 					t.Fatalf("metric %s: %d label values, descriptor has %d (described: %v)", m.Name, len(m.LabelValues), n, ok)
 				}
-				if _, seen := got[m.Name]; !seen {
-					got[m.Name] = m
+				if _, seen := to[m.Name]; !seen {
+					to[m.Name] = m
 				}
+			}
+		}
+		for _, pm := range resp.PodMetrics {
+			if pm.PodSandboxId != podID {
+				continue
+			}
+			add(pod, pm.Metrics)
+			for _, cm := range pm.ContainerMetrics {
+				if cm.ContainerId != id {
+					t.Errorf("container metrics of %s in pod %s", cm.ContainerId, podID)
+				}
+				add(got, cm.Metrics)
 			}
 		}
 		// nc's socket is open once it listens.
@@ -78,8 +81,23 @@ func TestPodSandboxMetrics(t *testing.T) {
 	if v := int64(got["container_start_time_seconds"].GetValue().GetValue()); v < time.Now().Add(-time.Minute).Unix() || v > time.Now().Unix() {
 		t.Errorf("container_start_time_seconds = %d", v)
 	}
-	if m := got["container_network_receive_bytes_total"]; m == nil || m.LabelValues[len(m.LabelValues)-1] != "eth0" {
+	if v := int64(got["container_creation_time_seconds"].GetValue().GetValue()); v < time.Now().Add(-time.Minute).Unix() || v > time.Now().Unix() {
+		t.Errorf("container_creation_time_seconds = %d", v)
+	}
+	if m := got["container_ulimits_soft"]; m.GetValue().GetValue() == 0 || m.LabelValues[len(m.LabelValues)-1] != "max_open_files" {
+		t.Errorf("container_ulimits_soft: %v", m)
+	}
+	if m := pod["container_network_receive_bytes_total"]; m == nil || m.LabelValues[0] != "POD" || m.LabelValues[len(m.LabelValues)-1] != "eth0" {
 		t.Errorf("no network series for the pod's eth0: %v", m)
+	}
+	// The pod's cgroup, as cAdvisor labels it: no container, image or
+	// name; it holds the container's processes and memory.
+	if m := pod["container_memory_usage_bytes"]; m == nil || m.LabelValues[0] != "" || m.LabelValues[2] != "" || m.LabelValues[3] != "" || m.LabelValues[5] != "metrics" ||
+		m.GetValue().GetValue() < got["container_memory_usage_bytes"].GetValue().GetValue() {
+		t.Errorf("pod cgroup's memory: %v (the container's %v)", m, got["container_memory_usage_bytes"])
+	}
+	if v := pod["container_processes"].GetValue().GetValue(); v < 2 {
+		t.Errorf("pod cgroup's container_processes = %d", v)
 	}
 	if m := got["container_memory_usage_bytes"]; m.LabelValues[0] != "busy" || m.LabelValues[3] != id || m.LabelValues[5] != "metrics" {
 		t.Errorf("labels container, name, pod: %q", m.LabelValues)

@@ -34,8 +34,12 @@ func TestContainerAndPodStats(t *testing.T) {
 		if st.GetCpu().GetPsi().GetSome() == nil || st.GetMemory().GetPsi().GetFull() == nil || st.GetIo().GetPsi().GetSome() == nil {
 			t.Errorf("no pressure stall information on cgroup v2: cpu %v memory %v io %v", st.GetCpu().GetPsi(), st.GetMemory().GetPsi(), st.GetIo())
 		}
-	} else if st.GetCpu().GetPsi() != nil || st.GetIo() != nil {
+	} else if st.GetCpu().GetPsi() != nil || st.GetIo().GetPsi() != nil {
 		t.Errorf("pressure stall information on cgroup v1: %v %v", st.GetCpu().GetPsi(), st.GetIo())
+	}
+	// io is there without PSI too: kubelet reports a pod's only if sent.
+	if st.GetIo().GetTimestamp() == 0 {
+		t.Errorf("container io: %v", st.GetIo())
 	}
 	if st.GetWritableLayer().GetUsedBytes().GetValue() < 1<<20 {
 		t.Errorf("writable layer: %v", st.GetWritableLayer())
@@ -50,6 +54,9 @@ func TestContainerAndPodStats(t *testing.T) {
 	}
 	if ps.Stats.GetLinux().GetMemory().GetWorkingSetBytes().GetValue() < 20<<20 || len(ps.Stats.GetLinux().GetContainers()) != 1 || ps.Stats.GetLinux().GetProcess().GetProcessCount().GetValue() == 0 {
 		t.Errorf("pod stats: %v", ps.Stats.GetLinux())
+	}
+	if io := ps.Stats.GetLinux().GetIo(); io.GetTimestamp() == 0 || (io.GetPsi() != nil) != unifiedHost {
+		t.Errorf("pod io stats (PSI on cgroup v2 only): %v", io)
 	}
 	// The pod's network (kubelet's /stats/summary takes it from here).
 	if n := ps.Stats.GetLinux().GetNetwork(); n.GetDefaultInterface().GetName() != "eth0" || n.GetDefaultInterface().GetRxBytes() == nil || len(n.GetInterfaces()) != 1 {

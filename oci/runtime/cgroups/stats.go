@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/containerd/cgroups/v3/cgroup1"
@@ -61,6 +62,17 @@ type Stats struct {
 	MemoryMaxUsageBytes, MemoryFailcnt uint64
 	// PidsLimit is pids.max, 0 without a limit.
 	PidsLimit uint64
+	// Page cache on the active and inactive lists, dirty, and under
+	// writeback.
+	MemoryActiveFileBytes, MemoryInactiveFileBytes, MemoryDirtyBytes, MemoryWritebackBytes uint64
+	// MemoryReservationBytes is the memory the cgroup is protected down
+	// to (v1 memory.soft_limit_in_bytes, v2 memory.low); 0 for none.
+	MemoryReservationBytes uint64
+	// v2 only (zero on v1): pages scanned and reclaimed, refaults of
+	// evicted anonymous and file pages, and how often usage went over
+	// memory.high and memory.max (memory.events).
+	MemoryPgscan, MemoryPgsteal, MemoryRefaultAnon, MemoryRefaultFile uint64
+	MemoryHighEvents, MemoryMaxEvents                                 uint64
 
 	// CPUPressure, MemoryPressure and IOPressure are the cgroup's pressure
 	// stall information (KEP-4205): v2's *.pressure files, nil on v1 or
@@ -180,6 +192,11 @@ func (m *Manager) statsV1(path string) (st *Stats, inactiveFile uint64, err erro
 		st.MemoryMaxUsageBytes, st.MemoryFailcnt = mem.GetUsage().GetMax(), mem.GetUsage().GetFailcnt()
 		st.PageFaults = mem.TotalPgFault
 		st.MajorPageFaults = mem.TotalPgMajFault
+		st.MemoryActiveFileBytes, st.MemoryInactiveFileBytes = mem.TotalActiveFile, mem.TotalInactiveFile
+		st.MemoryDirtyBytes, st.MemoryWritebackBytes = mem.TotalDirty, mem.TotalWriteback
+		if st.MemoryReservationBytes, err = readLimit(filepath.Join(m.v1Root(cgroup1.Memory), path, "memory.soft_limit_in_bytes")); err != nil {
+			return nil, 0, err
+		}
 		if sw := mem.GetSwap().GetUsage(); sw > st.MemoryUsageBytes {
 			st.SwapUsageBytes = sw - st.MemoryUsageBytes
 		}
@@ -224,11 +241,27 @@ func (m *Manager) statsV2(path string) (st *Stats, inactiveFile uint64, err erro
 		st.MemoryCacheBytes, st.MemoryMappedFileBytes = mem.File, mem.FileMapped
 		st.MemoryKernelBytes = mem.KernelStack + mem.Slab
 		st.MemoryMaxUsageBytes = mem.MaxUsage
+		st.MemoryActiveFileBytes, st.MemoryInactiveFileBytes = mem.ActiveFile, mem.InactiveFile
+		st.MemoryDirtyBytes, st.MemoryWritebackBytes = mem.FileDirty, mem.FileWriteback
+		st.MemoryPgscan, st.MemoryPgsteal = mem.Pgscan, mem.Pgsteal
+		// Split in two since Linux 5.9; the cgroup2 package reads only
+		// the old single counter.
+		dir := filepath.Join(m.mountpoint, path)
+		if st.MemoryRefaultAnon, err = readKey(filepath.Join(dir, "memory.stat"), "workingset_refault_anon"); err != nil {
+			return nil, 0, err
+		}
+		if st.MemoryRefaultFile, err = readKey(filepath.Join(dir, "memory.stat"), "workingset_refault_file"); err != nil {
+			return nil, 0, err
+		}
+		if st.MemoryReservationBytes, err = readLimit(filepath.Join(dir, "memory.low")); err != nil {
+			return nil, 0, err
+		}
 	}
 	if ev := mt.GetMemoryEvents(); ev != nil {
 		st.OOMKillCounted = true
 		st.OOMKills = ev.OomKill
 		st.MemoryFailcnt = ev.Max
+		st.MemoryHighEvents, st.MemoryMaxEvents = ev.High, ev.Max
 	}
 	if p := mt.GetPids(); p != nil {
 		st.Pids = p.Current
@@ -241,21 +274,61 @@ func (m *Manager) statsV2(path string) (st *Stats, inactiveFile uint64, err erro
 
 // hasKey reports whether a flat keyed cgroup file has a line for key.
 func hasKey(file, key string) (bool, error) {
+	_, ok, err := lookupKey(file, key)
+	return ok, err
+}
+
+// readKey is the value of key in a flat keyed cgroup file; 0 where the
+// file or the key is missing (an older kernel, a controller not enabled).
+func readKey(file, key string) (uint64, error) {
+	v, _, err := lookupKey(file, key)
+	return v, err
+}
+
+func lookupKey(file, key string) (uint64, bool, error) {
 	f, err := os.Open(file)
 	if err != nil {
 		if os.IsNotExist(err) {
-			return false, nil
+			return 0, false, nil
 		}
-		return false, err
+		return 0, false, err
 	}
 	defer func() { _ = f.Close() }()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		if k, _, _ := strings.Cut(sc.Text(), " "); k == key {
-			return true, nil
+		if k, v, _ := strings.Cut(sc.Text(), " "); k == key {
+			n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+			if err != nil {
+				return 0, true, fmt.Errorf("%s: %s: %w", file, key, err)
+			}
+			return n, true, nil
 		}
 	}
-	return false, sc.Err()
+	return 0, false, sc.Err()
+}
+
+// readLimit reads a single-value limit file; "max" (v2) and v1's
+// page-counter maximum are no limit, 0, and so is a missing file.
+func readLimit(file string) (uint64, error) {
+	b, err := os.ReadFile(file)
+	if os.IsNotExist(err) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	v := strings.TrimSpace(string(b))
+	if v == "max" {
+		return 0, nil
+	}
+	n, err := strconv.ParseUint(v, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", file, err)
+	}
+	if n >= v1NoLimit {
+		return 0, nil
+	}
+	return n, nil
 }
 
 // OOMEventsFile is the file of a cgroup that counts the processes the
