@@ -422,13 +422,6 @@ func (c *cluster) nodeReady() (bool, string) {
 	return err == nil && out == "True", fmt.Sprint(out, err)
 }
 
-func writeFile(t *testing.T, path, content string) {
-	t.Helper()
-	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // CoreDNS as kubeadm deploys it, answering for the cluster's names only
 // (the machine has no upstream resolver to forward to).
 const corednsManifest = `apiVersion: v1

@@ -183,6 +183,14 @@ func (d *daemon) removeAllPods() {
 	}
 }
 
+// writeFile writes a test's file (a config, a manifest) or fails the test.
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // unmountUnder lazily unmounts whatever a killed daemon left mounted in dir.
 func unmountUnder(dir string) {
 	b, err := os.ReadFile("/proc/self/mountinfo")
