@@ -36,6 +36,9 @@ func (s *Server) ContainerStatus(_ context.Context, req *runtimeapi.ContainerSta
 		Mounts:      statusMounts(c),
 		LogPath:     c.LogPath,
 	}
+	if st.State == runtimeapi.ContainerState_CONTAINER_CREATED {
+		st.StartedAt = 0 // not started until StartContainer has returned
+	}
 	st.Image, st.ImageRef = s.statusImage(c)
 	if r := c.Config.GetLinux().GetResources(); r != nil {
 		st.Resources = &runtimeapi.ContainerResources{Linux: r}
@@ -102,9 +105,13 @@ func (s *Server) statusImage(c *sandbox.Container) (*runtimeapi.ImageSpec, strin
 
 func containerState(c *sandbox.Container) runtimeapi.ContainerState {
 	switch c.State {
-	case sandbox.ContainerCreated:
+	case sandbox.ContainerCreated, sandbox.ContainerStarting:
+		// Starting: StartContainer is under way and has not returned.
 		return runtimeapi.ContainerState_CONTAINER_CREATED
 	case sandbox.ContainerStarted:
+		if c.StartPending {
+			return runtimeapi.ContainerState_CONTAINER_CREATED
+		}
 		return runtimeapi.ContainerState_CONTAINER_RUNNING
 	case sandbox.ContainerExited:
 		return runtimeapi.ContainerState_CONTAINER_EXITED

@@ -55,6 +55,11 @@ type Container struct {
 	ImageVolumes []ImageVolume `json:"imageVolumes,omitempty"`
 	// User is who its first process starts as (ContainerStatus.user).
 	User *User `json:"user,omitempty"`
+	// StartPending: Started is recorded (the monitor runs, and a daemon
+	// that dies now finds it) but StartContainer has not returned, and
+	// the runtime may still fail to run the command: the CRI reports the
+	// container as created until it has.
+	StartPending bool `json:"-"`
 
 	// writeMu orders the writes of the record: the last one written holds
 	// the latest state. gone is set once the container's files are removed.
@@ -119,7 +124,7 @@ func copyContainer(c *Container) *Container {
 	cp := &Container{
 		ID: c.ID, PodID: c.PodID, Config: c.Config, RawConfig: c.RawConfig, ImageID: c.ImageID, Layers: c.Layers, State: c.State,
 		CreatedAt: c.CreatedAt, StartedAt: c.StartedAt, LogPath: c.LogPath, LogDir: c.LogDir, Cgroup: c.Cgroup,
-		Rootfs: c.Rootfs, StopSig: c.StopSig, ImageVolumes: slices.Clone(c.ImageVolumes),
+		Rootfs: c.Rootfs, StopSig: c.StopSig, ImageVolumes: slices.Clone(c.ImageVolumes), StartPending: c.StartPending,
 	}
 	if c.User != nil {
 		u := *c.User

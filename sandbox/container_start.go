@@ -48,7 +48,11 @@ func (m *Manager) StartContainer(ctx context.Context, id string) error {
 	if !pod.Ready() {
 		return fmt.Errorf("pod sandbox %s of container %s is not ready: %w", pod.ID, c.ID, errdefs.ErrFailedPrecondition)
 	}
-	if err := m.startMonitor(c, pod); err != nil {
+	err = m.startMonitor(c, pod)
+	m.mu.Lock()
+	c.StartPending = false
+	m.mu.Unlock()
+	if err != nil {
 		m.failStart(c, err.Error())
 		return fmt.Errorf("starting container %s: %w", c.ID, err)
 	}
@@ -196,7 +200,12 @@ func (m *Manager) startMonitor(c *Container, pod *Pod) error {
 		_ = cmd.Process.Kill()
 		return err
 	}
-	if err := m.updateContainer(c, func(c *Container) { c.Monitor = mon; c.State = ContainerStarted; c.StartedAt = time.Now().UnixNano() }); err != nil {
+	if err := m.updateContainer(c, func(c *Container) {
+		c.Monitor = mon
+		c.State = ContainerStarted
+		c.StartedAt = time.Now().UnixNano()
+		c.StartPending = true
+	}); err != nil {
 		_ = cmd.Process.Kill()
 		return err
 	}

@@ -531,7 +531,33 @@ func TestFailedStartIsReportedAndUndone(t *testing.T) {
 	e := newCtrEnv(t)
 	podID, pod := e.pod(t, "failing")
 	id := e.create(t, podID, pod, ctrConfig("nocmd", e.image("plain"), "/no/such/command"))
+	// While the start is under way, the container is not reported
+	// running: it never runs (kubelet and tests that see RUNNING read its
+	// log).
+	polled := make(chan []runtimeapi.ContainerState)
+	started := make(chan struct{})
+	go func() {
+		var seen []runtimeapi.ContainerState
+		for {
+			select {
+			case <-started:
+				polled <- seen
+				return
+			default:
+			}
+			resp, err := e.d.runtime.ListContainers(context.Background(), &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{Id: id}})
+			if err == nil && len(resp.Containers) == 1 {
+				if s := resp.Containers[0].State; len(seen) == 0 || seen[len(seen)-1] != s {
+					seen = append(seen, s)
+				}
+			}
+		}
+	}()
 	_, err := e.d.runtime.StartContainer(context.Background(), &runtimeapi.StartContainerRequest{ContainerId: id})
+	close(started)
+	if seen := <-polled; slices.Contains(seen, runtimeapi.ContainerState_CONTAINER_RUNNING) || slices.Contains(seen, runtimeapi.ContainerState_CONTAINER_UNKNOWN) {
+		t.Errorf("states listed while a start that fails was under way: %v", seen)
+	}
 	if err == nil || !strings.Contains(err.Error(), "/no/such/command") {
 		t.Fatalf("starting a missing command: %v", err)
 	}
