@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/containerd/errdefs"
 	"github.com/opencontainers/go-digest"
 	"google.golang.org/protobuf/encoding/protojson"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -146,9 +147,9 @@ func containerKey(podID string, md *runtimeapi.ContainerMetadata) string {
 	return fmt.Sprintf("%s\x00%s\x00%d", podID, md.GetName(), md.GetAttempt())
 }
 
-// readMonitorPID reads the "pid" file the monitor writes: the container's
+// readContainerPID reads the "pid" file the monitor writes: the container's
 // first process.
-func readMonitorPID(dir string) (*Process, error) {
+func readContainerPID(dir string) (*Process, error) {
 	return readProcessFile(filepath.Join(dir, "pid"))
 }
 
@@ -195,4 +196,24 @@ func readExit(dir string) (*Exit, error) {
 		e.Reason = "Error"
 	}
 	return e, nil
+}
+
+// lockContainer finds a container and takes its lock; NotFound if there is
+// no such container (any more).
+func (m *Manager) lockContainer(id string) (*Container, func(), error) {
+	m.mu.Lock()
+	c, err := m.findContainerLocked(id)
+	m.mu.Unlock()
+	if err != nil {
+		return nil, nil, err
+	}
+	unlock := m.lockID(c.ID)
+	m.mu.Lock()
+	current := m.containers[c.ID]
+	m.mu.Unlock()
+	if current != c {
+		unlock()
+		return nil, nil, fmt.Errorf("container %q: %w", id, errdefs.ErrNotFound)
+	}
+	return c, unlock, nil
 }

@@ -157,7 +157,7 @@ func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg *runtim
 			return "", step("creating its directories", err)
 		}
 	}
-	unlock := m.lockPod(id)
+	unlock := m.lockID(id)
 	defer unlock()
 	if err := m.updateContainer(c, nil); err != nil {
 		m.forgetName(key, id)

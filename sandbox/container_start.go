@@ -66,7 +66,7 @@ func (m *Manager) failStart(c *Container, msg string) {
 	if mon, err := readProcessFile(filepath.Join(m.containerDir(c.ID), "monitor")); err == nil && alive(mon) {
 		_ = syscall.Kill(mon.PID, syscall.SIGKILL)
 	}
-	if p, err := readMonitorPID(m.containerDir(c.ID)); err == nil && alive(p) {
+	if p, err := readContainerPID(m.containerDir(c.ID)); err == nil && alive(p) {
 		_ = syscall.Kill(p.PID, syscall.SIGKILL)
 	}
 	if err := m.killCgroup(c.Cgroup); err != nil {
@@ -234,7 +234,7 @@ func (m *Manager) startMonitor(c *Container, pod *Pod) error {
 	case <-time.After(startTimeout):
 		return fmt.Errorf("the runtime did not start the container within %v", startTimeout)
 	}
-	if _, err := readMonitorPID(dir); err != nil {
+	if _, err := readContainerPID(dir); err != nil {
 		b, _ := os.ReadFile(filepath.Join(dir, "monitor.err"))
 		return fmt.Errorf("the monitor did not start the container: %s", b)
 	}
@@ -257,26 +257,6 @@ func (m *Manager) runtimeCommand(ctx context.Context, args ...string) *exec.Cmd 
 	cmd := exec.CommandContext(ctx, m.binaryPath(), args...)
 	cmd.Args[0] = "husk-runtime"
 	return cmd
-}
-
-// lockContainer finds a container and takes its lock; NotFound if there is
-// no such container (any more).
-func (m *Manager) lockContainer(id string) (*Container, func(), error) {
-	m.mu.Lock()
-	c, err := m.findContainerLocked(id)
-	m.mu.Unlock()
-	if err != nil {
-		return nil, nil, err
-	}
-	unlock := m.lockPod(c.ID)
-	m.mu.Lock()
-	current := m.containers[c.ID]
-	m.mu.Unlock()
-	if current != c {
-		unlock()
-		return nil, nil, fmt.Errorf("container %q: %w", id, errdefs.ErrNotFound)
-	}
-	return c, unlock, nil
 }
 
 // builtinMonitorArgs are the monitor's flags for husk's own runtime: the

@@ -1,11 +1,13 @@
 package sandbox
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
@@ -98,4 +100,35 @@ func mkdirBeneath(dir, rel string) error {
 		return err
 	}
 	return f.Close()
+}
+
+// ReopenContainerLog makes the monitor of a running container reopen its
+// log file, after kubelet moved it away to rotate it.
+func (m *Manager) ReopenContainerLog(ctx context.Context, id string) error {
+	c, unlock, err := m.lockContainer(id)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	m.refresh(c)
+	m.mu.Lock()
+	mon := c.Monitor
+	m.mu.Unlock()
+	if m.running(c) == nil || mon == nil || !alive(mon) {
+		return fmt.Errorf("container %s is not running: %w", c.ID, errdefs.ErrFailedPrecondition)
+	}
+	if c.LogPath == "" {
+		return nil
+	}
+	if err := unix.Kill(mon.PID, unix.SIGUSR1); err != nil {
+		return fmt.Errorf("signalling the monitor: %w", err)
+	}
+	for range 200 {
+		if f, err := openLog(c); err == nil {
+			_ = f.Close()
+			return nil
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return fmt.Errorf("the monitor of container %s did not reopen %s (it opens no symlink and nothing outside the log directory): %w", c.ID, c.LogPath, errdefs.ErrFailedPrecondition)
 }

@@ -144,8 +144,8 @@ func newID() string {
 	return hex.EncodeToString(b)
 }
 
-// lockPod serializes calls on one pod.
-func (m *Manager) lockPod(id string) func() {
+// lockID serializes calls on one pod or one container, by its id.
+func (m *Manager) lockID(id string) func() {
 	m.mu.Lock()
 	l, ok := m.locks[id]
 	if !ok {

@@ -145,7 +145,7 @@ func (m *Manager) run(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, han
 	}
 	// The pod is locked for the whole run: a Stop or Remove that finds it
 	// waits until it is made, or undone.
-	unlock := m.lockPod(id)
+	unlock := m.lockID(id)
 	defer unlock()
 	// From here on, a crash leaves a record that restore undoes; an error
 	// is undone now. Every resource is recorded before it is made.

@@ -1,18 +1,12 @@
 package sandbox
 
 import (
-	"context"
-	"encoding/json"
 	"fmt"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"time"
 
 	"github.com/containerd/errdefs"
-	specs "github.com/opencontainers/runtime-spec/specs-go"
-	"google.golang.org/protobuf/proto"
-	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/klog/v2"
 
 	"github.com/husk-runtime/husk/network/ns"
@@ -143,121 +137,4 @@ func (m *Manager) PodUsage(id string) (*Pod, Usage, []*Container, error) {
 		}
 	}
 	return p, u, cs, nil
-}
-
-// UpdateContainerResources applies new limits to a container's cgroup.
-func (m *Manager) UpdateContainerResources(ctx context.Context, id string, r *runtimeapi.LinuxContainerResources) error {
-	c, unlock, err := m.lockContainer(id)
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	if r == nil {
-		return nil
-	}
-	// cgroup v1 refuses a limit below what it cannot reclaim (EBUSY); v2
-	// takes it and OOM-kills the container. Both are the container's state,
-	// and kubelet's resize must hear so rather than see the container die.
-	if limit := r.GetMemoryLimitInBytes(); limit > 0 {
-		if st, err := m.opts.Cgroups.Stats(c.Cgroup); err == nil && uint64(limit) < st.MemoryWorkingSetBytes {
-			return fmt.Errorf("linux.memory_limit_in_bytes: %d is below the %d bytes container %s uses now: %w", limit, st.MemoryWorkingSetBytes, c.ID, errdefs.ErrFailedPrecondition)
-		}
-	}
-	if c.State == ContainerCreated && m.opts.Cgroups.CreatedAtStart() {
-		// No cgroup yet: the spec it is made from at start gets them.
-		if err := m.updateSpecResources(c.ID, cgroups.ResourcesFromCRI(r)); err != nil {
-			return fmt.Errorf("updating the resources of container %s: %w", c.ID, err)
-		}
-	} else if err := m.opts.Cgroups.Update(c.Cgroup, cgroups.ResourcesFromCRI(r)); err != nil {
-		return fmt.Errorf("updating the resources of container %s: %w", c.ID, err)
-	}
-	// Another runtime's cgroup below has them too, while it exists.
-	if inner := m.processCgroup(c); inner != c.Cgroup && m.opts.Cgroups.Exists(inner) {
-		if err := m.opts.Cgroups.Update(inner, runtimeResources(cgroups.ResourcesFromCRI(r), m.opts.Cgroups)); err != nil {
-			return fmt.Errorf("updating the resources of container %s: %w", c.ID, err)
-		}
-	}
-	// Recorded, for ContainerStatus (kubelet's in-place resize reads it).
-	return m.updateContainer(c, func(c *Container) {
-		cfg := proto.Clone(c.Config).(*runtimeapi.ContainerConfig)
-		if cfg.Linux == nil {
-			cfg.Linux = &runtimeapi.LinuxContainerConfig{}
-		}
-		cfg.Linux.Resources = r
-		c.Config = cfg
-	})
-}
-
-// updateSpecResources sets in a container's spec the resources res has
-// (Update's rule: what res leaves nil stays as it was).
-func (m *Manager) updateSpecResources(id string, res *specs.LinuxResources) error {
-	if err := m.opts.Cgroups.Check(res); err != nil {
-		return err
-	}
-	s, err := m.readSpec(id)
-	if err != nil {
-		return err
-	}
-	if s.Linux == nil {
-		s.Linux = &specs.Linux{}
-	}
-	if s.Linux.Resources == nil {
-		s.Linux.Resources = &specs.LinuxResources{}
-	}
-	cur := s.Linux.Resources
-	if res.Memory != nil {
-		cur.Memory = res.Memory
-	}
-	if res.CPU != nil {
-		cur.CPU = res.CPU
-	}
-	if res.Pids != nil {
-		cur.Pids = res.Pids
-	}
-	if res.HugepageLimits != nil {
-		cur.HugepageLimits = res.HugepageLimits
-	}
-	if res.Unified != nil {
-		cur.Unified = res.Unified
-	}
-	b, err := json.Marshal(s)
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(filepath.Join(m.bundleDir(id), "config.json"), b, 0o600)
-}
-
-// UpdatePodResources records a pod's new resources, the sum of its
-// containers' and its overhead (kubelet's in-place pod resize), and
-// applies them to the pod's cgroup where husk limits it (a pod without a
-// cgroup_parent: see podResources).
-func (m *Manager) UpdatePodResources(ctx context.Context, id string, overhead, resources *runtimeapi.LinuxContainerResources) error {
-	p, unlock, err := m.lockExisting(id)
-	if err != nil {
-		return err
-	}
-	if p == nil {
-		return fmt.Errorf("pod sandbox %q: %w", id, errdefs.ErrNotFound)
-	}
-	defer unlock()
-	l, _ := proto.Clone(p.Config.GetLinux()).(*runtimeapi.LinuxPodSandboxConfig)
-	if l == nil {
-		l = &runtimeapi.LinuxPodSandboxConfig{}
-	}
-	if resources != nil {
-		l.Resources = resources
-	}
-	if overhead != nil {
-		l.Overhead = overhead
-	}
-	if res := podResources(l); res != nil {
-		if err := m.opts.Cgroups.Update(p.CgroupPath, res); err != nil {
-			return fmt.Errorf("updating the resources of pod %s: %w", p.ID, err)
-		}
-	}
-	return m.update(p, func(p *Pod) {
-		cfg := proto.Clone(p.Config).(*runtimeapi.PodSandboxConfig)
-		cfg.Linux = l
-		p.Config = cfg
-	})
 }

@@ -54,7 +54,7 @@ func (m *Manager) lockExisting(id string) (*Pod, func(), error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	unlock := m.lockPod(p.ID)
+	unlock := m.lockID(p.ID)
 	m.mu.Lock()
 	current := m.pods[p.ID]
 	m.mu.Unlock()

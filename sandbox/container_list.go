@@ -1,0 +1,98 @@
+package sandbox
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/containerd/errdefs"
+)
+
+// findContainerLocked finds a container by id or unique id prefix.
+func (m *Manager) findContainerLocked(id string) (*Container, error) {
+	if id == "" {
+		return nil, fmt.Errorf("container id is empty: %w", errdefs.ErrInvalidArgument)
+	}
+	if c, ok := m.containers[id]; ok {
+		return c, nil
+	}
+	var found *Container
+	for cid, c := range m.containers {
+		if strings.HasPrefix(cid, id) {
+			if found != nil {
+				return nil, fmt.Errorf("container id prefix %q is ambiguous: %w", id, errdefs.ErrInvalidArgument)
+			}
+			found = c
+		}
+	}
+	if found == nil {
+		return nil, fmt.Errorf("container %q: %w", id, errdefs.ErrNotFound)
+	}
+	return found, nil
+}
+
+// GetContainer returns a copy of a container, up to date with its monitor.
+func (m *Manager) GetContainer(id string) (*Container, error) {
+	m.mu.Lock()
+	c, err := m.findContainerLocked(id)
+	m.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	m.refresh(c)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if c.State == ContainerCreating {
+		return nil, fmt.Errorf("container %q: %w", id, errdefs.ErrNotFound)
+	}
+	return copyContainer(c), nil
+}
+
+// ListContainers returns copies of every container, oldest first.
+func (m *Manager) ListContainers() []*Container {
+	m.mu.Lock()
+	all := make([]*Container, 0, len(m.containers))
+	for _, c := range m.containers {
+		all = append(all, c)
+	}
+	m.mu.Unlock()
+	out := make([]*Container, 0, len(all))
+	for _, c := range all {
+		m.refresh(c)
+		m.mu.Lock()
+		if c.State != ContainerCreating {
+			out = append(out, copyContainer(c))
+		}
+		m.mu.Unlock()
+	}
+	sortContainers(out)
+	return out
+}
+
+// containersOf lists the containers of a pod.
+func (m *Manager) containersOf(podID string) []*Container {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []*Container
+	for _, c := range m.containers {
+		if c.PodID == podID {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// ContainerPID is the host pid of a running container's first process.
+func (m *Manager) ContainerPID(id string) (int, error) {
+	c, err := m.GetContainer(id)
+	if err != nil {
+		return 0, err
+	}
+	p := m.containerInit(c)
+	if p == nil {
+		return 0, fmt.Errorf("container %s is not running: %w", id, errdefs.ErrFailedPrecondition)
+	}
+	return p.PID, nil
+}
+
+// BundleDir holds a container's OCI bundle (config.json, rootfs).
+func (m *Manager) BundleDir(id string) string { return m.bundleDir(id) }
