@@ -6,14 +6,14 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 
 	"github.com/containerd/errdefs"
 	"github.com/opencontainers/go-digest"
 	"google.golang.org/protobuf/encoding/protojson"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/husk-runtime/husk/oci/runtime/monitor"
 )
 
 // ContainerState is where a container is in its life.
@@ -147,52 +147,33 @@ func containerKey(podID string, md *runtimeapi.ContainerMetadata) string {
 	return fmt.Sprintf("%s\x00%s\x00%d", podID, md.GetName(), md.GetAttempt())
 }
 
-// readContainerPID reads the "pid" file the monitor writes: the container's
-// first process.
+// readContainerPID reads the file in which the monitor names the
+// container's first process.
 func readContainerPID(dir string) (*Process, error) {
-	return readProcessFile(filepath.Join(dir, "pid"))
+	return readProcessFile(filepath.Join(dir, monitor.PIDFile))
 }
 
-// readProcessFile reads "PID STARTTIME" as the monitor writes it.
+// readProcessFile reads a process file of the monitor's (its own, or
+// the container's first process).
 func readProcessFile(path string) (*Process, error) {
-	dir := filepath.Dir(path)
-	b, err := os.ReadFile(path)
+	pid, start, err := monitor.ReadProcessFile(path)
 	if err != nil {
 		return nil, err
 	}
-	f := strings.Fields(string(b))
-	if len(f) != 2 {
-		return nil, fmt.Errorf("malformed pid file in %s", dir)
-	}
-	pid, err := strconv.Atoi(f[0])
-	if err != nil {
-		return nil, err
-	}
-	st, err := strconv.ParseUint(f[1], 10, 64)
-	if err != nil {
-		return nil, err
-	}
-	return &Process{PID: pid, StartTime: st, BootID: bootID()}, nil
+	return &Process{PID: pid, StartTime: start, BootID: bootID()}, nil
 }
 
-// readExit reads the "exit" file the monitor writes when the container
-// ends: code, finish time, whether the kernel killed it for memory.
+// readExit reads how the container ended, as the monitor recorded it.
 func readExit(dir string) (*Exit, error) {
-	b, err := os.ReadFile(filepath.Join(dir, "exit"))
+	x, err := monitor.ReadExit(dir)
 	if err != nil {
 		return nil, err
 	}
-	var code int32
-	var finished int64
-	var oom int
-	if _, err := fmt.Sscan(string(b), &code, &finished, &oom); err != nil {
-		return nil, fmt.Errorf("malformed exit file in %s: %w", dir, err)
-	}
-	e := &Exit{Code: code, FinishedAt: finished, Reason: "Completed"}
+	e := &Exit{Code: x.Code, FinishedAt: x.FinishedAt, Reason: "Completed"}
 	switch {
-	case oom != 0:
+	case x.OOMKilled:
 		e.Reason = "OOMKilled"
-	case code != 0:
+	case x.Code != 0:
 		e.Reason = "Error"
 	}
 	return e, nil

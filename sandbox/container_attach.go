@@ -13,6 +13,8 @@ import (
 
 	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
+
+	"github.com/husk-runtime/husk/oci/runtime/monitor"
 )
 
 // attachChunk is the most input sent in one message: the monitor takes
@@ -47,7 +49,7 @@ func (m *Manager) Attach(ctx context.Context, id string, in io.Reader, out, errw
 	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
 	defer stop()
 
-	hello := []byte{'a', 0}
+	hello := []byte{monitor.AttachHello, 0}
 	if in != nil {
 		hello[1] = 1
 	}
@@ -57,7 +59,7 @@ func (m *Manager) Attach(ctx context.Context, id string, in io.Reader, out, errw
 	if in != nil {
 		go func() {
 			buf := make([]byte, 1+attachChunk)
-			buf[0] = 'i'
+			buf[0] = monitor.AttachInput
 			for {
 				n, err := in.Read(buf[1:])
 				if n > 0 {
@@ -66,7 +68,7 @@ func (m *Manager) Attach(ctx context.Context, id string, in io.Reader, out, errw
 					}
 				}
 				if err != nil {
-					_, _ = conn.Write([]byte{'c'})
+					_, _ = conn.Write([]byte{monitor.AttachClose})
 					return
 				}
 			}
@@ -75,7 +77,7 @@ func (m *Manager) Attach(ctx context.Context, id string, in io.Reader, out, errw
 	if resize != nil {
 		go func() {
 			for s := range resize {
-				msg := []byte{'r', 0, 0, 0, 0}
+				msg := []byte{monitor.AttachResize, 0, 0, 0, 0}
 				binary.NativeEndian.PutUint16(msg[1:], s.Width)
 				binary.NativeEndian.PutUint16(msg[3:], s.Height)
 				if _, err := conn.Write(msg); err != nil {
@@ -102,7 +104,7 @@ func (m *Manager) Attach(ctx context.Context, id string, in io.Reader, out, errw
 		}
 		// A stream the client did not ask for is dropped.
 		w := out
-		if buf[0] == '2' {
+		if buf[0] == monitor.AttachStderr {
 			w = errw
 		}
 		if w != nil {
@@ -122,7 +124,7 @@ func (m *Manager) dialAttach(id string) (*net.UnixConn, error) {
 		return nil, err
 	}
 	defer func() { _ = dir.Close() }()
-	addr := &net.UnixAddr{Net: "unixpacket", Name: filepath.Join("/proc/self/fd", strconv.Itoa(int(dir.Fd())), "attach")}
+	addr := &net.UnixAddr{Net: "unixpacket", Name: filepath.Join("/proc/self/fd", strconv.Itoa(int(dir.Fd())), monitor.AttachSocket)}
 	conn, err := net.DialUnix("unixpacket", nil, addr)
 	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ECONNREFUSED) {
 		return nil, fmt.Errorf("container %s cannot be attached to: its monitor has no attach socket (it ended, or it predates attach): %w", id, errdefs.ErrFailedPrecondition)

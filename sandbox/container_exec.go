@@ -16,6 +16,8 @@ import (
 	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
+
+	"github.com/husk-runtime/husk/oci/runtime/monitor"
 )
 
 // maxExecOutput bounds what ExecSync keeps of each of stdout and stderr;
@@ -153,7 +155,7 @@ func (m *Manager) Exec(ctx context.Context, id string, cmd []string, in io.Reade
 	ours, theirs := os.NewFile(uintptr(sock[0]), "console"), os.NewFile(uintptr(sock[1]), "console")
 	defer func() { _ = ours.Close() }()
 	x.ExtraFiles = append(x.ExtraFiles, theirs)
-	x.Env = append(x.Env, fmt.Sprintf("HUSK_CONSOLE_FD=%d", 2+len(x.ExtraFiles)), "HUSK_CONSOLE_SYNC=1")
+	x.Env = append(x.Env, fmt.Sprintf("%s=%d", monitor.EnvConsoleFD, 2+len(x.ExtraFiles)), "HUSK_CONSOLE_SYNC=1")
 	// Until the terminal is there, errors come on stderr.
 	setupErr := cappedBuffer{n: 4096}
 	x.Stderr = &setupErr

@@ -22,6 +22,7 @@ import (
 
 	"github.com/husk-runtime/husk/network/ns"
 	"github.com/husk-runtime/husk/oci/runtime/linux"
+	"github.com/husk-runtime/husk/oci/runtime/monitor"
 )
 
 // startTimeout bounds how long a container's runtime may take to set it up.
@@ -63,7 +64,7 @@ func (m *Manager) StartContainer(ctx context.Context, id string) error {
 // runs of it (the monitor, a runtime stuck in its setup, the command if it
 // got that far) is killed, and the container is Exited with StartError.
 func (m *Manager) failStart(c *Container, msg string) {
-	if mon, err := readProcessFile(filepath.Join(m.containerDir(c.ID), "monitor")); err == nil && alive(mon) {
+	if mon, err := readProcessFile(filepath.Join(m.containerDir(c.ID), monitor.SelfFile)); err == nil && alive(mon) {
 		_ = syscall.Kill(mon.PID, syscall.SIGKILL)
 	}
 	if p, err := readContainerPID(m.containerDir(c.ID)); err == nil && alive(p) {
@@ -150,7 +151,7 @@ func (m *Manager) startMonitor(c *Container, pod *Pod) error {
 		args = append(args, m.runtimeArgs(handler, c.ID)...)
 	}
 
-	for _, f := range []string{"pid", "exit", "runtime.pid"} {
+	for _, f := range []string{monitor.PIDFile, monitor.ExitFile, monitor.RuntimePIDFile} {
 		_ = os.Remove(filepath.Join(dir, f))
 	}
 	report, reportW, err := os.Pipe()
@@ -158,7 +159,7 @@ func (m *Manager) startMonitor(c *Container, pod *Pod) error {
 		return err
 	}
 	defer func() { _ = report.Close() }()
-	stderr, err := os.OpenFile(filepath.Join(dir, "monitor.err"), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	stderr, err := os.OpenFile(filepath.Join(dir, monitor.ErrFile), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
 	if err != nil {
 		_ = reportW.Close()
 		return err
@@ -235,7 +236,7 @@ func (m *Manager) startMonitor(c *Container, pod *Pod) error {
 		return fmt.Errorf("the runtime did not start the container within %v", startTimeout)
 	}
 	if _, err := readContainerPID(dir); err != nil {
-		b, _ := os.ReadFile(filepath.Join(dir, "monitor.err"))
+		b, _ := os.ReadFile(filepath.Join(dir, monitor.ErrFile))
 		return fmt.Errorf("the monitor did not start the container: %s", b)
 	}
 	if handler != "" {
@@ -302,10 +303,10 @@ func (m *Manager) builtinMonitorArgs(c *Container, pod *Pod) ([]string, error) {
 // ('1'); a refusal ('0') makes the monitor kill it. Another runtime goes
 // into a cgroup of its own below, as with cgroupfs (CreateContainer).
 func (m *Manager) placeAtStart(c *Container, handler string, sync *os.File) (err error) {
-	reply := []byte{'0'}
+	reply := []byte{monitor.PlacedRefused}
 	defer func() {
 		if err == nil {
-			reply[0] = '1'
+			reply[0] = monitor.PlacedGo
 		}
 		if _, werr := sync.Write(reply); werr != nil && err == nil {
 			err = fmt.Errorf("letting the container go on: %w", werr)

@@ -19,6 +19,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/husk-runtime/husk/oci/runtime/cgroups"
+	"github.com/husk-runtime/husk/oci/runtime/monitor"
 )
 
 // A runtime handler (Kubernetes' RuntimeClass) other than the built-in
@@ -60,7 +61,7 @@ func (m *Manager) runtimeArgs(handler, id string) []string {
 // runtimePIDFile is where the runtime writes the container's pid once its
 // process runs; it stays after the container ends.
 func (m *Manager) runtimePIDFile(id string) string {
-	return filepath.Join(m.containerDir(id), "runtime.pid")
+	return filepath.Join(m.containerDir(id), monitor.RuntimePIDFile)
 }
 
 // runtimeState is what a runc-compatible runtime records of a container
@@ -102,7 +103,7 @@ func (m *Manager) waitRuntimeStarted(c *Container, handler string) error {
 		if _, err := os.Stat(m.runtimePIDFile(c.ID)); err == nil {
 			return nil
 		}
-		if _, err := os.Stat(filepath.Join(m.containerDir(c.ID), "exit")); err == nil {
+		if _, err := os.Stat(filepath.Join(m.containerDir(c.ID), monitor.ExitFile)); err == nil {
 			if _, err := os.Stat(m.runtimePIDFile(c.ID)); err == nil {
 				return nil
 			}

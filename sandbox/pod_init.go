@@ -15,6 +15,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/husk-runtime/husk/network/ns"
+	"github.com/husk-runtime/husk/oci/runtime/monitor"
 )
 
 // startInit starts the pod init: PID 1 of a new PID namespace, inside the
@@ -47,7 +48,7 @@ func (m *Manager) startInit(p *Pod) (err error) {
 	var said io.ReadCloser
 	if userns != "" {
 		cmd.SysProcAttr.Cloneflags = 0
-		cmd.Env = []string{"HUSK_POD_USERNS=" + userns}
+		cmd.Env = []string{monitor.EnvPodUserns + "=" + userns}
 		if said, err = cmd.StdoutPipe(); err != nil {
 			return err
 		}

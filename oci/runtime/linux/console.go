@@ -6,12 +6,14 @@ import (
 	"strconv"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/husk-runtime/husk/oci/runtime/monitor"
 )
 
 // consoleEnv names the descriptor of a unix socket on which the process's
 // terminal is to be sent: set for a container with a terminal (by its
 // monitor) and for an exec with one (by the daemon).
-const consoleEnv = "HUSK_CONSOLE_FD"
+const consoleEnv = monitor.EnvConsoleFD
 
 // consoleSyncEnv, when set, makes the process wait after sending its
 // terminal until the sender writes a byte or closes the socket: the daemon

@@ -21,6 +21,8 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+
+	"github.com/husk-runtime/husk/oci/runtime/monitor"
 )
 
 // reportFD is where init reports failures; the monitor passes it on from
@@ -212,15 +214,15 @@ var rlimitNames = map[string]int{
 }
 
 // waitForCgroup waits for the monitor to say, on the descriptor named by
-// HUSK_CGROUP_FD, that this process is in the container's cgroup.
+// monitor.EnvCgroupFD, that this process is in the container's cgroup.
 func waitForCgroup() error {
-	v := os.Getenv("HUSK_CGROUP_FD")
+	v := os.Getenv(monitor.EnvCgroupFD)
 	if v == "" {
 		return nil // a monitor that manages no cgroup
 	}
 	fd, err := strconv.Atoi(v)
 	if err != nil || fd < 3 {
-		return fmt.Errorf("HUSK_CGROUP_FD=%q", v)
+		return fmt.Errorf("%s=%q", monitor.EnvCgroupFD, v)
 	}
 	f := os.NewFile(uintptr(fd), "cgroup-ready")
 	defer func() { _ = f.Close() }()

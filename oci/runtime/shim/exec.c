@@ -37,6 +37,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "contract.h"
+
 static void fail(const char *what) {
 	dprintf(2, "husk exec: %s: %s\n", what, strerror(errno));
 	_exit(126);
@@ -146,7 +148,7 @@ __attribute__((constructor)) static void husk_exec_enter(int argc, char **argv) 
 		fail("exec");
 	}
 	// The console socket is the child's to use, not ours to keep open.
-	const char *console = getenv("HUSK_CONSOLE_FD");
+	const char *console = getenv(ENV_CONSOLE_FD);
 	if (console != NULL)
 		close(atoi(console));
 	for (;;) {

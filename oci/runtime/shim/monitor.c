@@ -75,6 +75,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "contract.h"
+
 #define MAX_LINE 16384
 
 struct stream {
@@ -442,7 +444,7 @@ static int listen_attach(const char *dir) {
 	// Through the directory's descriptor: DIR may be longer than a socket
 	// address can be.
 	struct sockaddr_un addr = {.sun_family = AF_UNIX};
-	snprintf(addr.sun_path, sizeof addr.sun_path, "/proc/self/fd/%d/attach", dfd);
+	snprintf(addr.sun_path, sizeof addr.sun_path, "/proc/self/fd/%d/" STATE_ATTACH, dfd);
 	unlink(addr.sun_path);
 	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	mode_t old = umask(0077);
@@ -480,10 +482,10 @@ static int from_client(int i, int term) {
 	if (n <= 0)
 		return 0;
 	switch (msg[0]) {
-	case 'a':
+	case ATTACH_HELLO:
 		clients[i].input = n > 1 && msg[1] == 1;
 		break;
-	case 'i':
+	case ATTACH_INPUT:
 		if (stdin_fd < 0 || stdin_closing)
 			break;
 		if ((size_t)n - 1 > sizeof pending - npending)
@@ -492,14 +494,14 @@ static int from_client(int i, int term) {
 		npending += (size_t)n - 1;
 		write_pending();
 		break;
-	case 'c':
+	case ATTACH_CLOSE:
 		if (clients[i].input && stdin_once) {
 			clients[i].input = 0;
 			stdin_closing = 1;
 			write_pending();
 		}
 		break;
-	case 'r':
+	case ATTACH_RESIZE:
 		if (term >= 0 && n >= 5) {
 			unsigned short wh[2];
 			memcpy(wh, msg + 1, sizeof wh);
@@ -615,7 +617,7 @@ __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 	// container finds it by this file.
 	char self[64];
 	snprintf(self, sizeof self, "%d %llu\n", getpid(), start_time(getpid()));
-	write_file(state, "monitor", self);
+	write_file(state, STATE_MONITOR, self);
 
 	sigset_t set;
 	sigemptyset(&set);
@@ -696,14 +698,14 @@ __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 		if (placed && exec_fd >= 0) {
 			// Without O_CLOEXEC: the runtime reads it, then closes it.
 			dup2(ready[0], 5);
-			setenv("HUSK_CGROUP_FD", "5", 1);
+			setenv(ENV_CGROUP_FD, "5", 1);
 		} else if (placed) {
 			// Another runtime is exec'd in its cgroup, or not at all.
 			char go = 0;
 			ssize_t got;
 			while ((got = read(ready[0], &go, 1)) < 0 && errno == EINTR)
 				;
-			if (got != 1 || go != '1')
+			if (got != 1 || go != PLACED_GO)
 				_exit(1);
 			close(ready[0]);
 		}
@@ -711,7 +713,7 @@ __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 			// Without O_CLOEXEC: the runtime sends the terminal on it.
 			setsid();
 			dup2(console[1], 6);
-			setenv("HUSK_CONSOLE_FD", "6", 1);
+			setenv(ENV_CONSOLE_FD, "6", 1);
 			dup2(null, 0);
 			dup2(null, 1);
 			dup2(null, 2);
@@ -760,7 +762,7 @@ __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 				while ((got = read(cgroup_sync, &go, 1)) < 0 && errno == EINTR)
 					;
 			close(cgroup_sync);
-			if (got != 1 || go != '1') {
+			if (got != 1 || go != PLACED_GO) {
 				kill(child, SIGKILL);
 				_exit(1);
 			}
@@ -802,7 +804,7 @@ __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 		dprintf(2, "husk monitor: attach socket: %s\n", strerror(errno));
 	char buf[MAX_LINE];
 	snprintf(buf, sizeof buf, "%d %llu\n", child, start_time(child));
-	write_file(state, "pid", buf);
+	write_file(state, STATE_PID, buf);
 	// The runtime's report channel is the child's now: its end of file
 	// tells the daemon that the container's process was exec'd (so the pid
 	// file is written before).
@@ -888,7 +890,7 @@ __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 					while ((w = waitpid(-1, &st, WNOHANG)) > 0) {
 						if (w == child && adopt(runtime_pid_file, &child)) {
 							snprintf(buf, sizeof buf, "%d %llu\n", child, start_time(child));
-							write_file(state, "pid", buf);
+							write_file(state, STATE_PID, buf);
 							continue;
 						}
 						if (w == child) {
@@ -942,7 +944,7 @@ __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 			ssize_t got = read(s->fd, buf, sizeof buf);
 			if (got > 0) {
 				consume(s, buf, (size_t)got);
-				to_clients(s == &streams[0] ? '1' : '2', buf, (size_t)got);
+				to_clients(s == &streams[0] ? ATTACH_STDOUT : ATTACH_STDERR, buf, (size_t)got);
 			} else if (got == 0 || (errno != EINTR && errno != EAGAIN)) {
 				if (stdin_is_tty && stdin_fd == s->fd)
 					close_stdin(); // the terminal is gone, and what waited for it
@@ -976,14 +978,14 @@ __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 		 code == 128 + SIGKILL &&
 			 (oom_kills(oom) > 0 || own > 0 || by_parent || oom_counted > 0 || oom_seen ||
 			  oom_pending(oom_efd)));
-	write_file(state, "exit", buf);
+	write_file(state, STATE_EXIT, buf);
 	// Only now do attached clients see their end of file: the exit is
 	// recorded, which tells the daemon the container ended rather than
 	// dropped a client that fell behind.
 	if (lfd >= 0) {
 		int dfd = open(state, O_PATH | O_DIRECTORY | O_CLOEXEC);
 		if (dfd >= 0) {
-			unlinkat(dfd, "attach", 0);
+			unlinkat(dfd, STATE_ATTACH, 0);
 			close(dfd);
 		}
 		close(lfd);

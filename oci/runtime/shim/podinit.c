@@ -25,6 +25,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "contract.h"
+
 #define NOBODY 65534
 
 __attribute__((constructor)) static void husk_pod_init(int argc, char **argv) {
@@ -35,7 +37,7 @@ __attribute__((constructor)) static void husk_pod_init(int argc, char **argv) {
 	// this process forks the init into it and stays outside as the init's
 	// holder; the init says when it is set up ("f" on stdout: the daemon
 	// can pin the namespace now that it has an init).
-	const char *userns = getenv("HUSK_POD_USERNS");
+	const char *userns = getenv(ENV_POD_USERNS);
 	if (userns != NULL) {
 		int fd = open(userns, O_RDONLY | O_CLOEXEC);
 		if (fd < 0 || setns(fd, CLONE_NEWUSER) != 0)

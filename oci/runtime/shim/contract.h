@@ -1,0 +1,34 @@
+// The monitor's side of its contract with the daemon. The Go side is
+// package oci/runtime/monitor, whose constants must be these (shim's
+// TestContractAgrees compares them).
+#ifndef HUSK_CONTRACT_H
+#define HUSK_CONTRACT_H
+
+// Files the monitor writes in the container's state directory.
+#define STATE_PID "pid"         // "PID STARTTIME" of the program, once it runs
+#define STATE_EXIT "exit"       // "CODE FINISHED_NS OOM" when it has ended
+#define STATE_MONITOR "monitor" // "PID STARTTIME" of the monitor itself
+#define STATE_ATTACH "attach"   // the attach socket, while the program runs
+
+// The attach protocol: the first byte of each message says what it is.
+#define ATTACH_HELLO 'a'  // then 1 if the client brings input
+#define ATTACH_INPUT 'i'  // then input for the program
+#define ATTACH_CLOSE 'c'  // the client's input ended
+#define ATTACH_RESIZE 'r' // then width and height, two uint16 in host order
+#define ATTACH_STDOUT '1' // then output (stdout, or the terminal)
+#define ATTACH_STDERR '2' // then output on stderr
+
+// The daemon's answer once it placed the program in its cgroup
+// (--cgroup-sync), and the monitor's to another runtime waiting for it.
+#define PLACED_GO '1'
+#define PLACED_REFUSED '0'
+
+// What the programs the monitor and pod init start find in their
+// environment: the descriptor on which the runtime hears that it is in
+// its cgroup, the unix socket on which it sends the terminal, and the
+// pod's user namespace a pod init joins.
+#define ENV_CGROUP_FD "HUSK_CGROUP_FD"
+#define ENV_CONSOLE_FD "HUSK_CONSOLE_FD"
+#define ENV_POD_USERNS "HUSK_POD_USERNS"
+
+#endif
