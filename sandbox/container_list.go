@@ -2,32 +2,13 @@ package sandbox
 
 import (
 	"fmt"
-	"strings"
 
 	"github.com/containerd/errdefs"
 )
 
 // findContainerLocked finds a container by id or unique id prefix.
 func (m *Manager) findContainerLocked(id string) (*Container, error) {
-	if id == "" {
-		return nil, fmt.Errorf("container id is empty: %w", errdefs.ErrInvalidArgument)
-	}
-	if c, ok := m.containers[id]; ok {
-		return c, nil
-	}
-	var found *Container
-	for cid, c := range m.containers {
-		if strings.HasPrefix(cid, id) {
-			if found != nil {
-				return nil, fmt.Errorf("container id prefix %q is ambiguous: %w", id, errdefs.ErrInvalidArgument)
-			}
-			found = c
-		}
-	}
-	if found == nil {
-		return nil, fmt.Errorf("container %q: %w", id, errdefs.ErrNotFound)
-	}
-	return found, nil
+	return findByID(m.containers, id, "container")
 }
 
 // GetContainer returns a copy of a container, up to date with its monitor.

@@ -192,23 +192,31 @@ func (m *Manager) Get(id string) (*Pod, error) {
 }
 
 func (m *Manager) findLocked(id string) (*Pod, error) {
+	return findByID(m.pods, id, "pod sandbox")
+}
+
+// findByID finds what an id, or a prefix of exactly one id (crictl takes
+// prefixes), names in objs; what names their kind in errors.
+func findByID[T any](objs map[string]T, id, what string) (T, error) {
+	var found T
 	if id == "" {
-		return nil, fmt.Errorf("pod sandbox id is empty: %w", errdefs.ErrInvalidArgument)
+		return found, fmt.Errorf("%s id is empty: %w", what, errdefs.ErrInvalidArgument)
 	}
-	if p, ok := m.pods[id]; ok {
-		return p, nil
+	if o, ok := objs[id]; ok {
+		return o, nil
 	}
-	var found *Pod
-	for pid, p := range m.pods {
-		if strings.HasPrefix(pid, id) {
-			if found != nil {
-				return nil, fmt.Errorf("pod sandbox id prefix %q is ambiguous: %w", id, errdefs.ErrInvalidArgument)
+	n := 0
+	for oid, o := range objs {
+		if strings.HasPrefix(oid, id) {
+			if n++; n > 1 {
+				var none T
+				return none, fmt.Errorf("%s id prefix %q is ambiguous: %w", what, id, errdefs.ErrInvalidArgument)
 			}
-			found = p
+			found = o
 		}
 	}
-	if found == nil {
-		return nil, fmt.Errorf("pod sandbox %q: %w", id, errdefs.ErrNotFound)
+	if n == 0 {
+		return found, fmt.Errorf("%s %q: %w", what, id, errdefs.ErrNotFound)
 	}
 	return found, nil
 }
