@@ -214,27 +214,7 @@ func statsView(t *testing.T, kubelet, runtime, endpoint, extraConfig string) kub
 	dir := t.TempDir()
 	manifests := filepath.Join(dir, "manifests")
 	_ = os.MkdirAll(manifests, 0o755)
-	writeFile(t, filepath.Join(dir, "kubelet.yaml"), fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
-kind: KubeletConfiguration
-staticPodPath: %s
-cgroupDriver: %s
-failCgroupV1: %v
-failSwapOn: false
-containerRuntimeEndpoint: %s
-authentication:
-  anonymous:
-    enabled: true
-  webhook:
-    enabled: false
-authorization:
-  mode: AlwaysAllow
-address: 127.0.0.1
-readOnlyPort: 10255
-port: 10299
-healthzPort: 0
-enforceNodeAllocatable: []
-resolvConf: /etc/resolv.conf
-%s`, manifests, e2eDriver(), unifiedHost, endpoint, extraConfig))
+	writeFile(t, filepath.Join(dir, "kubelet.yaml"), standaloneKubelet(manifests, endpoint, "address: 127.0.0.1\nreadOnlyPort: 10255\n"+extraConfig))
 	writeFile(t, filepath.Join(manifests, "stats.yaml"), statsPod)
 	logf, err := os.Create(filepath.Join(dir, "kubelet.log"))
 	if err != nil {

@@ -37,27 +37,7 @@ func TestKubeletRunsAStaticPod(t *testing.T) {
 	dir := t.TempDir()
 	manifests := filepath.Join(dir, "manifests")
 	_ = os.MkdirAll(manifests, 0o755)
-	cfg := fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
-kind: KubeletConfiguration
-staticPodPath: %s
-cgroupDriver: %s
-failCgroupV1: %v
-failSwapOn: false
-containerRuntimeEndpoint: unix://%s
-authentication:
-  anonymous:
-    enabled: true
-  webhook:
-    enabled: false
-authorization:
-  mode: AlwaysAllow
-readOnlyPort: 0
-port: 10299
-healthzPort: 0
-enforceNodeAllocatable: []
-localStorageCapacityIsolation: false
-resolvConf: /etc/resolv.conf
-`, manifests, e2eDriver(), unifiedHost, d.sock)
+	cfg := standaloneKubelet(manifests, "unix://"+d.sock, "readOnlyPort: 0\nlocalStorageCapacityIsolation: false\n")
 	_ = os.WriteFile(filepath.Join(dir, "kubelet.yaml"), []byte(cfg), 0o644)
 	_ = os.WriteFile(filepath.Join(manifests, "hello.yaml"), []byte(`apiVersion: v1
 kind: Pod
@@ -189,4 +169,29 @@ func checkKubeletPodCgroup(t *testing.T, d *daemon, podID string) {
 			t.Errorf("the pod's slice %s is not an active unit: %v %s", unit, err, out)
 		}
 	}
+}
+
+// standaloneKubelet is the config of a kubelet without an API server:
+// static pods from manifests, the runtime at endpoint, the node's cgroup
+// driver, anonymous and unchecked access on port 10299; extra adds to it.
+func standaloneKubelet(manifests, endpoint, extra string) string {
+	return fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+staticPodPath: %s
+cgroupDriver: %s
+failCgroupV1: %v
+failSwapOn: false
+containerRuntimeEndpoint: %s
+authentication:
+  anonymous:
+    enabled: true
+  webhook:
+    enabled: false
+authorization:
+  mode: AlwaysAllow
+port: 10299
+healthzPort: 0
+enforceNodeAllocatable: []
+resolvConf: /etc/resolv.conf
+%s`, manifests, e2eDriver(), unifiedHost, endpoint, extra)
 }
