@@ -324,11 +324,12 @@ clusterDomain: cluster.local
 resolvConf: /etc/resolv.conf
 enforceNodeAllocatable: []
 # Every image garbage collection (every 5 minutes) removes every
-# image no container uses and husk has not pinned: the imagegc
+# image no container uses and husk has not pinned, once kubelet has
+# known it for a second (0 would mean 2 minutes): the imagegc
 # subtest sees it.
 imageGCHighThresholdPercent: 1
 imageGCLowThresholdPercent: 0
-imageMinimumGCAge: 0s
+imageMinimumGCAge: 1s
 evictionHard:
   memory.available: "1Mi"
 featureGates:
@@ -343,6 +344,16 @@ featureGates:
 			removeCgroupTree(kubepods())
 		}
 	})
+	// The images kubelet's garbage collection is tried on, pulled before
+	// it starts: kubelet first sees an image when it starts, then every
+	// 5 minutes with each collection, and collects only images it saw
+	// before (imageMinimumGCAge). Seen at its start, the unused one goes
+	// in the collection 5 minutes later.
+	for _, img := range []string{"busybox:gc", "busybox:pinned"} {
+		if _, err := c.d.images.PullImage(context.Background(), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: img}}); err != nil {
+			t.Fatalf("pulling %s: %v", img, err)
+		}
+	}
 	c.kubelet = c.run("kubelet", "--config", kubeletCfg, "--kubeconfig", kc("kubelet.conf"), "--root-dir", filepath.Join(dir, "kubelet"),
 		"--hostname-override", clusterNode, "--node-ip", c.addr, "--v", "2")
 	c.run("kube-proxy", "--kubeconfig", c.kubeconfig, "--proxy-mode", "iptables", "--hostname-override", clusterNode,
@@ -1559,7 +1570,8 @@ spec:
 // image no container uses and kept the one husk pins and those in use.
 func clusterImageGCCollected(c *cluster, _ string) {
 	// kubelet collects every 5 minutes (its run at start-up fails: its
-	// image filesystem's stats are not ready yet), so within 5 minutes.
+	// image filesystem's stats are not ready yet), so within 5 minutes
+	// of its start.
 	c.eventually("kubelet collects the unused image", 6*time.Minute, func() (bool, string) {
 		got := c.imageTags()
 		_, unused := got["docker.io/library/busybox:gc"]
