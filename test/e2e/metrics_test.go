@@ -91,10 +91,11 @@ func TestPodSandboxMetrics(t *testing.T) {
 		t.Errorf("no network series for the pod's eth0: %v", m)
 	}
 	// The pod's cgroup, as cAdvisor labels it: no container, image or
-	// name; it holds the container's processes and memory.
+	// name; it holds the container's processes and memory (read a moment
+	// before the container's, which may have grown since: not compared).
 	if m := pod["container_memory_usage_bytes"]; m == nil || m.LabelValues[0] != "" || m.LabelValues[2] != "" || m.LabelValues[3] != "" || m.LabelValues[5] != "metrics" ||
-		m.GetValue().GetValue() < got["container_memory_usage_bytes"].GetValue().GetValue() {
-		t.Errorf("pod cgroup's memory: %v (the container's %v)", m, got["container_memory_usage_bytes"])
+		m.GetValue().GetValue() == 0 {
+		t.Errorf("pod cgroup's memory: %v", m)
 	}
 	if v := pod["container_processes"].GetValue().GetValue(); v < 2 {
 		t.Errorf("pod cgroup's container_processes = %d", v)
