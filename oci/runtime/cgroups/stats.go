@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -247,12 +248,11 @@ func (m *Manager) statsV2(path string) (st *Stats, inactiveFile uint64, err erro
 		// Split in two since Linux 5.9; the cgroup2 package reads only
 		// the old single counter.
 		dir := filepath.Join(m.mountpoint, path)
-		if st.MemoryRefaultAnon, err = readKey(filepath.Join(dir, "memory.stat"), "workingset_refault_anon"); err != nil {
+		refaults, err := readKeys(filepath.Join(dir, "memory.stat"), "workingset_refault_anon", "workingset_refault_file")
+		if err != nil {
 			return nil, 0, err
 		}
-		if st.MemoryRefaultFile, err = readKey(filepath.Join(dir, "memory.stat"), "workingset_refault_file"); err != nil {
-			return nil, 0, err
-		}
+		st.MemoryRefaultAnon, st.MemoryRefaultFile = refaults["workingset_refault_anon"], refaults["workingset_refault_file"]
 		if st.MemoryReservationBytes, err = readLimit(filepath.Join(dir, "memory.low")); err != nil {
 			return nil, 0, err
 		}
@@ -274,37 +274,37 @@ func (m *Manager) statsV2(path string) (st *Stats, inactiveFile uint64, err erro
 
 // hasKey reports whether a flat keyed cgroup file has a line for key.
 func hasKey(file, key string) (bool, error) {
-	_, ok, err := lookupKey(file, key)
+	got, err := readKeys(file, key)
+	_, ok := got[key]
 	return ok, err
 }
 
-// readKey is the value of key in a flat keyed cgroup file; 0 where the
-// file or the key is missing (an older kernel, a controller not enabled).
-func readKey(file, key string) (uint64, error) {
-	v, _, err := lookupKey(file, key)
-	return v, err
-}
-
-func lookupKey(file, key string) (uint64, bool, error) {
+// readKeys reads the values of keys in a flat keyed cgroup file; a key
+// (or the whole file) that is missing has none: an older kernel, a
+// controller that is not enabled.
+func readKeys(file string, keys ...string) (map[string]uint64, error) {
+	got := map[string]uint64{}
 	f, err := os.Open(file)
 	if err != nil {
 		if os.IsNotExist(err) {
-			return 0, false, nil
+			return got, nil
 		}
-		return 0, false, err
+		return nil, err
 	}
 	defer func() { _ = f.Close() }()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		if k, v, _ := strings.Cut(sc.Text(), " "); k == key {
-			n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
-			if err != nil {
-				return 0, true, fmt.Errorf("%s: %s: %w", file, key, err)
-			}
-			return n, true, nil
+		k, v, _ := strings.Cut(sc.Text(), " ")
+		if !slices.Contains(keys, k) {
+			continue
 		}
+		n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %s: %w", file, k, err)
+		}
+		got[k] = n
 	}
-	return 0, false, sc.Err()
+	return got, sc.Err()
 }
 
 // readLimit reads a single-value limit file; "max" (v2) and v1's

@@ -12,21 +12,26 @@ func TestReadKeyAndLimit(t *testing.T) {
 	if err := os.WriteFile(stat, []byte("anon 4096\nworkingset_refault_anon 7\nworkingset_refault_file 12\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	for key, want := range map[string]uint64{"workingset_refault_anon": 7, "workingset_refault_file": 12, "workingset_refault": 0} {
-		if got, err := readKey(stat, key); err != nil || got != want {
-			t.Errorf("readKey(%s) = %d, %v; want %d", key, got, err, want)
-		}
+	got, err := readKeys(stat, "workingset_refault_anon", "workingset_refault_file", "workingset_refault")
+	if err != nil || len(got) != 2 || got["workingset_refault_anon"] != 7 || got["workingset_refault_file"] != 12 {
+		t.Errorf("readKeys = %v, %v", got, err)
 	}
 	if ok, err := hasKey(stat, "anon"); !ok || err != nil {
 		t.Errorf("hasKey(anon) = %v, %v", ok, err)
 	}
-	if got, err := readKey(filepath.Join(dir, "missing"), "anon"); got != 0 || err != nil {
-		t.Errorf("readKey of a missing file = %d, %v", got, err)
+	if ok, err := hasKey(stat, "file"); ok || err != nil {
+		t.Errorf("hasKey(file) = %v, %v", ok, err)
+	}
+	if got, err := readKeys(filepath.Join(dir, "missing"), "anon"); len(got) != 0 || err != nil {
+		t.Errorf("readKeys of a missing file = %v, %v", got, err)
 	}
 	bad := filepath.Join(dir, "bad")
-	_ = os.WriteFile(bad, []byte("anon lots\n"), 0o600)
-	if _, err := readKey(bad, "anon"); err == nil {
-		t.Error("readKey of a value that is not a number: no error")
+	_ = os.WriteFile(bad, []byte("anon lots\nfile 1\n"), 0o600)
+	if _, err := readKeys(bad, "anon"); err == nil {
+		t.Error("readKeys of a value that is not a number: no error")
+	}
+	if got, err := readKeys(bad, "file"); err != nil || got["file"] != 1 {
+		t.Errorf("readKeys past a line not asked for that is not a number: %v, %v", got, err)
 	}
 
 	for content, want := range map[string]uint64{
