@@ -13,7 +13,7 @@ CONFIG   ?= /etc/husk/config.toml
 CNI_BIN  ?= /opt/cni/bin
 CNI_CONF ?= /etc/cni/net.d
 
-.PHONY: all build run test deps cni-plugins lint bench clean kubelet-test critest fuzz vm-test vm-deps cluster cluster-test
+.PHONY: all build run test unit deps cni-plugins lint bench clean kubelet-test critest fuzz vm-test vm-deps cluster cluster-test
 
 all: build
 
@@ -53,11 +53,18 @@ run: build deps cni-plugins
 # cgroups to prove nothing leaks; run at once, they would count each other's.
 # critest (cri-tools' validation suite) runs with the e2e tests: the
 # critest build tag adds TestCritest, CRITEST names the binary.
-test: build deps lint cni-plugins $(CRICTL) $(GOTESTSUM) $(BIN)/critest
+test: build deps lint unit cni-plugins $(CRICTL) $(GOTESTSUM) $(BIN)/critest
 	go vet ./...
 	CRITEST=$(CURDIR)/$(BIN)/critest $(GOTESTSUM) --format testname -- -tags critest -p 1 -count=1 -timeout 40m ./...
 	@if reason=$$(sh hack/vm/available.sh 2>&1); then $(MAKE) --no-print-directory vm-test; \
 	else echo "vm-test skipped: $$reason"; fi
+
+# The tests that need neither root nor the machine's namespaces, cgroups
+# or network: seconds, with the race detector (which `make test`'s root
+# suites, one process per package, do not run under).
+UNIT_PKGS := ./cmd/husk ./cri/... ./oci/runtime/monitor ./oci/runtime/shim ./oci/runtime/spec ./test/imagetest
+unit: deps
+	$(GO) test -race -count=1 $(UNIT_PKGS)
 
 # A real kubelet (standalone mode, static pods) on husk; not in `make test`
 # because building kubelet takes ~8 minutes. Debian's containerd is the
