@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
+	"time"
 
 	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
@@ -56,8 +58,23 @@ func (m *Manager) Attach(ctx context.Context, id string, in io.Reader, out, errw
 	if _, err := conn.Write(hello); err != nil {
 		return fmt.Errorf("attaching to container %s: %w", c.ID, err)
 	}
+	// With a terminal, the client's first size goes before its input (or
+	// after a second without one): kubectl and crictl send it as soon as
+	// the stream is up, and a program that reads a line and then asks
+	// for its size must see the client's.
+	sized := make(chan struct{})
+	var sizedOnce sync.Once
+	markSized := func() { sizedOnce.Do(func() { close(sized) }) }
+	if !tty || resize == nil {
+		markSized()
+	}
 	if in != nil {
 		go func() {
+			select {
+			case <-sized:
+			case <-time.After(time.Second):
+			case <-ctx.Done():
+			}
 			buf := make([]byte, 1+attachChunk)
 			buf[0] = monitor.AttachInput
 			for {
@@ -76,6 +93,7 @@ func (m *Manager) Attach(ctx context.Context, id string, in io.Reader, out, errw
 	}
 	if resize != nil {
 		go func() {
+			defer markSized()
 			for s := range resize {
 				msg := []byte{monitor.AttachResize, 0, 0, 0, 0}
 				binary.NativeEndian.PutUint16(msg[1:], s.Width)
@@ -83,6 +101,7 @@ func (m *Manager) Attach(ctx context.Context, id string, in io.Reader, out, errw
 				if _, err := conn.Write(msg); err != nil {
 					return
 				}
+				markSized()
 			}
 		}()
 	}
