@@ -153,6 +153,11 @@ func readContainerPID(dir string) (*Process, error) {
 	return readProcessFile(filepath.Join(dir, monitor.PIDFile))
 }
 
+// readMonitorProcess reads the file in which the monitor names itself.
+func readMonitorProcess(dir string) (*Process, error) {
+	return readProcessFile(filepath.Join(dir, monitor.SelfFile))
+}
+
 // readProcessFile reads a process file of the monitor's (its own, or
 // the container's first process).
 func readProcessFile(path string) (*Process, error) {

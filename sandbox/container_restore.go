@@ -10,8 +10,6 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	"k8s.io/klog/v2"
-
-	"github.com/husk-runtime/husk/oci/runtime/monitor"
 )
 
 // restoreContainers finds every container again after a (re)start. Their
@@ -50,7 +48,7 @@ func (m *Manager) restoreContainers() error {
 		if c.State == ContainerStarting {
 			// The daemon died while starting it: the monitor's own file says
 			// whether it got going.
-			if mon, err := readProcessFile(filepath.Join(dir, monitor.SelfFile)); err == nil && alive(mon) {
+			if mon, err := readMonitorProcess(dir); err == nil && alive(mon) {
 				c.State, c.Monitor = ContainerStarted, mon
 			} else {
 				m.failStart(c, "the daemon stopped while starting it")

@@ -64,7 +64,7 @@ func (m *Manager) StartContainer(ctx context.Context, id string) error {
 // runs of it (the monitor, a runtime stuck in its setup, the command if it
 // got that far) is killed, and the container is Exited with StartError.
 func (m *Manager) failStart(c *Container, msg string) {
-	if mon, err := readProcessFile(filepath.Join(m.containerDir(c.ID), monitor.SelfFile)); err == nil && alive(mon) {
+	if mon, err := readMonitorProcess(m.containerDir(c.ID)); err == nil && alive(mon) {
 		_ = syscall.Kill(mon.PID, syscall.SIGKILL)
 	}
 	if p, err := readContainerPID(m.containerDir(c.ID)); err == nil && alive(p) {
