@@ -13,7 +13,11 @@
 # specs too, against husk with the systemd driver: test/e2e's TestCritest),
 # kubelet (a real kubelet, cgroupDriver systemd and failCgroupV1, running
 # static pods on husk: TestKubeletRunsAStaticPod; building kubelet the first
-# time takes some 8 minutes, hack/build-kubernetes.sh).
+# time takes some 8 minutes, hack/build-kubernetes.sh). Not in all: cluster
+# (test/e2e's TestCluster, the one-node cluster of `make cluster-test` with
+# kubelet's systemd cgroup driver; hack/build-cluster.sh builds its
+# binaries, some 25 minutes the first time, and the guest gets 6G of memory
+# unless HUSK_VM_MEM says otherwise).
 #
 # Environment: HUSK_VM_OUT (default bin/vm): the share, which keeps the
 # builds and results/<suite>.log; HUSK_VM_RUN: a -test.run pattern for every
@@ -35,15 +39,16 @@ pkg_of() {
 	ns) echo ./network/ns ;;
 	network) echo ./network ;;
 	sandbox) echo ./sandbox ;;
-	e2e-cgroupfs | e2e-systemd | critest | kubelet) echo ./test/e2e ;;
-	*) echo "test.sh: unknown suite $1 (want some of: $all)" >&2; return 1 ;;
+	e2e-cgroupfs | e2e-systemd | critest | kubelet | cluster) echo ./test/e2e ;;
+	*) echo "test.sh: unknown suite $1 (want some of: $all cluster)" >&2; return 1 ;;
 	esac
 }
 for s in $suites; do pkg_of "$s" >/dev/null; done
 
 t0=$(date +%s)
 echo "== host: building husk, the CNI plugins, crictl and the test binaries into $out" >&2
-mkdir -p "$out/prebuilt" "$out/bin" "$out/tests" "$out/src/hack"
+rm -rf "$out/kube"
+mkdir -p "$out/prebuilt" "$out/bin" "$out/tests" "$out/src/hack" "$out/kube"
 make --no-print-directory build >&2
 cp bin/husk bin/husk-runtime "$out/prebuilt/"
 go build -o "$out/prebuilt/slowcni" ./test/e2e/slowcni
@@ -73,6 +78,17 @@ for s in $suites; do
 		sh hack/build-kubernetes.sh "$root/bin" kubelet >&2
 		cp bin/kubelet "$out/bin/"
 	fi
+	if [ "$s" = cluster ]; then
+		name=e2e-cluster tags=cluster
+		sh hack/build-cluster.sh "$root/bin" >&2
+		for b in kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubelet kubectl kubeadm etcd coredns; do
+			cp "bin/$b" "$out/kube/"
+		done
+		# TestCluster builds its grpc probe server with `go build`.
+		CGO_ENABLED=0 go build -o "$out/prebuilt/grpchealth" ./test/e2e/grpchealth
+		: "${HUSK_VM_MEM:=6G}"
+		export HUSK_VM_MEM
+	fi
 	mkdir -p "$out/src/$pkg"
 	case " $built " in *" $name "*) continue ;; esac
 	go test -c ${tags:+-tags $tags} -o "$out/tests/$name.test" "$pkg"
@@ -97,7 +113,7 @@ echo "== guest: apparmor $(cat /sys/module/apparmor/parameters/enabled 2>/dev/nu
 # Off the 9p share: binaries run from the guest's own disk.
 rm -rf /opt/husk
 mkdir -p /opt/husk
-cp -a /husk/prebuilt /husk/bin /husk/tests /husk/src /opt/husk/
+cp -a /husk/prebuilt /husk/bin /husk/tests /husk/src /husk/kube /opt/husk/
 export PATH=/opt/husk/prebuilt:/opt/husk/bin:$PATH HUSK_VM_PREBUILT=/opt/husk/prebuilt
 pattern=$(cat /husk/run-pattern)
 e2e_timeout=$(cat /husk/e2e-timeout)
@@ -109,7 +125,7 @@ for suite in $(cat /husk/suites); do
 	ns) pkg=network/ns ;;
 	network) pkg=network ;;
 	sandbox) pkg=sandbox ;;
-	e2e-* | critest | kubelet) pkg=test/e2e ;;
+	e2e-* | critest | kubelet | cluster) pkg=test/e2e ;;
 	esac
 	driver=
 	timeout=20m
@@ -127,13 +143,18 @@ for suite in $(cat /husk/suites); do
 	e2e-systemd) driver=systemd timeout=$e2e_timeout ;;
 	critest) driver=systemd timeout=$e2e_timeout bin=e2e-critest run=${pattern:-^TestCritest$} ;;
 	kubelet) driver=systemd timeout=$e2e_timeout bin=e2e-kubelet run=${pattern:-^TestKubeletRunsAStaticPod$} ;;
+	cluster)
+		driver=systemd timeout=$e2e_timeout bin=e2e-cluster run=${pattern:-^TestCluster$}
+		# kube-proxy's Services between pods of one bridge need it.
+		modprobe br_netfilter
+		;;
 	esac
 	echo "== guest: suite $suite (./$pkg${driver:+, cgroup driver $driver}) $(date -u +%T)"
 	start=$(date +%s)
 	(
 		cd "/opt/husk/src/$pkg" &&
 			HUSK_E2E_CGROUP_DRIVER=$driver HUSK_BIN=/opt/husk/prebuilt/husk \
-				HUSK_E2E_LOG=/husk/results/$suite.husk.log CRITEST=/opt/husk/bin/critest KUBELET=/opt/husk/bin/kubelet \
+				HUSK_E2E_LOG=/husk/results/$suite.husk.log CRITEST=/opt/husk/bin/critest KUBELET=/opt/husk/bin/kubelet KUBE_BIN=/opt/husk/kube \
 				exec "/opt/husk/tests/$bin.test" -test.v -test.count=1 -test.timeout "$timeout" ${run:+-test.run "$run"} ${skip:+-test.skip "$skip"}
 	) >"/husk/results/$suite.log" 2>&1 &
 	pid=$!
