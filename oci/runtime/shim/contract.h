@@ -31,4 +31,27 @@
 #define ENV_CONSOLE_FD "HUSK_CONSOLE_FD"
 #define ENV_POD_USERNS "HUSK_POD_USERNS"
 
+// The monitor's command line (package monitor's Args, monitor_args.c):
+// `husk-runtime monitor FLAGS -- PROGRAM...`.
+#define MAX_CGROUPS 64
+struct monitor_args {
+	const char *state, *log_dir, *log_path;
+	const char *oom, *oom_parent;
+	int oom_notify;
+	const char *netns, *ipcns, *utsns, *pidns, *userns;
+	int newpid;
+	int exec_fd; // -1: none
+	const char *cgroups[MAX_CGROUPS];
+	int ncgroups;
+	int cgroup_sync; // -1: none
+	const char *oom_score_adj; // NULL: none
+	const char *runtime_pid_file;
+	int tty, with_stdin, stdin_once;
+	char **prog; // NULL-terminated
+};
+
+// parse_monitor_args reads argv (argv[0] is "monitor") into a; -1 for a
+// command line the monitor cannot run.
+int parse_monitor_args(int argc, char **argv, struct monitor_args *a);
+
 #endif

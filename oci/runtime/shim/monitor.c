@@ -6,9 +6,12 @@
 // starts, which keeps it at about 2 MiB of resident memory (most of it the
 // shared pages of libc and the binary) per container.
 //
-//   husk-runtime monitor --state DIR [--log-dir DIR] --log FILE [--oom FILE] [--oom-parent FILE] [--oom-score-adj N] [--userns F] [--netns F]
-//                [--ipcns F] [--utsns F] [--pidns F | --newpid] [--tty] [--stdin [--stdin-once]]
-//                [--exec-fd N] [--cgroup PROCS_FILE ... | --cgroup-sync FD] -- PROGRAM ARGS...
+//   husk-runtime monitor --state DIR [--log-dir DIR] --log FILE [--oom FILE [--oom-notify]] [--oom-parent FILE]
+//                [--oom-score-adj N] [--userns F] [--netns F] [--ipcns F] [--utsns F] [--pidns F | --newpid]
+//                [--tty] [--stdin [--stdin-once]] [--exec-fd N] [--cgroup PROCS_FILE ... | --cgroup-sync FD]
+//                [--runtime-pid-file FILE] -- PROGRAM ARGS...
+//
+// (monitor_args.c reads it; the daemon writes it with package monitor's Args.)
 //
 // It joins the pod's namespaces given (files of pinned namespaces), then
 // starts PROGRAM in a new mount namespace and, with --newpid, a new PID
@@ -53,7 +56,6 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
-#include <getopt.h>
 #include <grp.h>
 #include <linux/openat2.h>
 #include <poll.h>
@@ -553,62 +555,22 @@ static int receive_terminal(int sock) {
 __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 	if (argc < 2 || strcmp(argv[1], "monitor") != 0)
 		return;
-	static struct option opts[] = {
-		{"state", required_argument, 0, 's'}, {"log", required_argument, 0, 'l'},
-		{"log-dir", required_argument, 0, 'L'},
-		{"oom", required_argument, 0, 'o'},   {"netns", required_argument, 0, 'n'},
-		{"ipcns", required_argument, 0, 'i'}, {"utsns", required_argument, 0, 'u'},
-		{"pidns", required_argument, 0, 'p'}, {"newpid", no_argument, 0, 'P'},
-		{"tty", no_argument, 0, 't'},         {"exec-fd", required_argument, 0, 'e'},
-		{"cgroup", required_argument, 0, 'c'}, {"stdin", no_argument, 0, 'I'},
-		{"stdin-once", no_argument, 0, 'O'},  {"userns", required_argument, 0, 'U'},
-		{"oom-score-adj", required_argument, 0, 'A'}, {"oom-notify", no_argument, 0, 'N'},
-		{"runtime-pid-file", required_argument, 0, 'R'}, {"cgroup-sync", required_argument, 0, 'S'},
-		{"oom-parent", required_argument, 0, 'Q'},
-		{0, 0, 0, 0}};
-	const char *cgroups[64];
-	int ncgroups = 0;
-	const char *state = NULL, *oom = NULL, *oom_parent = NULL, *netns = NULL, *ipcns = NULL, *utsns = NULL, *pidns = NULL,
-		   *userns = NULL;
-	int newpid = 0, tty = 0, exec_fd = -1, with_stdin = 0;
-	const char *oom_score_adj = NULL;
-	int oom_notify = 0, cgroup_sync = -1;
-	const char *runtime_pid_file = NULL;
-	optind = 2;
-	for (int c; (c = getopt_long(argc, argv, "", opts, NULL)) != -1;) {
-		switch (c) {
-		case 's': state = optarg; break;
-		case 'l': log_path = optarg; break;
-		case 'L': log_dir = optarg; break;
-		case 'o': oom = optarg; break;
-		case 'Q': oom_parent = optarg; break;
-		case 'n': netns = optarg; break;
-		case 'i': ipcns = optarg; break;
-		case 'u': utsns = optarg; break;
-		case 'p': pidns = optarg; break;
-		case 'U': userns = optarg; break;
-		case 'A': oom_score_adj = optarg; break;
-		case 'N': oom_notify = 1; break;
-		case 'R': runtime_pid_file = optarg; break;
-		case 'P': newpid = 1; break;
-		case 't': tty = 1; break;
-		case 'I': with_stdin = 1; break;
-		case 'O': stdin_once = 1; break;
-		case 'e': exec_fd = atoi(optarg); break;
-		case 'S': cgroup_sync = atoi(optarg); break;
-		case 'c':
-			if (ncgroups < 64)
-				cgroups[ncgroups++] = optarg;
-			break;
-		default: _exit(2);
-		}
-	}
-	if (state == NULL || log_path == NULL || optind >= argc || (cgroup_sync >= 0 && ncgroups > 0))
+	struct monitor_args a;
+	if (parse_monitor_args(argc - 1, argv + 1, &a) != 0)
 		_exit(2);
+	log_path = a.log_path;
+	log_dir = a.log_dir;
+	stdin_once = a.stdin_once;
+	const char *state = a.state, *oom = a.oom, *oom_parent = a.oom_parent, *netns = a.netns, *ipcns = a.ipcns,
+		   *utsns = a.utsns, *pidns = a.pidns, *userns = a.userns, *oom_score_adj = a.oom_score_adj,
+		   *runtime_pid_file = a.runtime_pid_file;
+	const char *const *cgroups = a.cgroups;
+	int ncgroups = a.ncgroups, newpid = a.newpid, tty = a.tty, exec_fd = a.exec_fd, with_stdin = a.with_stdin,
+	    oom_notify = a.oom_notify, cgroup_sync = a.cgroup_sync;
 	if (cgroup_sync >= 0)
 		fcntl(cgroup_sync, F_SETFD, FD_CLOEXEC);
 	int placed = ncgroups > 0 || cgroup_sync >= 0;
-	char **prog = argv + optind;
+	char **prog = a.prog;
 
 	open_log();
 	if (log_fd < 0)
