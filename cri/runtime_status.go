@@ -34,14 +34,14 @@ func (s *Server) Status(_ context.Context, req *runtimeapi.StatusRequest) (*runt
 }
 
 // runtimeHandlers are husk's own runtime ("") and the configured
-// runc-compatible ones, which husk cannot promise recursive read-only
-// mounts (runc has them since 1.2) or user namespaces of.
+// runc-compatible ones, with what both the runtime and the kernel offer.
 func (s *Server) runtimeHandlers() []*runtimeapi.RuntimeHandler {
 	var out []*runtimeapi.RuntimeHandler
 	for _, h := range s.pods.Handlers() {
-		f := &runtimeapi.RuntimeHandlerFeatures{}
-		if h == "" {
-			f.RecursiveReadOnlyMounts, f.UserNamespaces = s.opts.RecursiveReadOnlyMounts, s.opts.UserNamespaces
+		rf := s.pods.HandlerFeatures(h)
+		f := &runtimeapi.RuntimeHandlerFeatures{
+			RecursiveReadOnlyMounts: rf.RecursiveReadOnlyMounts && s.opts.RecursiveReadOnlyMounts,
+			UserNamespaces:          rf.UserNamespaces && s.opts.UserNamespaces,
 		}
 		out = append(out, &runtimeapi.RuntimeHandler{Name: h, Features: f})
 	}

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -71,12 +70,11 @@ func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg *runtim
 	if !pod.Ready() {
 		return "", fmt.Errorf("pod sandbox %s is not ready: %w", pod.ID, errdefs.ErrFailedPrecondition)
 	}
-	if pod.RuntimeHandler != "" {
-		if m.runtimePath(pod.RuntimeHandler) == "" {
-			return "", fmt.Errorf("the pod's runtime handler %q is no longer configured: %w", pod.RuntimeHandler, errdefs.ErrFailedPrecondition)
-		}
-		// husk cannot tell whether another runtime makes mounts read-only
-		// all the way down (runc does since 1.2), and Status says so.
+	rt, err := m.configuredRuntime(pod)
+	if err != nil {
+		return "", err
+	}
+	if !rt.Features().RecursiveReadOnlyMounts {
 		for i, mnt := range cfg.GetMounts() {
 			if mnt.GetRecursiveReadOnly() {
 				return "", fmt.Errorf("config.mounts[%d].recursive_read_only: runtime handler %q does not offer it: %w", i, pod.RuntimeHandler, errdefs.ErrInvalidArgument)
@@ -271,24 +269,9 @@ func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg *runtim
 			return "", err
 		}
 	}
-	res := s.Linux.Resources // the container's cgroup's
-	if pod.RuntimeHandler != "" {
-		if err := trimCapabilities(s); err != nil {
-			return "", err
-		}
-		// Another runtime gets a cgroup below the container's: runc
-		// removes the cgroup it ran in when the container ends, and the
-		// monitor reads the container's OOM kills in husk's after that.
-		// Both have the limits (the container sees its own in its
-		// cgroup) but on cgroup v1 the memory limit is husk's alone: v1
-		// counts an OOM kill, and signals an OOM, only where it happens.
-		// husk's has the device rules runc adds too, which a parent must
-		// allow for the runtime to.
-		s.Linux.CgroupsPath = path.Join(s.Linux.CgroupsPath, runtimeCgroup)
-		if r := s.Linux.Resources; r != nil {
-			res = handlerCgroupResources(r)
-			s.Linux.Resources = runtimeResources(r, m.opts.Cgroups)
-		}
+	res := rt.OuterLimits(s.Linux.Resources) // the container's cgroup's
+	if err := rt.PrepareSpec(s); err != nil {
+		return "", err
 	}
 	b, err := json.Marshal(s)
 	if err != nil {

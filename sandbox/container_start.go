@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -20,7 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
 
-	"github.com/husk-runtime/husk/network/ns"
+	"github.com/husk-runtime/husk/oci/runtime/engine"
 	"github.com/husk-runtime/husk/oci/runtime/linux"
 	"github.com/husk-runtime/husk/oci/runtime/monitor"
 )
@@ -80,43 +81,24 @@ func (m *Manager) failStart(c *Container, msg string) {
 }
 
 func (m *Manager) startMonitor(c *Container, pod *Pod) error {
-	dir := m.containerDir(c.ID)
-	args := []string{"monitor", "--state", dir, "--log", os.DevNull}
-	if logDir, rel := logLocation(c); logDir != "" {
-		// The monitor opens the log itself, again at each rotation: it
-		// gets the directory and the path below it, not a joined path a
-		// symlink could send elsewhere (logfile.go).
-		args = []string{"monitor", "--state", dir, "--log-dir", logDir, "--log", rel}
+	rt, err := m.configuredRuntime(pod)
+	if err != nil {
+		return err
 	}
-	if oom := m.opts.Cgroups.OOMEventsFile(c.Cgroup); oom != "" {
-		args = append(args, "--oom", oom)
-		if m.opts.Cgroups.CreatedAtStart() {
-			// systemd may remove the container's cgroup before the
-			// monitor has read its count (the monitor's comment).
-			args = append(args, "--oom-parent", m.opts.Cgroups.OOMEventsFile(pod.CgroupPath))
-		}
+	spec, err := m.readSpec(c.ID)
+	if err != nil {
+		return err
 	}
-	handler := pod.RuntimeHandler
-	if handler != "" && m.runtimePath(handler) == "" {
-		return fmt.Errorf("the pod's runtime handler %q is no longer configured: %w", handler, errdefs.ErrFailedPrecondition)
+	ec := m.engineContainer(c)
+	ec.Spec, ec.Namespaces = spec, pod.Namespaces
+	if !m.opts.Cgroups.CreatedAtStart() {
+		ec.CgroupProcs = m.opts.Cgroups.ProcsFiles(c.Cgroup)
 	}
-	if handler != "" {
-		// Should the runtime die before the container, the monitor waits
-		// for the container's process, named in this file, instead.
-		args = append(args, "--runtime-pid-file", m.runtimePIDFile(c.ID))
+	args, files, err := m.monitorArgs(c, pod, rt, ec)
+	if err != nil {
+		return err
 	}
-	if handler != "" && !m.opts.Cgroups.Unified() {
-		// cgroup v1 counts an OOM kill in the runtime's cgroup, which the
-		// runtime removes: the monitor listens for the OOM instead.
-		args = append(args, "--oom-notify")
-	}
-	if handler == "" {
-		more, err := m.builtinMonitorArgs(c, pod)
-		if err != nil {
-			return err
-		}
-		args = append(args, more...)
-	}
+	dir := ec.StateDir
 	// With the systemd driver the daemon makes the container's cgroup, a
 	// scope, once the monitor has the process to put in it.
 	var sync, syncW *os.File
@@ -127,28 +109,8 @@ func (m *Manager) startMonitor(c *Container, pod *Pod) error {
 		}
 		sync, syncW = os.NewFile(uintptr(fds[0]), "cgroup-sync"), os.NewFile(uintptr(fds[1]), "cgroup-sync")
 		defer func() { _ = sync.Close(); _ = syncW.Close() }()
-		fd := 4 // after the report channel, and the sealed binary if any
-		if handler == "" {
-			fd = 5
-		}
-		args = append(args, "--cgroup-sync", strconv.Itoa(fd))
-	}
-	if c.Config.GetTty() {
-		args = append(args, "--tty")
-	}
-	if c.Config.GetStdin() {
-		args = append(args, "--stdin")
-		if c.Config.GetStdinOnce() {
-			args = append(args, "--stdin-once")
-		}
-	}
-	args = append(args, "--")
-	if handler == "" {
-		args = append(args, "husk-runtime", "container-init", m.bundleDir(c.ID))
-	} else {
-		// The runtime puts the container in its cgroup and namespaces
-		// itself, from the spec.
-		args = append(args, m.runtimeArgs(handler, c.ID)...)
+		args.CgroupSync = monitor.FirstExtraFD + len(files)
+		files = append(files, syncW)
 	}
 
 	for _, f := range []string{monitor.PIDFile, monitor.ExitFile, monitor.RuntimePIDFile} {
@@ -166,15 +128,9 @@ func (m *Manager) startMonitor(c *Container, pod *Pod) error {
 	}
 	defer func() { _ = stderr.Close() }()
 	// Not cancelled with the call: the monitor outlives it.
-	cmd := m.runtimeCommand(context.Background(), args...)
+	cmd := m.runtimeCommand(context.Background(), args.Argv()...)
 	cmd.Stderr = stderr
-	cmd.ExtraFiles = []*os.File{reportW} // fd 3
-	if handler == "" {
-		cmd.ExtraFiles = append(cmd.ExtraFiles, m.opts.Binary) // fd 4
-	}
-	if syncW != nil {
-		cmd.ExtraFiles = append(cmd.ExtraFiles, syncW) // fd 5, or 4
-	}
+	cmd.ExtraFiles = append([]*os.File{reportW}, files...) // from monitor.ReportFD on
 	cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 	cmd.Dir = "/"
 	// Its own session: the monitor must not get the daemon's signals, and
@@ -211,11 +167,47 @@ func (m *Manager) startMonitor(c *Container, pod *Pod) error {
 		return err
 	}
 	if sync != nil {
-		if err := m.placeAtStart(c, handler, sync); err != nil {
+		if err := m.placeAtStart(c, rt, spec, sync); err != nil {
 			return err
 		}
 	}
 
+	if err := m.waitStarted(c, rt, ec, report); err != nil {
+		return err
+	}
+	klog.V(4).InfoS("Container started", "id", c.ID, "took", time.Since(t0))
+	return nil
+}
+
+// monitorArgs are the monitor's command line for a container, and the
+// files it gets from monitor.FirstExtraFD on: what every container's
+// monitor does (its log, its OOM count, its terminal and input), then its
+// runtime's part.
+func (m *Manager) monitorArgs(c *Container, pod *Pod, rt engine.Runtime, ec *engine.Container) (monitor.Args, []*os.File, error) {
+	args := monitor.Args{State: ec.StateDir, Log: os.DevNull, TTY: c.Config.GetTty(), Stdin: c.Config.GetStdin()}
+	args.StdinOnce = args.Stdin && c.Config.GetStdinOnce()
+	if logDir, rel := logLocation(c); logDir != "" {
+		// The monitor opens the log itself, again at each rotation: it
+		// gets the directory and the path below it, not a joined path a
+		// symlink could send elsewhere (logfile.go).
+		args.LogDir, args.Log = logDir, rel
+	}
+	if oom := m.opts.Cgroups.OOMEventsFile(c.Cgroup); oom != "" {
+		args.OOM = oom
+		if m.opts.Cgroups.CreatedAtStart() {
+			// systemd may remove the container's cgroup before the
+			// monitor has read its count (the monitor's comment).
+			args.OOMParent = m.opts.Cgroups.OOMEventsFile(pod.CgroupPath)
+		}
+	}
+	files, err := rt.Launch(ec, &args)
+	return args, files, err
+}
+
+// waitStarted waits until the container's command runs: the runtime's
+// report channel closed without a failure, the monitor's child recorded,
+// and the runtime's own sign.
+func (m *Manager) waitStarted(c *Container, rt engine.Runtime, ec *engine.Container, report *os.File) error {
 	// The runtime reports a failure on the pipe; the exec of the command
 	// closes it. The monitor closes its own end after starting the runtime.
 	msg := make(chan []byte, 1)
@@ -235,16 +227,19 @@ func (m *Manager) startMonitor(c *Container, pod *Pod) error {
 	case <-time.After(startTimeout):
 		return fmt.Errorf("the runtime did not start the container within %v", startTimeout)
 	}
-	if _, err := readContainerPID(dir); err != nil {
-		b, _ := os.ReadFile(filepath.Join(dir, monitor.ErrFile))
+	if _, err := readContainerPID(ec.StateDir); err != nil {
+		b, _ := os.ReadFile(filepath.Join(ec.StateDir, monitor.ErrFile))
 		return fmt.Errorf("the monitor did not start the container: %s", b)
 	}
-	if handler != "" {
-		if err := m.waitRuntimeStarted(c, handler); err != nil {
-			return err
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	defer cancel()
+	if err := rt.WaitStarted(ctx, ec); err != nil {
+		var early *engine.ExitedEarly
+		if errors.As(err, &early) {
+			return fmt.Errorf("%w: %s", err, stderrTail(c, 512))
 		}
+		return err
 	}
-	klog.V(4).InfoS("Container started", "id", c.ID, "took", time.Since(t0))
 	return nil
 }
 
@@ -260,49 +255,11 @@ func (m *Manager) runtimeCommand(ctx context.Context, args ...string) *exec.Cmd 
 	return cmd
 }
 
-// builtinMonitorArgs are the monitor's flags for husk's own runtime: the
-// sealed husk-runtime to run (descriptor 4), the cgroup to put it in, the
-// pod's namespaces to start it in.
-func (m *Manager) builtinMonitorArgs(c *Container, pod *Pod) ([]string, error) {
-	args := []string{"--exec-fd", "4"}
-	if !m.opts.Cgroups.CreatedAtStart() {
-		for _, f := range m.opts.Cgroups.ProcsFiles(c.Cgroup) {
-			args = append(args, "--cgroup", f)
-		}
-	}
-	for t, flag := range map[ns.Type]string{ns.User: "--userns", ns.Net: "--netns", ns.IPC: "--ipcns", ns.UTS: "--utsns"} {
-		if p, ok := pod.Namespaces[t]; ok {
-			args = append(args, flag, p)
-		}
-	}
-	spec, err := m.readSpec(c.ID)
-	if err != nil {
-		return nil, err
-	}
-	// The runtime of a container in a pod's user namespace cannot write
-	// its own oom_score_adj (its /proc files are the host's root's: its
-	// binary is one it cannot read): the monitor, the host's, does.
-	if spec.Process != nil && spec.Process.OOMScoreAdj != nil {
-		args = append(args, "--oom-score-adj", strconv.Itoa(*spec.Process.OOMScoreAdj))
-	}
-	// The PID namespace is the one the spec says: the pod's, a new one,
-	// or (no entry) the host's.
-	pidNS := pidNamespace(spec)
-	switch {
-	case pidNS == nil:
-	case pidNS.Path != "":
-		args = append(args, "--pidns", pidNS.Path)
-	default:
-		args = append(args, "--newpid")
-	}
-	return args, nil
-}
-
 // placeAtStart makes the container's cgroup with the process the monitor
 // started in it, told by the monitor on sync, and lets the process go on
 // ('1'); a refusal ('0') makes the monitor kill it. Another runtime goes
 // into a cgroup of its own below, as with cgroupfs (CreateContainer).
-func (m *Manager) placeAtStart(c *Container, handler string, sync *os.File) (err error) {
+func (m *Manager) placeAtStart(c *Container, rt engine.Runtime, spec *specs.Spec, sync *os.File) (err error) {
 	reply := []byte{monitor.PlacedRefused}
 	defer func() {
 		if err == nil {
@@ -321,21 +278,14 @@ func (m *Manager) placeAtStart(c *Container, handler string, sync *os.File) (err
 	if err != nil || pid <= 0 {
 		return fmt.Errorf("the monitor named process %q", line)
 	}
-	spec, err := m.readSpec(c.ID)
-	if err != nil {
-		return err
-	}
 	var res *specs.LinuxResources
 	if spec.Linux != nil {
-		res = spec.Linux.Resources
-	}
-	if handler != "" {
-		res = handlerCgroupResources(res)
+		res = rt.OuterLimits(spec.Linux.Resources)
 	}
 	if err := m.opts.Cgroups.Create(c.Cgroup, res, pid); err != nil {
 		return fmt.Errorf("creating its cgroup: %w", err)
 	}
-	if inner := m.processCgroup(c); inner != c.Cgroup {
+	if inner := rt.ProcessCgroup(c.Cgroup); inner != c.Cgroup {
 		if err := m.opts.Cgroups.Create(inner, nil, pid); err != nil {
 			return fmt.Errorf("creating the runtime's cgroup: %w", err)
 		}
@@ -354,18 +304,4 @@ func (m *Manager) readSpec(id string) (*specs.Spec, error) {
 		return nil, err
 	}
 	return &s, nil
-}
-
-// pidNamespace is the PID namespace of a spec: nil for the host's, one
-// without a path for a new one.
-func pidNamespace(s *specs.Spec) *specs.LinuxNamespace {
-	if s.Linux == nil {
-		return nil
-	}
-	for _, n := range s.Linux.Namespaces {
-		if n.Type == specs.PIDNamespace {
-			return &n
-		}
-	}
-	return nil
 }

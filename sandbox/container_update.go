@@ -42,8 +42,9 @@ func (m *Manager) UpdateContainerResources(ctx context.Context, id string, r *ru
 		return fmt.Errorf("updating the resources of container %s: %w", c.ID, err)
 	}
 	// Another runtime's cgroup below has them too, while it exists.
-	if inner := m.processCgroup(c); inner != c.Cgroup && m.opts.Cgroups.Exists(inner) {
-		if err := m.opts.Cgroups.Update(inner, runtimeResources(cgroups.ResourcesFromCRI(r), m.opts.Cgroups)); err != nil {
+	rt := m.runtimeOf(c)
+	if inner := rt.ProcessCgroup(c.Cgroup); inner != c.Cgroup && m.opts.Cgroups.Exists(inner) {
+		if err := m.opts.Cgroups.Update(inner, rt.InnerLimits(cgroups.ResourcesFromCRI(r))); err != nil {
 			return fmt.Errorf("updating the resources of container %s: %w", c.ID, err)
 		}
 	}
