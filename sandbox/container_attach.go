@@ -2,7 +2,6 @@ package sandbox
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -18,10 +17,6 @@ import (
 
 	"github.com/husk-runtime/husk/oci/runtime/monitor"
 )
-
-// attachChunk is the most input sent in one message: the monitor takes
-// up to 64 KiB at once (oci/runtime/shim/monitor.c).
-const attachChunk = 32 << 10
 
 // Attach connects to a running container's standard streams, as kubectl
 // attach does: its output from now on goes to out (and errw), and, for a
@@ -51,11 +46,8 @@ func (m *Manager) Attach(ctx context.Context, id string, in io.Reader, out, errw
 	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
 	defer stop()
 
-	hello := []byte{monitor.AttachHello, 0}
-	if in != nil {
-		hello[1] = 1
-	}
-	if _, err := conn.Write(hello); err != nil {
+	a := monitor.NewAttachConn(conn)
+	if err := a.Hello(in != nil); err != nil {
 		return fmt.Errorf("attaching to container %s: %w", c.ID, err)
 	}
 	// With a terminal, the client's first size goes before its input (or
@@ -75,40 +67,46 @@ func (m *Manager) Attach(ctx context.Context, id string, in io.Reader, out, errw
 			case <-time.After(time.Second):
 			case <-ctx.Done():
 			}
-			buf := make([]byte, 1+attachChunk)
-			buf[0] = monitor.AttachInput
-			for {
-				n, err := in.Read(buf[1:])
-				if n > 0 {
-					if _, werr := conn.Write(buf[:1+n]); werr != nil {
-						return
-					}
-				}
-				if err != nil {
-					_, _ = conn.Write([]byte{monitor.AttachClose})
-					return
-				}
-			}
+			sendInput(a, in)
 		}()
 	}
 	if resize != nil {
 		go func() {
 			defer markSized()
 			for s := range resize {
-				msg := []byte{monitor.AttachResize, 0, 0, 0, 0}
-				binary.NativeEndian.PutUint16(msg[1:], s.Width)
-				binary.NativeEndian.PutUint16(msg[3:], s.Height)
-				if _, err := conn.Write(msg); err != nil {
+				if a.Resize(s.Width, s.Height) != nil {
 					return
 				}
 				markSized()
 			}
 		}()
 	}
+	return m.copyAttached(ctx, c, a, out, errw)
+}
+
+// sendInput sends what the client types to the container until its input
+// ends, then says so.
+func sendInput(a *monitor.AttachConn, in io.Reader) {
+	buf := make([]byte, monitor.MaxAttachInput)
+	for {
+		n, err := in.Read(buf)
+		if n > 0 && a.Input(buf[:n]) != nil {
+			return
+		}
+		if err != nil {
+			_ = a.CloseInput()
+			return
+		}
+	}
+}
+
+// copyAttached copies the container's output to the client until the
+// monitor or ctx ends the attach.
+func (m *Manager) copyAttached(ctx context.Context, c *Container, a *monitor.AttachConn, out, errw io.Writer) error {
 	buf := make([]byte, 1+64<<10)
 	for {
-		n, err := conn.Read(buf)
-		if err != nil || n == 0 {
+		stream, data, err := a.Next(buf)
+		if err != nil {
 			// A closed connection of ours is ctx's end. The monitor
 			// closes it when the container ended (its exit recorded
 			// first), or when this client did not keep up with the
@@ -123,20 +121,17 @@ func (m *Manager) Attach(ctx context.Context, id string, in io.Reader, out, errw
 		}
 		// A stream the client did not ask for is dropped.
 		w := out
-		if buf[0] == monitor.AttachStderr {
+		if stream == monitor.AttachStderr {
 			w = errw
 		}
 		if w != nil {
-			if _, err := w.Write(buf[1:n]); err != nil {
+			if _, err := w.Write(data); err != nil {
 				return err
 			}
 		}
 	}
 }
 
-// dialAttach connects to the attach socket of the container's monitor,
-// through a descriptor of its directory: the path may be longer than a
-// socket address can hold.
 func (m *Manager) dialAttach(id string) (*net.UnixConn, error) {
 	dir, err := os.OpenFile(m.containerDir(id), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {

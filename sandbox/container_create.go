@@ -13,12 +13,16 @@ import (
 	"github.com/containerd/errdefs"
 	securejoin "github.com/cyphar/filepath-securejoin"
 	"github.com/opencontainers/go-digest"
+	imagespec "github.com/opencontainers/image-spec/specs-go/v1"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/klog/v2"
 
 	"github.com/husk-runtime/husk/network/ns"
+	"github.com/husk-runtime/husk/oci/image"
 	"github.com/husk-runtime/husk/oci/runtime/apparmor"
+	"github.com/husk-runtime/husk/oci/runtime/engine"
 	"github.com/husk-runtime/husk/oci/runtime/spec"
 )
 
@@ -58,7 +62,6 @@ func (m *Manager) updateContainer(c *Container, fn func(*Container)) error {
 // undoes every step.
 func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg *runtimeapi.ContainerConfig) (_ string, err error) {
 	// cri/validate checked the config's shape.
-	md := cfg.GetMetadata()
 	pod, unlockPod, err := m.lockExisting(podID)
 	if err != nil {
 		return "", err
@@ -67,57 +70,144 @@ func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg *runtim
 		return "", fmt.Errorf("pod sandbox %q: %w", podID, errdefs.ErrNotFound)
 	}
 	defer unlockPod()
+	rt, err := m.checkCreate(pod, cfg)
+	if err != nil {
+		return "", err
+	}
+	img, imgCfg, releaseLayers, err := m.containerImage(cfg.GetImage().GetImage())
+	if err != nil {
+		return "", err
+	}
+	defer releaseLayers()
+	c, created, err := m.reserveContainer(pod, cfg, img)
+	if err != nil {
+		return "", err
+	}
+	defer created()
+	st := newSteps("CreateContainer", cfg.GetMetadata().GetName(), "id", c.ID)
+	userns := usernsOf(pod)
+	unlock := m.lockID(c.ID)
+	defer unlock()
+	if err := m.recordContainer(c, userns, st); err != nil {
+		m.forgetName(containerKey(pod.ID, cfg.GetMetadata()), c.ID)
+		return "", err
+	}
+	defer func() {
+		if err != nil {
+			m.undoCreate(c, err)
+		}
+	}()
+
+	if err := m.mountRootfs(c, img.Layers, userns, st); err != nil {
+		return "", err
+	}
+	vols, err := m.mountImageVolumes(c, cfg, userns, st)
+	if err != nil {
+		return "", err
+	}
+	s, err := m.containerSpec(c, pod, imgCfg, vols, userns, st)
+	if err != nil {
+		return "", err
+	}
+	sig, err := spec.ContainerStopSignal(cfg, imgCfg)
+	if err != nil {
+		return "", err
+	}
+	res, err := m.writeSpec(c.ID, s, rt, userns)
+	if err := st.done("making and writing its OCI spec", err); err != nil {
+		return "", err
+	}
+	if m.opts.Cgroups.CreatedAtStart() {
+		// The systemd driver makes it with the container's first process
+		// (StartContainer).
+		err = m.opts.Cgroups.Check(res)
+	} else {
+		err = m.opts.Cgroups.Create(c.Cgroup, res)
+	}
+	if err := st.done("creating its cgroup", err); err != nil {
+		return "", err
+	}
+	if dir, rel := logLocation(c); dir != "" {
+		if err := mkdirBeneath(dir, rel); err != nil {
+			return "", st.done("creating the log directory", err)
+		}
+	}
+	user := &User{UID: s.Process.User.UID, GID: s.Process.User.GID, Groups: s.Process.User.AdditionalGids}
+	if err := st.done("recording it created", m.updateContainer(c, func(c *Container) {
+		c.State, c.StopSig, c.User = ContainerCreated, int(sig), user
+	})); err != nil {
+		return "", err
+	}
+	return c.ID, nil
+}
+
+// containerImage is the image a container is made from and its config;
+// its layers stay until release is called, whatever removes the image.
+func (m *Manager) containerImage(ref string) (_ image.Image, _ imagespec.ImageConfig, release func(), err error) {
+	img, err := m.opts.Images.Get(ref)
+	if err != nil {
+		return image.Image{}, imagespec.ImageConfig{}, nil, fmt.Errorf("config.image.image: %w", err)
+	}
+	release = m.opts.Images.LeaseLayers(img.Layers)
+	cfg, _, err := m.opts.Images.Config(img.ID)
+	if err != nil {
+		release()
+		return image.Image{}, imagespec.ImageConfig{}, nil, err
+	}
+	return img, cfg.Config, release, nil
+}
+
+// checkCreate refuses a container the pod cannot have now, and names the
+// runtime that will run it.
+func (m *Manager) checkCreate(pod *Pod, cfg *runtimeapi.ContainerConfig) (engine.Runtime, error) {
 	if !pod.Ready() {
-		return "", fmt.Errorf("pod sandbox %s is not ready: %w", pod.ID, errdefs.ErrFailedPrecondition)
+		return nil, fmt.Errorf("pod sandbox %s is not ready: %w", pod.ID, errdefs.ErrFailedPrecondition)
 	}
 	rt, err := m.configuredRuntime(pod)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	if !rt.Features().RecursiveReadOnlyMounts {
 		for i, mnt := range cfg.GetMounts() {
 			if mnt.GetRecursiveReadOnly() {
-				return "", fmt.Errorf("config.mounts[%d].recursive_read_only: runtime handler %q does not offer it: %w", i, pod.RuntimeHandler, errdefs.ErrInvalidArgument)
+				return nil, fmt.Errorf("config.mounts[%d].recursive_read_only: runtime handler %q does not offer it: %w", i, pod.RuntimeHandler, errdefs.ErrInvalidArgument)
 			}
 		}
 	}
-	img, err := m.opts.Images.Get(cfg.GetImage().GetImage())
-	if err != nil {
-		return "", fmt.Errorf("config.image.image: %w", err)
-	}
-	releaseLayers := m.opts.Images.LeaseLayers(img.Layers)
-	defer releaseLayers()
-	imgCfg, _, err := m.opts.Images.Config(img.ID)
-	if err != nil {
-		return "", err
-	}
+	return rt, nil
+}
 
+// reserveContainer gives a new container its id and its name in the pod,
+// and counts it in the list budget until created is called (twice once
+// the container is listed: the budget errs on the safe side). The name is
+// the caller's to forget should it fail before the container is recorded.
+func (m *Manager) reserveContainer(pod *Pod, cfg *runtimeapi.ContainerConfig, img image.Image) (_ *Container, created func(), err error) {
+	md := cfg.GetMetadata()
 	key := containerKey(pod.ID, md)
 	id := newID()
 	m.mu.Lock()
 	if other, ok := m.cnames[key]; ok {
 		m.mu.Unlock()
-		return "", fmt.Errorf("container %s in pod %s already exists as %s: %w", md.GetName(), pod.ID, other, errdefs.ErrAlreadyExists)
+		return nil, nil, fmt.Errorf("container %s in pod %s already exists as %s: %w", md.GetName(), pod.ID, other, errdefs.ErrAlreadyExists)
 	}
 	size := containerListSize(cfg)
 	if err := m.checkBudgetLocked(size); err != nil {
 		m.mu.Unlock()
-		return "", err
+		return nil, nil, err
 	}
 	m.cnames[key] = id
-	// Counted until CreateContainer returns (twice once the container is
-	// listed: the budget errs on the safe side).
 	m.creating += size
 	m.mu.Unlock()
-	defer func() {
+	created = func() {
 		m.mu.Lock()
 		m.creating -= size
 		m.mu.Unlock()
-	}()
+	}
 	cgroup, err := m.opts.Cgroups.ContainerPath(pod.CgroupPath, id)
 	if err != nil {
+		created()
 		m.forgetName(key, id)
-		return "", err
+		return nil, nil, err
 	}
 	c := &Container{
 		ID: id, PodID: pod.ID, Config: cfg, ImageID: img.ID, Layers: img.Layers,
@@ -130,99 +220,97 @@ func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg *runtim
 	if dir, p := pod.Config.GetLogDirectory(), cfg.GetLogPath(); dir != "" && p != "" {
 		c.LogDir, c.LogPath = dir, filepath.Join(dir, p)
 	}
-	// step names a failed step in the error, and logs how long each took.
-	last := time.Now()
-	step := func(name string, err error) error {
-		if err == nil {
-			klog.V(4).InfoS("CreateContainer step done", "id", id, "step", name, "took", time.Since(last))
-			last = time.Now()
-			return nil
-		}
-		return fmt.Errorf("CreateContainer %s: %s: %w", md.GetName(), name, err)
+	return c, created, nil
+}
+
+// recordContainer makes a new container's directories and writes its
+// first record: from here on, a failure or a crash is undone from it.
+func (m *Manager) recordContainer(c *Container, userns *podUserns, st *steps) error {
+	undo := func() {
+		_ = os.RemoveAll(m.containerDir(c.ID))
+		_ = removeTree(m.bundleDir(c.ID)) // nothing is mounted there yet
 	}
-	for _, d := range []string{m.containerDir(id), m.bundleDir(id)} {
+	for _, d := range []string{m.containerDir(c.ID), m.bundleDir(c.ID)} {
 		if err := privateDir(d); err != nil {
-			m.forgetName(key, id)
-			return "", step("creating its directories", err)
+			undo()
+			return st.done("creating its directories", err)
 		}
 	}
 	// In a pod with its own user namespace, the runtime sets the container
 	// up as that namespace's root: it may pass through the bundle.
-	userns := usernsOf(pod)
 	if userns != nil {
-		if err := userns.shareWithRoot(m.bundleDir(id), 0o710); err != nil {
-			m.forgetName(key, id)
-			return "", step("creating its directories", err)
+		if err := userns.shareWithRoot(m.bundleDir(c.ID), 0o710); err != nil {
+			undo()
+			return st.done("creating its directories", err)
 		}
 	}
-	unlock := m.lockID(id)
-	defer unlock()
 	if err := m.updateContainer(c, nil); err != nil {
-		m.forgetName(key, id)
-		_ = os.RemoveAll(m.containerDir(id))
-		_ = removeTree(m.bundleDir(id)) // nothing is mounted there yet
-		return "", step("recording it", err)
+		undo()
+		return st.done("recording it", err)
 	}
-	_ = step("recording it", nil)
+	_ = st.done("recording it", nil)
 	m.mu.Lock()
-	m.containers[id] = c
+	m.containers[c.ID] = c
 	m.mu.Unlock()
-	defer func() {
-		if err != nil {
-			if derr := m.destroyContainer(c); derr != nil {
-				klog.ErrorS(derr, "Undoing a failed CreateContainer", "id", id)
-				_ = m.updateContainer(c, func(c *Container) {
-					c.State = ContainerExited
-					c.Exit = &Exit{Code: 128, Reason: "CreateError", Message: err.Error()}
-				})
-				return
-			}
-			m.forgetContainer(c)
-		}
-	}()
+	return nil
+}
 
-	// The root filesystem: the image's layers, top first, under an upper
-	// dir of the container's.
-	for _, d := range []string{m.upperDir(id), m.workDir(id), m.rootfsDir(id)} {
+// undoCreate destroys what a failed CreateContainer made. Should that fail
+// too, the container stays, exited, for RemoveContainer to finish.
+func (m *Manager) undoCreate(c *Container, cause error) {
+	if err := m.destroyContainer(c); err != nil {
+		klog.ErrorS(err, "Undoing a failed CreateContainer", "id", c.ID)
+		_ = m.updateContainer(c, func(c *Container) {
+			c.State = ContainerExited
+			c.Exit = &Exit{Code: 128, Reason: "CreateError", Message: cause.Error()}
+		})
+		return
+	}
+	m.forgetContainer(c)
+}
+
+// mountRootfs mounts the container's root filesystem: the image's layers,
+// top first, under an upper dir of the container's.
+func (m *Manager) mountRootfs(c *Container, layers []digest.Digest, userns *podUserns, st *steps) error {
+	for _, d := range []string{m.upperDir(c.ID), m.workDir(c.ID), m.rootfsDir(c.ID)} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
-			return "", step("creating the root filesystem", err)
+			return st.done("creating the root filesystem", err)
 		}
 	}
-	lowers := m.lowerDirs(img.Layers)
+	lowers := m.lowerDirs(layers)
 	if len(lowers) == 0 {
 		if err := os.MkdirAll(m.emptyLayerDir(), 0o755); err != nil {
-			return "", err
+			return err
 		}
 		lowers = []string{m.emptyLayerDir()}
 	}
 	if userns != nil {
 		// The root directory of the container is its root's.
-		if err := userns.chownToRoot(m.upperDir(id)); err != nil {
-			return "", step("creating the root filesystem", err)
+		if err := userns.chownToRoot(m.upperDir(c.ID)); err != nil {
+			return st.done("creating the root filesystem", err)
 		}
 	}
-	err = mountOverlay(m.rootfsDir(id), lowers, m.upperDir(id), m.workDir(id), 0, userns, filepath.Join(m.bundleDir(id), "l"))
-	if err := step("mounting the root filesystem (overlayfs)", err); err != nil {
-		return "", err
-	}
+	err := mountOverlay(m.rootfsDir(c.ID), lowers, m.upperDir(c.ID), m.workDir(c.ID), 0, userns, filepath.Join(m.bundleDir(c.ID), "l"))
+	return st.done("mounting the root filesystem (overlayfs)", err)
+}
 
-	vols, err := m.mountImageVolumes(c, cfg, userns, step)
-	if err != nil {
-		return "", err
-	}
-
+// containerSpec is the container's OCI spec, for husk's own runtime; with
+// the pod's user namespace, its volumes are mounted where that namespace's
+// root can reach them.
+func (m *Manager) containerSpec(c *Container, pod *Pod, img imagespec.ImageConfig, vols map[int]string, userns *podUserns, st *steps) (*specs.Spec, error) {
+	cfg := c.Config
 	in := spec.Input{
-		ID:             id,
+		ID:             c.ID,
 		Config:         cfg,
 		Pod:            pod.Config,
-		Image:          imgCfg.Config,
-		RootfsPath:     m.rootfsDir(id),
+		Image:          img,
+		RootfsPath:     m.rootfsDir(c.ID),
 		HostnamePath:   m.FilePath(pod.ID, HostnameFile),
 		HostsPath:      m.FilePath(pod.ID, HostsFile),
 		ResolvConfPath: m.FilePath(pod.ID, ResolvFile),
 		ShmPath:        pod.Shm,
 		Namespaces:     map[string]string{},
-		CgroupsPath:    cgroup,
+		CgroupsPath:    c.Cgroup,
 		// On cgroup v2 a container sees only its own cgroup, as with
 		// containerd; v1 has the bind mounts of the runtime instead.
 		CgroupNamespace: m.opts.Cgroups.Unified(),
@@ -232,7 +320,7 @@ func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg *runtim
 	if userns != nil {
 		in.UserNamespace, in.UIDMappings, in.GIDMappings = userns.path, userns.uids, userns.gids
 	}
-	for t, key := range map[ns.Type]string{ns.Net: "network", ns.IPC: "ipc", ns.UTS: "uts", ns.PID: "pid"} {
+	for t, key := range specNamespaces {
 		if p, ok := pod.Namespaces[t]; ok {
 			in.Namespaces[key] = p
 		}
@@ -242,71 +330,58 @@ func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg *runtim
 		// targets (kubectl debug --target), which must run.
 		pid, err := m.ContainerPID(nsOpts.GetTargetId())
 		if err != nil {
-			return "", fmt.Errorf("linux.security_context.namespace_options.target_id: %w", err)
+			return nil, fmt.Errorf("linux.security_context.namespace_options.target_id: %w", err)
 		}
 		in.Namespaces["pid"] = fmt.Sprintf("/proc/%d/ns/pid", pid)
 	}
 	s, err := spec.Generate(in)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	if p := s.Process.ApparmorProfile; p != "" {
 		if err := apparmor.Ensure(p); err != nil {
-			return "", fmt.Errorf("linux.security_context.apparmor: %w", err)
+			return nil, fmt.Errorf("linux.security_context.apparmor: %w", err)
 		}
 	}
-	s.Root.Path = m.rootfsDir(id)
+	s.Root.Path = m.rootfsDir(c.ID)
 	if s.Process.OOMScoreAdj != nil {
 		adj := clampOOMScoreAdj(*s.Process.OOMScoreAdj)
 		s.Process.OOMScoreAdj = &adj
 	}
-	sig, err := spec.ContainerStopSignal(cfg, imgCfg.Config)
-	if err != nil {
-		return "", err
-	}
 	if userns != nil {
-		if err := step("mounting volumes for the user namespace", m.mountsForUserns(s, m.bundleDir(id), userns)); err != nil {
-			return "", err
+		if err := st.done("mounting volumes for the user namespace", m.mountsForUserns(s, m.bundleDir(c.ID), userns)); err != nil {
+			return nil, err
 		}
 	}
-	res := rt.OuterLimits(s.Linux.Resources) // the container's cgroup's
+	return s, nil
+}
+
+// specNamespaces are the spec's names of the pod's namespaces a container
+// joins by path.
+var specNamespaces = map[ns.Type]string{ns.Net: "network", ns.IPC: "ipc", ns.UTS: "uts", ns.PID: "pid"}
+
+// writeSpec writes a container's spec to its bundle as its runtime runs
+// it, readable by the root of the pod's user namespace if it has one, and
+// returns the limits of husk's cgroup of the container.
+func (m *Manager) writeSpec(id string, s *specs.Spec, rt engine.Runtime, userns *podUserns) (*specs.LinuxResources, error) {
+	outer := rt.OuterLimits(s.Linux.Resources)
 	if err := rt.PrepareSpec(s); err != nil {
-		return "", err
+		return nil, err
 	}
 	b, err := json.Marshal(s)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	specPath := filepath.Join(m.bundleDir(id), "config.json")
-	err = os.WriteFile(specPath, b, 0o600)
-	if err == nil && userns != nil {
-		err = userns.shareWithRoot(specPath, 0o640)
+	if err := os.WriteFile(specPath, b, 0o600); err != nil {
+		return nil, err
 	}
-	if err := step("making and writing its OCI spec", err); err != nil {
-		return "", err
-	}
-	if m.opts.Cgroups.CreatedAtStart() {
-		// The systemd driver makes it with the container's first process
-		// (StartContainer).
-		err = m.opts.Cgroups.Check(res)
-	} else {
-		err = m.opts.Cgroups.Create(cgroup, res)
-	}
-	if err := step("creating its cgroup", err); err != nil {
-		return "", err
-	}
-	if dir, rel := logLocation(c); dir != "" {
-		if err := mkdirBeneath(dir, rel); err != nil {
-			return "", step("creating the log directory", err)
+	if userns != nil {
+		if err := userns.shareWithRoot(specPath, 0o640); err != nil {
+			return nil, err
 		}
 	}
-	user := &User{UID: s.Process.User.UID, GID: s.Process.User.GID, Groups: s.Process.User.AdditionalGids}
-	if err := step("recording it created", m.updateContainer(c, func(c *Container) {
-		c.State, c.StopSig, c.User = ContainerCreated, int(sig), user
-	})); err != nil {
-		return "", err
-	}
-	return id, nil
+	return outer, nil
 }
 
 // clampOOMScoreAdj keeps a container's oom_score_adj in the kernel's range
@@ -348,7 +423,7 @@ func (m *Manager) forgetContainer(c *Container) {
 // image volumes of KEP 4639) read-only under the container's bundle, each
 // recorded first, and returns the host paths to bind, by mount index, with
 // image_sub_path resolved inside the image.
-func (m *Manager) mountImageVolumes(c *Container, cfg *runtimeapi.ContainerConfig, userns *podUserns, step func(string, error) error) (map[int]string, error) {
+func (m *Manager) mountImageVolumes(c *Container, cfg *runtimeapi.ContainerConfig, userns *podUserns, st *steps) (map[int]string, error) {
 	vols := map[int]string{}
 	for i, mnt := range cfg.GetMounts() {
 		ref := mnt.GetImage().GetImage()
@@ -369,7 +444,7 @@ func (m *Manager) mountImageVolumes(c *Container, cfg *runtimeapi.ContainerConfi
 			return nil, err
 		}
 		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return nil, step("creating an image volume", err)
+			return nil, st.done("creating an image volume", err)
 		}
 		// The empty layer at the bottom: overlayfs wants two lower
 		// layers when it has no upper one.
@@ -378,7 +453,7 @@ func (m *Manager) mountImageVolumes(c *Container, cfg *runtimeapi.ContainerConfi
 		}
 		lowers := append(m.lowerDirs(img.Layers), m.emptyLayerDir())
 		err = mountOverlay(dir, lowers, "", "", unix.MS_RDONLY, userns, dir+"-l")
-		if err := step("mounting an image volume", err); err != nil {
+		if err := st.done("mounting an image volume", err); err != nil {
 			return nil, err
 		}
 		src := dir

@@ -81,7 +81,7 @@ func (m *Manager) execCommand(ctx context.Context, id string, cmd []string, tty 
 	args = append(args, cmd...)
 	x := m.runtimeCommand(ctx, args...)
 	x.ExtraFiles = []*os.File{m.opts.Binary, spec} // fds 3 and 4
-	x.Env = []string{"HUSK_EXEC_SPEC_FD=4"}
+	x.Env = []string{monitor.EnvExecSpecFD + "=4"}
 	x.Dir = "/"
 	x.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	// On cancel exec-enter gets SIGTERM and kills all the command started;
@@ -146,16 +146,21 @@ func (m *Manager) Exec(ctx context.Context, id string, cmd []string, in io.Reade
 		}
 		return err
 	}
-	// The terminal is made in the container (oci/runtime/linux/console.go)
-	// and its master sent back on this socket.
-	sock, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	return m.execWithTerminal(ctx, x, in, out, resize)
+}
+
+// execWithTerminal runs an exec's command on a terminal made in the
+// container (oci/runtime/linux/console.go), whose master comes back on a
+// socket; the command waits for the socket's close, so that it starts with
+// the client's size.
+func (m *Manager) execWithTerminal(ctx context.Context, x *exec.Cmd, in io.Reader, out io.Writer, resize <-chan TerminalSize) error {
+	ours, theirs, err := socketPair(unix.SOCK_SEQPACKET, "console")
 	if err != nil {
 		return err
 	}
-	ours, theirs := os.NewFile(uintptr(sock[0]), "console"), os.NewFile(uintptr(sock[1]), "console")
 	defer func() { _ = ours.Close() }()
 	x.ExtraFiles = append(x.ExtraFiles, theirs)
-	x.Env = append(x.Env, fmt.Sprintf("%s=%d", monitor.EnvConsoleFD, 2+len(x.ExtraFiles)), "HUSK_CONSOLE_SYNC=1")
+	x.Env = append(x.Env, fmt.Sprintf("%s=%d", monitor.EnvConsoleFD, 2+len(x.ExtraFiles)), monitor.EnvConsoleSync+"=1")
 	// Until the terminal is there, errors come on stderr.
 	setupErr := cappedBuffer{n: 4096}
 	x.Stderr = &setupErr
@@ -174,32 +179,9 @@ func (m *Manager) Exec(ctx context.Context, id string, cmd []string, in io.Reade
 	}
 	defer func() { _ = master.Close() }()
 	if resize != nil {
-		// Through SyscallConn: Fd would put the master in blocking
-		// mode, and Close could no longer end the copy below.
-		raw, err := master.SyscallConn()
-		if err != nil {
+		if err := followSize(ctx, master, resize); err != nil {
 			return err
 		}
-		setSize := func(s TerminalSize) {
-			_ = raw.Control(func(fd uintptr) {
-				_ = unix.IoctlSetWinsize(int(fd), unix.TIOCSWINSZ, &unix.Winsize{Col: s.Width, Row: s.Height})
-			})
-		}
-		// The client sends its terminal's size as soon as the session is
-		// up; the command, still held in the container, starts with it.
-		select {
-		case s, ok := <-resize:
-			if ok {
-				setSize(s)
-			}
-		case <-time.After(time.Second):
-		case <-ctx.Done():
-		}
-		go func() {
-			for s := range resize {
-				setSize(s)
-			}
-		}()
 	}
 	// The command may start.
 	_ = ours.Close()
@@ -219,6 +201,37 @@ func (m *Manager) Exec(ctx context.Context, id string, cmd []string, in io.Reade
 	case <-time.After(time.Second):
 	}
 	return err
+}
+
+// followSize gives the terminal the client's sizes: the first before the
+// command starts (the client sends it as soon as the session is up), or
+// none after a second; the others as they come.
+func followSize(ctx context.Context, master *os.File, resize <-chan TerminalSize) error {
+	// Through SyscallConn: Fd would put the master in blocking mode, and
+	// Close could no longer end the copy of its output.
+	raw, err := master.SyscallConn()
+	if err != nil {
+		return err
+	}
+	setSize := func(s TerminalSize) {
+		_ = raw.Control(func(fd uintptr) {
+			_ = unix.IoctlSetWinsize(int(fd), unix.TIOCSWINSZ, &unix.Winsize{Col: s.Width, Row: s.Height})
+		})
+	}
+	select {
+	case s, ok := <-resize:
+		if ok {
+			setSize(s)
+		}
+	case <-time.After(time.Second):
+	case <-ctx.Done():
+	}
+	go func() {
+		for s := range resize {
+			setSize(s)
+		}
+	}()
+	return nil
 }
 
 // receiveFile reads one descriptor sent on sock (SCM_RIGHTS). EOF, when

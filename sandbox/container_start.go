@@ -103,11 +103,9 @@ func (m *Manager) startMonitor(c *Container, pod *Pod) error {
 	// scope, once the monitor has the process to put in it.
 	var sync, syncW *os.File
 	if m.opts.Cgroups.CreatedAtStart() {
-		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
-			return fmt.Errorf("socketpair: %w", err)
+		if sync, syncW, err = socketPair(unix.SOCK_STREAM, "cgroup-sync"); err != nil {
+			return err
 		}
-		sync, syncW = os.NewFile(uintptr(fds[0]), "cgroup-sync"), os.NewFile(uintptr(fds[1]), "cgroup-sync")
 		defer func() { _ = sync.Close(); _ = syncW.Close() }()
 		args.CgroupSync = monitor.FirstExtraFD + len(files)
 		files = append(files, syncW)
@@ -127,43 +125,16 @@ func (m *Manager) startMonitor(c *Container, pod *Pod) error {
 		return err
 	}
 	defer func() { _ = stderr.Close() }()
-	// Not cancelled with the call: the monitor outlives it.
-	cmd := m.runtimeCommand(context.Background(), args.Argv()...)
-	cmd.Stderr = stderr
-	cmd.ExtraFiles = append([]*os.File{reportW}, files...) // from monitor.ReportFD on
-	cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
-	cmd.Dir = "/"
-	// Its own session: the monitor must not get the daemon's signals, and
-	// it outlives the daemon.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	cmd := m.monitorCommand(args, reportW, files, stderr)
 	t0 := time.Now()
-	// Recorded first: a daemon that dies from here on finds the monitor
-	// by the file it writes, and the container is not started twice.
-	if err := m.updateContainer(c, func(c *Container) { c.State = ContainerStarting }); err != nil {
-		_ = reportW.Close()
-		return err
-	}
-	err = cmd.Start()
+	err = m.launchMonitor(c, cmd)
+	// Its copies are the monitor's now: the report's end of file is the
+	// runtime's, and the sync's the monitor's.
 	_ = reportW.Close()
 	if syncW != nil {
 		_ = syncW.Close()
 	}
 	if err != nil {
-		return fmt.Errorf("starting its monitor: %w", err)
-	}
-	go func() { _ = cmd.Wait() }() // reaped by the daemon while it lives
-	mon := &Process{PID: cmd.Process.Pid, BootID: bootID()}
-	if mon.StartTime, err = startTime(mon.PID); err != nil {
-		_ = cmd.Process.Kill()
-		return err
-	}
-	if err := m.updateContainer(c, func(c *Container) {
-		c.Monitor = mon
-		c.State = ContainerStarted
-		c.StartedAt = time.Now().UnixNano()
-		c.StartPending = true
-	}); err != nil {
-		_ = cmd.Process.Kill()
 		return err
 	}
 	if sync != nil {
@@ -177,6 +148,58 @@ func (m *Manager) startMonitor(c *Container, pod *Pod) error {
 	}
 	klog.V(4).InfoS("Container started", "id", c.ID, "took", time.Since(t0))
 	return nil
+}
+
+// launchMonitor starts a container's monitor and records it started.
+func (m *Manager) launchMonitor(c *Container, cmd *exec.Cmd) error {
+	// Recorded first: a daemon that dies from here on finds the monitor
+	// by the file it writes, and the container is not started twice.
+	if err := m.updateContainer(c, func(c *Container) { c.State = ContainerStarting }); err != nil {
+		return err
+	}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("starting its monitor: %w", err)
+	}
+	go func() { _ = cmd.Wait() }() // reaped by the daemon while it lives
+	mon := &Process{PID: cmd.Process.Pid, BootID: bootID()}
+	var err error
+	if mon.StartTime, err = startTime(mon.PID); err != nil {
+		_ = cmd.Process.Kill()
+		return err
+	}
+	if err := m.updateContainer(c, func(c *Container) {
+		c.Monitor = mon
+		c.State = ContainerStarted
+		c.StartedAt = time.Now().UnixNano()
+		c.StartPending = true
+	}); err != nil {
+		_ = cmd.Process.Kill()
+		return err
+	}
+	return nil
+}
+
+// monitorCommand is a container's monitor: not cancelled with the call
+// that starts it, which it outlives.
+func (m *Manager) monitorCommand(args monitor.Args, report *os.File, files []*os.File, stderr *os.File) *exec.Cmd {
+	cmd := m.runtimeCommand(context.Background(), args.Argv()...)
+	cmd.Stderr = stderr
+	cmd.ExtraFiles = append([]*os.File{report}, files...) // from monitor.ReportFD on
+	cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+	cmd.Dir = "/"
+	// Its own session: the monitor must not get the daemon's signals, and
+	// it outlives the daemon.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	return cmd
+}
+
+// socketPair is a connected pair of unix sockets of a type, close-on-exec.
+func socketPair(typ int, name string) (*os.File, *os.File, error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, typ|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("socketpair: %w", err)
+	}
+	return os.NewFile(uintptr(fds[0]), name), os.NewFile(uintptr(fds[1]), name), nil
 }
 
 // monitorArgs are the monitor's command line for a container, and the

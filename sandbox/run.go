@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"os"
+	"syscall"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -88,35 +89,52 @@ func validate(cfg *runtimeapi.PodSandboxConfig) error {
 	return err
 }
 
-func (m *Manager) run(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, handler string) (_ string, err error) {
+// podPlan is what a pod's config asks of RunPodSandbox, checked before
+// anything is made.
+type podPlan struct {
+	hostNetwork, hostIPC bool
+	uids, gids           []syscall.SysProcIDMap // the pod's own user namespace; nil for the host's
+	sysctls              []sysctl
+	hostname             string
+	bandwidth            *network.Bandwidth
+}
+
+func (m *Manager) planPod(cfg *runtimeapi.PodSandboxConfig) (*podPlan, error) {
 	opts := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions()
-	hostNetwork := opts.GetNetwork() == runtimeapi.NamespaceMode_NODE
-	hostIPC := opts.GetIpc() == runtimeapi.NamespaceMode_NODE
-	uids, gids, _ := usernsMappings(opts) // validated
+	pl := &podPlan{
+		hostNetwork: opts.GetNetwork() == runtimeapi.NamespaceMode_NODE,
+		hostIPC:     opts.GetIpc() == runtimeapi.NamespaceMode_NODE,
+	}
+	pl.uids, pl.gids, _ = usernsMappings(opts) // validated
 	m.mu.Lock()
 	noUserns := m.noUserns
 	m.mu.Unlock()
-	if uids != nil && noUserns != nil {
-		return "", fmt.Errorf("%s: pods cannot have user namespaces of their own on this machine: %v: %w", usernsField, noUserns, errdefs.ErrFailedPrecondition)
+	if pl.uids != nil && noUserns != nil {
+		return nil, fmt.Errorf("%s: pods cannot have user namespaces of their own on this machine: %v: %w", usernsField, noUserns, errdefs.ErrFailedPrecondition)
 	}
-	sysctls, err := parseSysctls(cfg.GetLinux().GetSysctls(), hostNetwork, hostIPC)
+	var err error
+	if pl.sysctls, err = parseSysctls(cfg.GetLinux().GetSysctls(), pl.hostNetwork, pl.hostIPC); err != nil {
+		return nil, err
+	}
+	if pl.hostname, err = podHostname(cfg, pl.hostNetwork); err != nil {
+		return nil, err
+	}
+	if pl.bandwidth, err = network.BandwidthFromAnnotations(cfg.GetAnnotations()); err != nil {
+		return nil, fmt.Errorf("annotations: %v: %w", err, errdefs.ErrInvalidArgument)
+	}
+	return pl, nil
+}
+
+func (m *Manager) run(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, handler string) (_ string, err error) {
+	pl, err := m.planPod(cfg)
 	if err != nil {
 		return "", err
-	}
-	hostname, err := podHostname(cfg, hostNetwork)
-	if err != nil {
-		return "", err
-	}
-	bw, err := network.BandwidthFromAnnotations(cfg.GetAnnotations())
-	if err != nil {
-		return "", fmt.Errorf("annotations: %v: %w", err, errdefs.ErrInvalidArgument)
 	}
 	id := newID()
 	cgroupPath, err := m.opts.Cgroups.PodPath(cfg.GetLinux().GetCgroupParent(), id)
 	if err != nil {
 		return "", fmt.Errorf("linux.cgroup_parent: %w", err)
 	}
-
 	p := &Pod{
 		ID:             id,
 		Config:         cfg,
@@ -125,169 +143,210 @@ func (m *Manager) run(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, han
 		CreatedAt:      time.Now().UnixNano(),
 		Namespaces:     map[ns.Type]string{},
 		CgroupPath:     cgroupPath,
-		Hostname:       hostname,
+		Hostname:       pl.hostname,
 	}
-	// step names a failed step in the error, and logs how long each took:
-	// RunPodSandbox latency is a figure husk is measured by.
-	last := time.Now()
-	step := func(name string, err error) error {
-		if err == nil {
-			klog.V(4).InfoS("RunPodSandbox step done", "pod", p.key(), "step", name, "took", time.Since(last))
-			last = time.Now()
-			return nil
-		}
-		return fmt.Errorf("RunPodSandbox %s/%s: %s: %w", cfg.GetMetadata().GetNamespace(), cfg.GetMetadata().GetName(), name, err)
-	}
-	for _, d := range []string{m.rootDir(id), m.stateDir(id)} {
-		if err := privateDir(d); err != nil {
-			return "", step("creating the pod's directories", err)
-		}
-	}
+	st := newSteps("RunPodSandbox", cfg.GetMetadata().GetNamespace()+"/"+cfg.GetMetadata().GetName(), "pod", p.key())
 	// The pod is locked for the whole run: a Stop or Remove that finds it
 	// waits until it is made, or undone.
 	unlock := m.lockID(id)
 	defer unlock()
-	// From here on, a crash leaves a record that restore undoes; an error
-	// is undone now. Every resource is recorded before it is made.
-	if err := m.update(p, nil); err != nil {
-		_ = os.RemoveAll(m.rootDir(id))
-		_ = os.RemoveAll(m.stateDir(id))
-		return "", step("recording the pod", err)
+	if err := m.recordPod(p, st); err != nil {
+		return "", err
 	}
-	m.add(p)
 	defer func() {
 		if err != nil {
-			if derr := m.destroy(context.WithoutCancel(ctx), p); derr != nil {
-				klog.ErrorS(derr, "Undoing a failed RunPodSandbox", "id", id)
-				_ = m.update(p, func(p *Pod) { p.State = NotReady })
-				return
-			}
-			m.forget(p)
+			m.undoRun(ctx, p)
 		}
 	}()
 
-	pins := map[ns.Type]string{}
-	if !hostNetwork {
-		// The UTS namespace follows the network one, as in kubelet: a
-		// host-network pod has the host's hostname.
-		pins[ns.Net] = m.nsPath(id, ns.Net)
-		pins[ns.UTS] = m.nsPath(id, ns.UTS)
+	if err := m.pinNamespaces(ctx, p, pl, st); err != nil {
+		return "", err
 	}
-	if !hostIPC {
-		pins[ns.IPC] = m.nsPath(id, ns.IPC)
+	// CNI takes most of RunPodSandbox's time and needs only the network
+	// namespace: it runs while the rest of the pod is made. Every return
+	// from here waits for it first: an undo must not race the ADD it
+	// undoes.
+	waitCNI, err := m.startNetwork(ctx, p, pl, st)
+	if err != nil {
+		return "", err
 	}
-	if len(pins) > 0 {
-		userPath := m.nsPath(id, ns.User)
-		if err := m.update(p, func(p *Pod) {
-			maps.Copy(p.Namespaces, pins)
-			if uids != nil {
-				p.Namespaces[ns.User] = userPath
-			}
-		}); err != nil {
-			return "", step("recording namespaces", err)
-		}
-		setup := func() error {
-			if !hostNetwork {
-				if err := unix.Sethostname([]byte(hostname)); err != nil {
-					return fmt.Errorf("setting the hostname: %w", err)
-				}
-			}
-			return applySysctls(sysctls)
-		}
-		if uids != nil {
-			err = ns.PinUser(m.runtimeCommand(context.WithoutCancel(ctx), "hold"), userPath, uids, gids, pins, setup)
-		} else {
-			err = ns.Pin(pins, setup)
-		}
-		if err := step("creating namespaces", err); err != nil {
+	defer func() { _, _ = waitCNI() }()
+	if err := st.done("creating the pod cgroup", m.opts.Cgroups.Create(cgroupPath, podResources(cfg.GetLinux()))); err != nil {
+		return "", err
+	}
+	if err := m.writePodFiles(p, st); err != nil {
+		return "", err
+	}
+	if !pl.hostIPC {
+		if err := m.mountShm(p, st); err != nil {
 			return "", err
 		}
 	}
+	if cfg.GetLinux().GetSecurityContext().GetNamespaceOptions().GetPid() == runtimeapi.NamespaceMode_POD {
+		if err := st.done("starting the pod init", m.startInit(p)); err != nil {
+			return "", err
+		}
+	}
+	res, err := waitCNI()
+	if err := st.done("setting up the network (CNI)", err); err != nil {
+		return "", err
+	}
+	ips, err := m.writeHosts(p, pl, res, st)
+	if err != nil {
+		return "", err
+	}
+	if err := m.update(p, func(p *Pod) { p.IPs, p.State = ips, Ready }); err != nil {
+		return "", st.done("recording the pod ready", err)
+	}
+	return id, nil
+}
 
-	// CNI takes most of RunPodSandbox's time and needs only the network
-	// namespace: it runs while the rest of the pod is made.
-	type cniResult struct {
+// recordPod makes a new pod's directories and writes its first record:
+// from here on, a crash leaves a record that restore undoes, and an error
+// is undone from it (undoRun). Every resource is recorded before it is
+// made.
+func (m *Manager) recordPod(p *Pod, st *steps) error {
+	for _, d := range []string{m.rootDir(p.ID), m.stateDir(p.ID)} {
+		if err := privateDir(d); err != nil {
+			_ = os.RemoveAll(m.rootDir(p.ID))
+			_ = os.RemoveAll(m.stateDir(p.ID))
+			return st.done("creating the pod's directories", err)
+		}
+	}
+	if err := m.update(p, nil); err != nil {
+		_ = os.RemoveAll(m.rootDir(p.ID))
+		_ = os.RemoveAll(m.stateDir(p.ID))
+		return st.done("recording the pod", err)
+	}
+	m.add(p)
+	return nil
+}
+
+// undoRun destroys what a failed RunPodSandbox made. Should that fail too,
+// the pod stays, not ready, for StopPodSandbox and RemovePodSandbox to
+// finish.
+func (m *Manager) undoRun(ctx context.Context, p *Pod) {
+	if err := m.destroy(context.WithoutCancel(ctx), p); err != nil {
+		klog.ErrorS(err, "Undoing a failed RunPodSandbox", "id", p.ID)
+		_ = m.update(p, func(p *Pod) { p.State = NotReady })
+		return
+	}
+	m.forget(p)
+}
+
+// pinNamespaces makes the pod's network, UTS and IPC namespaces (those it
+// does not share with the host), in its own user namespace if it has one,
+// with its hostname and sysctls set, and pins them on files.
+func (m *Manager) pinNamespaces(ctx context.Context, p *Pod, pl *podPlan, st *steps) error {
+	pins := map[ns.Type]string{}
+	if !pl.hostNetwork {
+		// The UTS namespace follows the network one, as in kubelet: a
+		// host-network pod has the host's hostname.
+		pins[ns.Net] = m.nsPath(p.ID, ns.Net)
+		pins[ns.UTS] = m.nsPath(p.ID, ns.UTS)
+	}
+	if !pl.hostIPC {
+		pins[ns.IPC] = m.nsPath(p.ID, ns.IPC)
+	}
+	if len(pins) == 0 {
+		return nil
+	}
+	userPath := m.nsPath(p.ID, ns.User)
+	if err := m.update(p, func(p *Pod) {
+		maps.Copy(p.Namespaces, pins)
+		if pl.uids != nil {
+			p.Namespaces[ns.User] = userPath
+		}
+	}); err != nil {
+		return st.done("recording namespaces", err)
+	}
+	setup := func() error {
+		if !pl.hostNetwork {
+			if err := unix.Sethostname([]byte(pl.hostname)); err != nil {
+				return fmt.Errorf("setting the hostname: %w", err)
+			}
+		}
+		return applySysctls(pl.sysctls)
+	}
+	var err error
+	if pl.uids != nil {
+		err = ns.PinUser(m.runtimeCommand(context.WithoutCancel(ctx), "hold"), userPath, pl.uids, pl.gids, pins, setup)
+	} else {
+		err = ns.Pin(pins, setup)
+	}
+	return st.done("creating namespaces", err)
+}
+
+// startNetwork starts CNI's ADD for the pod, unless it has the host's
+// network; wait returns its result, once it is there (every call the same).
+func (m *Manager) startNetwork(ctx context.Context, p *Pod, pl *podPlan, st *steps) (wait func() (*network.Result, error), err error) {
+	type result struct {
 		res *network.Result
 		err error
 	}
-	cniDone := make(chan cniResult, 1)
-	if hostNetwork {
-		cniDone <- cniResult{res: &network.Result{}}
+	done := make(chan result, 1)
+	if pl.hostNetwork {
+		done <- result{res: &network.Result{}}
 	} else {
 		if err := m.update(p, func(p *Pod) { p.Network = true }); err != nil {
-			return "", step("recording the network", err)
+			return nil, st.done("recording the network", err)
 		}
-		np := m.networkPod(p, bw)
+		np := m.networkPod(p, pl.bandwidth)
 		go func() {
 			res, err := m.opts.Network.Setup(ctx, np)
-			cniDone <- cniResult{res, err}
+			done <- result{res, err}
 		}()
 	}
-	// Every return from here waits for CNI first: an undo must not race
-	// the ADD it undoes.
-	var cni *cniResult
-	waitCNI := func() cniResult {
-		if cni == nil {
-			r := <-cniDone
-			cni = &r
+	var got *result
+	return func() (*network.Result, error) {
+		if got == nil {
+			r := <-done
+			got = &r
 		}
-		return *cni
-	}
-	defer waitCNI()
+		return got.res, got.err
+	}, nil
+}
 
-	if err := step("creating the pod cgroup", m.opts.Cgroups.Create(cgroupPath, podResources(cfg.GetLinux()))); err != nil {
-		return "", err
-	}
-
-	resolv, err := resolvConf(cfg.GetDnsConfig())
+// writePodFiles writes the pod's resolv.conf and hostname, which its
+// containers mount.
+func (m *Manager) writePodFiles(p *Pod, st *steps) error {
+	resolv, err := resolvConf(p.Config.GetDnsConfig())
 	if err != nil {
-		return "", step("reading the host's resolv.conf", err)
+		return st.done("reading the host's resolv.conf", err)
 	}
-	if err := os.WriteFile(m.FilePath(id, ResolvFile), resolv, 0o644); err != nil {
-		return "", step("writing resolv.conf", err)
+	if err := os.WriteFile(m.FilePath(p.ID, ResolvFile), resolv, 0o644); err != nil {
+		return st.done("writing resolv.conf", err)
 	}
-	if err := step("writing pod files", os.WriteFile(m.FilePath(id, HostnameFile), []byte(hostname+"\n"), 0o644)); err != nil {
-		return "", err
-	}
+	return st.done("writing pod files", os.WriteFile(m.FilePath(p.ID, HostnameFile), []byte(p.Hostname+"\n"), 0o644))
+}
 
-	if !hostIPC {
-		shm := m.stateDir(id) + "/shm"
-		if err := m.update(p, func(p *Pod) { p.Shm = shm }); err != nil {
-			return "", step("recording /dev/shm", err)
-		}
-		if err := os.MkdirAll(shm, 0o755); err != nil {
-			return "", step("creating /dev/shm", err)
-		}
-		if err := step("mounting /dev/shm", unix.Mount("shm", shm, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, fmt.Sprintf("mode=1777,size=%d", shmSize))); err != nil {
-			return "", err
-		}
-	}
-
-	if opts.GetPid() == runtimeapi.NamespaceMode_POD {
-		if err := step("starting the pod init", m.startInit(p)); err != nil {
-			return "", err
-		}
-	}
-
-	r := waitCNI()
-	if err := step("setting up the network (CNI)", r.err); err != nil {
-		return "", err
-	}
+// writeHosts writes the pod's hosts file, with the addresses CNI gave it,
+// and returns them.
+func (m *Manager) writeHosts(p *Pod, pl *podPlan, res *network.Result, st *steps) ([]string, error) {
 	var ips []string
-	for _, ip := range r.res.IPs {
+	for _, ip := range res.IPs {
 		ips = append(ips, ip.String())
 	}
-	hosts, err := hostsFile(hostname, ips, hostNetwork)
+	hosts, err := hostsFile(pl.hostname, ips, pl.hostNetwork)
 	if err != nil {
-		return "", step("reading the host's hosts file", err)
+		return nil, st.done("reading the host's hosts file", err)
 	}
-	if err := os.WriteFile(m.FilePath(id, HostsFile), hosts, 0o644); err != nil {
-		return "", step("writing hosts", err)
+	if err := os.WriteFile(m.FilePath(p.ID, HostsFile), hosts, 0o644); err != nil {
+		return nil, st.done("writing hosts", err)
 	}
-	if err := m.update(p, func(p *Pod) { p.IPs, p.State = ips, Ready }); err != nil {
-		return "", step("recording the pod ready", err)
+	return ips, nil
+}
+
+// mountShm mounts the pod's /dev/shm, a tmpfs its containers share.
+func (m *Manager) mountShm(p *Pod, st *steps) error {
+	shm := m.stateDir(p.ID) + "/shm"
+	if err := m.update(p, func(p *Pod) { p.Shm = shm }); err != nil {
+		return st.done("recording /dev/shm", err)
 	}
-	return id, nil
+	if err := os.MkdirAll(shm, 0o755); err != nil {
+		return st.done("creating /dev/shm", err)
+	}
+	return st.done("mounting /dev/shm", unix.Mount("shm", shm, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, fmt.Sprintf("mode=1777,size=%d", shmSize)))
 }
 
 // podResources is what the pod cgroup is limited to: kubelet sends the sum

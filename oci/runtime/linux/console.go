@@ -19,7 +19,7 @@ const consoleEnv = monitor.EnvConsoleFD
 // terminal until the sender writes a byte or closes the socket: the daemon
 // first gives the terminal the client's size, which a command that reads
 // it at once (stty size, a full-screen program's first frame) would miss.
-const consoleSyncEnv = "HUSK_CONSOLE_SYNC"
+const consoleSyncEnv = monitor.EnvConsoleSync
 
 // setupConsole gives the process a terminal of the container's own: a
 // pseudo-terminal of the devpts at /dev/pts of its mount namespace (so

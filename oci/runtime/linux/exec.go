@@ -9,12 +9,14 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+
+	"github.com/husk-runtime/husk/oci/runtime/monitor"
 )
 
 // Exec is `husk exec-init -- COMMAND...`, started by `husk exec-enter`
 // inside a running container's namespaces and cgroup. It takes the
 // container's user, capabilities, no_new_privs, seccomp, environment and
-// working directory from its spec (on the descriptor HUSK_EXEC_SPEC_FD)
+// working directory from its spec (on the descriptor monitor.EnvExecSpecFD names)
 // and executes COMMAND. It returns only on failure, with the exit code a
 // shell gives: 127 for a command not found, 126 otherwise.
 func Exec(args []string) int {
@@ -37,7 +39,7 @@ func execInContainer(cmd []string) error {
 	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
 		return err
 	}
-	fd, err := strconv.Atoi(os.Getenv("HUSK_EXEC_SPEC_FD"))
+	fd, err := strconv.Atoi(os.Getenv(monitor.EnvExecSpecFD))
 	if err != nil {
 		return errors.New("no spec descriptor")
 	}

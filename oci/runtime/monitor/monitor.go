@@ -50,6 +50,13 @@ const (
 	EnvPodUserns = "HUSK_POD_USERNS" // the user namespace a pod init joins
 )
 
+// Environment of an exec's programs (husk-runtime exec-enter and
+// exec-init), which the daemon starts and the Go runtime reads: no C side.
+const (
+	EnvExecSpecFD  = "HUSK_EXEC_SPEC_FD" // the container's spec, for the command's user and working directory
+	EnvConsoleSync = "HUSK_CONSOLE_SYNC" // with EnvConsoleFD: wait for the socket's close, then run the command
+)
+
 // ReadProcessFile reads a "PID STARTTIME" file (PIDFile, SelfFile). A
 // file that is not complete yet is an error, as is a missing one.
 func ReadProcessFile(path string) (pid int, startTime uint64, err error) {
