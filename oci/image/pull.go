@@ -211,51 +211,10 @@ func (s *Store) pullFrom(ctx context.Context, ep endpoint, named reference.Named
 	ctx, progress, pause, release := s.stallGuard(ctx)
 	defer release()
 	defer func() { err = s.stalled(ctx, "fetching the manifest", err) }()
-	opts := s.remoteOptions(ctx, ep, auth, progress)
-	desc, err := remote.Get(ref, opts...)
+	img, topDigest, blobs, err := fetchManifest(named, ref, s.remoteOptions(ctx, ep, auth, progress))
 	if err != nil {
-		return nil, registryError(err)
-	}
-	topDigest, err := digest.Parse(desc.Digest.String())
-	if err != nil {
-		return nil, fmt.Errorf("manifest digest %q: %v: %w", desc.Digest, err, errdefs.ErrDataLoss)
-	}
-	if err := verifyBlob(desc.Manifest, topDigest); err != nil {
 		return nil, err
 	}
-	if d, ok := named.(reference.Digested); ok && d.Digest() != topDigest {
-		return nil, fmt.Errorf("registry answered %s with a manifest of digest %s: %w", named, topDigest, errdefs.ErrDataLoss)
-	}
-
-	blobs := map[digest.Digest][]byte{topDigest: desc.Manifest}
-	var img v1.Image
-	if desc.MediaType.IsIndex() {
-		img, err = desc.Image() // resolved to this machine's platform by WithPlatform
-		if err != nil {
-			return nil, notForPlatform(err)
-		}
-		raw, err := img.RawManifest()
-		if err != nil {
-			return nil, registryError(err)
-		}
-		d, err := img.Digest()
-		if err != nil {
-			return nil, registryError(err)
-		}
-		md := digest.Digest(d.String())
-		if err := verifyBlob(raw, md); err != nil {
-			return nil, err
-		}
-		blobs[md] = raw
-	} else if desc.MediaType.IsImage() {
-		img, err = desc.Image()
-		if err != nil {
-			return nil, registryError(err)
-		}
-	} else {
-		return nil, fmt.Errorf("%s is a %q, not an image: %w", named, desc.MediaType, errdefs.ErrFailedPrecondition)
-	}
-
 	manifest, err := img.Manifest()
 	if err != nil {
 		return nil, fmt.Errorf("parsing manifest: %v: %w", err, errdefs.ErrDataLoss)
@@ -270,39 +229,14 @@ func (s *Store) pullFrom(ctx context.Context, ep endpoint, named reference.Named
 	}
 	releaseBlobs := s.lease(append(slices.Collect(keys(blobs)), configDigest)...)
 	defer releaseBlobs()
-
-	rawConfig, err := os.ReadFile(s.blobPath(configDigest))
+	rawConfig, cfg, err := s.readConfig(img, configDigest)
 	if err != nil {
-		if rawConfig, err = img.RawConfigFile(); err != nil {
-			return nil, registryError(err)
-		}
-	}
-	if err := verifyBlob(rawConfig, configDigest); err != nil {
 		return nil, err
 	}
 	blobs[configDigest] = rawConfig
-	var cfg ocispec.Image
-	if err := json.Unmarshal(rawConfig, &cfg); err != nil {
-		return nil, fmt.Errorf("image config %s: %v: %w", configDigest, err, errdefs.ErrDataLoss)
-	}
-	if len(cfg.RootFS.DiffIDs) != len(manifest.Layers) {
-		return nil, fmt.Errorf("image config %s lists %d layers, its manifest %d: %w", configDigest, len(cfg.RootFS.DiffIDs), len(manifest.Layers), errdefs.ErrDataLoss)
-	}
-	type layerRef struct {
-		blob, diffID digest.Digest
-		size         int64
-	}
-	layers := make([]layerRef, len(manifest.Layers))
-	for i, l := range manifest.Layers {
-		blob, err := digest.Parse(l.Digest.String())
-		if err != nil {
-			return nil, fmt.Errorf("layer digest %q: %v: %w", l.Digest, err, errdefs.ErrDataLoss)
-		}
-		diffID := cfg.RootFS.DiffIDs[i]
-		if err := diffID.Validate(); err != nil || diffID.Algorithm() != digest.SHA256 {
-			return nil, fmt.Errorf("image config %s: diffID %q is not a sha256 digest: %w", configDigest, diffID, errdefs.ErrDataLoss)
-		}
-		layers[i] = layerRef{blob: blob, diffID: diffID, size: l.Size}
+	layers, err := imageLayers(manifest, cfg, configDigest)
+	if err != nil {
+		return nil, err
 	}
 	releaseLayers := s.lease(cfg.RootFS.DiffIDs...)
 	defer releaseLayers()
@@ -320,17 +254,7 @@ func (s *Store) pullFrom(ctx context.Context, ep endpoint, named reference.Named
 	// Layer downloads watch for stalls themselves: a pull waiting for a
 	// layer that another pull is downloading is not stalled.
 	pause()
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(layerConcurrency)
-	for _, l := range layers {
-		g.Go(func() error {
-			_, err := s.layers.Do(gctx, l.diffID.String(), func(lctx context.Context) (struct{}, error) {
-				return struct{}{}, s.fetchLayer(lctx, ep, ref.Context(), auth, l.blob, l.size, l.diffID)
-			})
-			return err
-		})
-	}
-	if err := g.Wait(); err != nil {
+	if err := s.fetchLayers(ctx, ep, ref.Context(), auth, layers); err != nil {
 		return nil, err
 	}
 	for d, b := range blobs {
@@ -342,6 +266,117 @@ func (s *Store) pullFrom(ctx context.Context, ep endpoint, named reference.Named
 		return nil, ctx.Err()
 	}
 	return s.commit(named, topDigest, configDigest, len(rawConfig), slices.Collect(keys(blobs)), cfg)
+}
+
+// fetchManifest fetches the image's manifest, resolving an index to this
+// machine's platform, and checks that each is what its digest says. blobs
+// are the manifests by digest, the top one first.
+func fetchManifest(named reference.Named, ref name.Reference, opts []remote.Option) (_ v1.Image, top digest.Digest, blobs map[digest.Digest][]byte, err error) {
+	desc, err := remote.Get(ref, opts...)
+	if err != nil {
+		return nil, "", nil, registryError(err)
+	}
+	top, err = digest.Parse(desc.Digest.String())
+	if err != nil {
+		return nil, "", nil, fmt.Errorf("manifest digest %q: %v: %w", desc.Digest, err, errdefs.ErrDataLoss)
+	}
+	if err := verifyBlob(desc.Manifest, top); err != nil {
+		return nil, "", nil, err
+	}
+	if d, ok := named.(reference.Digested); ok && d.Digest() != top {
+		return nil, "", nil, fmt.Errorf("registry answered %s with a manifest of digest %s: %w", named, top, errdefs.ErrDataLoss)
+	}
+	blobs = map[digest.Digest][]byte{top: desc.Manifest}
+	switch {
+	case desc.MediaType.IsIndex():
+		img, err := desc.Image() // resolved to this machine's platform by WithPlatform
+		if err != nil {
+			return nil, "", nil, notForPlatform(err)
+		}
+		raw, err := img.RawManifest()
+		if err != nil {
+			return nil, "", nil, registryError(err)
+		}
+		d, err := img.Digest()
+		if err != nil {
+			return nil, "", nil, registryError(err)
+		}
+		md := digest.Digest(d.String())
+		if err := verifyBlob(raw, md); err != nil {
+			return nil, "", nil, err
+		}
+		blobs[md] = raw
+		return img, top, blobs, nil
+	case desc.MediaType.IsImage():
+		img, err := desc.Image()
+		if err != nil {
+			return nil, "", nil, registryError(err)
+		}
+		return img, top, blobs, nil
+	}
+	return nil, "", nil, fmt.Errorf("%s is a %q, not an image: %w", named, desc.MediaType, errdefs.ErrFailedPrecondition)
+}
+
+// readConfig is the image's config, from the store if it has it (leased
+// by the caller), else from the registry, checked against its digest.
+func (s *Store) readConfig(img v1.Image, d digest.Digest) ([]byte, ocispec.Image, error) {
+	raw, err := os.ReadFile(s.blobPath(d))
+	if err != nil {
+		if raw, err = img.RawConfigFile(); err != nil {
+			return nil, ocispec.Image{}, registryError(err)
+		}
+	}
+	if err := verifyBlob(raw, d); err != nil {
+		return nil, ocispec.Image{}, err
+	}
+	var cfg ocispec.Image
+	if err := json.Unmarshal(raw, &cfg); err != nil {
+		return nil, ocispec.Image{}, fmt.Errorf("image config %s: %v: %w", d, err, errdefs.ErrDataLoss)
+	}
+	return raw, cfg, nil
+}
+
+// layerRef is a layer to fetch: its blob in the registry, the digest of
+// its uncompressed tar (the config's diffID) and its size.
+type layerRef struct {
+	blob, diffID digest.Digest
+	size         int64
+}
+
+// imageLayers pairs the manifest's layers with the config's diffIDs.
+func imageLayers(manifest *v1.Manifest, cfg ocispec.Image, configDigest digest.Digest) ([]layerRef, error) {
+	if len(cfg.RootFS.DiffIDs) != len(manifest.Layers) {
+		return nil, fmt.Errorf("image config %s lists %d layers, its manifest %d: %w", configDigest, len(cfg.RootFS.DiffIDs), len(manifest.Layers), errdefs.ErrDataLoss)
+	}
+	layers := make([]layerRef, len(manifest.Layers))
+	for i, l := range manifest.Layers {
+		blob, err := digest.Parse(l.Digest.String())
+		if err != nil {
+			return nil, fmt.Errorf("layer digest %q: %v: %w", l.Digest, err, errdefs.ErrDataLoss)
+		}
+		diffID := cfg.RootFS.DiffIDs[i]
+		if err := diffID.Validate(); err != nil || diffID.Algorithm() != digest.SHA256 {
+			return nil, fmt.Errorf("image config %s: diffID %q is not a sha256 digest: %w", configDigest, diffID, errdefs.ErrDataLoss)
+		}
+		layers[i] = layerRef{blob: blob, diffID: diffID, size: l.Size}
+	}
+	return layers, nil
+}
+
+// fetchLayers fetches the layers the store lacks, a few at once; a layer
+// another pull is fetching is waited for, not fetched twice.
+func (s *Store) fetchLayers(ctx context.Context, ep endpoint, repo name.Repository, auth *Auth, layers []layerRef) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(layerConcurrency)
+	for _, l := range layers {
+		g.Go(func() error {
+			_, err := s.layers.Do(gctx, l.diffID.String(), func(lctx context.Context) (struct{}, error) {
+				return struct{}{}, s.fetchLayer(lctx, ep, repo, auth, l.blob, l.size, l.diffID)
+			})
+			return err
+		})
+	}
+	return g.Wait()
 }
 
 // fetchLayer downloads and unpacks one layer unless it is in the store. It
