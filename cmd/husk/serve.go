@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+	"google.golang.org/grpc"
 	"k8s.io/klog/v2"
 
 	"github.com/husk-runtime/husk/cri"
@@ -103,31 +105,11 @@ func serve(args []string, stderr io.Writer) int {
 }
 
 func runDaemon(ctx context.Context, cfg Config) error {
-	for _, p := range []*string{&cfg.Root, &cfg.State, &cfg.Listen} {
-		abs, err := filepath.Abs(*p)
-		if err != nil {
-			return err
-		}
-		*p = abs
+	unlock, err := claimDirs(&cfg)
+	if err != nil {
+		return err
 	}
-	for _, dir := range []*string{&cfg.Root, &cfg.State} {
-		if err := os.MkdirAll(*dir, 0o711); err != nil {
-			return fmt.Errorf("creating %s: %w", *dir, err)
-		}
-		// Mounts are found by their path in the mount table, which has
-		// no symlinks (/var/run is one to /run).
-		resolved, err := filepath.EvalSymlinks(*dir)
-		if err != nil {
-			return err
-		}
-		*dir = resolved
-		// One daemon per directory: two would corrupt each other's state.
-		unlock, err := lockDir(*dir)
-		if err != nil {
-			return err
-		}
-		defer unlock()
-	}
+	defer unlock()
 
 	// The socket first: Listen changes the process's umask for a moment,
 	// which must happen before any other goroutine creates files.
@@ -193,12 +175,19 @@ func runDaemon(ctx context.Context, cfg Config) error {
 	}()
 	defer func() { _ = stream.Close() }()
 
+	srv := newCRIServer(ctx, cfg, pods, images, stream)
+	return serveCRI(ctx, cri.NewGRPCServer(srv), lis, cfg)
+}
+
+// newCRIServer is the CRI's services over husk's pods and images, saying
+// what this machine offers them.
+func newCRIServer(ctx context.Context, cfg Config, pods *sandbox.Manager, images *image.Store, stream *cri.StreamServer) *cri.Server {
 	userns := pods.UserNamespacesSupported(ctx, images.Dir())
 	if userns != nil {
 		klog.InfoS("Pods cannot have user namespaces of their own (hostUsers: false)", "reason", userns)
 	}
 	cfgJSON, _ := json.Marshal(cfg)
-	srv := cri.New(cri.Options{
+	return cri.New(cri.Options{
 		Stream:  stream,
 		Images:  images,
 		Pods:    pods,
@@ -208,7 +197,50 @@ func runDaemon(ctx context.Context, cfg Config) error {
 		RecursiveReadOnlyMounts: linux.RecursiveReadOnlySupported(),
 		UserNamespaces:          userns == nil,
 	})
-	g := cri.NewGRPCServer(srv)
+}
+
+// claimDirs makes cfg's paths absolute, and its root and state
+// directories, resolved (mounts are found by their path in the mount
+// table, which has no symlinks: /var/run is one to /run), and locks these:
+// one daemon per directory, since two would corrupt each other's state.
+func claimDirs(cfg *Config) (unlock func(), err error) {
+	for _, p := range []*string{&cfg.Root, &cfg.State, &cfg.Listen} {
+		abs, err := filepath.Abs(*p)
+		if err != nil {
+			return nil, err
+		}
+		*p = abs
+	}
+	var unlocks []func()
+	unlock = func() {
+		for _, u := range unlocks {
+			u()
+		}
+	}
+	for _, dir := range []*string{&cfg.Root, &cfg.State} {
+		if err := os.MkdirAll(*dir, 0o711); err != nil {
+			unlock()
+			return nil, fmt.Errorf("creating %s: %w", *dir, err)
+		}
+		resolved, err := filepath.EvalSymlinks(*dir)
+		if err != nil {
+			unlock()
+			return nil, err
+		}
+		*dir = resolved
+		u, err := lockDir(*dir)
+		if err != nil {
+			unlock()
+			return nil, err
+		}
+		unlocks = append(unlocks, u)
+	}
+	return unlock, nil
+}
+
+// serveCRI serves the CRI on lis until ctx ends, then lets the calls in
+// flight finish for shutdownGrace before cancelling them.
+func serveCRI(ctx context.Context, g *grpc.Server, lis net.Listener, cfg Config) error {
 	served := make(chan error, 1)
 	go func() { served <- g.Serve(lis) }()
 	klog.InfoS("husk is serving the CRI", "version", version, "socket", cfg.Listen, "root", cfg.Root, "state", cfg.State, "cgroupDriver", cfg.CgroupDriver, "apparmor", apparmor.Enabled())
