@@ -95,7 +95,43 @@ func Generate(in Input) (*specs.Spec, error) {
 		return nil, invalid("config", "missing")
 	}
 	sc := cfg.GetLinux().GetSecurityContext()
+	proc, err := process(in, sc)
+	if err != nil {
+		return nil, err
+	}
+	s := &specs.Spec{
+		Version:     specs.Version,
+		Process:     proc,
+		Annotations: annotations(cfg),
+		Root: &specs.Root{
+			Path:     in.RootfsPath,
+			Readonly: sc.GetReadonlyRootfs(),
+		},
+		Linux: &specs.Linux{
+			CgroupsPath: in.CgroupsPath,
+			UIDMappings: in.UIDMappings,
+			GIDMappings: in.GIDMappings,
+		},
+	}
+	if s.Linux.Namespaces, err = namespaces(in, sc); err != nil {
+		return nil, err
+	}
+	if s.Mounts, s.Linux.RootfsPropagation, err = mounts(in, sc); err != nil {
+		return nil, err
+	}
+	if err := confine(s, sc, in.AppArmor); err != nil {
+		return nil, err
+	}
+	if err := resources(s, cfg, sc.GetPrivileged()); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
 
+// process is the container's process: its command, working directory,
+// user and environment, from the config over the image's.
+func process(in Input, sc *runtimeapi.LinuxContainerSecurityContext) (*specs.Process, error) {
+	cfg := in.Config
 	args, err := processArgs(cfg, in.Image)
 	if err != nil {
 		return nil, err
@@ -112,52 +148,45 @@ func Generate(in Input) (*specs.Spec, error) {
 	if err != nil {
 		return nil, err
 	}
+	return &specs.Process{
+		Terminal:        cfg.GetTty(),
+		User:            usr,
+		Args:            args,
+		Env:             env,
+		Cwd:             cwd,
+		NoNewPrivileges: sc.GetNoNewPrivs(),
+	}, nil
+}
 
-	s := &specs.Spec{
-		Version: specs.Version,
-		Process: &specs.Process{
-			Terminal:        cfg.GetTty(),
-			User:            usr,
-			Args:            args,
-			Env:             env,
-			Cwd:             cwd,
-			NoNewPrivileges: sc.GetNoNewPrivs(),
-		},
-		Root: &specs.Root{
-			Path:     in.RootfsPath,
-			Readonly: sc.GetReadonlyRootfs(),
-		},
-		Linux: &specs.Linux{
-			CgroupsPath: in.CgroupsPath,
-			UIDMappings: in.UIDMappings,
-			GIDMappings: in.GIDMappings,
-		},
+// annotations are the config's, and whether the container keeps its
+// stdin open (once).
+func annotations(cfg *runtimeapi.ContainerConfig) map[string]string {
+	a := cfg.GetAnnotations()
+	if len(a) == 0 && !cfg.GetStdin() && !cfg.GetStdinOnce() {
+		return nil
 	}
+	out := maps.Clone(a)
+	if out == nil {
+		out = map[string]string{}
+	}
+	if cfg.GetStdin() {
+		out[AnnotationStdin] = "true"
+	}
+	if cfg.GetStdinOnce() {
+		out[AnnotationStdinOnce] = "true"
+	}
+	return out
+}
 
-	if a := cfg.GetAnnotations(); len(a) > 0 || cfg.GetStdin() || cfg.GetStdinOnce() {
-		s.Annotations = maps.Clone(a)
-		if s.Annotations == nil {
-			s.Annotations = map[string]string{}
-		}
-		if cfg.GetStdin() {
-			s.Annotations[AnnotationStdin] = "true"
-		}
-		if cfg.GetStdinOnce() {
-			s.Annotations[AnnotationStdinOnce] = "true"
-		}
-	}
-
-	if s.Linux.Namespaces, err = namespaces(in, sc); err != nil {
-		return nil, err
-	}
-	if s.Mounts, s.Linux.RootfsPropagation, err = mounts(in, sc); err != nil {
-		return nil, err
-	}
-
+// confine sets what confines the process: its AppArmor profile, its
+// capabilities and, unless privileged, its masked and read-only paths and
+// its seccomp filter.
+func confine(s *specs.Spec, sc *runtimeapi.LinuxContainerSecurityContext, appArmor bool) error {
+	var err error
 	// SELinux options are not applied (husk supports no SELinux host yet);
 	// they are a no-op, as for containerd on hosts without SELinux.
-	if s.Process.ApparmorProfile, err = apparmorProfile(sc, in.AppArmor); err != nil {
-		return nil, err
+	if s.Process.ApparmorProfile, err = apparmorProfile(sc, appArmor); err != nil {
+		return err
 	}
 	if sc.GetPrivileged() {
 		s.Process.Capabilities, err = privilegedCapabilities(sc.GetCapabilities())
@@ -165,15 +194,20 @@ func Generate(in Input) (*specs.Spec, error) {
 		s.Process.Capabilities, err = capabilities(sc.GetCapabilities())
 	}
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if !sc.GetPrivileged() {
 		s.Linux.MaskedPaths, s.Linux.ReadonlyPaths = protectedPaths(sc)
 		if s.Linux.Seccomp, err = seccompProfile(sc, s); err != nil {
-			return nil, err
+			return err
 		}
 	}
+	return nil
+}
 
+// resources sets the container's cgroup limits, its oom_score_adj and its
+// devices.
+func resources(s *specs.Spec, cfg *runtimeapi.ContainerConfig, privileged bool) error {
 	res := cfg.GetLinux().GetResources()
 	s.Linux.Resources = cgroups.ResourcesFromCRI(res)
 	if s.Linux.Resources == nil {
@@ -183,13 +217,14 @@ func Generate(in Input) (*specs.Spec, error) {
 		adj := int(res.GetOomScoreAdj())
 		s.Process.OOMScoreAdj = &adj
 	}
-	if s.Linux.Devices, s.Linux.Resources.Devices, err = devices(cfg.GetDevices(), sc.GetPrivileged()); err != nil {
-		return nil, err
+	var err error
+	if s.Linux.Devices, s.Linux.Resources.Devices, err = devices(cfg.GetDevices(), privileged); err != nil {
+		return err
 	}
 	if len(cfg.GetCDIDevices()) > 0 {
-		return nil, fmt.Errorf("config.CDI_devices: CDI devices are not supported: %w", errdefs.ErrNotImplemented)
+		return fmt.Errorf("config.CDI_devices: CDI devices are not supported: %w", errdefs.ErrNotImplemented)
 	}
-	return s, nil
+	return nil
 }
 
 // processArgs applies Kubernetes' rule: command replaces the image's
