@@ -56,71 +56,18 @@ func mounts(in Input, sc *runtimeapi.LinuxContainerSecurityContext) ([]specs.Mou
 	propagation := ""
 	for i, m := range in.Config.GetMounts() {
 		field := fmt.Sprintf("config.mounts[%d]", i)
-		dst, err := containerPath(m.GetContainerPath(), field+".container_path")
+		mnt, err := criMount(in, i, m, field, cri)
 		if err != nil {
 			return nil, "", err
 		}
-		for _, o := range cri {
-			if o.Destination == dst {
-				return nil, "", invalid(field+".container_path", "%q is also the destination of another mount", dst)
-			}
-		}
-		// An id-mapped mount shows the files of the host's root as the
-		// container's root: the runtime maps it with the pod's user
-		// namespace, the only mapping a mount may ask for.
-		idmapped := len(m.GetUidMappings()) > 0 || len(m.GetGidMappings()) > 0
-		if idmapped && in.UserNamespace == "" {
-			return nil, "", invalid(field+".uidMappings", "an id-mapped mount needs a pod with its own user namespace")
-		}
-		if idmapped && (!sameMappings(m.GetUidMappings(), in.UIDMappings) || !sameMappings(m.GetGidMappings(), in.GIDMappings)) {
-			return nil, "", invalid(field+".uidMappings", "the mappings differ from the pod's user namespace")
-		}
-		var src string
-		if img := m.GetImage(); img != nil && img.GetImage() != "" {
-			if err := CheckImageVolume(m, field); err != nil {
-				return nil, "", err
-			}
-			// The image store is the caller's: it mounts the image and
-			// says where.
-			var ok bool
-			if src, ok = in.ImageVolumes[i]; !ok {
-				return nil, "", fmt.Errorf("%s.image: the image volume was not mounted", field)
-			}
-		} else if src, err = hostPath(m.GetHostPath(), field+".host_path"); err != nil {
-			return nil, "", err
-		}
-		opts := []string{"rbind"}
-		switch p := m.GetPropagation(); p {
-		case runtimeapi.MountPropagation_PROPAGATION_PRIVATE:
-			opts = append(opts, "rprivate")
+		// The rootfs's propagation is the strongest a mount asks.
+		switch m.GetPropagation() {
 		case runtimeapi.MountPropagation_PROPAGATION_HOST_TO_CONTAINER:
-			opts = append(opts, "rslave")
 			if propagation == "" {
 				propagation = "rslave"
 			}
 		case runtimeapi.MountPropagation_PROPAGATION_BIDIRECTIONAL:
-			opts = append(opts, "rshared")
 			propagation = "rshared"
-		default:
-			return nil, "", invalid(field+".propagation", "unknown propagation %v", p)
-		}
-		switch {
-		case m.GetRecursiveReadOnly():
-			if !m.GetReadonly() || m.GetPropagation() != runtimeapi.MountPropagation_PROPAGATION_PRIVATE {
-				return nil, "", invalid(field+".recursive_read_only", "needs readonly and private propagation")
-			}
-			// "ro" too, so that a runtime without "rro" still gets the top
-			// of the tree read-only.
-			opts = append(opts, "ro", "rro")
-		case m.GetReadonly():
-			opts = append(opts, "ro")
-		default:
-			opts = append(opts, "rw")
-		}
-		opts = append(opts, m.GetMountOptions()...)
-		mnt := specs.Mount{Destination: dst, Type: "bind", Source: src, Options: opts}
-		if idmapped {
-			mnt.UIDMappings, mnt.GIDMappings = in.UIDMappings, in.GIDMappings
 		}
 		cri = append(cri, mnt)
 	}
@@ -138,6 +85,83 @@ func mounts(in Input, sc *runtimeapi.LinuxContainerSecurityContext) ([]specs.Mou
 	// stable, so that otherwise kubelet's order stands.
 	slices.SortStableFunc(cri, func(a, b specs.Mount) int { return depth(a.Destination) - depth(b.Destination) })
 	return append(out, cri...), propagation, nil
+}
+
+// criMount is the bind mount of the config's mount i, whose destination
+// none of the earlier ones may have.
+func criMount(in Input, i int, m *runtimeapi.Mount, field string, earlier []specs.Mount) (specs.Mount, error) {
+	dst, err := containerPath(m.GetContainerPath(), field+".container_path")
+	if err != nil {
+		return specs.Mount{}, err
+	}
+	for _, o := range earlier {
+		if o.Destination == dst {
+			return specs.Mount{}, invalid(field+".container_path", "%q is also the destination of another mount", dst)
+		}
+	}
+	// An id-mapped mount shows the files of the host's root as the
+	// container's root: the runtime maps it with the pod's user
+	// namespace, the only mapping a mount may ask for.
+	idmapped := len(m.GetUidMappings()) > 0 || len(m.GetGidMappings()) > 0
+	if idmapped && in.UserNamespace == "" {
+		return specs.Mount{}, invalid(field+".uidMappings", "an id-mapped mount needs a pod with its own user namespace")
+	}
+	if idmapped && (!sameMappings(m.GetUidMappings(), in.UIDMappings) || !sameMappings(m.GetGidMappings(), in.GIDMappings)) {
+		return specs.Mount{}, invalid(field+".uidMappings", "the mappings differ from the pod's user namespace")
+	}
+	var src string
+	if img := m.GetImage(); img != nil && img.GetImage() != "" {
+		if err := CheckImageVolume(m, field); err != nil {
+			return specs.Mount{}, err
+		}
+		// The image store is the caller's: it mounts the image and
+		// says where.
+		var ok bool
+		if src, ok = in.ImageVolumes[i]; !ok {
+			return specs.Mount{}, fmt.Errorf("%s.image: the image volume was not mounted", field)
+		}
+	} else if src, err = hostPath(m.GetHostPath(), field+".host_path"); err != nil {
+		return specs.Mount{}, err
+	}
+	opts, err := bindOptions(m, field)
+	if err != nil {
+		return specs.Mount{}, err
+	}
+	mnt := specs.Mount{Destination: dst, Type: "bind", Source: src, Options: opts}
+	if idmapped {
+		mnt.UIDMappings, mnt.GIDMappings = in.UIDMappings, in.GIDMappings
+	}
+	return mnt, nil
+}
+
+// bindOptions are a CRI mount's options: its propagation, read-only (all
+// the way down, or not) or not, then those it names.
+func bindOptions(m *runtimeapi.Mount, field string) ([]string, error) {
+	opts := []string{"rbind"}
+	switch p := m.GetPropagation(); p {
+	case runtimeapi.MountPropagation_PROPAGATION_PRIVATE:
+		opts = append(opts, "rprivate")
+	case runtimeapi.MountPropagation_PROPAGATION_HOST_TO_CONTAINER:
+		opts = append(opts, "rslave")
+	case runtimeapi.MountPropagation_PROPAGATION_BIDIRECTIONAL:
+		opts = append(opts, "rshared")
+	default:
+		return nil, invalid(field+".propagation", "unknown propagation %v", p)
+	}
+	switch {
+	case m.GetRecursiveReadOnly():
+		if !m.GetReadonly() || m.GetPropagation() != runtimeapi.MountPropagation_PROPAGATION_PRIVATE {
+			return nil, invalid(field+".recursive_read_only", "needs readonly and private propagation")
+		}
+		// "ro" too, so that a runtime without "rro" still gets the top
+		// of the tree read-only.
+		opts = append(opts, "ro", "rro")
+	case m.GetReadonly():
+		opts = append(opts, "ro")
+	default:
+		opts = append(opts, "rw")
+	}
+	return append(opts, m.GetMountOptions()...), nil
 }
 
 // CheckImageVolume validates a mount of an image (Mount.image): it has no
