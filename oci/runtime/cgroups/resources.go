@@ -84,64 +84,16 @@ func toV2(r *specs.LinuxResources) (*v2Resources, error) {
 	out.res = cgroup2.ToResources(r)
 	out.res.CPU, out.res.Memory = nil, nil
 	if c := r.CPU; c != nil {
-		cpu := &cgroup2.CPU{Cpus: c.Cpus, Mems: c.Mems}
-		if c.Shares != nil && *c.Shares != 0 {
-			w := cgroup2.ConvertCPUSharesToCgroupV2Value(*c.Shares)
-			cpu.Weight = &w
-		}
-		if c.Quota != nil || c.Period != nil {
-			quota, period := "max", uint64(100000)
-			if c.Quota != nil && *c.Quota > 0 {
-				quota = strconv.FormatInt(*c.Quota, 10)
-			}
-			if c.Period != nil && *c.Period != 0 {
-				period = *c.Period
-			}
-			cpu.Max = cgroup2.CPUMax(quota + " " + strconv.FormatUint(period, 10))
-		}
-		if cpu.Weight != nil || cpu.Max != "" {
-			out.need = append(out.need, "cpu")
-		}
-		if cpu.Cpus != "" || cpu.Mems != "" {
-			out.need = append(out.need, "cpuset")
-		}
-		if len(out.need) > 0 {
-			out.res.CPU = cpu
-		}
+		var need []string
+		out.res.CPU, need = v2CPU(c)
+		out.need = append(out.need, need...)
 	}
 	if mem := r.Memory; mem != nil {
-		m := &cgroup2.Memory{}
-		// The kernel parses "max" or a byte count; a count above the
-		// largest page counter is clamped to it, which reads back as "max".
-		unlimited := int64(math.MaxInt64)
-		var limit int64
-		if mem.Limit != nil && *mem.Limit != 0 {
-			limit = *mem.Limit
-			if limit < 0 {
-				limit = unlimited
-			}
-			m.Max = &limit
+		m, err := v2Memory(mem)
+		if err != nil {
+			return nil, err
 		}
-		if mem.Swap != nil && *mem.Swap != 0 {
-			// OCI/CRI swap is memory+swap (v1); v2 limits swap alone.
-			var swap int64
-			switch {
-			case *mem.Swap < 0 || limit == unlimited:
-				swap = unlimited
-			case limit == 0:
-				return nil, fmt.Errorf("%w: memory+swap limit %d without a memory limit", errdefs.ErrInvalidArgument, *mem.Swap)
-			case *mem.Swap < limit:
-				return nil, fmt.Errorf("%w: memory+swap limit %d is below the memory limit %d", errdefs.ErrInvalidArgument, *mem.Swap, limit)
-			default:
-				swap = *mem.Swap - limit
-			}
-			m.Swap = &swap
-		}
-		if mem.Reservation != nil && *mem.Reservation > 0 {
-			low := *mem.Reservation
-			m.Low = &low
-		}
-		if m.Max != nil || m.Swap != nil || m.Low != nil {
+		if m != nil {
 			out.res.Memory = m
 			out.need = append(out.need, "memory")
 		}
@@ -172,6 +124,77 @@ func toV2(r *specs.LinuxResources) (*v2Resources, error) {
 		}
 	}
 	return out, nil
+}
+
+// v2CPU is the v2 form of CPU limits (a weight from shares, cpu.max from
+// quota and period, the cpuset), nil if they set nothing, and the
+// controllers it needs.
+func v2CPU(c *specs.LinuxCPU) (*cgroup2.CPU, []string) {
+	cpu := &cgroup2.CPU{Cpus: c.Cpus, Mems: c.Mems}
+	if c.Shares != nil && *c.Shares != 0 {
+		w := cgroup2.ConvertCPUSharesToCgroupV2Value(*c.Shares)
+		cpu.Weight = &w
+	}
+	if c.Quota != nil || c.Period != nil {
+		quota, period := "max", uint64(100000)
+		if c.Quota != nil && *c.Quota > 0 {
+			quota = strconv.FormatInt(*c.Quota, 10)
+		}
+		if c.Period != nil && *c.Period != 0 {
+			period = *c.Period
+		}
+		cpu.Max = cgroup2.CPUMax(quota + " " + strconv.FormatUint(period, 10))
+	}
+	var need []string
+	if cpu.Weight != nil || cpu.Max != "" {
+		need = append(need, "cpu")
+	}
+	if cpu.Cpus != "" || cpu.Mems != "" {
+		need = append(need, "cpuset")
+	}
+	if len(need) == 0 {
+		return nil, nil
+	}
+	return cpu, need
+}
+
+// v2Memory is the v2 form of memory limits, nil if they set nothing.
+func v2Memory(mem *specs.LinuxMemory) (*cgroup2.Memory, error) {
+	m := &cgroup2.Memory{}
+	// The kernel parses "max" or a byte count; a count above the
+	// largest page counter is clamped to it, which reads back as "max".
+	unlimited := int64(math.MaxInt64)
+	var limit int64
+	if mem.Limit != nil && *mem.Limit != 0 {
+		limit = *mem.Limit
+		if limit < 0 {
+			limit = unlimited
+		}
+		m.Max = &limit
+	}
+	if mem.Swap != nil && *mem.Swap != 0 {
+		// OCI/CRI swap is memory+swap (v1); v2 limits swap alone.
+		var swap int64
+		switch {
+		case *mem.Swap < 0 || limit == unlimited:
+			swap = unlimited
+		case limit == 0:
+			return nil, fmt.Errorf("%w: memory+swap limit %d without a memory limit", errdefs.ErrInvalidArgument, *mem.Swap)
+		case *mem.Swap < limit:
+			return nil, fmt.Errorf("%w: memory+swap limit %d is below the memory limit %d", errdefs.ErrInvalidArgument, *mem.Swap, limit)
+		default:
+			swap = *mem.Swap - limit
+		}
+		m.Swap = &swap
+	}
+	if mem.Reservation != nil && *mem.Reservation > 0 {
+		low := *mem.Reservation
+		m.Low = &low
+	}
+	if m.Max == nil && m.Swap == nil && m.Low == nil {
+		return nil, nil
+	}
+	return m, nil
 }
 
 // v2Devices writes the rules out in full for cgroup2's eBPF device filter,
