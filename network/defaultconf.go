@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 
 	"github.com/containernetworking/cni/libcni"
+
+	"github.com/husk-runtime/husk/internal/atomicfile"
 )
 
 // DefaultConfName is the file WriteDefaultConfig creates.
@@ -58,7 +60,7 @@ func WriteDefaultConfig(confDir string) (bool, error) {
 	if err := os.MkdirAll(confDir, 0o755); err != nil {
 		return false, fmt.Errorf("creating CNI config dir: %w", err)
 	}
-	if err := writeFileAtomic(filepath.Join(confDir, DefaultConfName), []byte(defaultConf), 0o644); err != nil {
+	if err := atomicfile.Write(filepath.Join(confDir, DefaultConfName), []byte(defaultConf), 0o644, atomicfile.Options{}); err != nil {
 		return false, fmt.Errorf("writing default CNI config: %w", err)
 	}
 	return true, nil

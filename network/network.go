@@ -26,6 +26,8 @@ import (
 	cniutils "github.com/containernetworking/cni/pkg/utils"
 	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
+
+	"github.com/husk-runtime/husk/internal/atomicfile"
 )
 
 // Defaults match what kubelet, containerd and the CNI plugin packages assume.
@@ -452,7 +454,7 @@ func (m *Manager) writePending(list *libcni.NetworkConfigList, rt *libcni.Runtim
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("recording CNI attachment: %w", err)
 	}
-	if err := writeFileAtomic(filepath.Join(dir, pendingName(rt.ContainerID, rt.IfName)), b, 0o600); err != nil {
+	if err := atomicfile.Write(filepath.Join(dir, pendingName(rt.ContainerID, rt.IfName)), b, 0o600, atomicfile.Options{}); err != nil {
 		return fmt.Errorf("recording CNI attachment: %w", err)
 	}
 	return nil
@@ -781,33 +783,6 @@ func isNetNS(path string) bool {
 // (a canceled ADD must still be undone), bounded so it cannot hang forever.
 func cleanupContext(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
-}
-
-// writeFileAtomic replaces path whole. It does not fsync: the pending
-// records it writes matter after a crash of the daemon, which leaves the
-// page cache intact, and a power loss takes the namespaces and veths they
-// describe with it; an fsync on every ADD would cost RunPodSandbox a disk
-// flush.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Chmod(perm)
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		_ = os.Remove(tmp)
-	}
-	return err
 }
 
 // WaitForPlugins waits until no CNI plugin process works for the sandbox

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/husk-runtime/husk/internal/atomicfile"
 	"github.com/husk-runtime/husk/network/ns"
 )
 
@@ -87,21 +88,7 @@ func (p *Pod) HostNetwork() bool {
 // several times on the RunPodSandbox and StartContainer paths, whose
 // latency counts.
 func writeRecord(dir, name string, b []byte) error {
-	f, err := os.CreateTemp(dir, "."+name+".")
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(b)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), filepath.Join(dir, name))
-	}
-	if err != nil {
-		_ = os.Remove(f.Name())
-	}
-	return err
+	return atomicfile.Write(filepath.Join(dir, name), b, 0o600, atomicfile.Options{})
 }
 
 func (p *Pod) encode() ([]byte, error) {

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
 
+	"github.com/husk-runtime/husk/internal/procfs"
 	"github.com/husk-runtime/husk/network/ns"
 	"github.com/husk-runtime/husk/oci/runtime/monitor"
 )
@@ -123,13 +124,7 @@ func expect(r io.Reader, want byte) error {
 	}
 }
 
-func bootID() string {
-	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
-	if err != nil {
-		return ""
-	}
-	return strings.TrimSpace(string(b))
-}
+func bootID() string { return procfs.BootID() }
 
 // startTime reads a process's start time (clock ticks since boot), which
 // together with the pid names one process for the life of the machine.

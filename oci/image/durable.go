@@ -3,13 +3,14 @@ package image
 import (
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
+
+	"github.com/husk-runtime/husk/internal/procfs"
 )
 
 // Unpacked layers are made durable in the background rather than during
@@ -40,14 +41,6 @@ func (y *syncer) close() {
 	y.closed = true
 	y.mu.Unlock()
 	y.done.Wait()
-}
-
-func bootID() string {
-	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
-	if err != nil {
-		return ""
-	}
-	return strings.TrimSpace(string(b))
 }
 
 // scheduleSync queues a layer for the background sync.
@@ -114,7 +107,7 @@ func (s *Store) checkDurability() {
 	if err != nil {
 		return
 	}
-	boot := bootID()
+	boot := procfs.BootID()
 	for _, e := range entries {
 		dir := filepath.Join(s.dir, "layers", e.Name())
 		if _, err := os.Stat(filepath.Join(dir, syncedMarker)); err == nil {

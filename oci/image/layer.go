@@ -19,6 +19,8 @@ import (
 	"github.com/moby/go-archive"
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
+
+	"github.com/husk-runtime/husk/internal/procfs"
 )
 
 type layerMeta struct {
@@ -127,7 +129,7 @@ func (s *Store) unpackLayer(ctx context.Context, blob digest.Digest, size int64,
 		return fmt.Errorf("layer %s: %w", blob, err)
 	}
 	meta.DiffID = diffID
-	meta.BootID = bootID()
+	meta.BootID = procfs.BootID()
 	b, _ := json.Marshal(meta)
 	if err := os.WriteFile(filepath.Join(tmp, "meta.json"), b, 0o600); err != nil {
 		return err

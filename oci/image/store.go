@@ -35,6 +35,8 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"k8s.io/klog/v2"
+
+	"github.com/husk-runtime/husk/internal/atomicfile"
 )
 
 // Image is one image in the store.
@@ -230,52 +232,7 @@ func (s *Store) saveLocked() error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(s.tmpDir(), s.indexPath(), b, 0o600)
-}
-
-// writeFileAtomic writes data to a new file in tmpDir, which must be on
-// path's filesystem and is emptied when the store opens, and renames it
-// over path.
-func writeFileAtomic(tmpDir, path string, data []byte, mode fs.FileMode) error {
-	f, err := os.CreateTemp(tmpDir, filepath.Base(path)+".tmp-")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	ok := false
-	defer func() {
-		if !ok {
-			_ = f.Close()
-			_ = os.Remove(tmp)
-		}
-	}()
-	if _, err := f.Write(data); err != nil {
-		return err
-	}
-	if err := f.Chmod(mode); err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	ok = true
-	// The rename is durable only once the directory is.
-	return syncDir(filepath.Dir(path))
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = d.Close() }()
-	return d.Sync()
+	return atomicfile.Write(s.indexPath(), b, 0o600, atomicfile.Options{TempDir: s.tmpDir(), Durable: true})
 }
 
 // List returns copies of every image.
