@@ -75,11 +75,6 @@ func (p *Pod) Ready() bool {
 	return p.State == Ready && (p.Init == nil || alive(p.Init))
 }
 
-// HostNetwork tells whether the pod uses the host's network namespace.
-func (p *Pod) HostNetwork() bool {
-	return p.Config.GetLinux().GetSecurityContext().GetNamespaceOptions().GetNetwork() == runtimeapi.NamespaceMode_NODE
-}
-
 // writeRecord writes a pod's or a container's record (dir/name)
 // atomically: a crash of the daemon leaves the old or the new one, and
 // writers racing each other each use a temporary file of their own. It does
