@@ -193,13 +193,25 @@ func (m *Manager) lockContainer(id string) (*Container, func(), error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	unlock := m.lockID(c.ID)
-	m.mu.Lock()
-	current := m.containers[c.ID]
-	m.mu.Unlock()
-	if current != c {
-		unlock()
+	unlock, ok := lockStill(m, c, c.ID, m.containers)
+	if !ok {
 		return nil, nil, fmt.Errorf("container %q: %w", id, errdefs.ErrNotFound)
 	}
 	return c, unlock, nil
+}
+
+// lockStill takes the lock of an object found under id in objs (m.pods,
+// m.containers) and checks that it is still there: a removal may have
+// come while the lock was waited for. The object is the caller's to
+// unlock if so.
+func lockStill[T any](m *Manager, found *T, id string, objs map[string]*T) (unlock func(), ok bool) {
+	unlock = m.lockID(id)
+	m.mu.Lock()
+	current := objs[id]
+	m.mu.Unlock()
+	if current != found {
+		unlock()
+		return nil, false
+	}
+	return unlock, true
 }

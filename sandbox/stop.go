@@ -54,12 +54,8 @@ func (m *Manager) lockExisting(id string) (*Pod, func(), error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	unlock := m.lockID(p.ID)
-	m.mu.Lock()
-	current := m.pods[p.ID]
-	m.mu.Unlock()
-	if current != p {
-		unlock()
+	unlock, ok := lockStill(m, p, p.ID, m.pods)
+	if !ok {
 		return nil, nil, nil
 	}
 	return p, unlock, nil
