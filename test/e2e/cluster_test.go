@@ -29,6 +29,7 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"golang.org/x/sys/unix"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/husk-runtime/husk/test/imagetest"
@@ -51,6 +52,19 @@ type cluster struct {
 	net        *podNet
 	kubelet    *component
 	private    *imagetest.Registry // with basic auth: user "puller", password "s3cret"
+}
+
+// tmpfsIDMappable: the kernel id-maps mounts of tmpfs (Linux 6.3 on).
+func tmpfsIDMappable(t *testing.T) bool {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		t.Fatal(err)
+	}
+	var major, minor int
+	if _, err := fmt.Sscanf(unix.ByteSliceToString(u.Release[:]), "%d.%d", &major, &minor); err != nil {
+		t.Fatalf("kernel release %q: %v", u.Release[:], err)
+	}
+	return major > 6 || major == 6 && minor >= 3
 }
 
 // nodeAddress is the first global IPv4 address of the machine: the API
@@ -1026,6 +1040,8 @@ metadata: {name: userns}
 spec:
   restartPolicy: Never
   hostUsers: false
+  # The token's volume is a tmpfs: see userns-token.
+  automountServiceAccountToken: false
   containers:
   - name: c
     image: busybox
@@ -1038,6 +1054,17 @@ spec:
       test "$1" = 0
       test "$2" != 0
       echo ok
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: userns-token}
+spec:
+  restartPolicy: Never
+  hostUsers: false
+  containers:
+  - name: c
+    image: busybox
+    command: ["sh", "-exc", "test -s /var/run/secrets/kubernetes.io/serviceaccount/token; echo ok"]
 ---
 apiVersion: v1
 kind: Pod
@@ -1062,6 +1089,21 @@ spec:
 			desc, _ := c.kubectl("", "-n", ns, "describe", "pod", name)
 			c.t.Errorf("pod %s: %s, log:\n%s\n%s", name, phase, logs, desc)
 		}
+	}
+	// Kubernetes' projected token, secrets and in-memory emptyDirs are
+	// tmpfs, which the kernel id-maps from Linux 6.3 only (Debian 12 has
+	// 6.1): before that, the container fails to be created, and says why.
+	if tmpfsIDMappable(c.t) {
+		if phase, logs := c.finished(ns, "userns-token"); phase != "Succeeded" || !strings.HasSuffix(logs, "\nok\n") {
+			desc, _ := c.kubectl("", "-n", ns, "describe", "pod", "userns-token")
+			c.t.Errorf("pod userns-token: %s, log:\n%s\n%s", phase, logs, desc)
+		}
+	} else {
+		c.eventually("userns-token says why it cannot be created", 3*time.Minute, func() (bool, string) {
+			out, err := c.kubectl("", "-n", ns, "get", "pod", "userns-token", "-o",
+				"jsonpath={.status.containerStatuses[0].state.waiting.reason}: {.status.containerStatuses[0].state.waiting.message}")
+			return err == nil && strings.HasPrefix(out, "CreateContainerError: ") && strings.Contains(out, "cannot be id-mapped on this kernel"), fmt.Sprint(out, err)
+		})
 	}
 	// A RuntimeClass whose handler is husk's runc.
 	c.mustKubectl(`apiVersion: node.k8s.io/v1
@@ -1114,6 +1156,7 @@ spec:
     livenessProbe:
       exec: {command: ["test", "-f", "/tmp/alive"]}
       periodSeconds: 1
+      timeoutSeconds: 10
       failureThreshold: 1
 ---
 apiVersion: v1
@@ -1678,13 +1721,17 @@ spec:
   - name: c
     image: busybox
     command: ["sh", "-c", "sleep 3; touch /tmp/started; exec sleep 300"]
+    # An exec takes half a second under the test guest's emulated CPU
+    # (TCG): timeouts long enough that only the file decides.
     startupProbe:
       exec: {command: ["test", "-f", "/tmp/started"]}
       periodSeconds: 1
+      timeoutSeconds: 10
       failureThreshold: 30
     livenessProbe:
       exec: {command: ["test", "-f", "/tmp/started"]}
       periodSeconds: 1
+      timeoutSeconds: 10
       failureThreshold: 1
 ---
 apiVersion: v1
