@@ -13,7 +13,7 @@ CONFIG   ?= /etc/husk/config.toml
 CNI_BIN  ?= /opt/cni/bin
 CNI_CONF ?= /etc/cni/net.d
 
-.PHONY: all build run test unit deps cni-plugins lint bench clean kubelet-test critest fuzz vm-test vm-cluster-test vm-deps cluster cluster-test
+.PHONY: all build run test unit e2e deps cni-plugins lint bench clean kubelet-test critest fuzz vm-test vm-cluster-test vm-deps cluster cluster-test
 
 all: build
 
@@ -47,17 +47,21 @@ run: build deps cni-plugins
 	$(BIN)/husk default-cni-config --dir $(CNI_CONF)
 	$(BIN)/husk serve $(if $(wildcard $(CONFIG)),--config $(CONFIG),) --cni-conf-dir $(CNI_CONF) --cni-bin-dir $(CNI_BIN)
 
-# Then the same suites in a Debian 12 guest with pure cgroup v2 and systemd
-# (make vm-test), where the machine can boot one (hack/vm/available.sh).
-# -p 1: the network and e2e tests count host-wide veths, iptables rules and
-# cgroups to prove nothing leaks; run at once, they would count each other's.
-# critest (cri-tools' validation suite) runs with the e2e tests: the
-# critest build tag adds TestCritest, CRITEST names the binary.
-test: build deps lint unit cni-plugins $(CRICTL) $(GOTESTSUM) $(BIN)/critest
-	go vet ./...
-	CRITEST=$(CURDIR)/$(BIN)/critest $(GOTESTSUM) --format testname -- -tags critest -p 1 -count=1 -timeout 40m ./...
+# Lint, the unit tests, every test as root here (e2e), then the same suites
+# in a Debian 12 guest with pure cgroup v2 and systemd (make vm-test), where
+# the machine can boot one (hack/vm/available.sh).
+test: build deps lint unit e2e
 	@if reason=$$(sh hack/vm/available.sh 2>&1); then $(MAKE) --no-print-directory vm-test; \
 	else echo "vm-test skipped: $$reason"; fi
+
+# Every package's tests as root on this machine: the host's part of `make
+# test`. -p 1: the network and e2e tests count host-wide veths, iptables
+# rules and cgroups to prove nothing leaks; run at once, they would count
+# each other's. critest (cri-tools' validation suite) runs with the e2e
+# tests: the critest build tag adds TestCritest, CRITEST names the binary.
+e2e: build deps cni-plugins $(CRICTL) $(GOTESTSUM) $(BIN)/critest
+	go vet ./...
+	CRITEST=$(CURDIR)/$(BIN)/critest $(GOTESTSUM) --format testname -- -tags critest -p 1 -count=1 -timeout 40m ./...
 
 # The tests that need neither root nor the machine's namespaces, cgroups
 # or network: seconds, with the race detector (which `make test`'s root
