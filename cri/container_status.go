@@ -24,6 +24,27 @@ func (s *Server) ContainerStatus(_ context.Context, req *runtimeapi.ContainerSta
 	if err != nil {
 		return nil, err
 	}
+	resp := &runtimeapi.ContainerStatusResponse{Status: s.containerStatus(c)}
+	if req.GetVerbose() {
+		info := map[string]any{"sandboxID": c.PodID, "state": c.State}
+		if pid, err := s.pods.ContainerPID(c.ID); err == nil {
+			info["pid"] = pid
+		}
+		if b, err := os.ReadFile(filepath.Join(s.pods.BundleDir(c.ID), "config.json")); err == nil {
+			info["runtimeSpec"] = json.RawMessage(b)
+		}
+		b, err := json.Marshal(info)
+		if err != nil {
+			return nil, err
+		}
+		resp.Info = map[string]string{"info": string(b)}
+	}
+	return resp, nil
+}
+
+// containerStatus is a container as the CRI reports it: in
+// ContainerStatus, in its pod's PodSandboxStatus and in its events.
+func (s *Server) containerStatus(c *sandbox.Container) *runtimeapi.ContainerStatus {
 	st := &runtimeapi.ContainerStatus{
 		Id:          c.ID,
 		Metadata:    c.Config.GetMetadata(),
@@ -59,22 +80,19 @@ func (s *Server) ContainerStatus(_ context.Context, req *runtimeapi.ContainerSta
 		st.Reason = c.Exit.Reason
 		st.Message = c.Exit.Message
 	}
-	resp := &runtimeapi.ContainerStatusResponse{Status: st}
-	if req.GetVerbose() {
-		info := map[string]any{"sandboxID": c.PodID, "state": c.State}
-		if pid, err := s.pods.ContainerPID(c.ID); err == nil {
-			info["pid"] = pid
-		}
-		if b, err := os.ReadFile(filepath.Join(s.pods.BundleDir(c.ID), "config.json")); err == nil {
-			info["runtimeSpec"] = json.RawMessage(b)
-		}
-		b, err := json.Marshal(info)
-		if err != nil {
-			return nil, err
-		}
-		resp.Info = map[string]string{"info": string(b)}
+	return st
+}
+
+// containerStatuses are a pod's containers' statuses, which kubelet with
+// the EventedPLEG feature reads from PodSandboxStatus and from events
+// instead of asking for each container.
+func (s *Server) containerStatuses(podID string) []*runtimeapi.ContainerStatus {
+	cs := s.pods.ContainersOf(podID)
+	out := make([]*runtimeapi.ContainerStatus, len(cs))
+	for i, c := range cs {
+		out[i] = s.containerStatus(c)
 	}
-	return resp, nil
+	return out
 }
 
 // statusImage is a container's image as kubelet shows it in a pod's status

@@ -20,7 +20,10 @@ func (s *Server) PodSandboxStatus(ctx context.Context, req *runtimeapi.PodSandbo
 	if err != nil {
 		return nil, err
 	}
-	resp := &runtimeapi.PodSandboxStatusResponse{Status: podStatus(p), Timestamp: time.Now().UnixNano()}
+	// The time is taken first: the statuses are at least as new as it
+	// says.
+	now := time.Now().UnixNano()
+	resp := &runtimeapi.PodSandboxStatusResponse{Status: podStatus(p), ContainersStatuses: s.containerStatuses(p.ID), Timestamp: now}
 	if req.GetVerbose() {
 		b, err := json.Marshal(p)
 		if err != nil {

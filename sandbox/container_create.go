@@ -38,8 +38,18 @@ func (m *Manager) emptyLayerDir() string         { return filepath.Join(m.opts.R
 // updateContainer changes a container's fields under m.mu and saves its
 // record; only the holder of the container's lock calls it.
 func (m *Manager) updateContainer(c *Container, fn func(*Container)) error {
+	return m.updateContainerThen(c, fn, nil)
+}
+
+// updateContainerThen is updateContainer, then, before any other update of
+// the container, a call of then (which may take m.mu): the events of the
+// changes are published in the order of the changes.
+func (m *Manager) updateContainerThen(c *Container, fn func(*Container), then func()) error {
 	c.writeMu.Lock()
 	defer c.writeMu.Unlock()
+	if then != nil {
+		defer then()
+	}
 	m.mu.Lock()
 	if fn != nil {
 		fn(c)
@@ -138,6 +148,7 @@ func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg *runtim
 	})); err != nil {
 		return "", err
 	}
+	m.emit(EventCreated, c.ID, pod.ID)
 	return c.ID, nil
 }
 

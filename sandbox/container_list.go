@@ -36,8 +36,19 @@ func (m *Manager) ListContainers() []*Container {
 		all = append(all, c)
 	}
 	m.mu.Unlock()
-	out := make([]*Container, 0, len(all))
-	for _, c := range all {
+	return m.freshCopies(all)
+}
+
+// ContainersOf returns copies of a pod's containers, oldest first.
+func (m *Manager) ContainersOf(podID string) []*Container {
+	return m.freshCopies(m.containersOf(podID))
+}
+
+// freshCopies are copies of cs, up to date with their monitors, oldest
+// first; those still being created are left out.
+func (m *Manager) freshCopies(cs []*Container) []*Container {
+	out := make([]*Container, 0, len(cs))
+	for _, c := range cs {
 		m.refresh(c)
 		m.mu.Lock()
 		if c.State != ContainerCreating {

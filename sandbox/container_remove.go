@@ -30,6 +30,7 @@ func (m *Manager) RemoveContainer(ctx context.Context, id string) error {
 		return fmt.Errorf("removing container %s: %w", c.ID, err)
 	}
 	m.forgetContainer(c)
+	m.emit(EventDeleted, c.ID, c.PodID)
 	return nil
 }
 

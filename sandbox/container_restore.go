@@ -54,8 +54,15 @@ func (m *Manager) restoreContainers() error {
 				m.failStart(c, "the daemon stopped while starting it")
 			}
 		}
+		m.mu.Lock() // the exit watch runs already
 		m.containers[c.ID] = c
 		m.cnames[containerKey(c.PodID, c.Config.GetMetadata())] = c.ID
+		m.mu.Unlock()
+		if c.State == ContainerStarted {
+			m.watchExit(c.ID)
+		}
+		// An exit recorded while the daemon was down is reported now, to
+		// the events' first subscriber (events.go).
 		m.refresh(c)
 	}
 	return nil

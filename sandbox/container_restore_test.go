@@ -28,6 +28,10 @@ func TestRestoreFromHandMadeRecords(t *testing.T) {
 	if err := os.MkdirAll(m.containersRoot(), 0o711); err != nil {
 		t.Fatal(err)
 	}
+	if err := m.startExitWatch(); err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
 	record := func(c *Container) {
 		t.Helper()
 		c.Config = &runtimeapi.ContainerConfig{Metadata: &runtimeapi.ContainerMetadata{Name: c.ID + "-name"}}
@@ -114,5 +118,19 @@ func TestRestoreFromHandMadeRecords(t *testing.T) {
 	}
 	if _, err := os.Stat(m.containerDir("unrecorded")); !os.IsNotExist(err) {
 		t.Errorf("a directory without a record stayed: %v", err)
+	}
+	// The exits found are events for the first subscriber, once each.
+	sub := m.SubscribeEvents()
+	defer sub.Close()
+	stopped := map[string]int{}
+	for len(sub.Events()) > 0 {
+		e := <-sub.Events()
+		if e.Type != EventStopped || e.PodID != "p" {
+			t.Errorf("event %v of %s (pod %s) at restore", e.Type, e.ID, e.PodID)
+		}
+		stopped[e.ID]++
+	}
+	if len(stopped) != 3 || stopped["ended"] != 1 || stopped["oomed"] != 1 || stopped["lost"] != 1 {
+		t.Errorf("stopped events at restore: %v, want one each of ended, oomed and lost", stopped)
 	}
 }

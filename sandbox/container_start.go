@@ -50,13 +50,27 @@ func (m *Manager) StartContainer(ctx context.Context, id string) error {
 	if !pod.Ready() {
 		return fmt.Errorf("pod sandbox %s of container %s is not ready: %w", pod.ID, c.ID, errdefs.ErrFailedPrecondition)
 	}
-	err = m.startMonitor(c, pod)
+	// While StartPending is set, an exit that refresh reads is not
+	// reported: StartContainer reports the outcome of the start.
+	if err := m.startMonitor(c, pod); err != nil {
+		m.failStart(c, err.Error())
+		m.mu.Lock()
+		c.StartPending = false
+		m.mu.Unlock()
+		return fmt.Errorf("starting container %s: %w", c.ID, err)
+	}
+	// Under writeMu, as refresh reports an exit: the exit is reported
+	// after the start, by a later refresh or, if one read it meanwhile,
+	// here.
+	c.writeMu.Lock()
+	defer c.writeMu.Unlock()
 	m.mu.Lock()
 	c.StartPending = false
+	exited := c.State == ContainerExited
 	m.mu.Unlock()
-	if err != nil {
-		m.failStart(c, err.Error())
-		return fmt.Errorf("starting container %s: %w", c.ID, err)
+	m.emit(EventStarted, c.ID, c.PodID)
+	if exited {
+		m.emit(EventStopped, c.ID, c.PodID)
 	}
 	return nil
 }
@@ -78,6 +92,7 @@ func (m *Manager) failStart(c *Container, msg string) {
 		c.State = ContainerExited
 		c.Exit = &Exit{Code: 128, FinishedAt: time.Now().UnixNano(), Reason: "StartError", Message: msg}
 	})
+	m.emit(EventStopped, c.ID, c.PodID)
 }
 
 func (m *Manager) startMonitor(c *Container, pod *Pod) error {
@@ -114,6 +129,7 @@ func (m *Manager) startMonitor(c *Container, pod *Pod) error {
 	for _, f := range []string{monitor.PIDFile, monitor.ExitFile, monitor.RuntimePIDFile} {
 		_ = os.Remove(filepath.Join(dir, f))
 	}
+	m.watchExit(c.ID)
 	report, reportW, err := os.Pipe()
 	if err != nil {
 		return err

@@ -37,9 +37,18 @@ func (m *Manager) refresh(c *Container) {
 			e = &Exit{Code: 255, FinishedAt: time.Now().UnixNano(), Reason: "Unknown", Message: "the container's monitor ended without recording an exit"}
 		}
 	}
-	if err := m.updateContainer(c, func(c *Container) {
+	// Whoever reads the exit first (the exit watch, a status, a stop)
+	// reports it, once; while StartContainer has not returned, it does,
+	// after the start.
+	ended := false
+	if err := m.updateContainerThen(c, func(c *Container) {
 		if c.State == ContainerStarted {
 			c.State, c.Exit = ContainerExited, e
+			ended = !c.StartPending
+		}
+	}, func() {
+		if ended {
+			m.emit(EventStopped, c.ID, c.PodID)
 		}
 	}); err != nil {
 		klog.ErrorS(err, "Recording a container's exit", "id", c.ID)

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	"github.com/fsnotify/fsnotify"
 	"k8s.io/klog/v2"
 
 	"github.com/husk-runtime/husk/network"
@@ -65,6 +66,9 @@ type Manager struct {
 
 	samplesMu sync.Mutex
 	samples   map[string][2]cpuSample // cgroup -> the two latest CPU samples
+
+	events events
+	exits  *fsnotify.Watcher // exitwatch.go
 }
 
 type start struct {
@@ -112,10 +116,15 @@ func New(ctx context.Context, opts Options) (*Manager, error) {
 	if err := os.MkdirAll(m.emptyDir(), 0o555); err != nil {
 		return nil, err
 	}
+	if err := m.startExitWatch(); err != nil {
+		return nil, fmt.Errorf("watching containers for their exits: %w", err)
+	}
 	if err := m.restoreContainers(); err != nil {
+		m.Close()
 		return nil, err
 	}
 	if err := m.restore(ctx); err != nil {
+		m.Close()
 		return nil, err
 	}
 	// Layers of the images containers run from stay, even when the image

@@ -198,6 +198,9 @@ func (m *Manager) run(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, han
 	if err := m.update(p, func(p *Pod) { p.IPs, p.State = ips, Ready }); err != nil {
 		return "", st.done("recording the pod ready", err)
 	}
+	// A pod's own events, as containerd sends them for its sandbox.
+	m.emit(EventCreated, id, id)
+	m.emit(EventStarted, id, id)
 	return id, nil
 }
 

@@ -23,6 +23,11 @@ func (m *Manager) Stop(ctx context.Context, id string) error {
 		return err
 	}
 	defer unlock()
+	if p.State == Ready {
+		// Reported once the teardown was tried: the pod is not ready from
+		// here on, whether or not it has to be retried.
+		defer m.emit(EventStopped, p.ID, p.ID)
+	}
 	// NotReady is recorded first: a daemon that dies during the teardown
 	// finishes it when it comes back (restore), and never reports a pod
 	// Ready whose network is half gone.
@@ -110,8 +115,12 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 		return err
 	}
 	defer unlock()
+	wasReady := p.State == Ready
 	if err := m.update(p, func(p *Pod) { p.State = NotReady }); err != nil {
 		return err
+	}
+	if wasReady {
+		m.emit(EventStopped, p.ID, p.ID)
 	}
 	// Its containers go first: they live in its namespaces and cgroup.
 	for _, c := range m.containersOf(p.ID) {
@@ -122,6 +131,7 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 	if err := m.destroy(ctx, p); err != nil {
 		return fmt.Errorf("removing pod sandbox %s: %w", p.ID, err)
 	}
+	m.emit(EventDeleted, p.ID, p.ID)
 	m.forget(p)
 	return nil
 }

@@ -162,6 +162,10 @@ func runDaemon(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("restoring pods: %w", err)
 	}
+	defer pods.Close()
+	// At shutdown the event streams end first: the gRPC server's graceful
+	// stop waits for every call in flight, and they would never end.
+	context.AfterFunc(ctx, pods.Close)
 
 	stream, err := cri.NewStreamServer(pods)
 	if err != nil {

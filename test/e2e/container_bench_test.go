@@ -125,3 +125,64 @@ func BenchmarkContainerStart(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkContainerExitEvent measures the time from a container's exit
+// (the finish time its monitor records) to its stopped event reaching a
+// GetContainerEvents client, over 100 containers (busybox `sleep 0.1`)
+// started one after another in one pod. Run with -benchtime 1x; see
+// docs/benchmarks.md.
+func BenchmarkContainerExitEvent(b *testing.B) {
+	reg := imagetest.NewRegistry(b)
+	reg.Push(b, "busybox:bench", imagetest.BusyboxImage(b, v1.Config{}))
+	d := newDaemon(b, insecureConfig(reg.Host))
+	newPodNet(b, d).install(b, d)
+	ref := reg.Ref("busybox:bench")
+	ctx := context.Background()
+	if _, err := d.images.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: ref}}); err != nil {
+		b.Fatal(err)
+	}
+	stream, err := d.runtime.GetContainerEvents(ctx, &runtimeapi.GetEventsRequest{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for i := 0; i < b.N; i++ {
+		pod := podConfig(fmt.Sprintf("exits-%d", i))
+		podResp, err := d.runtime.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: pod})
+		if err != nil {
+			b.Fatal(err)
+		}
+		var lat []time.Duration
+		for j := range 100 {
+			cfg := ctrConfig(fmt.Sprintf("c%d", j), &runtimeapi.ImageSpec{Image: ref}, "sleep", "0.1")
+			cfg.LogPath = ""
+			resp, err := d.runtime.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: podResp.PodSandboxId, Config: cfg, SandboxConfig: pod})
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := d.runtime.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: resp.ContainerId}); err != nil {
+				b.Fatal(err)
+			}
+			for {
+				e, err := stream.Recv()
+				if err != nil {
+					b.Fatal(err)
+				}
+				if e.ContainerId != resp.ContainerId || e.ContainerEventType != runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT {
+					continue
+				}
+				got := time.Now()
+				for _, c := range e.ContainersStatuses {
+					if c.Id == resp.ContainerId {
+						lat = append(lat, got.Sub(time.Unix(0, c.FinishedAt)))
+					}
+				}
+				break
+			}
+		}
+		b.ReportMetric(ms(percentile(lat, 0.5)), "exit-to-event-p50-ms")
+		b.ReportMetric(ms(percentile(lat, 0.9)), "exit-to-event-p90-ms")
+		if _, err := d.runtime.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: podResp.PodSandboxId}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -25,11 +26,20 @@ import (
 // TestKubeletRunsAStaticPod: kubelet pulls the image (through a mirror),
 // runs the pod and its container, probes it with exec, and tears it down
 // when its manifest goes; a second pod has a user namespace of its own.
+// Twice: with kubelet's default PLEG, which relists every second, and
+// with EventedPLEG, where kubelet reads the pod's containers from
+// PodSandboxStatus and relists a pod as soon as husk's event stream says
+// one of its containers stopped.
 func TestKubeletRunsAStaticPod(t *testing.T) {
 	kubelet := os.Getenv("KUBELET")
 	if kubelet == "" {
 		t.Fatal("KUBELET must name a kubelet binary (make kubelet-test builds one)")
 	}
+	t.Run("GenericPLEG", func(t *testing.T) { runStaticPods(t, kubelet, false) })
+	t.Run("EventedPLEG", func(t *testing.T) { runStaticPods(t, kubelet, true) })
+}
+
+func runStaticPods(t *testing.T, kubelet string, evented bool) {
 	reg := imagetest.NewRegistry(t)
 	reg.Push(t, "library/busybox:latest", imagetest.BusyboxImage(t, v1.Config{}))
 	d := newDaemon(t, fmt.Sprintf("[registry.\"docker.io\"]\nmirrors = [\"http://%s\"]\n", reg.Host))
@@ -37,7 +47,28 @@ func TestKubeletRunsAStaticPod(t *testing.T) {
 	dir := t.TempDir()
 	manifests := filepath.Join(dir, "manifests")
 	_ = os.MkdirAll(manifests, 0o755)
-	cfg := standaloneKubelet(manifests, "unix://"+d.sock, "readOnlyPort: 0\nlocalStorageCapacityIsolation: false\n")
+	extra := "readOnlyPort: 0\nlocalStorageCapacityIsolation: false\n"
+	verbosity := "2"
+	if evented {
+		// Its metrics on the read-only port; its relist requests are
+		// logged at level 4.
+		extra = "readOnlyPort: 10255\nlocalStorageCapacityIsolation: false\nfeatureGates:\n  EventedPLEG: true\n"
+		verbosity = "4"
+		// A container that ends: kubelet learns of it from the event.
+		_ = os.WriteFile(filepath.Join(manifests, "quitter.yaml"), []byte(`apiVersion: v1
+kind: Pod
+metadata:
+  name: quitter
+  namespace: default
+spec:
+  restartPolicy: Never
+  containers:
+  - name: quitter
+    image: busybox
+    command: ["sh", "-c", "sleep 3; exit 4"]
+`), 0o644)
+	}
+	cfg := standaloneKubelet(manifests, "unix://"+d.sock, extra)
 	_ = os.WriteFile(filepath.Join(dir, "kubelet.yaml"), []byte(cfg), 0o644)
 	_ = os.WriteFile(filepath.Join(manifests, "hello.yaml"), []byte(`apiVersion: v1
 kind: Pod
@@ -71,7 +102,7 @@ spec:
     command: ["sh", "-c", "while true; do echo uid $(id -u) map $(head -1 /proc/self/uid_map); sleep 1; done"]
 `), 0o644)
 	logf, _ := os.Create(filepath.Join(dir, "kubelet.log"))
-	k := exec.Command(kubelet, "--config", filepath.Join(dir, "kubelet.yaml"), "--root-dir", filepath.Join(dir, "root"), "--hostname-override", "husk-node", "--v", "2")
+	k := exec.Command(kubelet, "--config", filepath.Join(dir, "kubelet.yaml"), "--root-dir", filepath.Join(dir, "root"), "--hostname-override", "husk-node", "--v", verbosity)
 	k.Stdout, k.Stderr = logf, logf
 	if err := k.Start(); err != nil {
 		t.Fatal(err)
@@ -121,9 +152,13 @@ spec:
 						if st2.Status.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
 							t.Errorf("container not running after probes: %v", st2.Status.State)
 						}
+						if evented {
+							checkEventedPLEG(t, d, filepath.Join(dir, "kubelet.log"))
+						}
 						// Remove the manifests: kubelet tears the pods down.
 						_ = os.Remove(filepath.Join(manifests, "hello.yaml"))
 						_ = os.Remove(filepath.Join(manifests, "userns.yaml"))
+						_ = os.Remove(filepath.Join(manifests, "quitter.yaml"))
 						waitFor(t, func() bool {
 							pods, _ := d.runtime.ListPodSandbox(context.Background(), &runtimeapi.ListPodSandboxRequest{})
 							for _, p := range pods.GetItems() {
@@ -143,6 +178,81 @@ spec:
 		}
 		time.Sleep(time.Second)
 	}
+}
+
+// checkEventedPLEG: kubelet is subscribed to husk's events (its metrics
+// count a connection, no error and events received) and asked for a relist
+// of the quitter's pod when its container stopped, which it learnt from
+// the event rather than from its next relist. The time from the exit to
+// that request is logged.
+func checkEventedPLEG(t *testing.T, d *daemon, kubeletLog string) {
+	t.Helper()
+	var quitter *runtimeapi.ContainerStatus
+	waitFor(t, func() bool {
+		list, err := d.runtime.ListContainers(context.Background(), &runtimeapi.ListContainersRequest{})
+		if err != nil {
+			return false
+		}
+		for _, c := range list.Containers {
+			if c.Metadata.Name == "quitter" && c.State == runtimeapi.ContainerState_CONTAINER_EXITED {
+				st, err := d.runtime.ContainerStatus(context.Background(), &runtimeapi.ContainerStatusRequest{ContainerId: c.Id})
+				if err == nil {
+					quitter = st.Status
+				}
+				return err == nil
+			}
+		}
+		return false
+	})
+	if quitter.ExitCode != 4 {
+		t.Errorf("quitter exited with %d, want 4", quitter.ExitCode)
+	}
+	var line string
+	waitFor(t, func() bool {
+		b, _ := os.ReadFile(kubeletLog)
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.Contains(l, "requested pod relist after container termination") && strings.Contains(l, quitter.Id) {
+				line = l
+				return true
+			}
+		}
+		return false
+	})
+	// klog's header is "Lmmdd hh:mm:ss.uuuuuu" (UTC here): times of day.
+	if f := strings.Fields(line); len(f) > 1 {
+		if at, err := time.Parse("15:04:05.000000", f[1]); err == nil {
+			finished := time.Unix(0, quitter.FinishedAt).UTC()
+			exit := finished.Sub(finished.Truncate(24 * time.Hour))
+			asked := at.Sub(time.Date(0, 1, 1, 0, 0, 0, 0, time.UTC))
+			t.Logf("kubelet asked for the quitter's relist %v after its exit", asked-exit)
+		}
+	}
+	metrics, err := kubeletGet("/metrics")
+	if err != nil {
+		t.Fatalf("kubelet's metrics: %v", err)
+	}
+	for name, ok := range map[string]func(float64) bool{
+		"kubelet_evented_pleg_connection_success_count":         func(v float64) bool { return v >= 1 },
+		"kubelet_evented_pleg_connection_error_count":           func(v float64) bool { return v == 0 },
+		"kubelet_evented_pleg_connection_latency_seconds_count": func(v float64) bool { return v >= 1 },
+	} {
+		v, found := metricValue(metrics, name)
+		if !found || !ok(v) {
+			t.Errorf("kubelet's %s is %v (found %v)", name, v, found)
+		}
+	}
+}
+
+// metricValue is the value of an unlabelled series in Prometheus' text
+// format.
+func metricValue(text, name string) (float64, bool) {
+	for _, l := range strings.Split(text, "\n") {
+		if f := strings.Fields(l); len(f) == 2 && f[0] == name {
+			v, err := strconv.ParseFloat(f[1], 64)
+			return v, err == nil
+		}
+	}
+	return 0, false
 }
 
 // checkKubeletPodCgroup: the pod sits in the cgroup kubelet made for it
