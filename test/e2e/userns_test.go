@@ -321,3 +321,43 @@ func TestUserNamespacePodSurvivesDaemonSIGKILL(t *testing.T) {
 		t.Errorf("left behind: %+v, before %+v", after, before)
 	}
 }
+
+// procMount: Unmasked, which kubelet allows only with hostUsers: false and
+// sends as empty masked and read-only paths: nothing of /proc is masked or
+// made read-only. kubelet's defaults, in the same pod, mask as usual.
+func TestUnmaskedProcInAUserNamespace(t *testing.T) {
+	e := newCtrEnv(t)
+	cfg := podConfig("unmasked")
+	cfg.LogDirectory = filepath.Join(e.logs, "unmasked")
+	userns := usernsOptions(runtimeapi.NamespaceMode_POD, usernsHost)
+	cfg.Linux.SecurityContext = &runtimeapi.LinuxSandboxSecurityContext{NamespaceOptions: &runtimeapi.NamespaceOption{UsernsOptions: userns}}
+	podID := runPod(t, e.d, cfg)
+	mounts := func(name string, masked, readonly []string) string {
+		c := ctrConfig(name, e.image("plain"), "sh", "-c", "cat /proc/self/mountinfo")
+		c.Linux.SecurityContext.NamespaceOptions.UsernsOptions = userns
+		c.Linux.SecurityContext.MaskedPaths, c.Linux.SecurityContext.ReadonlyPaths = masked, readonly
+		id := e.run(t, podID, cfg, c)
+		st := e.waitExited(t, id)
+		return strings.Join(output(t, st.LogPath, "stdout"), "\n")
+	}
+	isMount := func(mountinfo, path string) bool {
+		for _, l := range strings.Split(mountinfo, "\n") {
+			if f := strings.Fields(l); len(f) > 4 && f[4] == path {
+				return true
+			}
+		}
+		return false
+	}
+	unmasked := mounts("unmasked", nil, nil)
+	for _, p := range []string{"/proc/keys", "/proc/timer_list", "/proc/sys", "/proc/irq"} {
+		if isMount(unmasked, p) {
+			t.Errorf("procMount Unmasked: %s is masked or read-only", p)
+		}
+	}
+	def := mounts("default", []string{"/proc/keys", "/proc/timer_list"}, []string{"/proc/sys", "/proc/irq"})
+	for _, p := range []string{"/proc/keys", "/proc/timer_list", "/proc/sys", "/proc/irq"} {
+		if !isMount(def, p) {
+			t.Errorf("procMount Default: %s is neither masked nor read-only", p)
+		}
+	}
+}

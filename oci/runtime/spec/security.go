@@ -144,9 +144,17 @@ func withAmbient(set []string, c *runtimeapi.Capability) (*specs.LinuxCapabiliti
 }
 
 // protectedPaths returns the masked and read-only paths: kubelet's when it
-// sends them, containerd's defaults when not.
-func protectedPaths(sc *runtimeapi.LinuxContainerSecurityContext) (masked, readonly []string) {
+// sends them, containerd's defaults when not. kubelet sends both lists
+// empty for procMount: Unmasked, which it allows only in a pod with a user
+// namespace of its own: there, two empty lists mean nothing masked. (The
+// CRI cannot tell an empty list from none: a client that sends neither
+// for a container with the host's users, as crictl does, gets the
+// defaults.)
+func protectedPaths(sc *runtimeapi.LinuxContainerSecurityContext, userns bool) (masked, readonly []string) {
 	masked, readonly = sc.GetMaskedPaths(), sc.GetReadonlyPaths()
+	if len(masked) == 0 && len(readonly) == 0 && userns {
+		return nil, nil
+	}
 	if len(masked) == 0 {
 		masked = DefaultMaskedPaths
 	}

@@ -106,6 +106,21 @@ func TestProtectedPaths(t *testing.T) {
 	if !slices.Equal(s.Linux.MaskedPaths, []string{"/proc/kcore"}) || !slices.Equal(s.Linux.ReadonlyPaths, []string{"/proc/sys"}) {
 		t.Errorf("masked %q readonly %q, want kubelet's", s.Linux.MaskedPaths, s.Linux.ReadonlyPaths)
 	}
+	// procMount: Unmasked, which kubelet sends as two empty lists and
+	// allows only with a user namespace of the pod's own.
+	in = baseInput(t)
+	sc = linux(in.Config)
+	sc.NamespaceOptions = &runtimeapi.NamespaceOption{UsernsOptions: &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_POD}}
+	in.UserNamespace = "/run/userns"
+	s = generate(t, in)
+	if len(s.Linux.MaskedPaths) != 0 || len(s.Linux.ReadonlyPaths) != 0 {
+		t.Errorf("unmasked in a user namespace: masked %q readonly %q, want none", s.Linux.MaskedPaths, s.Linux.ReadonlyPaths)
+	}
+	sc.MaskedPaths = []string{"/proc/kcore"}
+	s = generate(t, in)
+	if !slices.Equal(s.Linux.MaskedPaths, []string{"/proc/kcore"}) || !slices.Equal(s.Linux.ReadonlyPaths, DefaultReadonlyPaths) {
+		t.Errorf("one list in a user namespace: masked %q readonly %q", s.Linux.MaskedPaths, s.Linux.ReadonlyPaths)
+	}
 }
 
 func TestSeccomp(t *testing.T) {

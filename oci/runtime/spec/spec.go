@@ -119,7 +119,7 @@ func Generate(in Input) (*specs.Spec, error) {
 	if s.Mounts, s.Linux.RootfsPropagation, err = mounts(in, sc); err != nil {
 		return nil, err
 	}
-	if err := confine(s, sc, in.AppArmor); err != nil {
+	if err := confine(s, sc, in.AppArmor, in.UserNamespace != ""); err != nil {
 		return nil, err
 	}
 	if err := resources(s, cfg, sc.GetPrivileged()); err != nil {
@@ -181,7 +181,7 @@ func annotations(cfg *runtimeapi.ContainerConfig) map[string]string {
 // confine sets what confines the process: its AppArmor profile, its
 // capabilities and, unless privileged, its masked and read-only paths and
 // its seccomp filter.
-func confine(s *specs.Spec, sc *runtimeapi.LinuxContainerSecurityContext, appArmor bool) error {
+func confine(s *specs.Spec, sc *runtimeapi.LinuxContainerSecurityContext, appArmor, userns bool) error {
 	var err error
 	// SELinux options are not applied (husk supports no SELinux host yet);
 	// they are a no-op, as for containerd on hosts without SELinux.
@@ -197,7 +197,7 @@ func confine(s *specs.Spec, sc *runtimeapi.LinuxContainerSecurityContext, appArm
 		return err
 	}
 	if !sc.GetPrivileged() {
-		s.Linux.MaskedPaths, s.Linux.ReadonlyPaths = protectedPaths(sc)
+		s.Linux.MaskedPaths, s.Linux.ReadonlyPaths = protectedPaths(sc, userns)
 		if s.Linux.Seccomp, err = seccompProfile(sc, s); err != nil {
 			return err
 		}
