@@ -18,6 +18,7 @@ import (
 	"github.com/husk-runtime/husk/network"
 	"github.com/husk-runtime/husk/network/ns"
 	"github.com/husk-runtime/husk/oci/runtime/cgroups"
+	"github.com/husk-runtime/husk/oci/runtime/spec"
 )
 
 // shmSize is the size of a pod's /dev/shm, Docker's and containerd's default.
@@ -83,6 +84,9 @@ func validate(cfg *runtimeapi.PodSandboxConfig) error {
 	opts := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions()
 	if opts.GetPid() == runtimeapi.NamespaceMode_TARGET {
 		return fmt.Errorf("linux.security_context.namespace_options.pid: TARGET is for containers, not pods: %w", errdefs.ErrInvalidArgument)
+	}
+	if err := spec.CheckSELinux("linux.security_context.selinux_options", cfg.GetLinux().GetSecurityContext().GetSelinuxOptions()); err != nil {
+		return err
 	}
 	// Unset options mean the host's user namespace; kubelet sends NODE.
 	_, _, err := usernsMappings(opts)

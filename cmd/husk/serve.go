@@ -26,6 +26,7 @@ import (
 	"github.com/husk-runtime/husk/network"
 	"github.com/husk-runtime/husk/oci/image"
 	"github.com/husk-runtime/husk/oci/runtime/apparmor"
+	"github.com/husk-runtime/husk/oci/runtime/selinux"
 	"github.com/husk-runtime/husk/oci/runtime/cgroups"
 	"github.com/husk-runtime/husk/oci/runtime/linux"
 	"github.com/husk-runtime/husk/sandbox"
@@ -196,11 +197,25 @@ func newCRIServer(ctx context.Context, cfg Config, pods *sandbox.Manager, images
 		Images:  images,
 		Pods:    pods,
 		Version: version,
-		Info:    map[string]string{"config": string(cfgJSON)},
+		Info:    map[string]string{"config": string(cfgJSON), "lsm": lsmInfo()},
 
 		RecursiveReadOnlyMounts: linux.RecursiveReadOnlySupported(),
 		UserNamespaces:          userns == nil,
 	})
+}
+
+// lsmInfo says, for crictl info, which security modules the host has and
+// what husk does with their requests.
+func lsmInfo() string {
+	lsm := map[string]string{"apparmor": "not enabled: RuntimeDefault and Unconfined run unconfined, a Localhost profile is refused", "selinux": "not enabled: a label is refused"}
+	if apparmor.Enabled() {
+		lsm["apparmor"] = "enforced: RuntimeDefault is " + apparmor.DefaultProfile + ", Localhost profiles are applied"
+	}
+	if selinux.Enabled() {
+		lsm["selinux"] = "enabled: husk applies no labels and refuses a request for one"
+	}
+	b, _ := json.Marshal(lsm)
+	return string(b)
 }
 
 // claimDirs makes cfg's paths absolute, and its root and state

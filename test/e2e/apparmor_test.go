@@ -63,3 +63,43 @@ func TestAppArmorProfiles(t *testing.T) {
 		t.Errorf("an unloaded profile: %v, want FailedPrecondition naming it", err)
 	}
 }
+
+// An SELinux label is refused, for a pod and for a container, with the
+// reason (husk applies none; this host and the guest have no SELinux),
+// and leaves nothing; an empty option is no request. Status says what
+// each security module does here.
+func TestSELinuxLabelsAreRefused(t *testing.T) {
+	e := newCtrEnv(t)
+	before := countLeaks(t, e.d)
+	label := &runtimeapi.SELinuxOption{Type: "container_t", Level: "s0:c1,c2"}
+	cfg := podConfig("selinux-pod")
+	cfg.Linux.SecurityContext.SelinuxOptions = label
+	_, err := e.d.runtime.RunPodSandbox(context.Background(), &runtimeapi.RunPodSandboxRequest{Config: cfg})
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "selinux_options") || !strings.Contains(err.Error(), "SELinux") {
+		t.Errorf("a pod with an SELinux label: %v, want FailedPrecondition naming selinux_options", err)
+	}
+	podID, pod := e.pod(t, "selinux")
+	ctr := ctrConfig("labelled", e.image("plain"), "true")
+	ctr.Linux.SecurityContext.SelinuxOptions = label
+	_, err = e.d.runtime.CreateContainer(context.Background(), &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: ctr, SandboxConfig: pod})
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "selinux_options") {
+		t.Errorf("a container with an SELinux label: %v, want FailedPrecondition naming selinux_options", err)
+	}
+	ctr = ctrConfig("unlabelled", e.image("plain"), "true")
+	ctr.Linux.SecurityContext.SelinuxOptions = &runtimeapi.SELinuxOption{}
+	if st, _ := e.runToEnd(t, podID, pod, ctr); st.ExitCode != 0 {
+		t.Errorf("an empty SELinux option: exit %d (%s)", st.ExitCode, st.Message)
+	}
+	resp, err := e.d.runtime.Status(context.Background(), &runtimeapi.StatusRequest{Verbose: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lsm := resp.Info["lsm"]; !strings.Contains(lsm, `"selinux":"not enabled`) || !strings.Contains(lsm, `"apparmor":`) {
+		t.Errorf("Status' lsm: %q", lsm)
+	}
+	stopPod(t, e.d, podID)
+	removePod(t, e.d, podID)
+	if after := countLeaks(t, e.d); after != before {
+		t.Errorf("leaks: before %+v after %+v", before, after)
+	}
+}

@@ -14,6 +14,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/husk-runtime/husk/oci/runtime/apparmor"
+	"github.com/husk-runtime/husk/oci/runtime/selinux"
 )
 
 // DefaultCapabilities is the set of Docker and containerd: what most images
@@ -141,6 +142,20 @@ func withAmbient(set []string, c *runtimeapi.Capability) (*specs.LinuxCapabiliti
 		}
 	}
 	return out, nil
+}
+
+// CheckSELinux refuses an SELinux label (field names where it came from):
+// husk applies none, and a pod must not run as if it had one. On a host
+// without SELinux, as containerd does, an empty option is no request.
+func CheckSELinux(field string, o *runtimeapi.SELinuxOption) error {
+	if o.GetUser() == "" && o.GetRole() == "" && o.GetType() == "" && o.GetLevel() == "" {
+		return nil
+	}
+	reason := "SELinux is not enabled on this node"
+	if selinux.Enabled() {
+		reason = "husk does not apply SELinux labels"
+	}
+	return fmt.Errorf("%s: %s: %w", field, reason, errdefs.ErrFailedPrecondition)
 }
 
 // protectedPaths returns the masked and read-only paths: kubelet's when it

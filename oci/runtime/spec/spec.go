@@ -183,8 +183,9 @@ func annotations(cfg *runtimeapi.ContainerConfig) map[string]string {
 // its seccomp filter.
 func confine(s *specs.Spec, sc *runtimeapi.LinuxContainerSecurityContext, appArmor, userns bool) error {
 	var err error
-	// SELinux options are not applied (husk supports no SELinux host yet);
-	// they are a no-op, as for containerd on hosts without SELinux.
+	if err := CheckSELinux(scField+"selinux_options", sc.GetSelinuxOptions()); err != nil {
+		return err
+	}
 	if s.Process.ApparmorProfile, err = apparmorProfile(sc, appArmor); err != nil {
 		return err
 	}
