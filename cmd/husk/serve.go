@@ -26,9 +26,9 @@ import (
 	"github.com/husk-runtime/husk/network"
 	"github.com/husk-runtime/husk/oci/image"
 	"github.com/husk-runtime/husk/oci/runtime/apparmor"
-	"github.com/husk-runtime/husk/oci/runtime/selinux"
 	"github.com/husk-runtime/husk/oci/runtime/cgroups"
 	"github.com/husk-runtime/husk/oci/runtime/linux"
+	"github.com/husk-runtime/husk/oci/runtime/selinux"
 	"github.com/husk-runtime/husk/sandbox"
 )
 
