@@ -25,7 +25,7 @@ build: deps
 # System packages the tests and the daemon use. Idempotent and quick when
 # everything is there already.
 deps:
-	@missing=""; for p in iptables iproute2 procps busybox libseccomp-dev pkg-config gcc libc6-dev runc; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=""; for p in iptables iproute2 procps busybox libseccomp-dev pkg-config gcc libc6-dev runc crun; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
 
 $(CRICTL):

@@ -141,7 +141,7 @@ for suite in $(cat /husk/suites); do
 		skip='^(TestExecOutputDoesNotGrowTheDaemon|TestListStaysWithinWhatAKubeletTakes|TestEveryRPCWithHostileFields|TestCrictl.*|TestImage.*|TestPull.*)$'
 		;;
 	e2e-systemd) driver=systemd timeout=$e2e_timeout ;;
-	critest) driver=systemd timeout=$e2e_timeout bin=e2e-critest run=${pattern:-^TestCritest$} ;;
+	critest) driver=systemd timeout=$e2e_timeout bin=e2e-critest run=${pattern:-^TestCritest(CrunHandler)?$} ;;
 	kubelet) driver=systemd timeout=$e2e_timeout bin=e2e-kubelet run=${pattern:-^TestKubeletRunsAStaticPod$} ;;
 	cluster)
 		driver=systemd timeout=$e2e_timeout bin=e2e-cluster run=${pattern:-^TestCluster$}

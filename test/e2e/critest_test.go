@@ -46,6 +46,15 @@ func TestCritestRuncHandler(t *testing.T) {
 	runCritest(t, "runc")
 }
 
+// TestCritestCrunHandler: the same under crun (Debian's 1.8.1), which
+// must pass what runc does.
+func TestCritestCrunHandler(t *testing.T) {
+	if why := crunUnusable(); why != "" {
+		t.Skip(why)
+	}
+	runCritest(t, "crun")
+}
+
 func runCritest(t *testing.T, handler string) {
 	critest := os.Getenv("CRITEST")
 	if critest == "" {

@@ -20,17 +20,41 @@ import (
 	"github.com/husk-runtime/husk/test/imagetest"
 )
 
-// A RuntimeClass handler run by runc (Debian's, which `make deps`
-// installs): the pod is husk's, its containers are runc's, under husk's
-// monitor (logs, exit codes), and exec joins them as husk's own.
-func TestRuncRuntimeHandler(t *testing.T) {
-	runc, err := exec.LookPath("runc")
+// A RuntimeClass handler run by runc, or crun (Debian's, which `make deps`
+// installs): the pod is husk's, its containers are the runtime's, under
+// husk's monitor (logs, exit codes), and exec joins them as husk's own.
+func TestRuncRuntimeHandler(t *testing.T) { testRuntimeHandler(t, "runc") }
+
+func TestCrunRuntimeHandler(t *testing.T) {
+	if why := crunUnusable(); why != "" {
+		t.Skip(why)
+	}
+	testRuntimeHandler(t, "crun")
+}
+
+// crunUnusable says why Debian 12's crun (1.8.1) can run no container on
+// this host, or "": it refuses hybrid cgroups with a controller on the v2
+// side, as this development machine has (hugetlb). make vm-test runs the
+// crun tests in a guest with pure cgroup v2.
+func crunUnusable() string {
+	if unifiedHost {
+		return ""
+	}
+	b, err := os.ReadFile("/sys/fs/cgroup/unified/cgroup.controllers")
+	if err != nil || strings.TrimSpace(string(b)) == "" {
+		return ""
+	}
+	return "crun 1.8 refuses hybrid cgroups whose v2 side has controllers (here: " + strings.TrimSpace(string(b)) + "); make vm-test runs it on pure cgroup v2"
+}
+
+func testRuntimeHandler(t *testing.T, name string) {
+	path, err := exec.LookPath(name)
 	if err != nil {
-		t.Fatal("runc is not installed (make deps installs it)")
+		t.Fatalf("%s is not installed (make deps installs it)", name)
 	}
 	reg := imagetest.NewRegistry(t)
 	reg.Push(t, "busybox:plain", imagetest.BusyboxImage(t, v1.Config{}))
-	d := newDaemon(t, insecureConfig(reg.Host)+"[runtimes.runc]\npath = \""+runc+"\"\n")
+	d := newDaemon(t, insecureConfig(reg.Host)+"[runtimes."+name+"]\npath = \""+path+"\"\n")
 	newPodNet(t, d).install(t, d)
 	pullImage(t, d, reg.Ref("busybox:plain"))
 	e := &ctrEnv{d: d, reg: reg, logs: t.TempDir()}
@@ -38,21 +62,21 @@ func TestRuncRuntimeHandler(t *testing.T) {
 	before := countContainerLeaks(t, d)
 
 	st, err := d.runtime.Status(ctx, &runtimeapi.StatusRequest{})
-	if err != nil || len(st.RuntimeHandlers) != 2 || st.RuntimeHandlers[1].Name != "runc" || st.RuntimeHandlers[1].Features.GetUserNamespaces() {
+	if err != nil || len(st.RuntimeHandlers) != 2 || st.RuntimeHandlers[1].Name != name || st.RuntimeHandlers[1].Features.GetUserNamespaces() {
 		t.Fatalf("Status handlers: %v, %v", st.GetRuntimeHandlers(), err)
 	}
 
-	cfg := podConfig("runc-pod")
-	cfg.LogDirectory = filepath.Join(e.logs, "runc-pod")
-	resp, err := d.runtime.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: cfg, RuntimeHandler: "runc"})
+	cfg := podConfig(name + "-pod")
+	cfg.LogDirectory = filepath.Join(e.logs, name+"-pod")
+	resp, err := d.runtime.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: cfg, RuntimeHandler: name})
 	if err != nil {
 		t.Fatal(err)
 	}
 	podID := resp.PodSandboxId
-	if ps, _ := podStatus(t, d, podID); ps.RuntimeHandler != "runc" {
+	if ps, _ := podStatus(t, d, podID); ps.RuntimeHandler != name {
 		t.Errorf("pod status handler %q", ps.RuntimeHandler)
 	}
-	app := ctrConfig("app", e.image("plain"), "sh", "-c", "trap 'exit 3' TERM; echo hello from runc; while :; do sleep 0.1; done")
+	app := ctrConfig("app", e.image("plain"), "sh", "-c", "trap 'exit 3' TERM; echo hello from the runtime; while :; do sleep 0.1; done")
 	// With the hugepage limits kubelet sends for every page size the node
 	// has, whether or not the hugetlb controller is there (runc refused
 	// the container where it is not).
@@ -61,14 +85,14 @@ func TestRuncRuntimeHandler(t *testing.T) {
 	id := e.run(t, podID, cfg, app)
 	waitFor(t, func() bool {
 		out := output(t, filepath.Join(cfg.LogDirectory, "app.log"), "stdout")
-		return len(out) > 0 && out[0] == "hello from runc"
+		return len(out) > 0 && out[0] == "hello from the runtime"
 	})
-	// runc, under husk's monitor, runs it.
+	// The runtime, under husk's monitor, runs it.
 	mon, _ := exec.Command("pgrep", "-f", "^husk-runtime monitor --state "+filepath.Join(d.root, "containers", id)).Output()
 	children, _ := os.ReadFile("/proc/" + strings.TrimSpace(string(mon)) + "/task/" + strings.TrimSpace(string(mon)) + "/children")
 	cmdline, _ := os.ReadFile("/proc/" + strings.TrimSpace(string(children)) + "/cmdline")
-	if !strings.Contains(string(cmdline), "runc") {
-		t.Errorf("the monitor's child is %q, not runc", cmdline)
+	if !strings.Contains(string(cmdline), name) {
+		t.Errorf("the monitor's child is %q, not %s", cmdline, name)
 	}
 	// Exec joins the container: the pod's hostname and network, the
 	// container's processes.
@@ -76,8 +100,8 @@ func TestRuncRuntimeHandler(t *testing.T) {
 	if err != nil || x.ExitCode != 0 {
 		t.Fatalf("ExecSync: %v %v %q", x, err, x.GetStderr())
 	}
-	if out := strings.Fields(string(x.Stdout)); len(out) < 3 || out[0] != "runc-pod" || !strings.Contains(string(x.Stdout), "eth0") || out[len(out)-1] != "sh" {
-		t.Errorf("exec in the runc container: %q", x.Stdout)
+	if out := strings.Fields(string(x.Stdout)); len(out) < 3 || out[0] != name+"-pod" || !strings.Contains(string(x.Stdout), "eth0") || out[len(out)-1] != "sh" {
+		t.Errorf("exec in the %s container: %q", name, x.Stdout)
 	}
 	// The container sees its own limits, in its cgroup, and a resize.
 	quota := func() string {
@@ -124,26 +148,27 @@ func TestRuncRuntimeHandler(t *testing.T) {
 	// exec finds it again.
 	_ = d.stop(syscall.SIGKILL)
 	d.start()
-	if x, err := d.runtime.ExecSync(ctx, &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"hostname"}, Timeout: 10}); err != nil || string(x.Stdout) != "runc-pod\n" {
+	if x, err := d.runtime.ExecSync(ctx, &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"hostname"}, Timeout: 10}); err != nil || string(x.Stdout) != name+"-pod\n" {
 		t.Fatalf("ExecSync after a restart: %q %v", x.GetStdout(), err)
 	}
-	// runc itself killed (the host's OOM killer may choose it): the
-	// container goes on, still running for husk, and is stopped as usual.
-	runcPID, _ := strconv.Atoi(strings.TrimSpace(string(children)))
-	if err := syscall.Kill(runcPID, syscall.SIGKILL); err != nil {
+	// The runtime itself killed (the host's OOM killer may choose it):
+	// the container goes on, still running for husk, and is stopped as
+	// usual.
+	runtimePID, _ := strconv.Atoi(strings.TrimSpace(string(children)))
+	if err := syscall.Kill(runtimePID, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() bool { return syscall.Kill(runcPID, 0) != nil })
+	waitFor(t, func() bool { return syscall.Kill(runtimePID, 0) != nil })
 	if cs := e.status(t, id); cs.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
-		t.Fatalf("after runc was killed: %v", cs.State)
+		t.Fatalf("after %s was killed: %v", name, cs.State)
 	}
-	if x, err := d.runtime.ExecSync(ctx, &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"hostname"}, Timeout: 10}); err != nil || string(x.Stdout) != "runc-pod\n" {
-		t.Fatalf("ExecSync after runc was killed: %q %v", x.GetStdout(), err)
+	if x, err := d.runtime.ExecSync(ctx, &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"hostname"}, Timeout: 10}); err != nil || string(x.Stdout) != name+"-pod\n" {
+		t.Fatalf("ExecSync after %s was killed: %q %v", name, x.GetStdout(), err)
 	}
 	if _, err := d.runtime.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: id, Timeout: 5}); err != nil {
 		t.Fatal(err)
 	}
-	// The stop signal reached the container's shell, through runc.
+	// The stop signal reached the container's shell, through the runtime.
 	if cs := e.status(t, id); cs.State != runtimeapi.ContainerState_CONTAINER_EXITED || cs.ExitCode != 3 {
 		t.Errorf("after StopContainer: %v exit %d", cs.State, cs.ExitCode)
 	}
@@ -157,38 +182,57 @@ func TestRuncRuntimeHandler(t *testing.T) {
 	priv.Mounts = []*runtimeapi.Mount{{ContainerPath: "/vol", HostPath: vol, Propagation: runtimeapi.MountPropagation_PROPAGATION_HOST_TO_CONTAINER}}
 	pcs, pout := e.runToEnd(t, podID, cfg, priv)
 	if pcs.ExitCode != 0 || len(pout) == 0 || pout[0] != "from the host" {
-		t.Errorf("privileged under runc: exit %d, %q, stderr %q", pcs.ExitCode, pout, output(t, pcs.LogPath, "stderr"))
+		t.Errorf("privileged under %s: exit %d, %q, stderr %q", name, pcs.ExitCode, pout, output(t, pcs.LogPath, "stderr"))
 	}
 	// The kernel's OOM kill is told as such.
 	hog := ctrConfig("hog", e.image("plain"), "sh", "-c", "x=a; while true; do x=$x$x; done")
 	hog.Linux.Resources = &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 32 << 20}
 	if hs, _ := e.runToEnd(t, podID, cfg, hog); hs.ExitCode != 137 || hs.Reason != "OOMKilled" {
-		t.Errorf("a memory hog under runc: exit %d, reason %q", hs.ExitCode, hs.Reason)
+		t.Errorf("a memory hog under %s: exit %d, reason %q", name, hs.ExitCode, hs.Reason)
 	}
-	// A command that does not exist: runc fails, and says so in the log.
+	// A command that does not exist: the runtime fails, and says so in
+	// the log.
 	bad := e.create(t, podID, cfg, ctrConfig("bad", e.image("plain"), "/no/such/command"))
-	if _, err := d.runtime.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: bad}); err == nil || !strings.Contains(err.Error(), "runc") {
-		t.Errorf("starting a missing command under runc: %v", err)
+	if _, err := d.runtime.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: bad}); err == nil || !strings.Contains(err.Error(), name) {
+		t.Errorf("starting a missing command under %s: %v", name, err)
 	}
 	if logged := strings.Join(output(t, filepath.Join(cfg.LogDirectory, "bad.log"), "stderr"), "\n"); !strings.Contains(logged, "no such file") {
-		t.Errorf("runc's error is not in the log: %q", logged)
+		t.Errorf("%s's error is not in the log: %q", name, logged)
 	}
 
-	// What runc cannot do for husk is refused, naming the field.
-	userns := podConfig("runc-userns")
+	// What the runtime cannot do for husk is refused, naming the field.
+	userns := podConfig(name + "-userns")
 	userns.Linux.SecurityContext = &runtimeapi.LinuxSandboxSecurityContext{NamespaceOptions: &runtimeapi.NamespaceOption{UsernsOptions: usernsOptions(runtimeapi.NamespaceMode_POD, usernsHost)}}
 	for what, req := range map[string]*runtimeapi.RunPodSandboxRequest{
 		"unknown handler": {Config: podConfig("kata"), RuntimeHandler: "kata"},
-		"user namespace":  {Config: userns, RuntimeHandler: "runc"},
+		"user namespace":  {Config: userns, RuntimeHandler: name},
 	} {
 		if _, err := d.runtime.RunPodSandbox(ctx, req); status.Code(err) != codes.InvalidArgument {
 			t.Errorf("%s: %v", what, err)
 		}
 	}
-	rro := ctrConfig("rro", e.image("plain"), "true")
-	rro.Mounts = []*runtimeapi.Mount{{ContainerPath: "/data", HostPath: t.TempDir(), Readonly: true, RecursiveReadOnly: true}}
-	if _, err := d.runtime.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: rro, SandboxConfig: cfg}); status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "recursive_read_only") {
-		t.Errorf("recursive read-only under runc: %v", err)
+	// Recursive read-only mounts where the runtime's `features` offers
+	// them (runc), refused where it does not (crun 1.8 has no `features`).
+	vol = t.TempDir()
+	sub := filepath.Join(vol, "sub")
+	if err := os.Mkdir(sub, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mount("tmpfs", sub, "tmpfs", 0, "size=1m"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = syscall.Unmount(sub, syscall.MNT_DETACH) })
+	rro := ctrConfig("rro", e.image("plain"), "sh", "-c", "touch /data/sub/f && echo writable || echo read-only")
+	rro.Mounts = []*runtimeapi.Mount{{ContainerPath: "/data", HostPath: vol, Readonly: true, RecursiveReadOnly: true}}
+	if st.RuntimeHandlers[1].Features.GetRecursiveReadOnlyMounts() {
+		if rs, out := e.runToEnd(t, podID, cfg, rro); rs.ExitCode != 0 || len(out) == 0 || out[0] != "read-only" {
+			t.Errorf("a recursive read-only mount under %s: exit %d, %q", name, rs.ExitCode, out)
+		}
+	} else if _, err := d.runtime.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: rro, SandboxConfig: cfg}); status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "recursive_read_only") {
+		t.Errorf("recursive read-only under %s, which does not offer it: %v", name, err)
+	}
+	if want := name == "runc" && st.RuntimeHandlers[0].Features.GetRecursiveReadOnlyMounts(); st.RuntimeHandlers[1].Features.GetRecursiveReadOnlyMounts() != want {
+		t.Errorf("%s offers recursive read-only mounts: Status says %v, want %v (runc's features say so, crun 1.8 has none)", name, !want, want)
 	}
 
 	stopPod(t, d, podID)
@@ -196,7 +240,7 @@ func TestRuncRuntimeHandler(t *testing.T) {
 	if after := countContainerLeaks(t, d); after != before {
 		t.Errorf("left behind: %+v, before %+v", after, before)
 	}
-	if entries, _ := os.ReadDir(filepath.Join(d.state, "runtimes", "runc")); len(entries) != 0 {
-		t.Errorf("runc's state is left: %d entries", len(entries))
+	if entries, _ := os.ReadDir(filepath.Join(d.state, "runtimes", name)); len(entries) != 0 {
+		t.Errorf("%s's state is left: %d entries", name, len(entries))
 	}
 }

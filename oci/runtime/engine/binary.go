@@ -11,11 +11,14 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/containerd/errdefs"
 	"github.com/moby/sys/capability"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/opencontainers/runtime-spec/specs-go/features"
+	"k8s.io/klog/v2"
 
 	"github.com/husk-runtime/husk/oci/runtime/monitor"
 )
@@ -40,10 +43,41 @@ type Binary struct {
 
 var _ Runtime = (*Binary)(nil)
 
-// Features: husk cannot tell whether another runtime makes mounts read-only
-// all the way down (runc does since 1.2), and it runs no pods with user
-// namespaces of their own.
-func (b *Binary) Features() Features { return Features{} }
+// Features: "rro" mounts as the runtime's own `features` command says
+// (runc has it; crun 1.8 has no such command, and is then taken to offer
+// none); no pods with user namespaces of their own, whatever the runtime:
+// husk makes those with its own runtime only.
+func (b *Binary) Features() Features {
+	if b.Path == "" {
+		return Features{}
+	}
+	f := probeFeatures(b.Path)
+	return Features{RecursiveReadOnlyMounts: slices.Contains(f.MountOptions, "rro")}
+}
+
+var probed sync.Map // runtime path -> *features.Features
+
+// probeFeatures runs `PATH features` once per path: the OCI runtime
+// features document, or an empty one when the runtime has no such
+// command.
+func probeFeatures(path string) *features.Features {
+	if f, ok := probed.Load(path); ok {
+		return f.(*features.Features)
+	}
+	f := &features.Features{}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, path, "features").Output()
+	if err == nil {
+		err = json.Unmarshal(out, f)
+	}
+	if err != nil {
+		klog.InfoS("The runtime tells no features; it is taken to offer none beyond the OCI spec", "runtime", path, "err", err)
+		f = &features.Features{}
+	}
+	actual, _ := probed.LoadOrStore(path, f)
+	return actual.(*features.Features)
+}
 
 // innerCgroup is the name of the runtime's cgroup below husk's of the
 // container.
@@ -55,9 +89,20 @@ const innerCgroup = "runtime"
 // the limits (the container sees its own in its cgroup), but on cgroup v1
 // the memory limit is husk's alone: v1 counts an OOM kill, and signals an
 // OOM, only where it happens.
+//
+// The spec's version is the newest the runtime says it reads (crun 1.8
+// refuses a version it does not know, such as 1.3.0, the one husk's spec
+// package writes; runc reads any): what husk writes is in OCI 1.0.2 but
+// for fields older runtimes ignore.
 func (b *Binary) PrepareSpec(s *specs.Spec) error {
 	if err := trimCapabilities(s); err != nil {
 		return err
+	}
+	s.Version = "1.0.2"
+	if b.Path != "" {
+		if v := probeFeatures(b.Path).OCIVersionMax; v != "" {
+			s.Version = v
+		}
 	}
 	if s.Linux == nil {
 		return nil
@@ -153,25 +198,40 @@ func (b *Binary) WaitStarted(ctx context.Context, c *Container) error {
 	}
 }
 
-// state is what a runc-compatible runtime records of a container
-// (libcontainer's state.json): its init process.
-type state struct {
+// runcState is what runc (libcontainer) records of a container in
+// ROOT/ID/state.json; crunStatus what crun records in ROOT/ID/status.
+// Either names the container's init and its start time.
+type runcState struct {
 	InitPID   int    `json:"init_process_pid"`
 	InitStart uint64 `json:"init_process_start"`
 }
 
+type crunStatus struct {
+	PID   int    `json:"pid"`
+	Start uint64 `json:"process-start-time"`
+}
+
 // Init is the runtime's init of the container, the one in its namespaces:
 // the monitor's child is the runtime itself, which stays outside them.
+// It is read from the runtime's own record (runc's or crun's layout)
+// rather than by running `state`, since every exec and stop asks.
 func (b *Binary) Init(c *Container, _ *Process) *Process {
-	bs, err := os.ReadFile(filepath.Join(b.Root, c.ID, "state.json"))
-	if err != nil {
-		return nil
+	dir := filepath.Join(b.Root, c.ID)
+	if bs, err := os.ReadFile(filepath.Join(dir, "state.json")); err == nil {
+		var st runcState
+		if json.Unmarshal(bs, &st) != nil || st.InitPID <= 0 {
+			return nil
+		}
+		return &Process{PID: st.InitPID, StartTime: st.InitStart}
 	}
-	var st state
-	if json.Unmarshal(bs, &st) != nil || st.InitPID <= 0 {
-		return nil
+	if bs, err := os.ReadFile(filepath.Join(dir, "status")); err == nil {
+		var st crunStatus
+		if json.Unmarshal(bs, &st) != nil || st.PID <= 0 {
+			return nil
+		}
+		return &Process{PID: st.PID, StartTime: st.Start}
 	}
-	return &Process{PID: st.InitPID, StartTime: st.InitStart}
+	return nil
 }
 
 // Delete: `run` deletes the runtime's state when the container ends; after

@@ -177,3 +177,48 @@ func TestBinaryWaitStarted(t *testing.T) {
 		t.Errorf("pid file written: %v", err)
 	}
 }
+
+func TestBinaryInitFromRuncOrCrunRecords(t *testing.T) {
+	root := t.TempDir()
+	b := &Binary{Name: "x", Path: "/bin/true", Root: root}
+	record := func(id, name, content string) {
+		t.Helper()
+		if err := os.MkdirAll(filepath.Join(root, id), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(root, id, name), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	record("runc", "state.json", `{"id":"runc","init_process_pid":123,"init_process_start":456}`)
+	record("crun", "status", "{\n    \"pid\" : 321,\n    \"process-start-time\" : 654,\n    \"cgroup-path\" : \"/x\"\n}\n")
+	record("torn", "status", `{"pid" : 3`)
+	for id, want := range map[string]*Process{
+		"runc": {PID: 123, StartTime: 456}, "crun": {PID: 321, StartTime: 654}, "torn": nil, "none": nil,
+	} {
+		if got := b.Init(&Container{ID: id}, nil); !reflect.DeepEqual(got, want) {
+			t.Errorf("%s: init %+v, want %+v", id, got, want)
+		}
+	}
+}
+
+func TestBinaryFeaturesAreProbed(t *testing.T) {
+	dir := t.TempDir()
+	script := func(name, body string) string {
+		t.Helper()
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte("#!/bin/sh\n"+body+"\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	rro := script("rro", `[ "$1" = features ] && echo '{"ociVersionMin":"1.0.0","mountOptions":["ro","rro"],"linux":{"namespaces":["user"]}}'`)
+	none := script("none", `[ "$1" = features ] && echo '{"mountOptions":["ro"]}'`)
+	old := script("old", `echo "unknown command $1" >&2; exit 1`)
+	for path, want := range map[string]Features{rro: {RecursiveReadOnlyMounts: true}, none: {}, old: {}, "": {}} {
+		b := &Binary{Name: filepath.Base(path), Path: path}
+		if got := b.Features(); got != want {
+			t.Errorf("%s: %+v, want %+v (never user namespaces: husk makes those with its own runtime)", path, got, want)
+		}
+	}
+}
