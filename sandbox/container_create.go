@@ -349,6 +349,9 @@ func (m *Manager) containerSpec(c *Container, pod *Pod, img imagespec.ImageConfi
 	if err != nil {
 		return nil, err
 	}
+	if err := m.injectCDI(s, cfg); err != nil {
+		return nil, err
+	}
 	if p := s.Process.ApparmorProfile; p != "" {
 		if err := apparmor.Ensure(p); err != nil {
 			return nil, fmt.Errorf("linux.security_context.apparmor: %w", err)

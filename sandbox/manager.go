@@ -17,6 +17,7 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/fsnotify/fsnotify"
 	"k8s.io/klog/v2"
+	"tags.cncf.io/container-device-interface/pkg/cdi"
 
 	"github.com/husk-runtime/husk/network"
 	"github.com/husk-runtime/husk/network/ns"
@@ -42,6 +43,8 @@ type Options struct {
 	// AppArmor: the host enforces AppArmor (oci/runtime/apparmor.Enabled),
 	// and containers run under a profile.
 	AppArmor bool
+	// CDI resolves CDI device names; nil when CDI is off.
+	CDI *cdi.Cache
 }
 
 // Manager keeps every pod. It is safe for concurrent use; calls on one pod

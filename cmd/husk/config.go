@@ -49,6 +49,21 @@ type Config struct {
 	//	[runtimes.runc]
 	//	path = "/usr/sbin/runc"
 	Runtimes map[string]RuntimeConfig `toml:"runtimes" json:"runtimes,omitempty"`
+	// CDI: devices named by the Container Device Interface (CDI_devices,
+	// cdi.k8s.io/ annotations), from the specs in these directories
+	// (later ones win), re-read when they change:
+	//
+	//	[cdi]
+	//	enable = true
+	//	spec_dirs = ["/etc/cdi", "/var/run/cdi"]
+	CDI CDIConfig `toml:"cdi" json:"cdi"`
+}
+
+// CDIConfig turns CDI device injection on or off and says where the
+// specs are.
+type CDIConfig struct {
+	Enable   bool     `toml:"enable" json:"enable"`
+	SpecDirs []string `toml:"spec_dirs" json:"spec_dirs"`
 }
 
 // RuntimeConfig is one runtime handler.
@@ -93,6 +108,9 @@ func defaultConfig() Config {
 		PullProgressTimeout: image.DefaultProgressTimeout,
 		CgroupDriver:        "cgroupfs",
 		CNI:                 CNIConfig{ConfDir: "/etc/cni/net.d", BinDirs: []string{"/opt/cni/bin"}},
+		// On, as in containerd 2: device plugins and DRA drivers name
+		// their devices through CDI.
+		CDI: CDIConfig{Enable: true, SpecDirs: []string{"/etc/cdi", "/var/run/cdi"}},
 	}
 }
 

@@ -20,6 +20,7 @@ import (
 
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
+	"tags.cncf.io/container-device-interface/pkg/cdi"
 	"k8s.io/klog/v2"
 
 	"github.com/husk-runtime/husk/cri"
@@ -159,6 +160,7 @@ func runDaemon(ctx context.Context, cfg Config) error {
 
 		Runtimes: runtimePaths(cfg.Runtimes),
 		AppArmor: apparmor.Enabled(),
+		CDI:      cdiCache(cfg.CDI),
 	})
 	if err != nil {
 		return fmt.Errorf("restoring pods: %w", err)
@@ -202,6 +204,19 @@ func newCRIServer(ctx context.Context, cfg Config, pods *sandbox.Manager, images
 		RecursiveReadOnlyMounts: linux.RecursiveReadOnlySupported(),
 		UserNamespaces:          userns == nil,
 	})
+}
+
+// cdiCache is the CDI specs of cfg's directories, kept up to date by the
+// library's own watch; nil when CDI is off.
+func cdiCache(cfg CDIConfig) *cdi.Cache {
+	if !cfg.Enable {
+		return nil
+	}
+	c, _ := cdi.NewCache(cdi.WithSpecDirs(cfg.SpecDirs...), cdi.WithAutoRefresh(true))
+	for path, errs := range c.GetErrors() {
+		klog.ErrorS(errors.Join(errs...), "A CDI spec cannot be used", "path", path)
+	}
+	return c
 }
 
 // lsmInfo says, for crictl info, which security modules the host has and

@@ -2,8 +2,10 @@ package engine
 
 import (
 	"context"
+	"fmt"
 	"os"
 
+	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/husk-runtime/husk/network/ns"
@@ -28,7 +30,14 @@ func (b *Builtin) Features() Features {
 	return Features{RecursiveReadOnlyMounts: true, UserNamespaces: true}
 }
 
-func (b *Builtin) PrepareSpec(*specs.Spec) error { return nil }
+// PrepareSpec refuses OCI hooks, which only a CDI spec puts in husk's
+// specs: the built-in runtime runs none. (A runc handler does.)
+func (b *Builtin) PrepareSpec(s *specs.Spec) error {
+	if h := s.Hooks; h != nil && len(h.Prestart)+len(h.CreateRuntime)+len(h.CreateContainer)+len(h.StartContainer)+len(h.Poststart)+len(h.Poststop) > 0 { //nolint:staticcheck // Prestart is deprecated, and still a hook
+		return fmt.Errorf("config.CDI_devices: the devices' CDI specs add OCI hooks, which husk's own runtime does not run (a runc runtime handler does): %w", errdefs.ErrFailedPrecondition)
+	}
+	return nil
+}
 
 func (b *Builtin) OuterLimits(r *specs.LinuxResources) *specs.LinuxResources { return r }
 

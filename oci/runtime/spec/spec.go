@@ -222,9 +222,6 @@ func resources(s *specs.Spec, cfg *runtimeapi.ContainerConfig, privileged bool) 
 	if s.Linux.Devices, s.Linux.Resources.Devices, err = devices(cfg.GetDevices(), privileged); err != nil {
 		return err
 	}
-	if len(cfg.GetCDIDevices()) > 0 {
-		return fmt.Errorf("config.CDI_devices: CDI devices are not supported: %w", errdefs.ErrNotImplemented)
-	}
 	return nil
 }
 
