@@ -20,8 +20,8 @@ import (
 
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
-	"tags.cncf.io/container-device-interface/pkg/cdi"
 	"k8s.io/klog/v2"
+	"tags.cncf.io/container-device-interface/pkg/cdi"
 
 	"github.com/husk-runtime/husk/cri"
 	"github.com/husk-runtime/husk/network"
