@@ -127,14 +127,7 @@ func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg *runtim
 	if err := st.done("making and writing its OCI spec", err); err != nil {
 		return "", err
 	}
-	if m.opts.Cgroups.CreatedAtStart() {
-		// The systemd driver makes it with the container's first process
-		// (StartContainer).
-		err = m.opts.Cgroups.Check(res)
-	} else {
-		err = m.opts.Cgroups.Create(c.Cgroup, res)
-	}
-	if err := st.done("creating its cgroup", err); err != nil {
+	if err := st.done("creating its cgroup", m.createCgroup(c, res)); err != nil {
 		return "", err
 	}
 	if dir, rel := logLocation(c); dir != "" {
@@ -150,6 +143,16 @@ func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg *runtim
 	}
 	m.emit(EventCreated, c.ID, pod.ID)
 	return c.ID, nil
+}
+
+// createCgroup makes a new container's cgroup with its limits; the
+// systemd driver makes it with the container's first process
+// (StartContainer), and only checks the limits now.
+func (m *Manager) createCgroup(c *Container, res *specs.LinuxResources) error {
+	if m.opts.Cgroups.CreatedAtStart() {
+		return m.opts.Cgroups.Check(res)
+	}
+	return m.opts.Cgroups.Create(c.Cgroup, res)
 }
 
 // containerImage is the image a container is made from and its config;
