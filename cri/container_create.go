@@ -11,6 +11,7 @@ import (
 // CreateContainer makes a container in a ready pod; nothing runs until
 // StartContainer. A failure leaves nothing behind.
 func (s *Server) CreateContainer(ctx context.Context, req *runtimeapi.CreateContainerRequest) (*runtimeapi.CreateContainerResponse, error) {
+	defer s.pods.NRIBlock()() // first: see nri.NRI.Block
 	if req.GetPodSandboxId() == "" {
 		return nil, invalid("pod_sandbox_id", "is required")
 	}

@@ -9,6 +9,7 @@ import (
 // RemoveContainer forcibly removes a container, running or not; an unknown
 // one succeeds.
 func (s *Server) RemoveContainer(ctx context.Context, req *runtimeapi.RemoveContainerRequest) (*runtimeapi.RemoveContainerResponse, error) {
+	defer s.pods.NRIBlock()() // first: see nri.NRI.Block
 	if req.GetContainerId() == "" {
 		return nil, invalid("container_id", "is required")
 	}

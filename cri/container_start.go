@@ -9,6 +9,7 @@ import (
 // StartContainer runs a created container; it fails, with the runtime's
 // reason, when the container's command cannot be started.
 func (s *Server) StartContainer(ctx context.Context, req *runtimeapi.StartContainerRequest) (*runtimeapi.StartContainerResponse, error) {
+	defer s.pods.NRIBlock()() // first: see nri.NRI.Block
 	if req.GetContainerId() == "" {
 		return nil, invalid("container_id", "is required")
 	}

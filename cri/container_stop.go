@@ -9,6 +9,7 @@ import (
 // StopContainer is idempotent: stopping a stopped or unknown container
 // succeeds, as the CRI asks.
 func (s *Server) StopContainer(ctx context.Context, req *runtimeapi.StopContainerRequest) (*runtimeapi.StopContainerResponse, error) {
+	defer s.pods.NRIBlock()() // first: see nri.NRI.Block
 	if req.GetContainerId() == "" {
 		return nil, invalid("container_id", "is required")
 	}

@@ -11,6 +11,7 @@ import (
 // UpdateContainerResources changes a container's cgroup limits in place
 // (kubelet's in-place pod resize).
 func (s *Server) UpdateContainerResources(ctx context.Context, req *runtimeapi.UpdateContainerResourcesRequest) (*runtimeapi.UpdateContainerResourcesResponse, error) {
+	defer s.pods.NRIBlock()() // first: see nri.NRI.Block
 	if req.GetContainerId() == "" {
 		return nil, invalid("container_id", "is required")
 	}

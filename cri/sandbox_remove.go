@@ -9,6 +9,7 @@ import (
 // RemovePodSandbox stops the pod if needed and removes it with its
 // containers; an unknown id succeeds.
 func (s *Server) RemovePodSandbox(ctx context.Context, req *runtimeapi.RemovePodSandboxRequest) (*runtimeapi.RemovePodSandboxResponse, error) {
+	defer s.pods.NRIBlock()() // first: see nri.NRI.Block
 	if req.GetPodSandboxId() == "" {
 		return nil, invalid("pod_sandbox_id", "is required")
 	}

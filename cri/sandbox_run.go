@@ -11,6 +11,7 @@ import (
 // RunPodSandbox creates a pod and makes it ready; everything done is undone
 // when a step fails (sandbox.Manager.Run).
 func (s *Server) RunPodSandbox(ctx context.Context, req *runtimeapi.RunPodSandboxRequest) (*runtimeapi.RunPodSandboxResponse, error) {
+	defer s.pods.NRIBlock()() // first: see nri.NRI.Block
 	if req.GetConfig() == nil {
 		return nil, invalid("config", "is required")
 	}

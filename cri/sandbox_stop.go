@@ -9,6 +9,7 @@ import (
 // StopPodSandbox is idempotent and succeeds for an unknown id, as the CRI
 // requires: kubelet calls it again until it succeeds.
 func (s *Server) StopPodSandbox(ctx context.Context, req *runtimeapi.StopPodSandboxRequest) (*runtimeapi.StopPodSandboxResponse, error) {
+	defer s.pods.NRIBlock()() // first: see nri.NRI.Block
 	if req.GetPodSandboxId() == "" {
 		return nil, invalid("pod_sandbox_id", "is required")
 	}

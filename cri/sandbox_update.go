@@ -11,6 +11,7 @@ import (
 // UpdatePodSandboxResources applies a resized pod's resources to its cgroup
 // (kubelet calls it after resizing the pod's own cgroup, best effort).
 func (s *Server) UpdatePodSandboxResources(ctx context.Context, req *runtimeapi.UpdatePodSandboxResourcesRequest) (*runtimeapi.UpdatePodSandboxResourcesResponse, error) {
+	defer s.pods.NRIBlock()() // first: see nri.NRI.Block
 	if req.GetPodSandboxId() == "" {
 		return nil, invalid("pod_sandbox_id", "is required")
 	}

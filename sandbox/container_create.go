@@ -71,7 +71,12 @@ func (m *Manager) updateContainerThen(c *Container, fn func(*Container), then fu
 // its own), its OCI spec and its cgroup. Nothing runs yet. A failure
 // undoes every step.
 func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg *runtimeapi.ContainerConfig) (_ string, err error) {
-	// cri/validate checked the config's shape.
+	// cri/validate checked the config's shape. A pod still being made is
+	// not there yet (as PodSandboxStatus says): its lock is held until
+	// RunPodSandbox returns, NRI plugins' answers included.
+	if err := m.checkNotCreating(podID); err != nil {
+		return "", err
+	}
 	pod, unlockPod, err := m.lockExisting(podID)
 	if err != nil {
 		return "", err
@@ -105,6 +110,7 @@ func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg *runtim
 	defer func() {
 		if err != nil {
 			m.undoCreate(c, err)
+			m.nriRemoved(c, pod)
 		}
 	}()
 
@@ -115,7 +121,7 @@ func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg *runtim
 	if err != nil {
 		return "", err
 	}
-	s, err := m.containerSpec(c, pod, imgCfg, vols, userns, st)
+	s, err := m.containerSpec(ctx, c, pod, imgCfg, vols, userns, st)
 	if err != nil {
 		return "", err
 	}
@@ -142,6 +148,9 @@ func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg *runtim
 		return "", err
 	}
 	m.emit(EventCreated, c.ID, pod.ID)
+	if m.nri != nil {
+		m.nri.PostCreateContainer(ctx, m.nriPod(pod), m.nriContainer(copyContainer(c), s))
+	}
 	return c.ID, nil
 }
 
@@ -311,7 +320,7 @@ func (m *Manager) mountRootfs(c *Container, layers []digest.Digest, userns *podU
 // containerSpec is the container's OCI spec, for husk's own runtime; with
 // the pod's user namespace, its volumes are mounted where that namespace's
 // root can reach them.
-func (m *Manager) containerSpec(c *Container, pod *Pod, img imagespec.ImageConfig, vols map[int]string, userns *podUserns, st *steps) (*specs.Spec, error) {
+func (m *Manager) containerSpec(ctx context.Context, c *Container, pod *Pod, img imagespec.ImageConfig, vols map[int]string, userns *podUserns, st *steps) (*specs.Spec, error) {
 	cfg := c.Config
 	in := spec.Input{
 		ID:             c.ID,
@@ -353,6 +362,9 @@ func (m *Manager) containerSpec(c *Container, pod *Pod, img imagespec.ImageConfi
 		return nil, err
 	}
 	if err := m.injectCDI(s, cfg); err != nil {
+		return nil, err
+	}
+	if err := st.done("asking NRI plugins (CreateContainer)", m.nriCreate(ctx, c, pod, s)); err != nil {
 		return nil, err
 	}
 	if p := s.Process.ApparmorProfile; p != "" {

@@ -7,6 +7,7 @@ import (
 	"os"
 
 	"github.com/containerd/errdefs"
+	"github.com/containerd/nri/pkg/api"
 	"golang.org/x/sys/unix"
 )
 
@@ -26,11 +27,20 @@ func (m *Manager) RemoveContainer(ctx context.Context, id string) error {
 	if err := m.stopContainer(c, 0); err != nil {
 		return err
 	}
+	var npod *api.PodSandbox
+	var nctr *api.Container
+	if m.nri != nil {
+		// Before its bundle goes: plugins see its spec as they did.
+		npod, nctr = m.nriObjects(c.ID, c.PodID)
+	}
 	if err := m.destroyContainer(c); err != nil {
 		return fmt.Errorf("removing container %s: %w", c.ID, err)
 	}
 	m.forgetContainer(c)
 	m.emit(EventDeleted, c.ID, c.PodID)
+	if m.nri != nil {
+		m.nri.RemoveContainer(ctx, npod, nctr)
+	}
 	return nil
 }
 

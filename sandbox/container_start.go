@@ -34,7 +34,7 @@ const startTimeout = time.Minute
 // container up and executes its command. It returns once the command was
 // executed, or with the runtime's error; a container that fails to start
 // is Exited with reason StartError.
-func (m *Manager) StartContainer(ctx context.Context, id string) error {
+func (m *Manager) StartContainer(ctx context.Context, id string) (err error) {
 	c, unlock, err := m.lockContainer(id)
 	if err != nil {
 		return err
@@ -49,6 +49,19 @@ func (m *Manager) StartContainer(ctx context.Context, id string) error {
 	}
 	if !pod.Ready() {
 		return fmt.Errorf("pod sandbox %s of container %s is not ready: %w", pod.ID, c.ID, errdefs.ErrFailedPrecondition)
+	}
+	if m.nri != nil {
+		npod, nctr := m.nriObjects(c.ID, pod.ID)
+		if err := m.nri.StartContainer(ctx, npod, nctr); err != nil {
+			err = fmt.Errorf("NRI plugins refused the start: %w: %w", err, errdefs.ErrFailedPrecondition)
+			m.failStart(c, err.Error())
+			return fmt.Errorf("starting container %s: %w", c.ID, err)
+		}
+		defer func() {
+			if err == nil {
+				m.nri.PostStartContainer(ctx, npod, nctr)
+			}
+		}()
 	}
 	// While StartPending is set, an exit that refresh reads is not
 	// reported: StartContainer reports the outcome of the start.

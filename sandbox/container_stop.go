@@ -82,7 +82,14 @@ func (m *Manager) StopContainer(ctx context.Context, id string, timeout int64) e
 		return err
 	}
 	defer unlock()
-	return m.stopContainer(c, time.Duration(timeout)*time.Second)
+	if err := m.stopContainer(c, time.Duration(timeout)*time.Second); err != nil {
+		return err
+	}
+	if m.nri != nil {
+		pod, ctr := m.nriObjects(c.ID, c.PodID)
+		m.nri.StopContainer(ctx, pod, ctr)
+	}
+	return nil
 }
 
 func (m *Manager) stopContainer(c *Container, timeout time.Duration) error {

@@ -15,8 +15,15 @@ import (
 	"github.com/husk-runtime/husk/oci/runtime/cgroups"
 )
 
-// UpdateContainerResources applies new limits to a container's cgroup.
+// UpdateContainerResources applies new limits to a container's cgroup,
+// as NRI plugins amend them.
 func (m *Manager) UpdateContainerResources(ctx context.Context, id string, r *runtimeapi.LinuxContainerResources) error {
+	return m.updateContainerResources(ctx, id, r, true)
+}
+
+// updateContainerResources is UpdateContainerResources; a plugin's own
+// update (askNRI false) is not put to the plugins again.
+func (m *Manager) updateContainerResources(ctx context.Context, id string, r *runtimeapi.LinuxContainerResources, askNRI bool) error {
 	c, unlock, err := m.lockContainer(id)
 	if err != nil {
 		return err
@@ -24,6 +31,21 @@ func (m *Manager) UpdateContainerResources(ctx context.Context, id string, r *ru
 	defer unlock()
 	if r == nil {
 		return nil
+	}
+	if askNRI && m.nri != nil {
+		pod, ctr := m.nriObjects(c.ID, c.PodID)
+		merged, err := m.nri.UpdateContainer(ctx, pod, ctr, nriResources(r))
+		if err != nil {
+			return fmt.Errorf("NRI: %w", err)
+		}
+		if merged != nil {
+			r = withNRIResources(r, merged)
+		}
+		defer func() {
+			if err == nil {
+				m.nri.PostUpdateContainer(ctx, pod, ctr)
+			}
+		}()
 	}
 	// cgroup v1 refuses a limit below what it cannot reclaim (EBUSY); v2
 	// takes it and OOM-kills the container. Both are the container's state,

@@ -160,4 +160,7 @@ func (m *Manager) emit(t EventType, id, podID string) {
 	}
 	m.mu.Unlock()
 	m.events.publish(e)
+	if t == EventStopped && id != podID {
+		m.nriStopped(id, podID)
+	}
 }

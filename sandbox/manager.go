@@ -23,6 +23,7 @@ import (
 	"github.com/husk-runtime/husk/network/ns"
 	"github.com/husk-runtime/husk/oci/image"
 	"github.com/husk-runtime/husk/oci/runtime/cgroups"
+	"github.com/husk-runtime/husk/sandbox/nri"
 )
 
 // Options configure a Manager.
@@ -72,6 +73,7 @@ type Manager struct {
 
 	events events
 	exits  *fsnotify.Watcher // exitwatch.go
+	nri    *nri.NRI          // nil: no NRI plugins
 }
 
 type start struct {

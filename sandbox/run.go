@@ -199,6 +199,9 @@ func (m *Manager) run(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, han
 	if err != nil {
 		return "", err
 	}
+	if err := st.done("telling NRI plugins (RunPodSandbox)", m.nriRunPod(ctx, p, ips)); err != nil {
+		return "", err
+	}
 	if err := m.update(p, func(p *Pod) { p.IPs, p.State = ips, Ready }); err != nil {
 		return "", st.done("recording the pod ready", err)
 	}

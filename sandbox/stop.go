@@ -40,6 +40,10 @@ func (m *Manager) Stop(ctx context.Context, id string) error {
 			return fmt.Errorf("stopping pod sandbox %s: %w", p.ID, err)
 		}
 	}
+	if m.nri != nil {
+		// Its containers have stopped; it is still there to look at.
+		m.nri.StopPodSandbox(ctx, m.nriPod(copyPod(p)))
+	}
 	if err := m.teardown(ctx, p); err != nil {
 		return fmt.Errorf("stopping pod sandbox %s: %w", p.ID, err)
 	}
@@ -132,6 +136,9 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 		return fmt.Errorf("removing pod sandbox %s: %w", p.ID, err)
 	}
 	m.emit(EventDeleted, p.ID, p.ID)
+	if m.nri != nil {
+		m.nri.RemovePodSandbox(ctx, m.nriPod(copyPod(p)))
+	}
 	m.forget(p)
 	return nil
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/husk-runtime/husk/oci/image"
+	"github.com/husk-runtime/husk/sandbox/nri"
 )
 
 const defaultConfigPath = "/etc/husk/config.toml"
@@ -57,6 +58,17 @@ type Config struct {
 	//	enable = true
 	//	spec_dirs = ["/etc/cdi", "/var/run/cdi"]
 	CDI CDIConfig `toml:"cdi" json:"cdi"`
+	// NRI: plugins of the Node Resource Interface (off by default), with
+	// containerd's key names:
+	//
+	//	[nri]
+	//	enable = true
+	//	socket_path = "/var/run/nri/nri.sock"
+	//	plugin_path = "/opt/nri/plugins"
+	//	plugin_config_path = "/etc/nri/conf.d"
+	//	plugin_registration_timeout = "5s"
+	//	plugin_request_timeout = "2s"
+	NRI nri.Config `toml:"nri" json:"nri"`
 }
 
 // CDIConfig turns CDI device injection on or off and says where the
@@ -111,6 +123,7 @@ func defaultConfig() Config {
 		// On, as in containerd 2: device plugins and DRA drivers name
 		// their devices through CDI.
 		CDI: CDIConfig{Enable: true, SpecDirs: []string{"/etc/cdi", "/var/run/cdi"}},
+		NRI: nri.DefaultConfig(),
 	}
 }
 

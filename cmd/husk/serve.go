@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/containerd/nri/pkg/api"
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 	"k8s.io/klog/v2"
@@ -31,6 +32,7 @@ import (
 	"github.com/husk-runtime/husk/oci/runtime/linux"
 	"github.com/husk-runtime/husk/oci/runtime/selinux"
 	"github.com/husk-runtime/husk/sandbox"
+	"github.com/husk-runtime/husk/sandbox/nri"
 )
 
 // stringList is a flag that may be given several times.
@@ -166,6 +168,16 @@ func runDaemon(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("restoring pods: %w", err)
 	}
 	defer pods.Close()
+	// Plugins start and synchronize before the CRI is served.
+	plugins, err := nri.New(cfg.NRI, version, nriRuntime{pods})
+	if err != nil {
+		return err
+	}
+	if err := plugins.Start(); err != nil {
+		return err
+	}
+	defer plugins.Stop()
+	pods.SetNRI(plugins)
 	// At shutdown the event streams end first: the gRPC server's graceful
 	// stop waits for every call in flight, and they would never end.
 	context.AfterFunc(ctx, pods.Close)
@@ -217,6 +229,15 @@ func cdiCache(cfg CDIConfig) *cdi.Cache {
 		klog.ErrorS(errors.Join(errs...), "A CDI spec cannot be used", "path", path)
 	}
 	return c
+}
+
+// nriRuntime is what NRI plugins see of the pods.
+type nriRuntime struct{ pods *sandbox.Manager }
+
+func (r nriRuntime) List() ([]*api.PodSandbox, []*api.Container) { return r.pods.NRIList() }
+
+func (r nriRuntime) Update(ctx context.Context, u *api.ContainerUpdate) error {
+	return r.pods.NRIUpdate(ctx, u)
 }
 
 // lsmInfo says, for crictl info, which security modules the host has and
