@@ -53,7 +53,7 @@ func (m *Manager) StartContainer(ctx context.Context, id string) (err error) {
 	if m.nri != nil {
 		npod, nctr := m.nriObjects(c.ID, pod.ID)
 		if err := m.nri.StartContainer(ctx, npod, nctr); err != nil {
-			err = fmt.Errorf("NRI plugins refused the start: %w: %w", err, errdefs.ErrFailedPrecondition)
+			err = fmt.Errorf("NRI plugins refused the start: %v: %w", err, errdefs.ErrFailedPrecondition)
 			m.failStart(c, err.Error())
 			return fmt.Errorf("starting container %s: %w", c.ID, err)
 		}

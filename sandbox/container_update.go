@@ -36,7 +36,8 @@ func (m *Manager) updateContainerResources(ctx context.Context, id string, r *ru
 		pod, ctr := m.nriObjects(c.ID, c.PodID)
 		merged, err := m.nri.UpdateContainer(ctx, pod, ctr, nriResources(r))
 		if err != nil {
-			return fmt.Errorf("NRI: %w", err)
+			// Not wrapped: the plugin's error is a status of its own.
+			return fmt.Errorf("NRI plugins refused the update: %v: %w", err, errdefs.ErrFailedPrecondition)
 		}
 		if merged != nil {
 			r = withNRIResources(r, merged)

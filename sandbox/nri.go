@@ -298,7 +298,9 @@ func adjustSpec(s *specs.Spec, adj *api.ContainerAdjustment) error {
 		return refuse("sysctls")
 	case len(l.GetNetDevices()) > 0:
 		return refuse("network devices")
-	case l.GetIoPriority() != nil, l.GetScheduler() != nil, l.GetRdt() != nil, l.GetMemoryPolicy() != nil, l.GetSeccompPolicy() != nil:
+	// The adaptation hands over empty messages for what no plugin set.
+	case proto.Size(l.GetIoPriority()) > 0, proto.Size(l.GetScheduler()) > 0, proto.Size(l.GetRdt()) > 0,
+		proto.Size(l.GetMemoryPolicy()) > 0, proto.Size(l.GetSeccompPolicy()) > 0:
 		return refuse("I/O priority, scheduling, RDT, memory policy or seccomp")
 	}
 	for _, d := range l.GetDevices() {
@@ -419,7 +421,7 @@ func (m *Manager) nriRunPod(ctx context.Context, p *Pod, ips []string) error {
 	pod.Ips = ips
 	if err := m.nri.RunPodSandbox(ctx, pod); err != nil {
 		m.nri.RemovePodSandbox(context.WithoutCancel(ctx), pod)
-		return fmt.Errorf("NRI plugins refused the pod: %w: %w", err, errdefs.ErrFailedPrecondition)
+		return fmt.Errorf("NRI plugins refused the pod: %v: %w", err, errdefs.ErrFailedPrecondition)
 	}
 	return nil
 }
@@ -435,7 +437,7 @@ func (m *Manager) nriCreate(ctx context.Context, c *Container, pod *Pod, s *spec
 	m.mu.Unlock()
 	adj, err := m.nri.CreateContainer(ctx, m.nriPod(pod), m.nriContainer(cc, s))
 	if err != nil {
-		return fmt.Errorf("NRI plugins refused the container: %w: %w", err, errdefs.ErrFailedPrecondition)
+		return fmt.Errorf("NRI plugins refused the container: %v: %w", err, errdefs.ErrFailedPrecondition)
 	}
 	return adjustSpec(s, adj)
 }

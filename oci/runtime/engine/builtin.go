@@ -30,11 +30,11 @@ func (b *Builtin) Features() Features {
 	return Features{RecursiveReadOnlyMounts: true, UserNamespaces: true}
 }
 
-// PrepareSpec refuses OCI hooks, which only a CDI spec puts in husk's
-// specs: the built-in runtime runs none. (A runc handler does.)
+// PrepareSpec refuses OCI hooks, which only CDI specs and NRI plugins put
+// in husk's specs: the built-in runtime runs none. (A runc handler does.)
 func (b *Builtin) PrepareSpec(s *specs.Spec) error {
 	if h := s.Hooks; h != nil && len(h.Prestart)+len(h.CreateRuntime)+len(h.CreateContainer)+len(h.StartContainer)+len(h.Poststart)+len(h.Poststop) > 0 { //nolint:staticcheck // Prestart is deprecated, and still a hook
-		return fmt.Errorf("config.CDI_devices: the devices' CDI specs add OCI hooks, which husk's own runtime does not run (a runc runtime handler does): %w", errdefs.ErrFailedPrecondition)
+		return fmt.Errorf("the spec has OCI hooks (from the CDI specs of config.CDI_devices, or from NRI plugins), which husk's own runtime does not run (a runc runtime handler does): %w", errdefs.ErrFailedPrecondition)
 	}
 	return nil
 }
