@@ -23,16 +23,14 @@ func (m *Manager) Stop(ctx context.Context, id string) error {
 		return err
 	}
 	defer unlock()
-	if p.State == Ready {
+	wasReady, err := m.markNotReady(p)
+	if err != nil {
+		return err
+	}
+	if wasReady {
 		// Reported once the teardown was tried: the pod is not ready from
 		// here on, whether or not it has to be retried.
 		defer m.emit(EventStopped, p.ID, p.ID)
-	}
-	// NotReady is recorded first: a daemon that dies during the teardown
-	// finishes it when it comes back (restore), and never reports a pod
-	// Ready whose network is half gone.
-	if err := m.update(p, func(p *Pod) { p.State = NotReady }); err != nil {
-		return err
 	}
 	// The CRI: stopping a pod forcibly stops its containers.
 	for _, c := range m.containersOf(p.ID) {
@@ -48,6 +46,15 @@ func (m *Manager) Stop(ctx context.Context, id string) error {
 		return fmt.Errorf("stopping pod sandbox %s: %w", p.ID, err)
 	}
 	return nil
+}
+
+// markNotReady records a pod NotReady before its teardown, and says
+// whether it was Ready. Recorded first: a daemon that dies during the
+// teardown finishes it when it comes back (restore), and never reports a
+// pod Ready whose network is half gone.
+func (m *Manager) markNotReady(p *Pod) (wasReady bool, err error) {
+	wasReady = p.State == Ready
+	return wasReady, m.update(p, func(p *Pod) { p.State = NotReady })
 }
 
 // lockExisting finds a pod and takes its lock. It returns a nil pod, and no
@@ -119,8 +126,8 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 		return err
 	}
 	defer unlock()
-	wasReady := p.State == Ready
-	if err := m.update(p, func(p *Pod) { p.State = NotReady }); err != nil {
+	wasReady, err := m.markNotReady(p)
+	if err != nil {
 		return err
 	}
 	if wasReady {
