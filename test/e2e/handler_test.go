@@ -191,12 +191,12 @@ func testRuntimeHandler(t *testing.T, name string) {
 		t.Errorf("a memory hog under %s: exit %d, reason %q", name, hs.ExitCode, hs.Reason)
 	}
 	// A command that does not exist: the runtime fails, and says so in
-	// the log.
+	// the log (runc "no such file", crun "No such file").
 	bad := e.create(t, podID, cfg, ctrConfig("bad", e.image("plain"), "/no/such/command"))
 	if _, err := d.runtime.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: bad}); err == nil || !strings.Contains(err.Error(), name) {
 		t.Errorf("starting a missing command under %s: %v", name, err)
 	}
-	if logged := strings.Join(output(t, filepath.Join(cfg.LogDirectory, "bad.log"), "stderr"), "\n"); !strings.Contains(logged, "no such file") {
+	if logged := strings.Join(output(t, filepath.Join(cfg.LogDirectory, "bad.log"), "stderr"), "\n"); !strings.Contains(strings.ToLower(logged), "no such file") {
 		t.Errorf("%s's error is not in the log: %q", name, logged)
 	}
 
