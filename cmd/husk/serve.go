@@ -7,12 +7,14 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -226,7 +228,12 @@ func cdiCache(cfg CDIConfig) *cdi.Cache {
 	}
 	c, _ := cdi.NewCache(cdi.WithSpecDirs(cfg.SpecDirs...), cdi.WithAutoRefresh(true))
 	for path, errs := range c.GetErrors() {
-		klog.ErrorS(errors.Join(errs...), "A CDI spec cannot be used", "path", path)
+		// A spec directory that is not there yet is the usual case (no
+		// device driver has written one); the library watches for it.
+		errs = slices.DeleteFunc(errs, func(err error) bool { return errors.Is(err, fs.ErrNotExist) })
+		if len(errs) > 0 {
+			klog.ErrorS(errors.Join(errs...), "A CDI spec cannot be used", "path", path)
+		}
 	}
 	return c
 }

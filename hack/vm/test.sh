@@ -11,7 +11,8 @@
 # (network/ns), network, sandbox, e2e-cgroupfs and e2e-systemd (test/e2e
 # with HUSK_E2E_CGROUP_DRIVER set), critest (cri-tools' suite, its AppArmor
 # specs too, against husk with the systemd driver: test/e2e's TestCritest),
-# kubelet (a real kubelet, cgroupDriver systemd and failCgroupV1, running
+# critest-crun (the same under the crun runtime handler, with the cgroupfs
+# driver: TestCritestCrunHandler), kubelet (a real kubelet, cgroupDriver systemd and failCgroupV1, running
 # static pods on husk: TestKubeletRunsAStaticPod; building kubelet the first
 # time takes some 8 minutes, hack/build-kubernetes.sh). Not in all: cluster
 # (test/e2e's TestCluster, the one-node cluster of `make cluster-test` with
@@ -29,7 +30,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 cd "$root"
 out=${HUSK_VM_OUT:-$root/bin/vm}
-all="cgroups linux ns network sandbox e2e-cgroupfs e2e-systemd critest kubelet"
+all="cgroups linux ns network sandbox e2e-cgroupfs e2e-systemd critest critest-crun kubelet"
 suites=${*:-$all}
 
 pkg_of() {
@@ -39,7 +40,7 @@ pkg_of() {
 	ns) echo ./network/ns ;;
 	network) echo ./network ;;
 	sandbox) echo ./sandbox ;;
-	e2e-cgroupfs | e2e-systemd | critest | kubelet | cluster) echo ./test/e2e ;;
+	e2e-cgroupfs | e2e-systemd | critest | critest-crun | kubelet | cluster) echo ./test/e2e ;;
 	*) echo "test.sh: unknown suite $1 (want some of: $all cluster)" >&2; return 1 ;;
 	esac
 }
@@ -68,7 +69,7 @@ for s in $suites; do
 	pkg=$(pkg_of "$s")
 	name=${pkg##*/}
 	tags=
-	if [ "$s" = critest ]; then
+	if [ "$s" = critest ] || [ "$s" = critest-crun ]; then
 		name=e2e-critest tags=critest
 		make --no-print-directory bin/critest >&2
 		cp bin/critest "$out/bin/"
@@ -125,7 +126,7 @@ for suite in $(cat /husk/suites); do
 	ns) pkg=network/ns ;;
 	network) pkg=network ;;
 	sandbox) pkg=sandbox ;;
-	e2e-* | critest | kubelet | cluster) pkg=test/e2e ;;
+	e2e-* | critest* | kubelet | cluster) pkg=test/e2e ;;
 	esac
 	driver=
 	timeout=20m
@@ -141,7 +142,10 @@ for suite in $(cat /husk/suites); do
 		skip='^(TestExecOutputDoesNotGrowTheDaemon|TestListStaysWithinWhatAKubeletTakes|TestEveryRPCWithHostileFields|TestCrictl.*|TestImage.*|TestPull.*)$'
 		;;
 	e2e-systemd) driver=systemd timeout=$e2e_timeout ;;
-	critest) driver=systemd timeout=$e2e_timeout bin=e2e-critest run=${pattern:-^TestCritest(CrunHandler)?$} ;;
+	critest) driver=systemd timeout=$e2e_timeout bin=e2e-critest run=${pattern:-^TestCritest$} ;;
+	# crun (1.8) with husk's cgroupfs driver: under the systemd driver it
+	# is not yet right (test/e2e/handler_test.go's crunUnusable).
+	critest-crun) driver=cgroupfs timeout=$e2e_timeout bin=e2e-critest run=${pattern:-^TestCritestCrunHandler$} ;;
 	kubelet) driver=systemd timeout=$e2e_timeout bin=e2e-kubelet run=${pattern:-^TestKubeletRunsAStaticPod$} ;;
 	cluster)
 		driver=systemd timeout=$e2e_timeout bin=e2e-cluster run=${pattern:-^TestCluster$}
