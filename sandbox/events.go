@@ -28,9 +28,10 @@ type Event struct {
 	ID    string
 	PodID string
 	At    int64 // ns
-	// Pod is the pod as it was at the event, for a client that builds the
-	// pod's status after the pod is gone; nil when the pod was not known
-	// yet (an exit found while the daemon restores its containers).
+	// Pod is the pod as it was when it was deleted, for the pod's own
+	// deleted event, whose client builds the pod's status after it is
+	// gone; nil for every other event (the client looks the pod up: the
+	// events kept for a subscriber stay small).
 	Pod *Pod
 }
 
@@ -154,11 +155,13 @@ func (m *Manager) SubscribeEvents() *Subscription { return m.events.subscribe() 
 // (id == podID). m.mu must not be held.
 func (m *Manager) emit(t EventType, id, podID string) {
 	e := Event{Type: t, ID: id, PodID: podID, At: time.Now().UnixNano()}
-	m.mu.Lock()
-	if p := m.pods[podID]; p != nil {
-		e.Pod = copyPod(p)
+	if t == EventDeleted && id == podID {
+		m.mu.Lock()
+		if p := m.pods[podID]; p != nil {
+			e.Pod = copyPod(p)
+		}
+		m.mu.Unlock()
 	}
-	m.mu.Unlock()
 	m.events.publish(e)
 	if t == EventStopped && id != podID {
 		m.nriStopped(id, podID)
