@@ -29,7 +29,7 @@ func (m *Manager) RemoveContainer(ctx context.Context, id string) error {
 	}
 	var npod *api.PodSandbox
 	var nctr *api.Container
-	if m.nri != nil {
+	if m.plugins() != nil {
 		// Before its bundle goes: plugins see its spec as they did.
 		npod, nctr = m.nriObjects(c.ID, c.PodID)
 	}
@@ -38,8 +38,8 @@ func (m *Manager) RemoveContainer(ctx context.Context, id string) error {
 	}
 	m.forgetContainer(c)
 	m.emit(EventDeleted, c.ID, c.PodID)
-	if m.nri != nil {
-		m.nri.RemoveContainer(ctx, npod, nctr)
+	if m.plugins() != nil {
+		m.plugins().RemoveContainer(ctx, npod, nctr)
 	}
 	return nil
 }

@@ -32,9 +32,9 @@ func (m *Manager) updateContainerResources(ctx context.Context, id string, r *ru
 	if r == nil {
 		return nil
 	}
-	if askNRI && m.nri != nil {
+	if askNRI && m.plugins() != nil {
 		pod, ctr := m.nriObjects(c.ID, c.PodID)
-		merged, err := m.nri.UpdateContainer(ctx, pod, ctr, nriResources(r))
+		merged, err := m.plugins().UpdateContainer(ctx, pod, ctr, nriResources(r))
 		if err != nil {
 			// Not wrapped: the plugin's error is a status of its own.
 			return fmt.Errorf("NRI plugins refused the update: %v: %w", err, errdefs.ErrFailedPrecondition)
@@ -44,7 +44,7 @@ func (m *Manager) updateContainerResources(ctx context.Context, id string, r *ru
 		}
 		defer func() {
 			if err == nil {
-				m.nri.PostUpdateContainer(ctx, pod, ctr)
+				m.plugins().PostUpdateContainer(ctx, pod, ctr)
 			}
 		}()
 	}

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -73,7 +74,9 @@ type Manager struct {
 
 	events events
 	exits  *fsnotify.Watcher // exitwatch.go
-	nri    *nri.NRI          // nil: no NRI plugins
+	// nri is set once, as the daemon starts serving, while the exit
+	// watch may already report exits (plugins()).
+	nri atomic.Pointer[nri.NRI]
 }
 
 type start struct {

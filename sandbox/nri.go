@@ -18,12 +18,15 @@ import (
 
 // SetNRI connects the pods to NRI plugins (nil: none); the daemon calls it
 // once NRI has started, before it serves the CRI.
-func (m *Manager) SetNRI(n *nri.NRI) { m.nri = n }
+func (m *Manager) SetNRI(n *nri.NRI) { m.nri.Store(n) }
+
+// plugins is NRI, nil when off.
+func (m *Manager) plugins() *nri.NRI { return m.nri.Load() }
 
 // NRIBlock holds off a connecting plugin's synchronization until the
 // returned function is called: the CRI's calls that change pods or
 // containers take it before anything else (nri.NRI.Block).
-func (m *Manager) NRIBlock() func() { return m.nri.Block() }
+func (m *Manager) NRIBlock() func() { return m.plugins().Block() }
 
 // nriPod is a pod as NRI plugins see it.
 func (m *Manager) nriPod(p *Pod) *api.PodSandbox {
@@ -122,12 +125,12 @@ func (m *Manager) nriObjects(id, podID string) (*api.PodSandbox, *api.Container)
 // apart from whoever read it: they may hold locks a plugin's answer waits
 // for.
 func (m *Manager) nriStopped(id, podID string) {
-	if m.nri == nil {
+	if m.plugins() == nil {
 		return
 	}
 	go func() {
 		pod, ctr := m.nriObjects(id, podID)
-		m.nri.StopContainer(context.Background(), pod, ctr)
+		m.plugins().StopContainer(context.Background(), pod, ctr)
 	}()
 }
 
@@ -414,13 +417,13 @@ func (m *Manager) checkNotCreating(podID string) error {
 // nriRunPod tells plugins of a pod about to be ready; one that refuses it
 // fails RunPodSandbox, and all are told of its end.
 func (m *Manager) nriRunPod(ctx context.Context, p *Pod, ips []string) error {
-	if m.nri == nil {
+	if m.plugins() == nil {
 		return nil
 	}
 	pod := m.nriPod(copyPod(p))
 	pod.Ips = ips
-	if err := m.nri.RunPodSandbox(ctx, pod); err != nil {
-		m.nri.RemovePodSandbox(context.WithoutCancel(ctx), pod)
+	if err := m.plugins().RunPodSandbox(ctx, pod); err != nil {
+		m.plugins().RemovePodSandbox(context.WithoutCancel(ctx), pod)
 		return fmt.Errorf("NRI plugins refused the pod: %v: %w", err, errdefs.ErrFailedPrecondition)
 	}
 	return nil
@@ -429,13 +432,13 @@ func (m *Manager) nriRunPod(ctx context.Context, p *Pod, ips []string) error {
 // nriCreate asks plugins about a container being created and applies
 // their adjustment to its spec.
 func (m *Manager) nriCreate(ctx context.Context, c *Container, pod *Pod, s *specs.Spec) error {
-	if m.nri == nil {
+	if m.plugins() == nil {
 		return nil
 	}
 	m.mu.Lock()
 	cc := copyContainer(c)
 	m.mu.Unlock()
-	adj, err := m.nri.CreateContainer(ctx, m.nriPod(pod), m.nriContainer(cc, s))
+	adj, err := m.plugins().CreateContainer(ctx, m.nriPod(pod), m.nriContainer(cc, s))
 	if err != nil {
 		return fmt.Errorf("NRI plugins refused the container: %v: %w", err, errdefs.ErrFailedPrecondition)
 	}
@@ -445,11 +448,11 @@ func (m *Manager) nriCreate(ctx context.Context, c *Container, pod *Pod, s *spec
 // nriRemoved tells plugins that a container whose creation failed is
 // gone (if they were told of it).
 func (m *Manager) nriRemoved(c *Container, pod *Pod) {
-	if m.nri == nil {
+	if m.plugins() == nil {
 		return
 	}
 	m.mu.Lock()
 	cc := copyContainer(c)
 	m.mu.Unlock()
-	m.nri.RemoveContainer(context.Background(), m.nriPod(pod), m.nriContainer(cc, nil))
+	m.plugins().RemoveContainer(context.Background(), m.nriPod(pod), m.nriContainer(cc, nil))
 }
