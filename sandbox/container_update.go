@@ -23,7 +23,7 @@ func (m *Manager) UpdateContainerResources(ctx context.Context, id string, r *ru
 
 // updateContainerResources is UpdateContainerResources; a plugin's own
 // update (askNRI false) is not put to the plugins again.
-func (m *Manager) updateContainerResources(ctx context.Context, id string, r *runtimeapi.LinuxContainerResources, askNRI bool) error {
+func (m *Manager) updateContainerResources(ctx context.Context, id string, r *runtimeapi.LinuxContainerResources, askNRI bool) (err error) {
 	c, unlock, err := m.lockContainer(id)
 	if err != nil {
 		return err
@@ -34,15 +34,16 @@ func (m *Manager) updateContainerResources(ctx context.Context, id string, r *ru
 	}
 	if askNRI && m.plugins() != nil {
 		pod, ctr := m.nriObjects(c.ID, c.PodID)
-		merged, err := m.plugins().UpdateContainer(ctx, pod, ctr, nriResources(r))
-		if err != nil {
+		merged, nerr := m.plugins().UpdateContainer(ctx, pod, ctr, nriResources(r))
+		if nerr != nil {
 			// Not wrapped: the plugin's error is a status of its own.
-			return fmt.Errorf("NRI plugins refused the update: %v: %w", err, errdefs.ErrFailedPrecondition)
+			return fmt.Errorf("NRI plugins refused the update: %v: %w", nerr, errdefs.ErrFailedPrecondition)
 		}
 		if merged != nil {
 			r = withNRIResources(r, merged)
 		}
 		defer func() {
+			// The update's outcome: plugins hear of it only once applied.
 			if err == nil {
 				m.plugins().PostUpdateContainer(ctx, pod, ctr)
 			}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -21,8 +22,17 @@ import (
 )
 
 // adjuster is an NRI plugin that gives every container an environment
-// variable, an annotation, a mount and a memory limit, and refuses one.
-type adjuster struct{ dir string }
+// variable, an annotation, a mount and a memory limit, and refuses one;
+// it counts the resource updates it is told were applied.
+type adjuster struct {
+	dir     string
+	updated atomic.Int32
+}
+
+func (a *adjuster) PostUpdateContainer(context.Context, *api.PodSandbox, *api.Container) error {
+	a.updated.Add(1)
+	return nil
+}
 
 func (a *adjuster) CreateContainer(_ context.Context, _ *api.PodSandbox, c *api.Container) (*api.ContainerAdjustment, []*api.ContainerUpdate, error) {
 	if c.Name == "refused" {
@@ -82,7 +92,8 @@ func TestNRIPluginsAdjustAndCannotBlock(t *testing.T) {
 
 	shared := t.TempDir()
 	writeFile(t, filepath.Join(shared, "from-plugin"), "mounted by NRI\n")
-	startPlugin(t, socket, "adjuster", "10", &adjuster{dir: shared})
+	adj := &adjuster{dir: shared}
+	startPlugin(t, socket, "adjuster", "10", adj)
 	h := &hanger{closed: make(chan struct{})}
 	startPlugin(t, socket, "hanger", "20", h, stub.WithOnClose(func() { close(h.closed) }))
 
@@ -99,6 +110,25 @@ func TestNRIPluginsAdjustAndCannotBlock(t *testing.T) {
 	resp, err := d.runtime.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: id, Verbose: true})
 	if err != nil || !strings.Contains(resp.Info["info"], `"example.com/adjusted":"yes"`) {
 		t.Errorf("the plugin's annotation is not in the spec: %v", err)
+	}
+
+	// Plugins hear of an update once it is applied, not of one refused
+	// (a limit below what the container uses).
+	update := func(limit int64) error {
+		_, err := d.runtime.UpdateContainerResources(ctx, &runtimeapi.UpdateContainerResourcesRequest{ContainerId: id, Linux: &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: limit}})
+		return err
+	}
+	if err := update(4096); status.Code(err) != codes.FailedPrecondition {
+		t.Errorf("an update below the container's use: %v", err)
+	}
+	if n := adj.updated.Load(); n != 0 {
+		t.Errorf("plugins were told of %d applied updates after a refused one", n)
+	}
+	if err := update(128 << 20); err != nil {
+		t.Fatal(err)
+	}
+	if n := adj.updated.Load(); n != 1 {
+		t.Errorf("plugins were told of %d applied updates after one", n)
 	}
 
 	_, err = d.runtime.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: ctrConfig("refused", e.image("plain"), "true"), SandboxConfig: pod})
