@@ -25,29 +25,15 @@ import (
 
 // Config is the [nri] table of husk's config, with containerd's key names.
 type Config struct {
-	Enable                    bool     `toml:"enable" json:"enable"`
-	SocketPath                string   `toml:"socket_path" json:"socket_path"`
-	PluginPath                string   `toml:"plugin_path" json:"plugin_path"`
-	PluginConfigPath          string   `toml:"plugin_config_path" json:"plugin_config_path"`
-	PluginRegistrationTimeout Duration `toml:"plugin_registration_timeout" json:"plugin_registration_timeout"`
-	PluginRequestTimeout      Duration `toml:"plugin_request_timeout" json:"plugin_request_timeout"`
+	Enable                    bool          `toml:"enable" json:"enable"`
+	SocketPath                string        `toml:"socket_path" json:"socket_path"`
+	PluginPath                string        `toml:"plugin_path" json:"plugin_path"`
+	PluginConfigPath          string        `toml:"plugin_config_path" json:"plugin_config_path"`
+	PluginRegistrationTimeout time.Duration `toml:"plugin_registration_timeout" json:"plugin_registration_timeout"`
+	PluginRequestTimeout      time.Duration `toml:"plugin_request_timeout" json:"plugin_request_timeout"`
 	// DisableConnections: only the plugins of PluginPath, no socket.
 	DisableConnections bool `toml:"disable_connections" json:"disable_connections"`
 }
-
-// Duration is a time.Duration written as "5s" in TOML.
-type Duration struct{ time.Duration }
-
-func (d *Duration) UnmarshalText(b []byte) error {
-	v, err := time.ParseDuration(string(b))
-	if err != nil {
-		return err
-	}
-	d.Duration = v
-	return nil
-}
-
-func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
 
 // DefaultConfig is off, with the adaptation's default paths and timeouts.
 func DefaultConfig() Config {
@@ -55,8 +41,8 @@ func DefaultConfig() Config {
 		SocketPath:                adaptation.DefaultSocketPath,
 		PluginPath:                adaptation.DefaultPluginPath,
 		PluginConfigPath:          adaptation.DefaultPluginConfigPath,
-		PluginRegistrationTimeout: Duration{api.DefaultPluginRegistrationTimeout},
-		PluginRequestTimeout:      Duration{api.DefaultPluginRequestTimeout},
+		PluginRegistrationTimeout: api.DefaultPluginRegistrationTimeout,
+		PluginRequestTimeout:      api.DefaultPluginRequestTimeout,
 	}
 }
 
@@ -97,8 +83,8 @@ func New(cfg Config, version string, rt Runtime) (*NRI, error) {
 		return nil, nil
 	}
 	nrilog.Set(klogger{})
-	adaptation.SetPluginRegistrationTimeout(cfg.PluginRegistrationTimeout.Duration)
-	adaptation.SetPluginRequestTimeout(cfg.PluginRequestTimeout.Duration)
+	adaptation.SetPluginRegistrationTimeout(cfg.PluginRegistrationTimeout)
+	adaptation.SetPluginRequestTimeout(cfg.PluginRequestTimeout)
 	n := &NRI{rt: rt, state: map[string]state{}}
 	opts := []adaptation.Option{
 		adaptation.WithPluginPath(cfg.PluginPath),
