@@ -36,12 +36,9 @@ func monitorsRSS(b *testing.B, root string) (float64, int) {
 	return total, n
 }
 
-// BenchmarkContainerStart measures CreateContainer and StartContainer over
-// gRPC (busybox `sleep`, kubelet's default per-container PID namespace),
-// the time from RunPodSandbox to a running container, and the memory a
-// running pod with one container costs: its monitor, and what the daemon
-// holds for it. Run with -benchtime 1x; see docs/benchmarks.md.
-func BenchmarkContainerStart(b *testing.B) {
+// busyboxDaemon is a daemon with a pod network and a busybox image pulled,
+// whose reference it returns.
+func busyboxDaemon(b *testing.B) (*daemon, string) {
 	reg := imagetest.NewRegistry(b)
 	reg.Push(b, "busybox:bench", imagetest.BusyboxImage(b, v1.Config{}))
 	d := newDaemon(b, insecureConfig(reg.Host))
@@ -50,6 +47,16 @@ func BenchmarkContainerStart(b *testing.B) {
 	if _, err := d.images.PullImage(context.Background(), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: ref}}); err != nil {
 		b.Fatal(err)
 	}
+	return d, ref
+}
+
+// BenchmarkContainerStart measures CreateContainer and StartContainer over
+// gRPC (busybox `sleep`, kubelet's default per-container PID namespace),
+// the time from RunPodSandbox to a running container, and the memory a
+// running pod with one container costs: its monitor, and what the daemon
+// holds for it. Run with -benchtime 1x; see docs/benchmarks.md.
+func BenchmarkContainerStart(b *testing.B) {
+	d, ref := busyboxDaemon(b)
 	ctx := context.Background()
 	ctr := func(name string) *runtimeapi.ContainerConfig {
 		return &runtimeapi.ContainerConfig{
@@ -132,15 +139,8 @@ func BenchmarkContainerStart(b *testing.B) {
 // started one after another in one pod. Run with -benchtime 1x; see
 // docs/benchmarks.md.
 func BenchmarkContainerExitEvent(b *testing.B) {
-	reg := imagetest.NewRegistry(b)
-	reg.Push(b, "busybox:bench", imagetest.BusyboxImage(b, v1.Config{}))
-	d := newDaemon(b, insecureConfig(reg.Host))
-	newPodNet(b, d).install(b, d)
-	ref := reg.Ref("busybox:bench")
+	d, ref := busyboxDaemon(b)
 	ctx := context.Background()
-	if _, err := d.images.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: ref}}); err != nil {
-		b.Fatal(err)
-	}
 	stream, err := d.runtime.GetContainerEvents(ctx, &runtimeapi.GetEventsRequest{})
 	if err != nil {
 		b.Fatal(err)
