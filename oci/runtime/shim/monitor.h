@@ -14,6 +14,14 @@
 
 #include "contract.h"
 
+// MON_TEXT marks every function of the monitor's parts. Each container
+// has a monitor, which runs in a constructor before the Go runtime: GCC
+// puts the constructor (and what only it calls) in .text.startup, at the
+// start of husk-runtime's text, but the functions of other files in .text,
+// behind all the Go code. Kept beside the constructor, a monitor maps 14
+// fewer pages of the binary (56 KiB of RSS a container).
+#define MON_TEXT __attribute__((section(".text.startup.monitor")))
+
 #define MAX_LINE 16384 // the longest CRI log line; longer ones are split (P)
 
 // monitor_io.c

@@ -4,9 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "contract.h"
+#include "monitor.h"
 
-int parse_monitor_args(int argc, char **argv, struct monitor_args *a) {
+MON_TEXT int parse_monitor_args(int argc, char **argv, struct monitor_args *a) {
 	static const struct option opts[] = {
 		{"state", required_argument, 0, 's'},
 		{"log", required_argument, 0, 'l'},

@@ -27,13 +27,13 @@ static int stdin_fd = -1, stdin_is_tty, stdin_once, stdin_closing;
 static char pending[MAX_INPUT]; // input the program has not taken yet
 static size_t npending;
 
-void mon_stdin_set(int fd, int is_tty, int once) {
+MON_TEXT void mon_stdin_set(int fd, int is_tty, int once) {
 	stdin_fd = fd;
 	stdin_is_tty = is_tty;
 	stdin_once = once;
 }
 
-static void close_stdin(void) {
+MON_TEXT static void close_stdin(void) {
 	// A terminal stays: it is the program's output too.
 	if (stdin_fd >= 0 && !stdin_is_tty)
 		close(stdin_fd);
@@ -42,7 +42,7 @@ static void close_stdin(void) {
 	stdin_closing = 0;
 }
 
-static void write_pending(void) {
+MON_TEXT static void write_pending(void) {
 	while (npending > 0 && stdin_fd >= 0) {
 		ssize_t w = write(stdin_fd, pending, npending);
 		if (w < 0) {
@@ -62,7 +62,7 @@ static void write_pending(void) {
 // drop_client closes client i. Its session is over when it went itself
 // (ended): with --stdin-once that closes the program's stdin. A client
 // dropped for falling behind has not ended its session.
-static void drop_client(int i, int ended) {
+MON_TEXT static void drop_client(int i, int ended) {
 	close(clients[i].fd);
 	if (ended && clients[i].input && stdin_once) {
 		stdin_closing = 1;
@@ -71,7 +71,7 @@ static void drop_client(int i, int ended) {
 	clients[i] = clients[--nclients];
 }
 
-int mon_attach_listen(const char *dir) {
+MON_TEXT int mon_attach_listen(const char *dir) {
 	int dfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (dfd < 0)
 		return -1;
@@ -94,7 +94,7 @@ int mon_attach_listen(const char *dir) {
 	return fd;
 }
 
-void mon_attach_accept(int lfd) {
+MON_TEXT void mon_attach_accept(int lfd) {
 	int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 	if (fd < 0)
 		return;
@@ -107,7 +107,7 @@ void mon_attach_accept(int lfd) {
 	clients[nclients++] = (struct client){.fd = fd};
 }
 
-void mon_attach_pollfds(struct pollfd *pfd, int *n, int *pin, int *pclients, int *count) {
+MON_TEXT void mon_attach_pollfds(struct pollfd *pfd, int *n, int *pin, int *pclients, int *count) {
 	// Input waits while the program has not taken what came before.
 	*pin = -1;
 	if (npending > 0 && stdin_fd >= 0) {
@@ -121,7 +121,7 @@ void mon_attach_pollfds(struct pollfd *pfd, int *n, int *pin, int *pclients, int
 }
 
 // from_client handles one message of client i; 0 when the client went.
-static int from_client(int i, int term) {
+MON_TEXT static int from_client(int i, int term) {
 	static char msg[MAX_INPUT + 1];
 	ssize_t n = recv(clients[i].fd, msg, sizeof msg, 0);
 	if (n < 0 && (errno == EAGAIN || errno == EINTR))
@@ -160,7 +160,7 @@ static int from_client(int i, int term) {
 	return 1;
 }
 
-void mon_attach_clients(const struct pollfd *pfd, int pclients, int count, int term) {
+MON_TEXT void mon_attach_clients(const struct pollfd *pfd, int pclients, int count, int term) {
 	// By the index they had when polled (dropping one moves the last into
 	// its place: go backwards).
 	for (int i = count - 1; i >= 0; i--) {
@@ -175,14 +175,14 @@ void mon_attach_clients(const struct pollfd *pfd, int pclients, int count, int t
 	}
 }
 
-void mon_attach_stdin(const struct pollfd *pfd, int pin) {
+MON_TEXT void mon_attach_stdin(const struct pollfd *pfd, int pin) {
 	if (pin >= 0 && pfd[pin].revents)
 		write_pending();
 }
 
 // mon_attach_output sends output of a stream (ATTACH_STDOUT, ATTACH_STDERR)
 // to every client; one that cannot take it now is dropped.
-void mon_attach_output(char tag, const char *p, size_t n) {
+MON_TEXT void mon_attach_output(char tag, const char *p, size_t n) {
 	static char msg[MAX_LINE + 1];
 	if (nclients == 0)
 		return;
@@ -196,14 +196,14 @@ void mon_attach_output(char tag, const char *p, size_t n) {
 	}
 }
 
-void mon_attach_stream_ended(int fd) {
+MON_TEXT void mon_attach_stream_ended(int fd) {
 	if (stdin_is_tty && stdin_fd == fd)
 		close_stdin(); // the terminal is gone, and what waited for it
 }
 
 // mon_receive_fd waits for a descriptor on sock (the built-in runtime
 // sends the container's terminal); -1 if the sender ended first.
-int mon_receive_fd(int sock) {
+MON_TEXT int mon_receive_fd(int sock) {
 	char byte;
 	struct iovec iov = {.iov_base = &byte, .iov_len = 1};
 	union {

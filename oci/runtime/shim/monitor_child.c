@@ -24,7 +24,7 @@ extern char **environ;
 // built-in runtime makes the terminal in the container's own devpts and
 // sends its master on a socket; another runtime gets one of the host's.
 // Its input is the terminal, or a pipe; none without --stdin.
-void mon_child_io(const struct monitor_args *a, struct child_io *io) {
+MON_TEXT void mon_child_io(const struct monitor_args *a, struct child_io *io) {
 	*io = (struct child_io){.err = {-1, -1}, .term_slave = -1, .console = {-1, -1}, .in = {-1, -1}, .ready = {-1, -1}};
 	if (a->tty && a->exec_fd >= 0) {
 		if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, io->console) != 0)
@@ -54,7 +54,7 @@ void mon_child_io(const struct monitor_args *a, struct child_io *io) {
 		mon_die("pipe");
 }
 
-static void join(const char *file, int type) {
+MON_TEXT static void join(const char *file, int type) {
 	if (file == NULL)
 		return;
 	int fd = open(file, O_RDONLY | O_CLOEXEC);
@@ -72,7 +72,7 @@ static void join(const char *file, int type) {
 // root, joins the pod's other namespaces, clones the process as the
 // monitor's own child (CLONE_PARENT) and exits. It returns the child's
 // pid to the monitor and 0 in the child, like clone.
-static pid_t clone_in_userns(const char *userns, const char *const nss[4], const int types[4], int flags) {
+MON_TEXT static pid_t clone_in_userns(const char *userns, const char *const nss[4], const int types[4], int flags) {
 	int p[2];
 	if (pipe2(p, O_CLOEXEC) != 0)
 		mon_die("pipe");
@@ -126,7 +126,7 @@ static pid_t clone_in_userns(const char *userns, const char *const nss[4], const
 // exec_program is the child's side: its descriptors, its wait for the
 // go-ahead, then the program.
 static void exec_program(const struct monitor_args *a, struct child_io *io, const sigset_t *set) __attribute__((noreturn));
-static void exec_program(const struct monitor_args *a, struct child_io *io, const sigset_t *set) {
+MON_TEXT static void exec_program(const struct monitor_args *a, struct child_io *io, const sigset_t *set) {
 	int placed = a->ncgroups > 0 || a->cgroup_sync >= 0;
 	signal(SIGPIPE, SIG_DFL);
 	sigprocmask(SIG_UNBLOCK, set, NULL);
@@ -178,7 +178,7 @@ static void exec_program(const struct monitor_args *a, struct child_io *io, cons
 	_exit(127);
 }
 
-pid_t mon_start_child(const struct monitor_args *a, struct child_io *io, const sigset_t *set) {
+MON_TEXT pid_t mon_start_child(const struct monitor_args *a, struct child_io *io, const sigset_t *set) {
 	// The PID namespace is joined for the child: the monitor stays where
 	// it is.
 	const char *const nss[4] = {a->netns, a->ipcns, a->utsns, a->pidns};
@@ -203,12 +203,12 @@ pid_t mon_start_child(const struct monitor_args *a, struct child_io *io, const s
 
 // fail_start ends a program that cannot go on, and the monitor: the caller
 // said why on the report channel, or the daemon knows (its refusal).
-static void fail_start(pid_t child) {
+MON_TEXT static void fail_start(pid_t child) {
 	kill(child, SIGKILL);
 	_exit(1);
 }
 
-void mon_place_child(const struct monitor_args *a, struct child_io *io, pid_t child) {
+MON_TEXT void mon_place_child(const struct monitor_args *a, struct child_io *io, pid_t child) {
 	if (a->oom_score_adj != NULL) {
 		char path[64];
 		snprintf(path, sizeof path, "/proc/%d/oom_score_adj", child);
@@ -245,7 +245,7 @@ void mon_place_child(const struct monitor_args *a, struct child_io *io, pid_t ch
 	close(io->ready[1]);
 }
 
-int mon_adopt(const char *pid_file, pid_t *child) {
+MON_TEXT int mon_adopt(const char *pid_file, pid_t *child) {
 	char buf[32], status[4096];
 	if (pid_file == NULL || !mon_read_small(pid_file, buf, sizeof buf))
 		return 0;

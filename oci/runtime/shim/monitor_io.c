@@ -9,12 +9,12 @@
 
 #include "monitor.h"
 
-void mon_die(const char *what) {
+MON_TEXT void mon_die(const char *what) {
 	dprintf(2, "husk monitor: %s: %s\n", what, strerror(errno));
 	_exit(1);
 }
 
-void mon_write_all(int fd, const char *p, size_t n) {
+MON_TEXT void mon_write_all(int fd, const char *p, size_t n) {
 	while (n > 0) {
 		ssize_t w = write(fd, p, n);
 		if (w < 0) {
@@ -27,7 +27,7 @@ void mon_write_all(int fd, const char *p, size_t n) {
 	}
 }
 
-void mon_write_file(const char *dir, const char *name, const char *content) {
+MON_TEXT void mon_write_file(const char *dir, const char *name, const char *content) {
 	char tmp[4096], path[4096];
 	snprintf(tmp, sizeof tmp, "%s/.%s.tmp", dir, name);
 	snprintf(path, sizeof path, "%s/%s", dir, name);
@@ -41,7 +41,7 @@ void mon_write_file(const char *dir, const char *name, const char *content) {
 
 // mon_read_small reads a small file (of /proc or a cgroup) into buf as a
 // string; 0 when it cannot.
-int mon_read_small(const char *path, char *buf, size_t size) {
+MON_TEXT int mon_read_small(const char *path, char *buf, size_t size) {
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return 0;
@@ -53,7 +53,7 @@ int mon_read_small(const char *path, char *buf, size_t size) {
 	return 1;
 }
 
-unsigned long long mon_start_time(pid_t pid) {
+MON_TEXT unsigned long long mon_start_time(pid_t pid) {
 	char path[64], buf[1024];
 	snprintf(path, sizeof path, "/proc/%d/stat", pid);
 	if (!mon_read_small(path, buf, sizeof buf))
@@ -67,7 +67,7 @@ unsigned long long mon_start_time(pid_t pid) {
 	return p ? strtoull(p + 1, NULL, 10) : 0;
 }
 
-void mon_write_process(const char *dir, const char *name, pid_t pid) {
+MON_TEXT void mon_write_process(const char *dir, const char *name, pid_t pid) {
 	char buf[64];
 	snprintf(buf, sizeof buf, "%d %llu\n", pid, mon_start_time(pid));
 	mon_write_file(dir, name, buf);

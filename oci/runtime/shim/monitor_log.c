@@ -17,7 +17,7 @@
 
 static int log_fd = -1;
 
-int mon_log_open(const char *dir, const char *path) {
+MON_TEXT int mon_log_open(const char *dir, const char *path) {
 	int flags = O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, fd;
 	if (dir != NULL) {
 		// Non-blocking and no controlling terminal until it is known to
@@ -54,7 +54,7 @@ int mon_log_open(const char *dir, const char *path) {
 }
 
 // emit writes one CRI log line; full tells F (the line ended) from P.
-static void emit(struct stream *s, const char *p, size_t n, int full) {
+MON_TEXT static void emit(struct stream *s, const char *p, size_t n, int full) {
 	struct timespec ts;
 	struct tm tm;
 	char head[64];
@@ -77,7 +77,7 @@ static void emit(struct stream *s, const char *p, size_t n, int full) {
 // mon_log_consume splits what arrived into lines; an unfinished line waits
 // in the buffer until it ends, or goes out as a partial (P) line once it
 // fills it.
-void mon_log_consume(struct stream *s, const char *p, size_t n) {
+MON_TEXT void mon_log_consume(struct stream *s, const char *p, size_t n) {
 	while (n > 0) {
 		const char *nl = memchr(p, '\n', n);
 		size_t seg = nl ? (size_t)(nl - p) : n;
@@ -106,7 +106,7 @@ void mon_log_consume(struct stream *s, const char *p, size_t n) {
 // mon_log_flush writes what is left when a stream ends. That line never
 // ended: it is a partial (P), or a reader (kubelet's FallbackToLogsOnError,
 // crictl logs) would add the newline the container never wrote.
-void mon_log_flush(struct stream *s) {
+MON_TEXT void mon_log_flush(struct stream *s) {
 	if (s->len > 0)
 		emit(s, s->buf, s->len, 0);
 	s->len = 0;

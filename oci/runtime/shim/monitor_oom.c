@@ -16,7 +16,7 @@
 
 #include "monitor.h"
 
-static int oom_kills(const char *file) {
+MON_TEXT static int oom_kills(const char *file) {
 	if (file == NULL)
 		return 0;
 	char buf[4096];
@@ -28,7 +28,7 @@ static int oom_kills(const char *file) {
 
 // oom_kills_fd reads the oom_kill count of an open memory.events file from
 // its start; -1 when it cannot (the file of a removed cgroup reads ENODEV).
-static int oom_kills_fd(int fd) {
+MON_TEXT static int oom_kills_fd(int fd) {
 	char buf[4096];
 	ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
 	if (n <= 0)
@@ -44,7 +44,7 @@ static int oom_kills_fd(int fd) {
 // runtime (runc) the kernel counts the kill in the runtime's cgroup below,
 // which the runtime removes before the monitor could read it; the event
 // comes to the cgroup whose limit was hit. -1 if it cannot be had.
-static int oom_notifier(const char *oom_control) {
+MON_TEXT static int oom_notifier(const char *oom_control) {
 	char ctl[4096];
 	const char *slash = strrchr(oom_control, '/');
 	if (slash == NULL || (size_t)(slash - oom_control) + sizeof "/cgroup.event_control" > sizeof ctl)
@@ -65,13 +65,13 @@ static int oom_notifier(const char *oom_control) {
 	return efd;
 }
 
-void mon_oom_init(struct oom_watch *w, const char *file, int notify) {
+MON_TEXT void mon_oom_init(struct oom_watch *w, const char *file, int notify) {
 	*w = (struct oom_watch){.file = file, .notify_fd = -1, .events_fd = -1, .parent_fd = -1};
 	if (notify && file != NULL)
 		w->notify_fd = oom_notifier(file);
 }
 
-void mon_oom_open(struct oom_watch *w, const char *parent) {
+MON_TEXT void mon_oom_open(struct oom_watch *w, const char *parent) {
 	// cgroup v2 signals a change of memory.events with POLLPRI: the kills
 	// are counted while the cgroup exists.
 	const char *oom = w->file;
@@ -92,7 +92,7 @@ void mon_oom_open(struct oom_watch *w, const char *parent) {
 	}
 }
 
-void mon_oom_pollfds(struct oom_watch *w, struct pollfd *pfd, int *n, int *pnotify, int *pevents) {
+MON_TEXT void mon_oom_pollfds(struct oom_watch *w, struct pollfd *pfd, int *n, int *pnotify, int *pevents) {
 	*pnotify = *pevents = -1;
 	if (w->notify_fd >= 0) {
 		*pnotify = *n;
@@ -104,7 +104,7 @@ void mon_oom_pollfds(struct oom_watch *w, struct pollfd *pfd, int *n, int *pnoti
 	}
 }
 
-void mon_oom_handle(struct oom_watch *w, const struct pollfd *pfd, int pnotify, int pevents) {
+MON_TEXT void mon_oom_handle(struct oom_watch *w, const struct pollfd *pfd, int pnotify, int pevents) {
 	if (pnotify >= 0 && (pfd[pnotify].revents & POLLIN)) {
 		uint64_t events;
 		if (read(w->notify_fd, &events, sizeof events) == sizeof events && events > 0)
@@ -124,12 +124,12 @@ void mon_oom_handle(struct oom_watch *w, const struct pollfd *pfd, int pnotify, 
 }
 
 // oom_pending: the OOM notifier fired and was not read yet.
-static int oom_pending(int efd) {
+MON_TEXT static int oom_pending(int efd) {
 	uint64_t events;
 	return efd >= 0 && read(efd, &events, sizeof events) == sizeof events && events > 0;
 }
 
-int mon_oom_killed(struct oom_watch *w, int code) {
+MON_TEXT int mon_oom_killed(struct oom_watch *w, int code) {
 	// OOMKilled is the container's own process killed for memory: a child
 	// of it killed while it went on and ended otherwise (exit 0) is not;
 	// the counter is the cgroup's, so SIGKILL must be how the process died.
