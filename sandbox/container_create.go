@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -129,22 +130,7 @@ func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg *runtim
 	if err != nil {
 		return "", err
 	}
-	res, err := m.writeSpec(c.ID, s, rt, userns)
-	if err := st.done("making and writing its OCI spec", err); err != nil {
-		return "", err
-	}
-	if err := st.done("creating its cgroup", m.createCgroup(c, res)); err != nil {
-		return "", err
-	}
-	if dir, rel := logLocation(c); dir != "" {
-		if err := mkdirBeneath(dir, rel); err != nil {
-			return "", st.done("creating the log directory", err)
-		}
-	}
-	user := &User{UID: s.Process.User.UID, GID: s.Process.User.GID, Groups: s.Process.User.AdditionalGids}
-	if err := st.done("recording it created", m.updateContainer(c, func(c *Container) {
-		c.State, c.StopSig, c.User = ContainerCreated, int(sig), user
-	})); err != nil {
+	if err := m.installContainer(c, s, rt, userns, sig, st); err != nil {
 		return "", err
 	}
 	m.emit(EventCreated, c.ID, pod.ID)
@@ -152,6 +138,27 @@ func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg *runtim
 		m.plugins().PostCreateContainer(ctx, m.nriPod(pod), m.nriContainer(copyContainer(c), s))
 	}
 	return c.ID, nil
+}
+
+// installContainer writes the container's spec, makes its cgroup and log
+// directory, and records it created.
+func (m *Manager) installContainer(c *Container, s *specs.Spec, rt engine.Runtime, userns *podUserns, sig syscall.Signal, st *steps) error {
+	res, err := m.writeSpec(c.ID, s, rt, userns)
+	if err := st.done("making and writing its OCI spec", err); err != nil {
+		return err
+	}
+	if err := st.done("creating its cgroup", m.createCgroup(c, res)); err != nil {
+		return err
+	}
+	if dir, rel := logLocation(c); dir != "" {
+		if err := mkdirBeneath(dir, rel); err != nil {
+			return st.done("creating the log directory", err)
+		}
+	}
+	user := &User{UID: s.Process.User.UID, GID: s.Process.User.GID, Groups: s.Process.User.AdditionalGids}
+	return st.done("recording it created", m.updateContainer(c, func(c *Container) {
+		c.State, c.StopSig, c.User = ContainerCreated, int(sig), user
+	}))
 }
 
 // createCgroup makes a new container's cgroup with its limits; the

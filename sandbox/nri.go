@@ -239,9 +239,20 @@ func adjustSpec(s *specs.Spec, adj *api.ContainerAdjustment) error {
 	if adj == nil {
 		return nil
 	}
-	refuse := func(what string) error {
-		return fmt.Errorf("an NRI plugin's adjustment of %s, which husk does not apply: %w", what, errdefs.ErrFailedPrecondition)
+	adjustProcessAndMounts(s, adj)
+	if len(adj.GetCDIDevices()) > 0 {
+		return refuseAdjustment("CDI devices")
 	}
+	return adjustLinux(s, adj.GetLinux())
+}
+
+func refuseAdjustment(what string) error {
+	return fmt.Errorf("an NRI plugin's adjustment of %s, which husk does not apply: %w", what, errdefs.ErrFailedPrecondition)
+}
+
+// adjustProcessAndMounts applies what every runtime can: annotations, the
+// command, environment, mounts, rlimits and hooks.
+func adjustProcessAndMounts(s *specs.Spec, adj *api.ContainerAdjustment) {
 	for k, v := range adj.GetAnnotations() {
 		if s.Annotations == nil {
 			s.Annotations = map[string]string{}
@@ -285,26 +296,27 @@ func adjustSpec(s *specs.Spec, adj *api.ContainerAdjustment) error {
 		s.Hooks.Poststart = appendHooks(s.Hooks.Poststart, h.Poststart)
 		s.Hooks.Poststop = appendHooks(s.Hooks.Poststop, h.Poststop)
 	}
-	if len(adj.GetCDIDevices()) > 0 {
-		return refuse("CDI devices")
-	}
-	l := adj.GetLinux()
+}
+
+// adjustLinux applies the Linux part of an adjustment: devices, the OOM
+// score and resources; what husk cannot apply is refused.
+func adjustLinux(s *specs.Spec, l *api.LinuxContainerAdjustment) error {
 	if l == nil {
 		return nil
 	}
 	switch {
 	case l.GetCgroupsPath() != "":
-		return refuse("the cgroup path")
+		return refuseAdjustment("the cgroup path")
 	case len(l.GetNamespaces()) > 0:
-		return refuse("namespaces")
+		return refuseAdjustment("namespaces")
 	case len(l.GetSysctl()) > 0:
-		return refuse("sysctls")
+		return refuseAdjustment("sysctls")
 	case len(l.GetNetDevices()) > 0:
-		return refuse("network devices")
+		return refuseAdjustment("network devices")
 	// The adaptation hands over empty messages for what no plugin set.
 	case proto.Size(l.GetIoPriority()) > 0, proto.Size(l.GetScheduler()) > 0, proto.Size(l.GetRdt()) > 0,
 		proto.Size(l.GetMemoryPolicy()) > 0, proto.Size(l.GetSeccompPolicy()) > 0:
-		return refuse("I/O priority, scheduling, RDT, memory policy or seccomp")
+		return refuseAdjustment("I/O priority, scheduling, RDT, memory policy or seccomp")
 	}
 	for _, d := range l.GetDevices() {
 		path := strings.TrimPrefix(d.GetPath(), "-")

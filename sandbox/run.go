@@ -129,17 +129,14 @@ func (m *Manager) planPod(cfg *runtimeapi.PodSandboxConfig) (*podPlan, error) {
 	return pl, nil
 }
 
-func (m *Manager) run(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, handler string) (_ string, err error) {
-	pl, err := m.planPod(cfg)
-	if err != nil {
-		return "", err
-	}
+// newPod is the record of a pod about to be made: its id and cgroup.
+func (m *Manager) newPod(cfg *runtimeapi.PodSandboxConfig, handler string, pl *podPlan) (*Pod, error) {
 	id := newID()
 	cgroupPath, err := m.opts.Cgroups.PodPath(cfg.GetLinux().GetCgroupParent(), id)
 	if err != nil {
-		return "", fmt.Errorf("linux.cgroup_parent: %w", err)
+		return nil, fmt.Errorf("linux.cgroup_parent: %w", err)
 	}
-	p := &Pod{
+	return &Pod{
 		ID:             id,
 		Config:         cfg,
 		RuntimeHandler: handler,
@@ -148,7 +145,19 @@ func (m *Manager) run(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, han
 		Namespaces:     map[ns.Type]string{},
 		CgroupPath:     cgroupPath,
 		Hostname:       pl.hostname,
+	}, nil
+}
+
+func (m *Manager) run(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, handler string) (_ string, err error) {
+	pl, err := m.planPod(cfg)
+	if err != nil {
+		return "", err
 	}
+	p, err := m.newPod(cfg, handler, pl)
+	if err != nil {
+		return "", err
+	}
+	id, cgroupPath := p.ID, p.CgroupPath
 	st := newSteps("RunPodSandbox", cfg.GetMetadata().GetNamespace()+"/"+cfg.GetMetadata().GetName(), "pod", p.key())
 	// The pod is locked for the whole run: a Stop or Remove that finds it
 	// waits until it is made, or undone.

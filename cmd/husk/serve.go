@@ -110,6 +110,35 @@ func serve(args []string, stderr io.Writer) int {
 	return 0
 }
 
+// startNRI starts the NRI plugins and hands them to the pods.
+func startNRI(cfg nri.Config, pods *sandbox.Manager) (stop func(), err error) {
+	plugins, err := nri.New(cfg, version, nriRuntime{pods})
+	if err != nil {
+		return nil, err
+	}
+	if err := plugins.Start(); err != nil {
+		return nil, err
+	}
+	pods.SetNRI(plugins)
+	return plugins.Stop, nil
+}
+
+// startStreamServer serves exec, attach and port-forward sessions until it
+// is closed.
+func startStreamServer(pods *sandbox.Manager) (*cri.StreamServer, error) {
+	stream, err := cri.NewStreamServer(pods)
+	if err != nil {
+		return nil, fmt.Errorf("stream server: %w", err)
+	}
+	go func() {
+		// Close at shutdown ends it with ErrServerClosed: no error.
+		if err := stream.Serve(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			klog.ErrorS(err, "Stream server stopped")
+		}
+	}()
+	return stream, nil
+}
+
 func runDaemon(ctx context.Context, cfg Config) error {
 	unlock, err := claimDirs(&cfg)
 	if err != nil {
@@ -171,29 +200,19 @@ func runDaemon(ctx context.Context, cfg Config) error {
 	}
 	defer pods.Close()
 	// Plugins start and synchronize before the CRI is served.
-	plugins, err := nri.New(cfg.NRI, version, nriRuntime{pods})
+	stopNRI, err := startNRI(cfg.NRI, pods)
 	if err != nil {
 		return err
 	}
-	if err := plugins.Start(); err != nil {
-		return err
-	}
-	defer plugins.Stop()
-	pods.SetNRI(plugins)
+	defer stopNRI()
 	// At shutdown the event streams end first: the gRPC server's graceful
 	// stop waits for every call in flight, and they would never end.
 	context.AfterFunc(ctx, pods.Close)
 
-	stream, err := cri.NewStreamServer(pods)
+	stream, err := startStreamServer(pods)
 	if err != nil {
-		return fmt.Errorf("stream server: %w", err)
+		return err
 	}
-	go func() {
-		// Close at shutdown ends it with ErrServerClosed: no error.
-		if err := stream.Serve(); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			klog.ErrorS(err, "Stream server stopped")
-		}
-	}()
 	defer func() { _ = stream.Close() }()
 
 	srv := newCRIServer(ctx, cfg, pods, images, stream)
