@@ -310,7 +310,8 @@ func (m *Manager) runtimeCommand(ctx context.Context, args ...string) *exec.Cmd 
 // placeAtStart makes the container's cgroup with the process the monitor
 // started in it, told by the monitor on sync, and lets the process go on
 // ('1'); a refusal ('0') makes the monitor kill it. Another runtime goes
-// into a cgroup of its own below, as with cgroupfs (CreateContainer).
+// into a cgroup of its own below (engine.Runtime's LaunchCgroup), and
+// makes the container's (ProcessCgroup) itself, as with cgroupfs.
 func (m *Manager) placeAtStart(c *Container, rt engine.Runtime, spec *specs.Spec, sync *os.File) (err error) {
 	reply := []byte{monitor.PlacedRefused}
 	defer func() {
@@ -337,8 +338,8 @@ func (m *Manager) placeAtStart(c *Container, rt engine.Runtime, spec *specs.Spec
 	if err := m.opts.Cgroups.Create(c.Cgroup, res, pid); err != nil {
 		return fmt.Errorf("creating its cgroup: %w", err)
 	}
-	if inner := rt.ProcessCgroup(c.Cgroup); inner != c.Cgroup {
-		if err := m.opts.Cgroups.Create(inner, nil, pid); err != nil {
+	if launch := rt.LaunchCgroup(c.Cgroup); launch != c.Cgroup {
+		if err := m.opts.Cgroups.Create(launch, nil, pid); err != nil {
 			return fmt.Errorf("creating the runtime's cgroup: %w", err)
 		}
 	}

@@ -11,8 +11,7 @@
 # (network/ns), network, sandbox, e2e-cgroupfs and e2e-systemd (test/e2e
 # with HUSK_E2E_CGROUP_DRIVER set), critest (cri-tools' suite, its AppArmor
 # specs too, against husk with the systemd driver: test/e2e's TestCritest),
-# critest-crun (the same under the crun runtime handler, with the cgroupfs
-# driver: TestCritestCrunHandler), kubelet (a real kubelet, cgroupDriver systemd and failCgroupV1, running
+# critest-crun (the same under the crun runtime handler: TestCritestCrunHandler), kubelet (a real kubelet, cgroupDriver systemd and failCgroupV1, running
 # static pods on husk: TestKubeletRunsAStaticPod; building kubelet the first
 # time takes some 8 minutes, hack/build-kubernetes.sh). Not in all: cluster
 # (test/e2e's TestCluster, the one-node cluster of `make cluster-test` with
@@ -143,9 +142,9 @@ for suite in $(cat /husk/suites); do
 		;;
 	e2e-systemd) driver=systemd timeout=$e2e_timeout ;;
 	critest) driver=systemd timeout=$e2e_timeout bin=e2e-critest run=${pattern:-^TestCritest$} ;;
-	# crun (1.8) with husk's cgroupfs driver: under the systemd driver it
-	# is not yet right (test/e2e/handler_test.go's crunUnusable).
-	critest-crun) driver=cgroupfs timeout=$e2e_timeout bin=e2e-critest run=${pattern:-^TestCritestCrunHandler$} ;;
+	# crun (1.8) under the systemd driver, as kubeadm's nodes run; e2e-cgroupfs
+	# runs it under cgroupfs (TestCrunRuntimeHandler).
+	critest-crun) driver=systemd timeout=$e2e_timeout bin=e2e-critest run=${pattern:-^TestCritestCrunHandler$} ;;
 	kubelet) driver=systemd timeout=$e2e_timeout bin=e2e-kubelet run=${pattern:-^TestKubeletRunsAStaticPod$} ;;
 	cluster)
 		driver=systemd timeout=$e2e_timeout bin=e2e-cluster run=${pattern:-^TestCluster$}

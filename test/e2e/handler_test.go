@@ -37,13 +37,6 @@ func TestCrunRuntimeHandler(t *testing.T) {
 // side, as this development machine has (hugetlb). make vm-test runs the
 // crun tests in a guest with pure cgroup v2.
 func crunUnusable() string {
-	if e2eDriver() == "systemd" {
-		// Found in the guest (2026-12-05): under husk's systemd driver a
-		// privileged crun container that exits 0 is reported 137, and
-		// crun's error for a missing command does not reach the log.
-		// Under cgroupfs, in the same guest, every check passes. Open.
-		return "crun under husk's systemd cgroup driver is not yet right (a clean exit reported 137, start errors not logged): it runs under cgroupfs"
-	}
 	if unifiedHost {
 		return ""
 	}

@@ -149,6 +149,18 @@ func (b *Binary) InnerLimits(r *specs.LinuxResources) *specs.LinuxResources {
 
 func (b *Binary) ProcessCgroup(cgroup string) string { return path.Join(cgroup, innerCgroup) }
 
+// launchCgroup is the name of the cgroup the runtime itself runs in, where
+// husk places it, beside innerCgroup.
+const launchCgroup = "launcher"
+
+// LaunchCgroup: a leaf beside the container's processes, not above or
+// among them: when the container ends, the runtime kills every process of
+// the container's cgroup and below (crun writes its cgroup.kill), which
+// would be itself, before it reports the exit status or prints its error.
+// Not the scope itself either: the runtime enables controllers for the
+// scope's children, which a cgroup v2 holding processes cannot.
+func (b *Binary) LaunchCgroup(cgroup string) string { return path.Join(cgroup, launchCgroup) }
+
 func (b *Binary) pidFile(c *Container) string {
 	return filepath.Join(c.StateDir, monitor.RuntimePIDFile)
 }

@@ -45,6 +45,9 @@ func (b *Builtin) InnerLimits(r *specs.LinuxResources) *specs.LinuxResources { r
 
 func (b *Builtin) ProcessCgroup(cgroup string) string { return cgroup }
 
+// LaunchCgroup: the monitor's child is the container's process.
+func (b *Builtin) LaunchCgroup(cgroup string) string { return cgroup }
+
 // Launch: the sealed binary is the monitor's first extra descriptor, which
 // it executes in the pod's namespaces; the monitor writes the container's
 // oom_score_adj, which a runtime in a pod's user namespace cannot (its

@@ -44,6 +44,10 @@ type Runtime interface {
 	// ProcessCgroup is the cgroup the container's processes are in, which
 	// an exec joins, given husk's cgroup of the container.
 	ProcessCgroup(cgroup string) string
+	// LaunchCgroup is the cgroup the monitor's child goes in where husk
+	// places it (the systemd driver, whose scope starts with a process),
+	// given husk's cgroup of the container.
+	LaunchCgroup(cgroup string) string
 
 	// Launch sets the runtime's part of the monitor's command line: its
 	// flags and the program it runs. The files it returns are passed to

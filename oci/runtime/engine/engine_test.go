@@ -116,6 +116,11 @@ func TestBinaryLimits(t *testing.T) {
 	if got := b.ProcessCgroup("/kubepods/pod1/c1"); got != "/kubepods/pod1/c1/runtime" {
 		t.Errorf("ProcessCgroup: %s", got)
 	}
+	// The runtime itself beside the container, never in or above the
+	// cgroup it kills when the container ends.
+	if got := b.LaunchCgroup("/kubepods/pod1/c1"); got != "/kubepods/pod1/c1/launcher" {
+		t.Errorf("LaunchCgroup: %s", got)
+	}
 }
 
 // TestBinaryInit: the runtime's state.json names the container's init; a
