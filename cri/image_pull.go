@@ -2,9 +2,12 @@ package cri
 
 import (
 	"context"
+	"time"
 
+	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/husk-runtime/husk/internal/metrics"
 	"github.com/husk-runtime/husk/oci/image"
 )
 
@@ -25,9 +28,15 @@ func (s *Server) PullImage(ctx context.Context, req *runtimeapi.PullImageRequest
 			RegistryToken: a.GetRegistryToken(),
 		}
 	}
+	metrics.ImagePulls.Inc()
+	start := time.Now()
 	img, err := s.images.Pull(ctx, ref, auth)
 	if err != nil {
-		return nil, withField("image.image", err)
+		err = withField("image.image", err)
+		// The reason is the code the client gets.
+		metrics.ImagePullFailures.WithLabelValues(status.Code(toStatus(err)).String()).Inc()
+		return nil, err
 	}
+	metrics.ImagePullDuration.Observe(time.Since(start).Seconds())
 	return &runtimeapi.PullImageResponse{ImageRef: img.ID}, nil
 }

@@ -8,6 +8,7 @@ import (
 	"context"
 	"runtime/debug"
 
+	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -59,13 +60,20 @@ func New(opts Options) *Server {
 // NewGRPCServer makes a gRPC server with both CRI services registered and
 // husk's interceptors (requests validated, errors mapped to status codes,
 // panics turned into Internal errors instead of killing the daemon) and one
-// log line per call (callLog).
-func NewGRPCServer(s *Server) *grpc.Server {
+// log line per call (callLog). With calls (NewCallMetrics) it counts and
+// times every call, outside the others: by the code the client got.
+func NewGRPCServer(s *Server, calls *grpcprom.ServerMetrics) *grpc.Server {
+	unary := []grpc.UnaryServerInterceptor{unaryInterceptor}
+	stream := []grpc.StreamServerInterceptor{streamInterceptor}
+	if calls != nil {
+		unary = append([]grpc.UnaryServerInterceptor{calls.UnaryServerInterceptor()}, unary...)
+		stream = append([]grpc.StreamServerInterceptor{calls.StreamServerInterceptor()}, stream...)
+	}
 	g := grpc.NewServer(
 		grpc.StatsHandler(callLog{}),
 		grpc.UnknownServiceHandler(unknownMethod),
-		grpc.ChainUnaryInterceptor(unaryInterceptor),
-		grpc.ChainStreamInterceptor(streamInterceptor),
+		grpc.ChainUnaryInterceptor(unary...),
+		grpc.ChainStreamInterceptor(stream...),
 		// kubelet sends large ListContainers answers' worth of requests;
 		// match its 16 MiB limit.
 		grpc.MaxRecvMsgSize(16<<20),

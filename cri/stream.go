@@ -18,6 +18,7 @@ import (
 	utilexec "k8s.io/utils/exec"
 
 	"github.com/husk-runtime/husk/cri/validate"
+	"github.com/husk-runtime/husk/internal/metrics"
 	"github.com/husk-runtime/husk/sandbox"
 )
 
@@ -76,7 +77,15 @@ func terminalSizes(ctx context.Context, resize <-chan remotecommand.TerminalSize
 	return sizes
 }
 
+// session counts a streaming session open until the returned func runs.
+func session(kind string) func() {
+	g := metrics.StreamSessions.WithLabelValues(kind)
+	g.Inc()
+	return g.Dec
+}
+
 func (r streamRuntime) Exec(ctx context.Context, id string, cmd []string, in io.Reader, out, errw io.WriteCloser, tty bool, resize <-chan remotecommand.TerminalSize) error {
+	defer session("exec")()
 	err := r.pods.Exec(ctx, id, cmd, in, out, errw, tty, terminalSizes(ctx, resize))
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
@@ -87,10 +96,12 @@ func (r streamRuntime) Exec(ctx context.Context, id string, cmd []string, in io.
 }
 
 func (r streamRuntime) Attach(ctx context.Context, id string, in io.Reader, out, errw io.WriteCloser, tty bool, resize <-chan remotecommand.TerminalSize) error {
+	defer session("attach")()
 	return r.pods.Attach(ctx, id, in, out, errw, tty, terminalSizes(ctx, resize))
 }
 
 func (r streamRuntime) PortForward(ctx context.Context, podID string, port int32, stream io.ReadWriteCloser) error {
+	defer session("port_forward")()
 	return r.pods.PortForward(ctx, podID, port, stream)
 }
 

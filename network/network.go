@@ -72,7 +72,7 @@ type Config struct {
 // Manager is safe for concurrent use by many sandboxes.
 type Manager struct {
 	cfg      Config
-	cni      *libcni.CNIConfig
+	cni      measuredCNI
 	loopback *libcni.NetworkConfigList
 
 	mu  sync.Mutex
@@ -157,7 +157,7 @@ func New(cfg Config) (*Manager, error) {
 	}
 	return &Manager{
 		cfg:      cfg,
-		cni:      libcni.NewCNIConfigWithCacheDir(cfg.BinDirs, cfg.CacheDir, nil),
+		cni:      measuredCNI{libcni.NewCNIConfigWithCacheDir(cfg.BinDirs, cfg.CacheDir, nil)},
 		loopback: lo,
 	}, nil
 }

@@ -69,6 +69,13 @@ type Config struct {
 	//	plugin_registration_timeout = "5s"
 	//	plugin_request_timeout = "2s"
 	NRI nri.Config `toml:"nri" json:"nri"`
+	// Metrics: the daemon's own Prometheus metrics, off by default:
+	//
+	//	[metrics]
+	//	address = "127.0.0.1:9680"  # or "unix:///run/husk/metrics.sock"
+	Metrics MetricsConfig `toml:"metrics" json:"metrics"`
+	// Debug: [debug] pprof = true serves Go's profiles beside the metrics.
+	Debug DebugConfig `toml:"debug" json:"debug"`
 }
 
 // CDIConfig turns CDI device injection on or off and says where the
@@ -168,6 +175,9 @@ func loadConfig(path string, explicit bool) (Config, error) {
 		return cfg, fmt.Errorf("config %s: pinned_images: %w", path, err)
 	}
 	if err := validateRuntimes(cfg.Runtimes); err != nil {
+		return cfg, fmt.Errorf("config %s: %w", path, err)
+	}
+	if err := validateMetrics(cfg.Metrics, cfg.Debug); err != nil {
 		return cfg, fmt.Errorf("config %s: %w", path, err)
 	}
 	return cfg, nil

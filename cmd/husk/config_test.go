@@ -72,6 +72,9 @@ func TestConfigErrorsNameTheProblem(t *testing.T) {
 		"[runtimes.\"Bad_Name\"]\npath = \"/bin/true\"\n":       "DNS label",
 		"[runtimes.runc]\npath = \"runc\"\n":                    "runtimes.runc.path",
 		"[runtimes.runc]\npath = \"/nonexistent/runc\"\n":       "not an executable",
+		"[metrics]\naddress = \"9680\"\n":                       "metrics.address",
+		"[metrics]\naddress = \"unix://run/m.sock\"\n":          "must be absolute",
+		"[debug]\npprof = true\n":                               "set metrics.address",
 	} {
 		_, err := loadConfig(writeConfig(t, body), true)
 		if err == nil || !strings.Contains(err.Error(), want) {

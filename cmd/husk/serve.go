@@ -27,6 +27,7 @@ import (
 	"tags.cncf.io/container-device-interface/pkg/cdi"
 
 	"github.com/husk-runtime/husk/cri"
+	"github.com/husk-runtime/husk/internal/metrics"
 	"github.com/husk-runtime/husk/network"
 	"github.com/husk-runtime/husk/oci/image"
 	"github.com/husk-runtime/husk/oci/runtime/apparmor"
@@ -110,6 +111,37 @@ func serve(args []string, stderr io.Writer) int {
 	return 0
 }
 
+// restorePods makes the pod network and the pods' manager, which reads
+// back what the daemon ran before.
+func restorePods(ctx context.Context, cfg Config, cg *cgroups.Manager, binary *os.File, images *image.Store) (*sandbox.Manager, error) {
+	netw, err := network.New(network.Config{
+		ConfDir:  cfg.CNI.ConfDir,
+		BinDirs:  cfg.CNI.BinDirs,
+		CacheDir: filepath.Join(cfg.Root, "cni"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("pod network: %w", err)
+	}
+	start := time.Now()
+	pods, err := sandbox.New(ctx, sandbox.Options{
+		Root:    cfg.Root,
+		State:   cfg.State,
+		Network: netw,
+		Cgroups: cg,
+		Binary:  binary,
+		Images:  images,
+
+		Runtimes: runtimePaths(cfg.Runtimes),
+		AppArmor: apparmor.Enabled(),
+		CDI:      cdiCache(cfg.CDI),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("restoring pods: %w", err)
+	}
+	metrics.RestoreDuration.Set(time.Since(start).Seconds())
+	return pods, nil
+}
+
 // startNRI starts the NRI plugins and hands them to the pods.
 func startNRI(cfg nri.Config, pods *sandbox.Manager) (stop func(), err error) {
 	plugins, err := nri.New(cfg, version, nriRuntime{pods})
@@ -153,6 +185,10 @@ func runDaemon(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer func() { _ = lis.Close() }()
+	metricsLis, err := listenMetrics(cfg.Metrics)
+	if err != nil {
+		return err
+	}
 
 	images, err := image.Open(filepath.Join(cfg.Root, "images"), image.Options{
 		Registries:      cfg.Registry,
@@ -175,28 +211,9 @@ func runDaemon(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("cgroups: %w", err)
 	}
 	defer cg.Close()
-	netw, err := network.New(network.Config{
-		ConfDir:  cfg.CNI.ConfDir,
-		BinDirs:  cfg.CNI.BinDirs,
-		CacheDir: filepath.Join(cfg.Root, "cni"),
-	})
+	pods, err := restorePods(ctx, cfg, cg, binary, images)
 	if err != nil {
-		return fmt.Errorf("pod network: %w", err)
-	}
-	pods, err := sandbox.New(ctx, sandbox.Options{
-		Root:    cfg.Root,
-		State:   cfg.State,
-		Network: netw,
-		Cgroups: cg,
-		Binary:  binary,
-		Images:  images,
-
-		Runtimes: runtimePaths(cfg.Runtimes),
-		AppArmor: apparmor.Enabled(),
-		CDI:      cdiCache(cfg.CDI),
-	})
-	if err != nil {
-		return fmt.Errorf("restoring pods: %w", err)
+		return err
 	}
 	defer pods.Close()
 	// Plugins start and synchronize before the CRI is served.
@@ -216,7 +233,12 @@ func runDaemon(ctx context.Context, cfg Config) error {
 	defer func() { _ = stream.Close() }()
 
 	srv := newCRIServer(ctx, cfg, pods, images, stream)
-	return serveCRI(ctx, cri.NewGRPCServer(srv), lis, cfg)
+	calls, stopMetrics, err := serveMetrics(metricsLis, cfg, srv)
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
+	return serveCRI(ctx, cri.NewGRPCServer(srv, calls), lis, cfg)
 }
 
 // newCRIServer is the CRI's services over husk's pods and images, saying

@@ -20,6 +20,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
 
+	"github.com/husk-runtime/husk/internal/metrics"
 	"github.com/husk-runtime/husk/internal/procfs"
 )
 
@@ -94,6 +95,7 @@ func (s *Store) unpackLayer(ctx context.Context, blob digest.Digest, size int64,
 	tracker := &readTracker{r: rc}
 	blobDigester := digest.SHA256.Digester()
 	counted := &countingReader{r: io.TeeReader(tracker, blobDigester.Hash())}
+	defer func() { metrics.ImagePullBytes.Add(float64(counted.n)) }()
 	buffered := bufio.NewReaderSize(counted, 128<<10)
 	tarStream, closeDec, err := decompress(buffered)
 	if err != nil {
