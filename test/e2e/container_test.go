@@ -294,10 +294,10 @@ func TestContainerSeesOnlyItsOwnProcessesAndFDs(t *testing.T) {
 	sleeper := ctrConfig("sleeper", e.image("plain"), "sleep", "300")
 	sleeper.Linux.SecurityContext.NamespaceOptions.Pid = runtimeapi.NamespaceMode_POD
 	e.run(t, sharedID, shared, sleeper)
-	looker := ctrConfig("looker", e.image("plain"), "sh", "-c", "cat /proc/1/cmdline | tr '\\0' ' '; echo; ps -o comm | grep -c sleep; cat /proc/1/exe > /dev/null 2>&1 && echo readable || echo denied")
+	looker := ctrConfig("looker", e.image("plain"), "sh", "-c", "cat /proc/1/cmdline | tr '\\0' ' '; echo; ps -o comm | grep -c sleep; cat /proc/1/exe > /dev/null 2>&1 && echo readable || echo denied; cat /proc/1/comm")
 	looker.Linux.SecurityContext.NamespaceOptions.Pid = runtimeapi.NamespaceMode_POD
 	_, out = e.runToEnd(t, sharedID, shared, looker)
-	if len(out) != 3 || !strings.Contains(out[0], "pod-init") || strings.TrimSpace(out[1]) != "1" || out[2] != "denied" {
+	if len(out) != 4 || !strings.Contains(out[0], "pod-init") || strings.TrimSpace(out[1]) != "1" || out[2] != "denied" || out[3] != "husk-pod-init" {
 		t.Errorf("in a shared PID namespace: %q", out)
 	}
 }
@@ -832,6 +832,10 @@ func TestKilledMonitor(t *testing.T) {
 	mons, _ := exec.Command("pgrep", "-f", "monitor --state "+filepath.Join(e.d.root, "containers", id)).Output()
 	if len(strings.Fields(string(mons))) != 1 {
 		t.Fatalf("monitor of the container: %q", mons)
+	}
+	// ps shows what it is, not the descriptor husk-runtime ran from.
+	if comm, _ := os.ReadFile("/proc/" + strings.TrimSpace(string(mons)) + "/comm"); string(comm) != "husk-monitor\n" {
+		t.Errorf("the monitor's name: %q", comm)
 	}
 	_ = exec.Command("kill", "-9", strings.TrimSpace(string(mons))).Run()
 	time.Sleep(100 * time.Millisecond)

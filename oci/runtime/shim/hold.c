@@ -4,11 +4,13 @@
 // process can make a user namespace, and the daemon is not one), pins
 // them, and closes its input.
 #include <string.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 __attribute__((constructor)) static void husk_hold(int argc, char **argv) {
 	if (argc < 2 || strcmp(argv[1], "hold") != 0)
 		return;
+	prctl(PR_SET_NAME, "husk-hold", 0, 0, 0);
 	char c;
 	while (read(0, &c, 1) > 0)
 		;

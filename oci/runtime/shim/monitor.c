@@ -231,6 +231,9 @@ static void record_exit(struct run *r) {
 __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 	if (argc < 2 || strcmp(argv[1], "monitor") != 0)
 		return;
+	// Its name in ps and top, rather than the number of the descriptor
+	// husk-runtime was executed from.
+	prctl(PR_SET_NAME, "husk-monitor", 0, 0, 0);
 	struct monitor_args a;
 	if (parse_monitor_args(argc - 1, argv + 1, &a) != 0)
 		_exit(2);

@@ -32,6 +32,8 @@
 __attribute__((constructor)) static void husk_pod_init(int argc, char **argv) {
 	if (argc < 3 || strcmp(argv[1], "pod-init") != 0)
 		return;
+	// Its name in ps, the pod's containers' too (it is their PID 1).
+	prctl(PR_SET_NAME, "husk-pod-init", 0, 0, 0);
 	// A pod with its own user namespace: the PID namespace must belong to
 	// it, so it is made here, as that namespace's root. After the go-ahead
 	// this process forks the init into it and stays outside as the init's
