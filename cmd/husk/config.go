@@ -28,6 +28,10 @@ type Config struct {
 	//	[registry."registry.k8s.io"]
 	//	mirrors = ["http://127.0.0.1:5000"]
 	Registry map[string]image.RegistryConfig `toml:"registry" json:"registry,omitempty"`
+	// RegistryCertsDirs hold TLS files per registry host, as Docker's
+	// /etc/docker/certs.d does: <dir>/<host[:port]>/ca.crt (any *.crt),
+	// client.cert and client.key.
+	RegistryCertsDirs []string `toml:"registry_certs_dirs" json:"registry_certs_dirs,omitempty"`
 	// PullProgressTimeout ends a pull whose registry sends nothing for this
 	// long ("1m", "30s"). kubelet puts no deadline on PullImage, so without
 	// it a registry that stops answering would hold the pull forever.

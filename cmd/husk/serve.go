@@ -195,6 +195,7 @@ func runDaemon(ctx context.Context, cfg Config) error {
 		UserAgent:       "husk/" + version,
 		ProgressTimeout: cfg.PullProgressTimeout,
 		Pinned:          cfg.PinnedImages,
+		CertsDirs:       cfg.RegistryCertsDirs,
 	})
 	if err != nil {
 		return fmt.Errorf("opening image store: %w", err)

@@ -171,7 +171,7 @@ func (s *Store) remoteOptions(ctx context.Context, ep endpoint, auth *Auth, prog
 	if ep.insecure {
 		allowed[ep.host] = true
 	}
-	rt := registryTransport{next: s.transport(), allowed: allowed, progress: progress}
+	rt := registryTransport{next: s.transport(ep.host), allowed: allowed, progress: progress}
 	ua := s.opts.UserAgent
 	if ua == "" {
 		ua = "husk"
@@ -190,15 +190,6 @@ func (s *Store) remoteOptions(ctx context.Context, ep endpoint, auth *Auth, prog
 		// arm64 images need (their indexes list "v8" or nothing).
 		remote.WithPlatform(v1.Platform{OS: "linux", Architecture: runtime.GOARCH}),
 	}
-}
-
-func (s *Store) transport() http.RoundTripper {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.rt == nil {
-		s.rt = newTransport()
-	}
-	return s.rt
 }
 
 func (s *Store) pullFrom(ctx context.Context, ep endpoint, named reference.Named, auth *Auth) (_ *Image, err error) {

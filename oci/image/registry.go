@@ -17,6 +17,15 @@ type RegistryConfig struct {
 	Mirrors []string `toml:"mirrors"`
 	// Insecure allows plain HTTP to the registry itself.
 	Insecure bool `toml:"insecure"`
+	// CA is a PEM bundle of certificates to trust beside the system's,
+	// for this host whether it is a registry or another's mirror.
+	CA string `toml:"ca"`
+	// ClientCert and ClientKey are a PEM certificate and key presented to
+	// the host (mutual TLS).
+	ClientCert string `toml:"client_cert"`
+	ClientKey  string `toml:"client_key"`
+	// SkipVerify accepts any certificate from the host: only when set.
+	SkipVerify bool `toml:"skip_verify"`
 }
 
 // endpoint is one place an image can be fetched from.
@@ -45,6 +54,14 @@ func ValidateRegistries(regs map[string]RegistryConfig) error {
 			if _, err := parseMirror(m); err != nil {
 				return fmt.Errorf("registry %q: %w", host, err)
 			}
+		}
+		if (rc.ClientCert == "") != (rc.ClientKey == "") {
+			return fmt.Errorf("registry %q: client_cert and client_key go together", host)
+		}
+		// The files are read now, so that a wrong path is found at the
+		// start and not at the first pull.
+		if _, err := hostTLS(regs, nil, host); err != nil {
+			return err
 		}
 	}
 	return nil

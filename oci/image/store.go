@@ -73,6 +73,8 @@ type Options struct {
 	ProgressTimeout time.Duration
 	// Pinned names the images reported as pinned (see Store.Pinned).
 	Pinned []string
+	// CertsDirs hold registries' TLS files by host (tls.go).
+	CertsDirs []string
 }
 
 // DefaultProgressTimeout is how long a registry may stay silent in the
@@ -92,12 +94,13 @@ type Store struct {
 	images map[string]*Image // by ID
 	leases map[digest.Digest]int
 
-	rt       http.RoundTripper
-	pulls    flightGroup[*Image]
-	layers   flightGroup[struct{}]
-	removing sync.WaitGroup
-	sync     syncer
-	inUse    func() []digest.Digest
+	rt         http.RoundTripper            // shared by hosts of no TLS settings
+	transports map[string]http.RoundTripper // by host
+	pulls      flightGroup[*Image]
+	layers     flightGroup[struct{}]
+	removing   sync.WaitGroup
+	sync       syncer
+	inUse      func() []digest.Digest
 }
 
 // Open opens or creates the store in dir. Leftovers of work that was

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/subtle"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"io"
@@ -25,8 +26,8 @@ import (
 )
 
 // Registry is an in-process OCI distribution registry (go-containerregistry's
-// pkg/registry) listening on 127.0.0.1 over plain HTTP. It is safe for
-// concurrent use.
+// pkg/registry) listening on 127.0.0.1 over plain HTTP, or HTTPS with
+// WithTLS. It is safe for concurrent use.
 type Registry struct {
 	// Host is "127.0.0.1:PORT"; image references are Host + "/" + repo:tag.
 	Host string
@@ -39,6 +40,9 @@ type Registry struct {
 	pushRT    *http.Transport
 
 	intercept atomic.Pointer[func(http.ResponseWriter, *http.Request) bool]
+
+	tlsCA     *CA  // WithTLS
+	mutualTLS bool // WithTLS
 
 	mu       sync.Mutex
 	closed   bool
@@ -100,6 +104,9 @@ func NewRegistry(t testing.TB, opts ...Option) *Registry {
 		BaseContext: func(net.Listener) context.Context { return base },
 		ErrorLog:    log.New(io.Discard, "", 0),
 	}
+	if r.tlsCA != nil {
+		ln = r.serveTLS(t, ln)
+	}
 	go func() { _ = r.srv.Serve(ln) }()
 	t.Cleanup(func() {
 		if err := r.close(); err != nil {
@@ -107,6 +114,21 @@ func NewRegistry(t testing.TB, opts ...Option) *Registry {
 		}
 	})
 	return r
+}
+
+// serveTLS wraps ln in TLS with a certificate of the registry's CA, and
+// makes Push trust that CA (and present a client certificate of it).
+func (r *Registry) serveTLS(t testing.TB, ln net.Listener) net.Listener {
+	cfg := &tls.Config{Certificates: []tls.Certificate{r.tlsCA.Server(t).TLS}, MinVersion: tls.VersionTLS12}
+	if r.mutualTLS {
+		cfg.ClientAuth, cfg.ClientCAs = tls.RequireAndVerifyClientCert, r.tlsCA.Pool()
+	}
+	r.pushRT.TLSClientConfig = &tls.Config{
+		RootCAs:      r.tlsCA.Pool(),
+		Certificates: []tls.Certificate{r.tlsCA.Client(t, "imagetest push").TLS},
+		MinVersion:   tls.VersionTLS12,
+	}
+	return tls.NewListener(ln, cfg)
 }
 
 // Ref returns the full reference of repoAndTag in this registry, e.g.

@@ -1,0 +1,123 @@
+package image
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// The TLS of a registry host (or mirror) comes from its entry in the
+// config (ca, client_cert and client_key, skip_verify) and from its
+// directory in each certs directory, in the layout of Docker's
+// /etc/docker/certs.d and containerd's certs.d: <dir>/<host[:port]>/ holds
+// CA certificates as *.crt and client certificates as *.cert, each with
+// its key as the *.key of the same name.
+
+// hostTLS is the TLS configuration for host, or nil when nothing is
+// configured for it and the system's defaults apply.
+func hostTLS(regs map[string]RegistryConfig, certsDirs []string, host string) (*tls.Config, error) {
+	rc := regs[host]
+	var cas []string
+	type pair struct{ cert, key string }
+	var pairs []pair
+	if rc.CA != "" {
+		cas = append(cas, rc.CA)
+	}
+	if rc.ClientCert != "" {
+		pairs = append(pairs, pair{rc.ClientCert, rc.ClientKey})
+	}
+	for _, dir := range certsDirs {
+		entries, err := os.ReadDir(filepath.Join(dir, host))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("registry %s: certs directory: %w", host, err)
+		}
+		for _, e := range entries {
+			p := filepath.Join(dir, host, e.Name())
+			switch {
+			case strings.HasSuffix(e.Name(), ".crt"):
+				cas = append(cas, p)
+			case strings.HasSuffix(e.Name(), ".cert"):
+				pairs = append(pairs, pair{p, strings.TrimSuffix(p, ".cert") + ".key"})
+			}
+		}
+	}
+	if len(cas) == 0 && len(pairs) == 0 && !rc.SkipVerify {
+		return nil, nil
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: rc.SkipVerify} //nolint:gosec // only where the config says skip_verify = true
+	if len(cas) > 0 {
+		pool, err := x509.SystemCertPool()
+		if err != nil {
+			pool = x509.NewCertPool()
+		}
+		for _, ca := range cas {
+			if err := addCA(pool, ca); err != nil {
+				return nil, fmt.Errorf("registry %s: %w", host, err)
+			}
+		}
+		cfg.RootCAs = pool
+	}
+	for _, p := range pairs {
+		c, err := tls.LoadX509KeyPair(p.cert, p.key)
+		if err != nil {
+			return nil, fmt.Errorf("registry %s: client certificate %s with key %s: %w", host, p.cert, p.key, err)
+		}
+		cfg.Certificates = append(cfg.Certificates, c)
+	}
+	return cfg, nil
+}
+
+func addCA(pool *x509.CertPool, file string) error {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return fmt.Errorf("CA bundle: %w", err)
+	}
+	if !pool.AppendCertsFromPEM(b) {
+		return fmt.Errorf("CA bundle %s: no PEM certificate in it", file)
+	}
+	return nil
+}
+
+// transport is the round tripper for host: the shared one, or one with
+// the host's TLS, made at its first pull (a change of the files takes a
+// restart). A configuration that cannot be read fails every request to
+// the host, saying why.
+func (s *Store) transport(host string) http.RoundTripper {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if rt, ok := s.transports[host]; ok {
+		return rt
+	}
+	if s.transports == nil {
+		s.transports = map[string]http.RoundTripper{}
+	}
+	var rt http.RoundTripper
+	switch cfg, err := hostTLS(s.opts.Registries, s.opts.CertsDirs, host); {
+	case err != nil:
+		rt = failingTransport{err}
+	case cfg != nil:
+		t := newTransport()
+		t.TLSClientConfig = cfg
+		rt = t
+	default:
+		if s.rt == nil {
+			s.rt = newTransport()
+		}
+		rt = s.rt
+	}
+	s.transports[host] = rt
+	return rt
+}
+
+type failingTransport struct{ err error }
+
+func (f failingTransport) RoundTrip(*http.Request) (*http.Response, error) { return nil, f.err }
