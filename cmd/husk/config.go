@@ -32,6 +32,9 @@ type Config struct {
 	// /etc/docker/certs.d does: <dir>/<host[:port]>/ca.crt (any *.crt),
 	// client.cert and client.key.
 	RegistryCertsDirs []string `toml:"registry_certs_dirs" json:"registry_certs_dirs,omitempty"`
+	// GlobalAuthFile holds registry credentials, in the format of Docker's
+	// config.json, for pulls that bring none (as CRI-O's global_auth_file).
+	GlobalAuthFile string `toml:"global_auth_file" json:"global_auth_file,omitempty"`
 	// PullProgressTimeout ends a pull whose registry sends nothing for this
 	// long ("1m", "30s"). kubelet puts no deadline on PullImage, so without
 	// it a registry that stops answering would hold the pull forever.

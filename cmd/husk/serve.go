@@ -196,6 +196,7 @@ func runDaemon(ctx context.Context, cfg Config) error {
 		ProgressTimeout: cfg.PullProgressTimeout,
 		Pinned:          cfg.PinnedImages,
 		CertsDirs:       cfg.RegistryCertsDirs,
+		AuthFile:        cfg.GlobalAuthFile,
 	})
 	if err != nil {
 		return fmt.Errorf("opening image store: %w", err)

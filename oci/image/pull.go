@@ -64,6 +64,11 @@ func (s *Store) Pull(ctx context.Context, ref string, auth *Auth) (Image, error)
 	if err != nil {
 		return Image{}, err
 	}
+	if auth == nil || *auth == (Auth{}) {
+		if auth, err = fileAuth(s.opts.AuthFile, named); err != nil {
+			return Image{}, fmt.Errorf("%w: %w", err, errdefs.ErrFailedPrecondition)
+		}
+	}
 	// Different credentials must not share a download: one caller could
 	// otherwise read an image with another's rights.
 	key := named.String()

@@ -75,6 +75,8 @@ type Options struct {
 	Pinned []string
 	// CertsDirs hold registries' TLS files by host (tls.go).
 	CertsDirs []string
+	// AuthFile holds credentials for pulls that bring none (authfile.go).
+	AuthFile string
 }
 
 // DefaultProgressTimeout is how long a registry may stay silent in the

@@ -1,0 +1,84 @@
+package image
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"strings"
+
+	"github.com/distribution/reference"
+)
+
+// The auth file holds credentials for pulls that bring none (kubelet sends
+// its image pull secrets; a static pod or crictl may send nothing), in the
+// format of Docker's config.json and of containers-auth.json:
+//
+//	{"auths": {"registry.example:5000": {"auth": "base64(user:password)"}}}
+//
+// A key is a registry host, a URL of one ("https://index.docker.io/v1/"),
+// or a host with a repository path ("registry.example/team"), of which the
+// longest that the image's repository falls under wins.
+
+type authFile struct {
+	Auths map[string]authEntry `json:"auths"`
+}
+
+type authEntry struct {
+	Auth          string `json:"auth"`
+	Username      string `json:"username"`
+	Password      string `json:"password"`
+	IdentityToken string `json:"identitytoken"`
+	RegistryToken string `json:"registrytoken"`
+}
+
+// dockerHubKeys are the names Docker's tools file Docker Hub's credentials
+// under; images name it docker.io.
+var dockerHubKeys = map[string]bool{"index.docker.io": true, "registry-1.docker.io": true, "index.docker.io/v1": true}
+
+// normalizeAuthKey turns a key of the file into the "host[/path]" an image's
+// repository is compared with.
+func normalizeAuthKey(k string) string {
+	k = strings.TrimPrefix(strings.TrimPrefix(k, "https://"), "http://")
+	k = strings.TrimSuffix(k, "/")
+	if dockerHubKeys[k] {
+		return "docker.io"
+	}
+	return k
+}
+
+// fileAuth is the file's credentials for named's repository, nil when
+// there is no file or no entry. The file is read at each pull, so that an
+// updated one needs no restart; it is never logged.
+func fileAuth(path string, named reference.Named) (*Auth, error) {
+	if path == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("auth file: %w", err)
+	}
+	var f authFile
+	if err := json.Unmarshal(b, &f); err != nil {
+		// Not the error's text: it may quote the file.
+		return nil, fmt.Errorf("auth file %s is not JSON in config.json's format", path)
+	}
+	repo := reference.Domain(named) + "/" + reference.Path(named)
+	var best string
+	var found *authEntry
+	for k, e := range f.Auths {
+		key := normalizeAuthKey(k)
+		if (repo == key || strings.HasPrefix(repo, key+"/")) && len(key) > len(best) {
+			best, found = key, &e
+		}
+	}
+	if found == nil {
+		return nil, nil
+	}
+	return &Auth{Username: found.Username, Password: found.Password, Auth: found.Auth,
+		IdentityToken: found.IdentityToken, RegistryToken: found.RegistryToken}, nil
+}
