@@ -117,7 +117,9 @@ func TestAttachRefusals(t *testing.T) {
 func TestAttachInputToClosedStdin(t *testing.T) {
 	e := newCtrEnv(t)
 	podID, pod := e.pod(t, "attach-closed")
-	cfg := ctrConfig("closer", e.image("plain"), "sh", "-c", `exec 0<&-; sleep 2; echo alive`)
+	// It says it is alive for 10 s, not once after a fixed sleep: crictl
+	// may take seconds to attach on a slow machine (an emulated guest).
+	cfg := ctrConfig("closer", e.image("plain"), "sh", "-c", `exec 0<&-; i=0; while [ $i -lt 50 ]; do echo alive; sleep 0.2; i=$((i+1)); done`)
 	cfg.Stdin = true
 	id := e.run(t, podID, pod, cfg)
 	time.Sleep(300 * time.Millisecond)
