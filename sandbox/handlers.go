@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -22,11 +23,27 @@ import (
 // whichever it is (pinned namespaces, CNI, cgroup), and so is each
 // container's monitor.
 
+// SetRuntimes replaces the runtime handlers run by another runtime (a
+// config reload). Pods of a handler taken out keep their containers, which
+// can be stopped and removed, but start no new ones; a handler's new path
+// runs the containers started from then on.
+func (m *Manager) SetRuntimes(paths map[string]string) {
+	paths = maps.Clone(paths)
+	m.runtimes.Store(&paths)
+}
+
+func (m *Manager) runtimePaths() map[string]string {
+	if p := m.runtimes.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
 // Handlers are the runtime handlers husk knows: "" (the built-in runtime)
 // and the configured ones, sorted.
 func (m *Manager) Handlers() []string {
 	hs := []string{""}
-	for name := range m.opts.Runtimes {
+	for name := range m.runtimePaths() {
 		hs = append(hs, name)
 	}
 	slices.Sort(hs)
@@ -45,7 +62,7 @@ func (m *Manager) runtimeFor(handler string) engine.Runtime {
 	if handler == "" {
 		return &engine.Builtin{Binary: m.opts.Binary}
 	}
-	b := &engine.Binary{Name: handler, Path: m.opts.Runtimes[handler], Root: m.runtimeRoot(handler)}
+	b := &engine.Binary{Name: handler, Path: m.runtimePaths()[handler], Root: m.runtimeRoot(handler)}
 	if m.opts.Cgroups != nil {
 		b.Unified, b.Hugetlb = m.opts.Cgroups.Unified(), m.opts.Cgroups.HasHugetlb()
 	}
@@ -54,7 +71,7 @@ func (m *Manager) runtimeFor(handler string) engine.Runtime {
 
 // configuredRuntime is the runtime of a pod that is to run a container.
 func (m *Manager) configuredRuntime(pod *Pod) (engine.Runtime, error) {
-	if h := pod.RuntimeHandler; h != "" && m.opts.Runtimes[h] == "" {
+	if h := pod.RuntimeHandler; h != "" && m.runtimePaths()[h] == "" {
 		return nil, fmt.Errorf("the pod's runtime handler %q is no longer configured: %w", h, errdefs.ErrFailedPrecondition)
 	}
 	return m.runtimeFor(pod.RuntimeHandler), nil
@@ -107,7 +124,7 @@ func (m *Manager) checkHandler(handler string, userns bool) error {
 	if handler == "" {
 		return nil
 	}
-	if _, ok := m.opts.Runtimes[handler]; !ok {
+	if _, ok := m.runtimePaths()[handler]; !ok {
 		return fmt.Errorf("runtime_handler: %q is not a runtime handler of husk (%q): %w", handler, m.Handlers(), errdefs.ErrInvalidArgument)
 	}
 	if userns && !m.HandlerFeatures(handler).UserNamespaces {

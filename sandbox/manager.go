@@ -53,6 +53,8 @@ type Options struct {
 // are serialized, calls on different pods run in parallel.
 type Manager struct {
 	opts Options
+	// runtimes is opts.Runtimes, or what a config reload set (SetRuntimes).
+	runtimes atomic.Pointer[map[string]string]
 
 	mu     sync.Mutex
 	pods   map[string]*Pod
@@ -94,6 +96,7 @@ func New(ctx context.Context, opts Options) (*Manager, error) {
 		opts: opts, pods: map[string]*Pod{}, names: map[string]string{}, locks: map[string]*sync.Mutex{},
 		starts: map[string]*start{}, containers: map[string]*Container{}, cnames: map[string]string{},
 	}
+	m.SetRuntimes(opts.Runtimes)
 	// Each pod's and container's own directory is 0700 (see
 	// privateDir); these may be passed through by the root of a pod's
 	// user namespace, which reaches its container's bundle.

@@ -24,6 +24,9 @@ Usage:
                                          (default /etc/cni/net.d) unless it has one
   husk version                           print the version
   husk help                              print this help
+
+The daemon reads /etc/husk/config.toml (--config names another); flags
+override it. deploy/config.toml shows every key with its default.
 `
 
 // The main goroutine keeps the main thread. Namespaces are entered and made

@@ -48,9 +48,37 @@ func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
 // they are cancelled.
 const shutdownGrace = 10 * time.Second
 
+// serveUsage is what `husk serve --help` says before the flags.
+const serveUsage = `Usage: husk serve [flags]
+
+Serves the CRI (kubelet's RuntimeService and ImageService) on a unix socket
+only root may use. Settings come from the config file (default ` + defaultConfigPath + `,
+TOML; deploy/config.toml documents every key), flags over it:
+  listen, root, state        the socket, persistent data, state lost at reboot
+  registry."HOST"            mirrors, insecure (plain HTTP), ca, client_cert,
+                             client_key, skip_verify; registry_certs_dirs,
+                             global_auth_file, pinned_images, pull_progress_timeout
+  cgroup_driver              cgroupfs or systemd, as kubelet's
+  cni                        conf_dir, bin_dirs
+  runtimes."HANDLER".path    runc-compatible runtimes by RuntimeClass handler
+  cdi, nri                   device specs; Node Resource Interface plugins
+  metrics.address, debug     Prometheus metrics of the daemon; pprof
+
+Signals: SIGTERM or SIGINT stop serving (calls in flight get 10 s;
+containers keep running, and are found again at the next start); SIGHUP
+reloads the config file's registry settings, pinned images and runtime
+handlers; other changed keys wait for a restart.
+
+Flags:
+`
+
 func serve(args []string, stderr io.Writer) int {
 	fs := flag.NewFlagSet("husk serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		_, _ = io.WriteString(stderr, serveUsage)
+		fs.PrintDefaults()
+	}
 	configPath := fs.String("config", defaultConfigPath, "configuration file (TOML)")
 	listen := fs.String("listen", "", "unix socket to serve the CRI on (default /run/husk/husk.sock)")
 	root := fs.String("root", "", "directory for persistent data: images, pods, containers (default /var/lib/husk)")
@@ -75,25 +103,34 @@ func serve(args []string, stderr io.Writer) int {
 	}
 	explicit := false
 	fs.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "config" })
-	cfg, err := loadConfig(*configPath, explicit)
+	// The config file, with the flags over it: at the start, and again
+	// at each SIGHUP (reload.go).
+	load := func() (Config, error) {
+		cfg, err := loadConfig(*configPath, explicit)
+		if err != nil {
+			return cfg, err
+		}
+		for _, o := range []struct{ flag, field *string }{
+			{listen, &cfg.Listen}, {root, &cfg.Root}, {state, &cfg.State},
+			{cniConfDir, &cfg.CNI.ConfDir}, {cgroupDriver, &cfg.CgroupDriver}, {runtimeBinary, &cfg.RuntimeBinary},
+		} {
+			if *o.flag != "" {
+				*o.field = *o.flag
+			}
+		}
+		if len(cniBinDirs) > 0 {
+			cfg.CNI.BinDirs = cniBinDirs
+		}
+		if cfg.CgroupDriver != "cgroupfs" && cfg.CgroupDriver != "systemd" {
+			return cfg, errors.New("--cgroup-driver must be cgroupfs or systemd")
+		}
+		return cfg, nil
+	}
+	hup := hangups()
+	cfg, err := load()
 	if err != nil {
 		_, _ = fmt.Fprintf(stderr, "husk serve: %v\n", err)
 		return 1
-	}
-	for _, o := range []struct{ flag, field *string }{
-		{listen, &cfg.Listen}, {root, &cfg.Root}, {state, &cfg.State},
-		{cniConfDir, &cfg.CNI.ConfDir}, {cgroupDriver, &cfg.CgroupDriver}, {runtimeBinary, &cfg.RuntimeBinary},
-	} {
-		if *o.flag != "" {
-			*o.field = *o.flag
-		}
-	}
-	if len(cniBinDirs) > 0 {
-		cfg.CNI.BinDirs = cniBinDirs
-	}
-	if cfg.CgroupDriver != "cgroupfs" && cfg.CgroupDriver != "systemd" {
-		_, _ = fmt.Fprintf(stderr, "husk serve: --cgroup-driver must be cgroupfs or systemd\n")
-		return 2
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -102,13 +139,25 @@ func serve(args []string, stderr io.Writer) int {
 		<-ctx.Done()
 		stop()
 	}()
-	if err := runDaemon(ctx, cfg); err != nil {
+	if err := runDaemon(ctx, cfg, func(t reloadTargets) { reloadOnHangup(ctx, hup, cfg, load, t) }); err != nil {
 		klog.ErrorS(err, "husk serve failed")
 		klog.Flush()
 		return 1
 	}
 	klog.Flush()
 	return 0
+}
+
+// imageOptions are the image store's settings of cfg.
+func imageOptions(cfg Config) image.Options {
+	return image.Options{
+		Registries:      cfg.Registry,
+		UserAgent:       "husk/" + version,
+		ProgressTimeout: cfg.PullProgressTimeout,
+		Pinned:          cfg.PinnedImages,
+		CertsDirs:       cfg.RegistryCertsDirs,
+		AuthFile:        cfg.GlobalAuthFile,
+	}
 }
 
 // restorePods makes the pod network and the pods' manager, which reads
@@ -171,7 +220,9 @@ func startStreamServer(pods *sandbox.Manager) (*cri.StreamServer, error) {
 	return stream, nil
 }
 
-func runDaemon(ctx context.Context, cfg Config) error {
+// runDaemon serves until ctx ends; once it serves, it hands what a config
+// reload changes to reloads.
+func runDaemon(ctx context.Context, cfg Config, reloads func(reloadTargets)) error {
 	unlock, err := claimDirs(&cfg)
 	if err != nil {
 		return err
@@ -190,14 +241,7 @@ func runDaemon(ctx context.Context, cfg Config) error {
 		return err
 	}
 
-	images, err := image.Open(filepath.Join(cfg.Root, "images"), image.Options{
-		Registries:      cfg.Registry,
-		UserAgent:       "husk/" + version,
-		ProgressTimeout: cfg.PullProgressTimeout,
-		Pinned:          cfg.PinnedImages,
-		CertsDirs:       cfg.RegistryCertsDirs,
-		AuthFile:        cfg.GlobalAuthFile,
-	})
+	images, err := image.Open(filepath.Join(cfg.Root, "images"), imageOptions(cfg))
 	if err != nil {
 		return fmt.Errorf("opening image store: %w", err)
 	}
@@ -240,6 +284,7 @@ func runDaemon(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer stopMetrics()
+	reloads(reloadTargets{images: images, pods: pods})
 	return serveCRI(ctx, cri.NewGRPCServer(srv, calls), lis, cfg)
 }
 

@@ -48,7 +48,7 @@ func ValidatePinned(patterns []string) error {
 // Pinned says whether img is one of the configured pinned images, which
 // kubelet's image garbage collection leaves alone (ImageStatus.pinned).
 func (s *Store) Pinned(img Image) bool {
-	for _, p := range s.pinned {
+	for _, p := range s.config().pinned {
 		for _, name := range append(append([]string{img.ID}, img.RepoTags...), img.RepoDigests...) {
 			if name == p.exact || (p.prefix != "" && strings.HasPrefix(name, p.prefix)) {
 				return true

@@ -65,7 +65,7 @@ func (s *Store) Pull(ctx context.Context, ref string, auth *Auth) (Image, error)
 		return Image{}, err
 	}
 	if auth == nil || *auth == (Auth{}) {
-		if auth, err = fileAuth(s.opts.AuthFile, named); err != nil {
+		if auth, err = fileAuth(s.config().AuthFile, named); err != nil {
 			return Image{}, fmt.Errorf("%w: %w", err, errdefs.ErrFailedPrecondition)
 		}
 	}
@@ -95,8 +95,8 @@ func (s *Store) Pull(ctx context.Context, ref string, auth *Auth) (Image, error)
 var errStalled = errors.New("no progress")
 
 func (s *Store) progressTimeout() time.Duration {
-	if s.opts.ProgressTimeout > 0 {
-		return s.opts.ProgressTimeout
+	if t := s.config().ProgressTimeout; t > 0 {
+		return t
 	}
 	return DefaultProgressTimeout
 }
@@ -132,7 +132,7 @@ func (s *Store) pull(ctx context.Context, named reference.Named, auth *Auth) (*I
 }
 
 func (s *Store) pullEndpoints(ctx context.Context, named reference.Named, auth *Auth) (*Image, error) {
-	eps := endpoints(s.opts.Registries, reference.Domain(named))
+	eps := endpoints(s.config().Registries, reference.Domain(named))
 	var mirrorErrs []string
 	for i, ep := range eps {
 		img, err := s.pullFrom(ctx, ep, named, auth)
@@ -177,7 +177,7 @@ func (s *Store) remoteOptions(ctx context.Context, ep endpoint, auth *Auth, prog
 		allowed[ep.host] = true
 	}
 	rt := registryTransport{next: s.transport(ep.host), allowed: allowed, progress: progress}
-	ua := s.opts.UserAgent
+	ua := s.config().UserAgent
 	if ua == "" {
 		ua = "husk"
 	}

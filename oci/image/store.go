@@ -28,6 +28,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -85,9 +86,10 @@ const DefaultProgressTimeout = time.Minute
 
 // Store is safe for concurrent use.
 type Store struct {
-	dir    string
-	opts   Options
-	pinned []pinPattern
+	dir string
+	// cfg is what Reconfigure replaces whole (a config reload); each use
+	// reads the current one.
+	cfg atomic.Pointer[storeConfig]
 	// authKey keys the hashes of credentials that keep pulls with
 	// different credentials apart; it never leaves the process.
 	authKey []byte
@@ -96,18 +98,24 @@ type Store struct {
 	images map[string]*Image // by ID
 	leases map[digest.Digest]int
 
-	rt         http.RoundTripper            // shared by hosts of no TLS settings
-	transports map[string]http.RoundTripper // by host
-	pulls      flightGroup[*Image]
-	layers     flightGroup[struct{}]
-	removing   sync.WaitGroup
-	sync       syncer
-	inUse      func() []digest.Digest
+	pulls    flightGroup[*Image]
+	layers   flightGroup[struct{}]
+	removing sync.WaitGroup
+	sync     syncer
+	inUse    func() []digest.Digest
 }
 
-// Open opens or creates the store in dir. Leftovers of work that was
-// interrupted (a crash during a pull) are removed.
-func Open(dir string, opts Options) (*Store, error) {
+// storeConfig is the store's options with what is made of them.
+type storeConfig struct {
+	Options
+	pinned []pinPattern
+
+	mu         sync.Mutex
+	rt         *http.Transport              // shared by hosts of no TLS settings
+	transports map[string]http.RoundTripper // by host, made at the first pull
+}
+
+func newStoreConfig(opts Options) (*storeConfig, error) {
 	if err := ValidateRegistries(opts.Registries); err != nil {
 		return nil, err
 	}
@@ -115,7 +123,48 @@ func Open(dir string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{dir: dir, opts: opts, pinned: pinned, images: map[string]*Image{}, leases: map[digest.Digest]int{}}
+	return &storeConfig{Options: opts, pinned: pinned, rt: newTransport(), transports: map[string]http.RoundTripper{}}, nil
+}
+
+func (s *Store) config() *storeConfig { return s.cfg.Load() }
+
+// Reconfigure replaces the store's options, for a config reload: pulls
+// under way finish with what they started with where they read it
+// already; the next requests to a registry use the new settings (TLS
+// files are read again). The user agent stays.
+func (s *Store) Reconfigure(opts Options) error {
+	next, err := newStoreConfig(opts)
+	if err != nil {
+		return err
+	}
+	next.UserAgent = s.config().UserAgent
+	old := s.cfg.Swap(next)
+	old.closeIdle()
+	return nil
+}
+
+// closeIdle closes the idle connections of a replaced config's
+// transports; those in use finish their requests.
+func (c *storeConfig) closeIdle() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.rt.CloseIdleConnections()
+	for _, rt := range c.transports {
+		if t, ok := rt.(*http.Transport); ok {
+			t.CloseIdleConnections()
+		}
+	}
+}
+
+// Open opens or creates the store in dir. Leftovers of work that was
+// interrupted (a crash during a pull) are removed.
+func Open(dir string, opts Options) (*Store, error) {
+	cfg, err := newStoreConfig(opts)
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{dir: dir, images: map[string]*Image{}, leases: map[digest.Digest]int{}}
+	s.cfg.Store(cfg)
 	s.authKey = make([]byte, 32)
 	if _, err := rand.Read(s.authKey); err != nil {
 		return nil, err

@@ -88,33 +88,26 @@ func addCA(pool *x509.CertPool, file string) error {
 }
 
 // transport is the round tripper for host: the shared one, or one with
-// the host's TLS, made at its first pull (a change of the files takes a
-// restart). A configuration that cannot be read fails every request to
-// the host, saying why.
+// the host's TLS, made at its first pull after each (re)configuration. A
+// configuration that cannot be read fails every request to the host,
+// saying why.
 func (s *Store) transport(host string) http.RoundTripper {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if rt, ok := s.transports[host]; ok {
+	c := s.config()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if rt, ok := c.transports[host]; ok {
 		return rt
 	}
-	if s.transports == nil {
-		s.transports = map[string]http.RoundTripper{}
-	}
-	var rt http.RoundTripper
-	switch cfg, err := hostTLS(s.opts.Registries, s.opts.CertsDirs, host); {
+	var rt http.RoundTripper = c.rt
+	switch cfg, err := hostTLS(c.Registries, c.CertsDirs, host); {
 	case err != nil:
 		rt = failingTransport{err}
 	case cfg != nil:
 		t := newTransport()
 		t.TLSClientConfig = cfg
 		rt = t
-	default:
-		if s.rt == nil {
-			s.rt = newTransport()
-		}
-		rt = s.rt
 	}
-	s.transports[host] = rt
+	c.transports[host] = rt
 	return rt
 }
 

@@ -1,0 +1,76 @@
+package e2e
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/husk-runtime/husk/test/imagetest"
+)
+
+// SIGHUP reloads the config file: registries, pinned images and runtime
+// handlers change without a restart; a broken file is refused with its
+// line and the old config stays; a key that needs a restart is named and
+// left as it is.
+func TestConfigReloadOnSIGHUP(t *testing.T) {
+	reg := imagetest.NewRegistry(t)
+	reg.Push(t, "busybox:plain", imagetest.BusyboxImage(t, v1.Config{}))
+	d := newDaemon(t, "")
+	ctx := context.Background()
+	pid := d.cmd.Process.Pid
+	reload := func(config string) {
+		t.Helper()
+		if err := os.WriteFile(d.config, []byte(config), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := d.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pull := func() error {
+		_, err := d.images.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: reg.Ref("busybox:plain")}})
+		return err
+	}
+	if err := pull(); err == nil || !strings.Contains(err.Error(), "plain HTTP") {
+		t.Fatalf("pull over plain HTTP before it is allowed: %v", err)
+	}
+
+	runc, err := exec.LookPath("runc")
+	if err != nil {
+		t.Fatal("runc is not installed (make deps installs it)")
+	}
+	reload("pinned_images = [\"" + reg.Ref("busybox:*") + "\"]\n" + insecureConfig(reg.Host) + "[runtimes.runc]\npath = \"" + runc + "\"\n")
+	waitFor(t, func() bool { return pull() == nil })
+	st, err := d.images.ImageStatus(ctx, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: reg.Ref("busybox:plain")}})
+	if err != nil || !st.GetImage().GetPinned() {
+		t.Errorf("an image pinned by the new config: %v, %v", st.GetImage(), err)
+	}
+	status, err := d.runtime.Status(ctx, &runtimeapi.StatusRequest{})
+	if err != nil || len(status.RuntimeHandlers) != 2 || status.RuntimeHandlers[1].Name != "runc" {
+		t.Errorf("runtime handlers after the reload: %v, %v", status.GetRuntimeHandlers(), err)
+	}
+
+	reload("pinned_images = [\n[cdi]\n")
+	waitFor(t, func() bool { return strings.Contains(d.log(), "Config not reloaded") })
+	if !strings.Contains(d.log(), "line 2") {
+		t.Errorf("the refusal does not name the line:\n%s", d.log())
+	}
+	if err := pull(); err != nil {
+		t.Errorf("pull after a broken config was refused: %v", err)
+	}
+
+	reload(insecureConfig(reg.Host) + "[cdi]\nenable = false\n")
+	waitFor(t, func() bool { return strings.Count(d.log(), `"Config reloaded"`) == 2 })
+	if !strings.Contains(d.log(), `key="cdi"`) {
+		t.Errorf("the log does not name the key that needs a restart:\n%s", d.log())
+	}
+	if d.cmd.Process.Pid != pid || d.cmd.ProcessState != nil {
+		t.Error("the daemon did not live through the reloads")
+	}
+}
