@@ -61,24 +61,25 @@ func New(opts Options) *Server {
 // husk's interceptors (requests validated, errors mapped to status codes,
 // panics turned into Internal errors instead of killing the daemon) and one
 // log line per call (callLog). With calls (NewCallMetrics) it counts and
-// times every call, outside the others: by the code the client got.
-func NewGRPCServer(s *Server, calls *grpcprom.ServerMetrics) *grpc.Server {
+// times every call, outside the others: by the code the client got. extra
+// are more options (tracing's stats handler).
+func NewGRPCServer(s *Server, calls *grpcprom.ServerMetrics, extra ...grpc.ServerOption) *grpc.Server {
 	unary := []grpc.UnaryServerInterceptor{unaryInterceptor}
 	stream := []grpc.StreamServerInterceptor{streamInterceptor}
 	if calls != nil {
 		unary = append([]grpc.UnaryServerInterceptor{calls.UnaryServerInterceptor()}, unary...)
 		stream = append([]grpc.StreamServerInterceptor{calls.StreamServerInterceptor()}, stream...)
 	}
-	g := grpc.NewServer(
+	g := grpc.NewServer(append([]grpc.ServerOption{
 		grpc.StatsHandler(callLog{}),
 		grpc.UnknownServiceHandler(unknownMethod),
 		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(stream...),
 		// kubelet sends large ListContainers answers' worth of requests;
 		// match its 16 MiB limit.
-		grpc.MaxRecvMsgSize(16<<20),
-		grpc.MaxSendMsgSize(16<<20),
-	)
+		grpc.MaxRecvMsgSize(16 << 20),
+		grpc.MaxSendMsgSize(16 << 20),
+	}, extra...)...)
 	runtimeapi.RegisterRuntimeServiceServer(g, s)
 	runtimeapi.RegisterImageServiceServer(g, s)
 	return g

@@ -7,44 +7,54 @@ import (
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/types"
+	"go.opentelemetry.io/otel/codes"
 
 	"github.com/husk-runtime/husk/internal/metrics"
+	"github.com/husk-runtime/husk/internal/tracing"
 )
 
-// measuredCNI is libcni with each operation on a network list timed and
-// its failures counted (internal/metrics).
+// measuredCNI is libcni with each operation on a network list timed, its
+// failures counted (internal/metrics) and traced (internal/tracing).
 type measuredCNI struct{ *libcni.CNIConfig }
 
-func measure(op string, start time.Time, err error) {
-	metrics.CNIDuration.WithLabelValues(op).Observe(time.Since(start).Seconds())
-	if err != nil {
-		metrics.CNIFailures.WithLabelValues(op).Inc()
+// begin starts the measure of an operation on list: a span of the call's
+// trace, and a time for the metrics; the func returned ends both.
+func begin(ctx context.Context, op string, list *libcni.NetworkConfigList) (context.Context, func(failed error)) {
+	start := time.Now()
+	ctx, span := tracing.Tracer().Start(ctx, "CNI "+op+" "+list.Name)
+	return ctx, func(failed error) {
+		metrics.CNIDuration.WithLabelValues(op).Observe(time.Since(start).Seconds())
+		if failed != nil {
+			metrics.CNIFailures.WithLabelValues(op).Inc()
+			span.SetStatus(codes.Error, failed.Error())
+		}
+		span.End()
 	}
 }
 
 func (c measuredCNI) AddNetworkList(ctx context.Context, list *libcni.NetworkConfigList, rt *libcni.RuntimeConf) (types.Result, error) {
-	start := time.Now()
+	ctx, end := begin(ctx, "ADD", list)
 	res, err := c.CNIConfig.AddNetworkList(ctx, list, rt)
-	measure("ADD", start, err)
+	end(err)
 	return res, err
 }
 
 func (c measuredCNI) DelNetworkList(ctx context.Context, list *libcni.NetworkConfigList, rt *libcni.RuntimeConf) error {
-	start := time.Now()
+	ctx, end := begin(ctx, "DEL", list)
 	err := c.CNIConfig.DelNetworkList(ctx, list, rt)
-	measure("DEL", start, err)
+	end(err)
 	return err
 }
 
 // CheckNetworkList: a network whose plugins do not check counts as no
 // failure.
 func (c measuredCNI) CheckNetworkList(ctx context.Context, list *libcni.NetworkConfigList, rt *libcni.RuntimeConf) error {
-	start := time.Now()
+	ctx, end := begin(ctx, "CHECK", list)
 	err := c.CNIConfig.CheckNetworkList(ctx, list, rt)
 	failed := err
 	if errors.Is(err, libcni.ErrorCheckNotSupp) {
 		failed = nil
 	}
-	measure("CHECK", start, failed)
+	end(failed)
 	return err
 }

@@ -100,7 +100,7 @@ func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg *runtim
 		return "", err
 	}
 	defer created()
-	st := newSteps("CreateContainer", cfg.GetMetadata().GetName(), "id", c.ID)
+	st := newSteps(ctx, "CreateContainer", cfg.GetMetadata().GetName(), "id", c.ID)
 	userns := usernsOf(pod)
 	unlock := m.lockID(c.ID)
 	defer unlock()

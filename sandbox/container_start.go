@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
 
+	"github.com/husk-runtime/husk/internal/tracing"
 	"github.com/husk-runtime/husk/oci/runtime/engine"
 	"github.com/husk-runtime/husk/oci/runtime/linux"
 	"github.com/husk-runtime/husk/oci/runtime/monitor"
@@ -65,7 +66,10 @@ func (m *Manager) StartContainer(ctx context.Context, id string) (err error) {
 	}
 	// While StartPending is set, an exit that refresh reads is not
 	// reported: StartContainer reports the outcome of the start.
-	if err := m.startMonitor(c, pod); err != nil {
+	_, span := tracing.Tracer().Start(ctx, "starting the monitor")
+	err = m.startMonitor(c, pod)
+	span.End()
+	if err != nil {
 		m.failStart(c, err.Error())
 		m.mu.Lock()
 		c.StartPending = false

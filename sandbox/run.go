@@ -158,7 +158,7 @@ func (m *Manager) run(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, han
 		return "", err
 	}
 	id, cgroupPath := p.ID, p.CgroupPath
-	st := newSteps("RunPodSandbox", cfg.GetMetadata().GetNamespace()+"/"+cfg.GetMetadata().GetName(), "pod", p.key())
+	st := newSteps(ctx, "RunPodSandbox", cfg.GetMetadata().GetNamespace()+"/"+cfg.GetMetadata().GetName(), "pod", p.key())
 	// The pod is locked for the whole run: a Stop or Remove that finds it
 	// waits until it is made, or undone.
 	unlock := m.lockID(id)

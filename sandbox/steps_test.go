@@ -1,13 +1,14 @@
 package sandbox
 
 import (
+	"context"
 	"errors"
 	"io/fs"
 	"testing"
 )
 
 func TestStepsNameTheFailedStep(t *testing.T) {
-	st := newSteps("CreateContainer", "app", "id", "c1")
+	st := newSteps(context.Background(), "CreateContainer", "app", "id", "c1")
 	if err := st.done("recording it", nil); err != nil {
 		t.Fatalf("a step without error failed: %v", err)
 	}

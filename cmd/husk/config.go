@@ -12,6 +12,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/husk-runtime/husk/internal/tracing"
 	"github.com/husk-runtime/husk/oci/image"
 	"github.com/husk-runtime/husk/sandbox/nri"
 )
@@ -83,6 +84,14 @@ type Config struct {
 	Metrics MetricsConfig `toml:"metrics" json:"metrics"`
 	// Debug: [debug] pprof = true serves Go's profiles beside the metrics.
 	Debug DebugConfig `toml:"debug" json:"debug"`
+	// Tracing: OpenTelemetry spans to an OTLP endpoint, off by default:
+	//
+	//	[tracing]
+	//	endpoint = "127.0.0.1:4317"
+	//	protocol = "grpc"  # or "http/protobuf"
+	//	insecure = true
+	//	sampling_ratio = 1.0
+	Tracing tracing.Config `toml:"tracing" json:"tracing"`
 }
 
 // CDIConfig turns CDI device injection on or off and says where the
@@ -136,8 +145,9 @@ func defaultConfig() Config {
 		CNI:                 CNIConfig{ConfDir: "/etc/cni/net.d", BinDirs: []string{"/opt/cni/bin"}},
 		// On, as in containerd 2: device plugins and DRA drivers name
 		// their devices through CDI.
-		CDI: CDIConfig{Enable: true, SpecDirs: []string{"/etc/cdi", "/var/run/cdi"}},
-		NRI: nri.DefaultConfig(),
+		CDI:     CDIConfig{Enable: true, SpecDirs: []string{"/etc/cdi", "/var/run/cdi"}},
+		NRI:     nri.DefaultConfig(),
+		Tracing: tracing.DefaultConfig(),
 	}
 }
 
@@ -185,6 +195,9 @@ func loadConfig(path string, explicit bool) (Config, error) {
 		return cfg, fmt.Errorf("config %s: %w", path, err)
 	}
 	if err := validateMetrics(cfg.Metrics, cfg.Debug); err != nil {
+		return cfg, fmt.Errorf("config %s: %w", path, err)
+	}
+	if err := cfg.Tracing.Validate(); err != nil {
 		return cfg, fmt.Errorf("config %s: %w", path, err)
 	}
 	return cfg, nil

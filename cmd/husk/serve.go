@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/containerd/nri/pkg/api"
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 	"k8s.io/klog/v2"
@@ -28,6 +29,7 @@ import (
 
 	"github.com/husk-runtime/husk/cri"
 	"github.com/husk-runtime/husk/internal/metrics"
+	"github.com/husk-runtime/husk/internal/tracing"
 	"github.com/husk-runtime/husk/network"
 	"github.com/husk-runtime/husk/oci/image"
 	"github.com/husk-runtime/husk/oci/runtime/apparmor"
@@ -148,6 +150,27 @@ func serve(args []string, stderr io.Writer) int {
 	return 0
 }
 
+// startTracing installs the span exporter when [tracing] has an endpoint,
+// and gives the gRPC server's option that makes each CRI call a span
+// continuing kubelet's trace; nothing when off.
+func startTracing(ctx context.Context, c tracing.Config) (opts []grpc.ServerOption, stop func(), err error) {
+	shutdown, err := tracing.Start(ctx, c, version)
+	if err != nil {
+		return nil, nil, err
+	}
+	stop = func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := shutdown(sctx); err != nil {
+			klog.ErrorS(err, "Sending the last spans")
+		}
+	}
+	if c.Enabled() {
+		opts = append(opts, grpc.StatsHandler(otelgrpc.NewServerHandler()))
+	}
+	return opts, stop, nil
+}
+
 // imageOptions are the image store's settings of cfg.
 func imageOptions(cfg Config) image.Options {
 	return image.Options{
@@ -240,6 +263,11 @@ func runDaemon(ctx context.Context, cfg Config, reloads func(reloadTargets)) err
 	if err != nil {
 		return err
 	}
+	traced, stopTracing, err := startTracing(ctx, cfg.Tracing)
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
 
 	images, err := image.Open(filepath.Join(cfg.Root, "images"), imageOptions(cfg))
 	if err != nil {
@@ -285,7 +313,7 @@ func runDaemon(ctx context.Context, cfg Config, reloads func(reloadTargets)) err
 	}
 	defer stopMetrics()
 	reloads(reloadTargets{images: images, pods: pods})
-	return serveCRI(ctx, cri.NewGRPCServer(srv, calls), lis, cfg)
+	return serveCRI(ctx, cri.NewGRPCServer(srv, calls, traced...), lis, cfg)
 }
 
 // newCRIServer is the CRI's services over husk's pods and images, saying

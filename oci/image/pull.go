@@ -28,6 +28,8 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sync/errgroup"
 	"k8s.io/klog/v2"
+
+	"github.com/husk-runtime/husk/internal/tracing"
 )
 
 // Auth is the credential a PullImage request carries. It is used for that
@@ -382,6 +384,9 @@ func (s *Store) fetchLayer(ctx context.Context, ep endpoint, repo name.Repositor
 	if _, ok := s.hasLayer(diffID); ok {
 		return nil
 	}
+	// The flight's context keeps the first puller's values: its trace.
+	ctx, span := tracing.Tracer().Start(ctx, "pulling layer "+blob.String())
+	defer span.End()
 	ctx, progress, _, release := s.stallGuard(ctx)
 	defer release()
 	layer, err := remote.Layer(repo.Digest(blob.String()), s.remoteOptions(ctx, ep, auth, progress)...)
