@@ -36,6 +36,14 @@ type Config struct {
 	// GlobalAuthFile holds registry credentials, in the format of Docker's
 	// config.json, for pulls that bring none (as CRI-O's global_auth_file).
 	GlobalAuthFile string `toml:"global_auth_file" json:"global_auth_file,omitempty"`
+	// SignaturePolicy: by scope ("*", a registry host, host/repository;
+	// the longest that holds an image wins), accept, reject, or require a
+	// cosign signature by one of the keys:
+	//
+	//	[signature_policy."registry.example/team"]
+	//	mode = "signed"
+	//	keys = ["/etc/husk/keys/team.pub"]
+	SignaturePolicy map[string]image.PolicyConfig `toml:"signature_policy" json:"signature_policy,omitempty"`
 	// PullProgressTimeout ends a pull whose registry sends nothing for this
 	// long ("1m", "30s"). kubelet puts no deadline on PullImage, so without
 	// it a registry that stops answering would hold the pull forever.
@@ -192,6 +200,9 @@ func loadConfig(path string, explicit bool) (Config, error) {
 		return cfg, fmt.Errorf("config %s: pinned_images: %w", path, err)
 	}
 	if err := validateRuntimes(cfg.Runtimes); err != nil {
+		return cfg, fmt.Errorf("config %s: %w", path, err)
+	}
+	if err := image.ValidatePolicies(cfg.SignaturePolicy); err != nil {
 		return cfg, fmt.Errorf("config %s: %w", path, err)
 	}
 	if err := validateMetrics(cfg.Metrics, cfg.Debug); err != nil {

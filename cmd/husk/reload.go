@@ -18,6 +18,7 @@ import (
 var reloadable = map[string]bool{
 	"registry": true, "registry_certs_dirs": true, "global_auth_file": true,
 	"pull_progress_timeout": true, "pinned_images": true, "runtimes": true,
+	"signature_policy": true,
 }
 
 // reloadTargets are what a reload changes.

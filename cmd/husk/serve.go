@@ -180,6 +180,7 @@ func imageOptions(cfg Config) image.Options {
 		Pinned:          cfg.PinnedImages,
 		CertsDirs:       cfg.RegistryCertsDirs,
 		AuthFile:        cfg.GlobalAuthFile,
+		SignaturePolicy: cfg.SignaturePolicy,
 	}
 }
 

@@ -209,8 +209,13 @@ func (s *Store) pullFrom(ctx context.Context, ep endpoint, named reference.Named
 	ctx, progress, pause, release := s.stallGuard(ctx)
 	defer release()
 	defer func() { err = s.stalled(ctx, "fetching the manifest", err) }()
-	img, topDigest, blobs, err := fetchManifest(named, ref, s.remoteOptions(ctx, ep, auth, progress))
+	opts := s.remoteOptions(ctx, ep, auth, progress)
+	img, topDigest, blobs, err := fetchManifest(named, ref, opts)
 	if err != nil {
+		return nil, err
+	}
+	// Before anything is stored or downloaded.
+	if err := s.checkPolicy(named, ref.Context(), topDigest, opts); err != nil {
 		return nil, err
 	}
 	manifest, err := img.Manifest()

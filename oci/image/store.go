@@ -78,6 +78,9 @@ type Options struct {
 	CertsDirs []string
 	// AuthFile holds credentials for pulls that bring none (authfile.go).
 	AuthFile string
+	// SignaturePolicy says, by scope, which images are accepted
+	// (signature.go).
+	SignaturePolicy map[string]PolicyConfig
 }
 
 // DefaultProgressTimeout is how long a registry may stay silent in the
@@ -108,7 +111,8 @@ type Store struct {
 // storeConfig is the store's options with what is made of them.
 type storeConfig struct {
 	Options
-	pinned []pinPattern
+	pinned   []pinPattern
+	policies map[string]*policy
 
 	mu         sync.Mutex
 	rt         *http.Transport              // shared by hosts of no TLS settings
@@ -123,7 +127,11 @@ func newStoreConfig(opts Options) (*storeConfig, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &storeConfig{Options: opts, pinned: pinned, rt: newTransport(), transports: map[string]http.RoundTripper{}}, nil
+	policies, err := loadPolicies(opts.SignaturePolicy)
+	if err != nil {
+		return nil, err
+	}
+	return &storeConfig{Options: opts, pinned: pinned, policies: policies, rt: newTransport(), transports: map[string]http.RoundTripper{}}, nil
 }
 
 func (s *Store) config() *storeConfig { return s.cfg.Load() }
