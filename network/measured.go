@@ -7,7 +7,6 @@ import (
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/types"
-	"go.opentelemetry.io/otel/codes"
 
 	"github.com/husk-runtime/husk/internal/metrics"
 	"github.com/husk-runtime/husk/internal/tracing"
@@ -26,9 +25,8 @@ func begin(ctx context.Context, op string, list *libcni.NetworkConfigList) (cont
 		metrics.CNIDuration.WithLabelValues(op).Observe(time.Since(start).Seconds())
 		if failed != nil {
 			metrics.CNIFailures.WithLabelValues(op).Inc()
-			span.SetStatus(codes.Error, failed.Error())
 		}
-		span.End()
+		tracing.End(span, failed)
 	}
 }
 

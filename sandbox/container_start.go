@@ -68,7 +68,7 @@ func (m *Manager) StartContainer(ctx context.Context, id string) (err error) {
 	// reported: StartContainer reports the outcome of the start.
 	_, span := tracing.Tracer().Start(ctx, "starting the monitor")
 	err = m.startMonitor(c, pod)
-	span.End()
+	tracing.End(span, err)
 	if err != nil {
 		m.failStart(c, err.Error())
 		m.mu.Lock()

@@ -25,8 +25,10 @@ import (
 
 // SetRuntimes replaces the runtime handlers run by another runtime (a
 // config reload). Pods of a handler taken out keep their containers, which
-// can be stopped and removed, but start no new ones; a handler's new path
-// runs the containers started from then on.
+// can be stopped and removed, but start no new ones. A handler's new path
+// is used from then on for all of its containers, running ones too (exec,
+// delete): a new binary must be compatible with the old one's state (its
+// root directory stays the same).
 func (m *Manager) SetRuntimes(paths map[string]string) {
 	paths = maps.Clone(paths)
 	m.runtimes.Store(&paths)

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 	"k8s.io/klog/v2"
 
@@ -38,9 +37,8 @@ func (s *steps) done(name string, err error) error {
 	// The step's span, from the end of the one before: steps are
 	// sequential but for the network's, which ends when it is waited for.
 	_, span := tracing.Tracer().Start(s.ctx, name, trace.WithTimestamp(s.last))
-	defer span.End()
+	defer tracing.End(span, err)
 	if err != nil {
-		span.SetStatus(codes.Error, err.Error())
 		return fmt.Errorf("%s %s: %s: %w", s.call, s.subject, name, err)
 	}
 	klog.V(4).InfoS(s.call+" step done", append(s.log, "step", name, "took", time.Since(s.last))...)

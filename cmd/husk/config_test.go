@@ -63,18 +63,19 @@ insecure = true
 
 func TestConfigErrorsNameTheProblem(t *testing.T) {
 	for body, want := range map[string]string{
-		"root = 1\n":                                            "root",
-		"\n\nlisten = \"a\" \"b\"\n":                            "line 3",
-		"[registry.\"x\"]\nmirrorz = []\n":                      "registry.x.mirrorz",
-		"[registry.\"x\"]\nmirrors = [\"http://a/b\"]\n":        "only a scheme and host",
-		"[registry.\"with/slash\"]\nmirrors = [\"http://a\"]\n": "registry host",
-		"pinned_images = [\"pause:*:*\", \"a*b*\"]\n":           "pinned_images",
-		"[runtimes.\"Bad_Name\"]\npath = \"/bin/true\"\n":       "DNS label",
-		"[runtimes.runc]\npath = \"runc\"\n":                    "runtimes.runc.path",
-		"[runtimes.runc]\npath = \"/nonexistent/runc\"\n":       "not an executable",
-		"[metrics]\naddress = \"9680\"\n":                       "metrics.address",
-		"[metrics]\naddress = \"unix://run/m.sock\"\n":          "must be absolute",
-		"[debug]\npprof = true\n":                               "set metrics.address",
+		"root = 1\n":                                                     "root",
+		"\n\nlisten = \"a\" \"b\"\n":                                     "line 3",
+		"[registry.\"x\"]\nmirrorz = []\n":                               "registry.x.mirrorz",
+		"[registry.\"x\"]\nmirrors = [\"http://a/b\"]\n":                 "only a scheme and host",
+		"[registry.\"with/slash\"]\nmirrors = [\"http://a\"]\n":          "registry host",
+		"pinned_images = [\"pause:*:*\", \"a*b*\"]\n":                    "pinned_images",
+		"[runtimes.\"Bad_Name\"]\npath = \"/bin/true\"\n":                "DNS label",
+		"[runtimes.runc]\npath = \"runc\"\n":                             "runtimes.runc.path",
+		"[runtimes.runc]\npath = \"/nonexistent/runc\"\n":                "not an executable",
+		"[metrics]\naddress = \"9680\"\n":                                "metrics.address",
+		"[metrics]\naddress = \"unix://run/m.sock\"\n":                   "must be absolute",
+		"[debug]\npprof = true\n":                                        "set metrics.address",
+		"[metrics]\naddress = \"0.0.0.0:9680\"\n[debug]\npprof = true\n": "loopback",
 	} {
 		_, err := loadConfig(writeConfig(t, body), true)
 		if err == nil || !strings.Contains(err.Error(), want) {

@@ -45,8 +45,14 @@ func validateMetrics(m MetricsConfig, d DebugConfig) error {
 		}
 		return nil
 	}
-	if _, _, err := net.SplitHostPort(m.Address); err != nil {
+	host, _, err := net.SplitHostPort(m.Address)
+	if err != nil {
 		return fmt.Errorf("metrics.address: %q is neither host:port nor unix://PATH: %w", m.Address, err)
+	}
+	// Profiles show the daemon's innards and cost it CPU: for root on
+	// the node only.
+	if ip := net.ParseIP(host); d.Pprof && host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return fmt.Errorf("debug.pprof: profiles are served on loopback or a unix socket only, not on %q", m.Address)
 	}
 	return nil
 }
@@ -71,19 +77,17 @@ func listenMetrics(m MetricsConfig) (net.Listener, error) {
 // serveMetrics serves the registry of the daemon's metrics on lis, if
 // any, until stop, and gives the CRI's call metrics to record into (nil
 // without a listener: no cost when off).
-func serveMetrics(lis net.Listener, cfg Config, srv *cri.Server) (calls *grpcprom.ServerMetrics, stop func(), err error) {
+func serveMetrics(lis net.Listener, cfg Config, srv *cri.Server, restarts int) (calls *grpcprom.ServerMetrics, stop func(), err error) {
 	if lis == nil {
 		return nil, func() {}, nil
 	}
 	calls = cri.NewCallMetrics()
-	restarts := countStart(cfg.State)
 	reg, err := metrics.NewRegistry(srv.Collector(), calls,
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "husk_daemon_restarts_total",
 			Help: "Starts of the daemon but the first since its state directory was made (on a tmpfs: since boot).",
 		}, func() float64 { return float64(restarts) }))
 	if err != nil {
-		_ = lis.Close()
 		return nil, nil, err
 	}
 	s := metrics.NewServer(lis, reg, cfg.Debug.Pprof)

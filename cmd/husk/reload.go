@@ -69,8 +69,8 @@ func reload(cur Config, load func() (Config, error), t reloadTargets) Config {
 func keepRestartOnly(cur Config, next *Config) []string {
 	cv, nv := reflect.ValueOf(cur), reflect.ValueOf(next).Elem()
 	var changed []string
-	for i, f := range reflect.VisibleFields(cv.Type()) {
-		key := f.Tag.Get("toml")
+	for i := range cv.NumField() {
+		key := cv.Type().Field(i).Tag.Get("toml")
 		if reloadable[key] || reflect.DeepEqual(cv.Field(i).Interface(), nv.Field(i).Interface()) {
 			continue
 		}

@@ -60,16 +60,19 @@ TOML; deploy/config.toml documents every key), flags over it:
   registry."HOST"            mirrors, insecure (plain HTTP), ca, client_cert,
                              client_key, skip_verify; registry_certs_dirs,
                              global_auth_file, pinned_images, pull_progress_timeout
+  signature_policy."SCOPE"   accept, reject, or require a cosign signature
   cgroup_driver              cgroupfs or systemd, as kubelet's
   cni                        conf_dir, bin_dirs
   runtimes."HANDLER".path    runc-compatible runtimes by RuntimeClass handler
   cdi, nri                   device specs; Node Resource Interface plugins
   metrics.address, debug     Prometheus metrics of the daemon; pprof
+  tracing                    OpenTelemetry spans to an OTLP endpoint
 
 Signals: SIGTERM or SIGINT stop serving (calls in flight get 10 s;
 containers keep running, and are found again at the next start); SIGHUP
-reloads the config file's registry settings, pinned images and runtime
-handlers; other changed keys wait for a restart.
+reloads registry, registry_certs_dirs, global_auth_file, signature_policy,
+pinned_images, pull_progress_timeout and runtimes; other changed keys wait
+for a restart.
 
 Flags:
 `
@@ -264,6 +267,12 @@ func runDaemon(ctx context.Context, cfg Config, reloads func(reloadTargets)) err
 	if err != nil {
 		return err
 	}
+	if metricsLis != nil {
+		// Closed by the metrics server once it serves; this is for a
+		// start that fails before (a second close does nothing).
+		defer func() { _ = metricsLis.Close() }()
+	}
+	restarts := countStart(cfg.State)
 	traced, stopTracing, err := startTracing(ctx, cfg.Tracing)
 	if err != nil {
 		return err
@@ -308,7 +317,7 @@ func runDaemon(ctx context.Context, cfg Config, reloads func(reloadTargets)) err
 	defer func() { _ = stream.Close() }()
 
 	srv := newCRIServer(ctx, cfg, pods, images, stream)
-	calls, stopMetrics, err := serveMetrics(metricsLis, cfg, srv)
+	calls, stopMetrics, err := serveMetrics(metricsLis, cfg, srv, restarts)
 	if err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"strings"
 
@@ -67,18 +68,15 @@ func fileAuth(path string, named reference.Named) (*Auth, error) {
 		// Not the error's text: it may quote the file.
 		return nil, fmt.Errorf("auth file %s is not JSON in config.json's format", path)
 	}
-	repo := reference.Domain(named) + "/" + reference.Path(named)
-	var best string
-	var found *authEntry
+	byScope := map[string]authEntry{}
 	for k, e := range f.Auths {
-		key := normalizeAuthKey(k)
-		if (repo == key || strings.HasPrefix(repo, key+"/")) && len(key) > len(best) {
-			best, found = key, &e
-		}
+		byScope[normalizeAuthKey(k)] = e
 	}
-	if found == nil {
+	scope, ok := longestScope(repoOf(named), maps.Keys(byScope))
+	if !ok {
 		return nil, nil
 	}
-	return &Auth{Username: found.Username, Password: found.Password, Auth: found.Auth,
-		IdentityToken: found.IdentityToken, RegistryToken: found.RegistryToken}, nil
+	e := byScope[scope]
+	return &Auth{Username: e.Username, Password: e.Password, Auth: e.Auth,
+		IdentityToken: e.IdentityToken, RegistryToken: e.RegistryToken}, nil
 }

@@ -178,7 +178,7 @@ func (s *Store) remoteOptions(ctx context.Context, ep endpoint, auth *Auth, prog
 	if ep.insecure {
 		allowed[ep.host] = true
 	}
-	rt := registryTransport{next: s.transport(ep.host), allowed: allowed, progress: progress}
+	rt := registryTransport{next: byHost{s}, allowed: allowed, progress: progress}
 	ua := s.config().UserAgent
 	if ua == "" {
 		ua = "husk"
@@ -385,13 +385,13 @@ func (s *Store) fetchLayers(ctx context.Context, ep endpoint, repo name.Reposito
 // fetchLayer downloads and unpacks one layer unless it is in the store. It
 // runs in a layer flight shared by every pull that needs the layer, under
 // the flight's own context.
-func (s *Store) fetchLayer(ctx context.Context, ep endpoint, repo name.Repository, auth *Auth, blob digest.Digest, size int64, diffID digest.Digest) error {
+func (s *Store) fetchLayer(ctx context.Context, ep endpoint, repo name.Repository, auth *Auth, blob digest.Digest, size int64, diffID digest.Digest) (err error) {
 	if _, ok := s.hasLayer(diffID); ok {
 		return nil
 	}
 	// The flight's context keeps the first puller's values: its trace.
 	ctx, span := tracing.Tracer().Start(ctx, "pulling layer "+blob.String())
-	defer span.End()
+	defer func() { tracing.End(span, err) }()
 	ctx, progress, _, release := s.stallGuard(ctx)
 	defer release()
 	layer, err := remote.Layer(repo.Digest(blob.String()), s.remoteOptions(ctx, ep, auth, progress)...)

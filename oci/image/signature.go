@@ -8,9 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
-	"strings"
 
 	"github.com/containerd/errdefs"
 	"github.com/distribution/reference"
@@ -58,13 +58,21 @@ type policy struct {
 	verifiers []signature.Verifier
 }
 
-// loadPolicies checks and loads the signature policies.
+// loadPolicies checks and loads the signature policies, by normalized
+// scope (scope.go; "*" for every image).
 func loadPolicies(cfgs map[string]PolicyConfig) (map[string]*policy, error) {
 	out := map[string]*policy{}
 	for scope, c := range cfgs {
 		field := fmt.Sprintf("signature_policy.%q", scope)
-		if scope == "" || strings.Contains(scope, "://") || strings.HasSuffix(scope, "/") {
-			return nil, fmt.Errorf("%s: a scope is \"*\", a registry host or host/repository", field)
+		if scope != "*" {
+			norm, err := normalizeScope(scope)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", field, err)
+			}
+			if _, dup := out[norm]; dup {
+				return nil, fmt.Errorf("%s: the same scope as another (%s)", field, norm)
+			}
+			scope = norm
 		}
 		p := &policy{scope: scope, mode: c.Mode}
 		switch c.Mode {
@@ -110,21 +118,13 @@ func loadVerifier(file string) (signature.Verifier, error) {
 	return signature.LoadVerifier(pub, crypto.SHA256)
 }
 
-// policyFor is the policy of named: the longest scope its repository is
-// in, else "*", else nil (accept).
+// policyFor is the policy of named: the longest scope that holds it, else
+// "*", else nil (accept).
 func policyFor(policies map[string]*policy, named reference.Named) *policy {
-	repo := reference.Domain(named) + "/" + reference.Path(named)
-	var best *policy
-	for scope, p := range policies {
-		if (repo == scope || strings.HasPrefix(repo, scope+"/") || scope == reference.Domain(named)) &&
-			(best == nil || best.scope == "*" || len(scope) > len(best.scope)) {
-			best = p
-		}
+	if scope, ok := longestScope(repoOf(named), maps.Keys(policies)); ok {
+		return policies[scope]
 	}
-	if best == nil {
-		best = policies["*"]
-	}
-	return best
+	return policies["*"]
 }
 
 // checkPolicy refuses named, whose manifest (or index) is top, unless its
@@ -153,9 +153,6 @@ func verifySignatures(p *policy, named reference.Named, repo name.Repository, to
 	if err != nil {
 		return err
 	}
-	if len(sigs) == 0 {
-		return errors.New("the image has no signature")
-	}
 	for _, layers := range sigs {
 		for _, l := range layers {
 			err := verifyOne(p, named, top, l)
@@ -164,6 +161,10 @@ func verifySignatures(p *policy, named reference.Named, repo name.Repository, to
 			}
 			why = append(why, err)
 		}
+	}
+	// Signature artifacts with no signature in them are none.
+	if len(why) == 0 {
+		return errors.New("the image has no signature")
 	}
 	return errors.Join(why...)
 }

@@ -100,7 +100,9 @@ func TestSignaturePolicy(t *testing.T) {
 	d = push("signed/copied:1", "copied")
 	// A valid signature, of another image, under this one's tag.
 	reg.Push(t, "signed/copied:"+sigTag(d), trusted.signature(t, reg.Host+"/signed/app", d))
-	reg.Push(t, "signed/elsewhere:1", imagetest.Image(t, v1.Config{}, imagetest.Layer(t, file("f", "elsewhere"))))
+	// A signature artifact with no signature in it.
+	d = push("signed/hollow:1", "hollow")
+	reg.Push(t, "signed/hollow:"+sigTag(d), empty.Image)
 	referred := imagetest.Image(t, v1.Config{}, imagetest.Layer(t, file("f", "referred")))
 	d = reg.Push(t, "signed/referred:1", referred)
 	subject, err := partial.Descriptor(referred)
@@ -123,7 +125,8 @@ func TestSignaturePolicy(t *testing.T) {
 	defer func() { _ = s.Close() }()
 	for ref, ok := range map[string]bool{
 		"signed/app:1": true, "signed/referred:1": true, "open/app:1": true,
-		"signed/unsigned:1": false, "signed/stranger:1": false, "signed/copied:1": false, "banned/app:1": false,
+		"signed/unsigned:1": false, "signed/stranger:1": false, "signed/copied:1": false, "signed/hollow:1": false,
+		"banned/app:1": false,
 	} {
 		_, err := s.Pull(t.Context(), reg.Ref(ref), nil)
 		switch {

@@ -131,6 +131,7 @@ func newStoreConfig(opts Options) (*storeConfig, error) {
 	if err != nil {
 		return nil, err
 	}
+	checkCertsDirs(opts.Registries, opts.CertsDirs)
 	return &storeConfig{Options: opts, pinned: pinned, policies: policies, rt: newTransport(), transports: map[string]http.RoundTripper{}}, nil
 }
 

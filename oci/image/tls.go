@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"k8s.io/klog/v2"
 )
 
 // The TLS of a registry host (or mirror) comes from its entry in the
@@ -76,6 +78,30 @@ func hostTLS(regs map[string]RegistryConfig, certsDirs []string, host string) (*
 	return cfg, nil
 }
 
+// checkCertsDirs reads the TLS files of every host of the certs
+// directories once, when the config is loaded, and logs what cannot be
+// used: a pull from such a host would fail, saying so, but the daemon
+// starts (the directories may hold files of hosts it never pulls from).
+func checkCertsDirs(regs map[string]RegistryConfig, dirs []string) {
+	for _, dir := range dirs {
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			if !errors.Is(err, fs.ErrNotExist) {
+				klog.ErrorS(err, "Registry certs directory unreadable", "dir", dir)
+			}
+			continue
+		}
+		for _, e := range entries {
+			if !e.IsDir() {
+				continue
+			}
+			if _, err := hostTLS(regs, dirs, e.Name()); err != nil {
+				klog.ErrorS(err, "Registry TLS files unusable: pulls from this host will fail", "host", e.Name())
+			}
+		}
+	}
+}
+
 func addCA(pool *x509.CertPool, file string) error {
 	b, err := os.ReadFile(file)
 	if err != nil {
@@ -109,6 +135,15 @@ func (s *Store) transport(host string) http.RoundTripper {
 	}
 	c.transports[host] = rt
 	return rt
+}
+
+// byHost sends each request through the transport of the host it goes
+// to: a registry's TLS settings are not those of its token server or of
+// the storage its blobs redirect to, which get the system's defaults.
+type byHost struct{ s *Store }
+
+func (b byHost) RoundTrip(req *http.Request) (*http.Response, error) {
+	return b.s.transport(req.URL.Host).RoundTrip(req)
 }
 
 type failingTransport struct{ err error }

@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/husk-runtime/husk/test/imagetest"
@@ -51,9 +53,9 @@ func TestConfigReloadOnSIGHUP(t *testing.T) {
 	if err != nil || !st.GetImage().GetPinned() {
 		t.Errorf("an image pinned by the new config: %v, %v", st.GetImage(), err)
 	}
-	status, err := d.runtime.Status(ctx, &runtimeapi.StatusRequest{})
-	if err != nil || len(status.RuntimeHandlers) != 2 || status.RuntimeHandlers[1].Name != "runc" {
-		t.Errorf("runtime handlers after the reload: %v, %v", status.GetRuntimeHandlers(), err)
+	rs, err := d.runtime.Status(ctx, &runtimeapi.StatusRequest{})
+	if err != nil || len(rs.RuntimeHandlers) != 2 || rs.RuntimeHandlers[1].Name != "runc" {
+		t.Errorf("runtime handlers after the reload: %v, %v", rs.GetRuntimeHandlers(), err)
 	}
 
 	reload("pinned_images = [\n[cdi]\n")
@@ -65,10 +67,13 @@ func TestConfigReloadOnSIGHUP(t *testing.T) {
 		t.Errorf("pull after a broken config was refused: %v", err)
 	}
 
-	reload(insecureConfig(reg.Host) + "[cdi]\nenable = false\n")
+	reload(insecureConfig(reg.Host) + "[cdi]\nenable = false\n[signature_policy.\"" + reg.Host + "\"]\nmode = \"reject\"\n")
 	waitFor(t, func() bool { return strings.Count(d.log(), `"Config reloaded"`) == 2 })
 	if !strings.Contains(d.log(), `key="cdi"`) {
 		t.Errorf("the log does not name the key that needs a restart:\n%s", d.log())
+	}
+	if err := pull(); status.Code(err) != codes.FailedPrecondition {
+		t.Errorf("pull after a reload that rejects the registry's images: %v, want FailedPrecondition", err)
 	}
 	if d.cmd.Process.Pid != pid || d.cmd.ProcessState != nil {
 		t.Error("the daemon did not live through the reloads")

@@ -64,7 +64,7 @@ func monitorFunctions(t *testing.T) map[string]bool {
 	if err != nil || len(files) == 0 {
 		t.Fatalf("the monitor's sources: %v", err)
 	}
-	def := regexp.MustCompile(`(?m)^(?:MON_TEXT )?(?:static )?[a-z][a-z ]*[ *]([a-z_]+)\(`)
+	def := regexp.MustCompile(`(?m)^(?:MON_TEXT )?(?:static )?[a-z_0-9][a-z_0-9 ]*[ *]([a-z_0-9]+)\(`)
 	names := map[string]bool{}
 	for _, file := range files {
 		b, err := os.ReadFile(file)
