@@ -52,6 +52,9 @@ type Config struct {
 	// them: names ("registry.k8s.io/pause:3.10"), ids, or prefixes ending
 	// in "*" ("registry.k8s.io/pause:*").
 	PinnedImages []string `toml:"pinned_images" json:"pinned_images,omitempty"`
+	// LogVerbosity is the log's verbosity (klog's -v, 0-10) unless --v is
+	// given; reloaded on SIGHUP.
+	LogVerbosity int `toml:"log_verbosity" json:"log_verbosity"`
 	// CgroupDriver is the kubelet cgroup driver to follow: "cgroupfs" or
 	// "systemd" (kubelet asks with RuntimeConfig).
 	CgroupDriver string    `toml:"cgroup_driver" json:"cgroup_driver"`
@@ -189,6 +192,9 @@ func loadConfig(path string, explicit bool) (Config, error) {
 	}
 	if cfg.CgroupDriver != "cgroupfs" && cfg.CgroupDriver != "systemd" {
 		return cfg, fmt.Errorf("config %s: cgroup_driver must be \"cgroupfs\" or \"systemd\", not %q", path, cfg.CgroupDriver)
+	}
+	if cfg.LogVerbosity < 0 || cfg.LogVerbosity > 10 {
+		return cfg, fmt.Errorf("config %s: log_verbosity must be 0 to 10", path)
 	}
 	if cfg.PullProgressTimeout <= 0 {
 		return cfg, fmt.Errorf("config %s: pull_progress_timeout must be positive", path)

@@ -8,9 +8,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/klog/v2"
 
 	"github.com/husk-runtime/husk/cri"
 	"github.com/husk-runtime/husk/internal/atomicfile"
@@ -57,43 +59,61 @@ func validateMetrics(m MetricsConfig, d DebugConfig) error {
 	return nil
 }
 
-// listenMetrics opens the metrics listener, if any, at the daemon's start
-// beside the CRI socket: a unix socket is made as the CRI's is, under a
-// umask no other goroutine may be creating files during.
-func listenMetrics(m MetricsConfig) (net.Listener, error) {
-	if m.Address == "" {
-		return nil, nil
-	}
-	if path, ok := strings.CutPrefix(m.Address, "unix://"); ok {
-		return cri.Listen(path)
-	}
-	lis, err := net.Listen("tcp", m.Address)
-	if err != nil {
-		return nil, fmt.Errorf("metrics: %w", err)
-	}
-	return lis, nil
+// metricsEndpoint serves the daemon's metrics where the config says, and
+// moves, stops or starts serving when a reload says otherwise. The
+// metrics are kept either way; only where they are served changes.
+type metricsEndpoint struct {
+	reg *prometheus.Registry
+
+	mu    sync.Mutex
+	addr  string
+	pprof bool
+	srv   *metrics.Server
 }
 
-// serveMetrics serves the registry of the daemon's metrics on lis, if
-// any, until stop, and gives the CRI's call metrics to record into (nil
-// without a listener: no cost when off).
-func serveMetrics(lis net.Listener, cfg Config, srv *cri.Server, restarts int) (calls *grpcprom.ServerMetrics, stop func(), err error) {
-	if lis == nil {
-		return nil, func() {}, nil
-	}
-	calls = cri.NewCallMetrics()
+// newMetricsEndpoint makes the registry of every metric of the daemon:
+// the CRI server's objects, its calls (recorded into calls) and the count
+// of restarts.
+func newMetricsEndpoint(srv *cri.Server, calls *grpcprom.ServerMetrics, restarts int) (*metricsEndpoint, error) {
 	reg, err := metrics.NewRegistry(srv.Collector(), calls,
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "husk_daemon_restarts_total",
 			Help: "Starts of the daemon but the first since its state directory was made (on a tmpfs: since boot).",
 		}, func() float64 { return float64(restarts) }))
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	s := metrics.NewServer(lis, reg, cfg.Debug.Pprof)
-	go s.Serve()
-	return calls, func() { _ = s.Close() }, nil
+	return &metricsEndpoint{reg: reg}, nil
 }
+
+// apply serves on m's address, with profiles if d says so; if the new
+// listener cannot be made, the old one stays.
+func (e *metricsEndpoint) apply(m MetricsConfig, d DebugConfig) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if m.Address == e.addr && d.Pprof == e.pprof {
+		return nil
+	}
+	var next *metrics.Server
+	if m.Address != "" {
+		lis, err := metrics.Listen(m.Address)
+		if err != nil {
+			return fmt.Errorf("metrics: listening on %q: %w", m.Address, err)
+		}
+		next = metrics.NewServer(lis, e.reg, d.Pprof)
+		go next.Serve()
+	}
+	if e.srv != nil {
+		_ = e.srv.Close()
+	}
+	e.srv, e.addr, e.pprof = next, m.Address, d.Pprof
+	if next != nil {
+		klog.InfoS("Serving the daemon's metrics", "address", m.Address, "pprof", d.Pprof)
+	}
+	return nil
+}
+
+func (e *metricsEndpoint) close() { _ = e.apply(MetricsConfig{}, DebugConfig{}) }
 
 // countStart adds this start to the count kept in the state directory and
 // returns how many came before it; 0 if the count cannot be kept.

@@ -18,13 +18,16 @@ import (
 var reloadable = map[string]bool{
 	"registry": true, "registry_certs_dirs": true, "global_auth_file": true,
 	"pull_progress_timeout": true, "pinned_images": true, "runtimes": true,
-	"signature_policy": true,
+	"signature_policy": true, "metrics": true, "debug": true, "log_verbosity": true,
 }
 
 // reloadTargets are what a reload changes.
 type reloadTargets struct {
-	images *image.Store
-	pods   *sandbox.Manager
+	images  *image.Store
+	pods    *sandbox.Manager
+	metrics *metricsEndpoint
+	// verbosity sets the log's verbosity, unless --v set it.
+	verbosity func(int)
 }
 
 // reloadOnHangup applies the config file anew at each SIGHUP on hup
@@ -60,6 +63,11 @@ func reload(cur Config, load func() (Config, error), t reloadTargets) Config {
 		return cur
 	}
 	t.pods.SetRuntimes(runtimePaths(next.Runtimes))
+	if err := t.metrics.apply(next.Metrics, next.Debug); err != nil {
+		klog.ErrorS(err, "Config reload: the metrics stay where they were served")
+		next.Metrics, next.Debug = cur.Metrics, cur.Debug
+	}
+	t.verbosity(next.LogVerbosity)
 	klog.InfoS("Config reloaded", "registries", len(next.Registry), "pinnedImages", len(next.PinnedImages), "runtimeHandlers", len(next.Runtimes))
 	return next
 }

@@ -71,72 +71,104 @@ TOML; deploy/config.toml documents every key), flags over it:
 Signals: SIGTERM or SIGINT stop serving (calls in flight get 10 s;
 containers keep running, and are found again at the next start); SIGHUP
 reloads registry, registry_certs_dirs, global_auth_file, signature_policy,
-pinned_images, pull_progress_timeout and runtimes; other changed keys wait
-for a restart.
+pinned_images, pull_progress_timeout, runtimes, metrics, debug and
+log_verbosity; other changed keys wait for a restart.
 
 Flags:
 `
 
-func serve(args []string, stderr io.Writer) int {
+// serveFlags are husk serve's flags, which override the config file.
+type serveFlags struct {
+	fs                                                                *flag.FlagSet
+	klog                                                              *flag.FlagSet
+	config, listen, root, state, cniConfDir, cgroupDriver, runtimeBin *string
+	cniBinDirs                                                        stringList
+	explicit, verbose                                                 bool // --config, --v given
+}
+
+func newServeFlags(stderr io.Writer) *serveFlags {
 	fs := flag.NewFlagSet("husk serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
 		_, _ = io.WriteString(stderr, serveUsage)
 		fs.PrintDefaults()
 	}
-	configPath := fs.String("config", defaultConfigPath, "configuration file (TOML)")
-	listen := fs.String("listen", "", "unix socket to serve the CRI on (default /run/husk/husk.sock)")
-	root := fs.String("root", "", "directory for persistent data: images, pods, containers (default /var/lib/husk)")
-	state := fs.String("state", "", "directory for runtime state that does not survive a reboot (default /run/husk)")
-	cniConfDir := fs.String("cni-conf-dir", "", "directory of CNI network configs (default /etc/cni/net.d)")
-	var cniBinDirs stringList
-	fs.Var(&cniBinDirs, "cni-bin-dir", "directory of CNI plugins; repeat for several (default /opt/cni/bin)")
-	cgroupDriver := fs.String("cgroup-driver", "", "cgroup driver kubelet uses: cgroupfs or systemd (default cgroupfs)")
-	runtimeBinary := fs.String("runtime-binary", "", "the husk-runtime binary pods and containers run from (default: next to husk, else in $PATH)")
-	klogFlags := flag.NewFlagSet("klog", flag.ContinueOnError)
-	klog.InitFlags(klogFlags)
-	fs.Var(klogFlags.Lookup("v").Value, "v", "log verbosity (0-10)")
-	if err := fs.Parse(args); err != nil {
+	f := &serveFlags{fs: fs, klog: flag.NewFlagSet("klog", flag.ContinueOnError)}
+	f.config = fs.String("config", defaultConfigPath, "configuration file (TOML)")
+	f.listen = fs.String("listen", "", "unix socket to serve the CRI on (default /run/husk/husk.sock)")
+	f.root = fs.String("root", "", "directory for persistent data: images, pods, containers (default /var/lib/husk)")
+	f.state = fs.String("state", "", "directory for runtime state that does not survive a reboot (default /run/husk)")
+	f.cniConfDir = fs.String("cni-conf-dir", "", "directory of CNI network configs (default /etc/cni/net.d)")
+	fs.Var(&f.cniBinDirs, "cni-bin-dir", "directory of CNI plugins; repeat for several (default /opt/cni/bin)")
+	f.cgroupDriver = fs.String("cgroup-driver", "", "cgroup driver kubelet uses: cgroupfs or systemd (default cgroupfs)")
+	f.runtimeBin = fs.String("runtime-binary", "", "the husk-runtime binary pods and containers run from (default: next to husk, else in $PATH)")
+	klog.InitFlags(f.klog)
+	fs.Var(f.klog.Lookup("v").Value, "v", "log verbosity (0-10; default the config's log_verbosity)")
+	return f
+}
+
+// parse reads args; the exit code is for a bad command line or --help.
+func (f *serveFlags) parse(args []string, stderr io.Writer) (exit int, ok bool) {
+	if err := f.fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return 0
+			return 0, false
 		}
-		return 2
+		return 2, false
 	}
-	if fs.NArg() > 0 {
-		_, _ = fmt.Fprintf(stderr, "husk serve: unexpected arguments: %v\n", fs.Args())
-		return 2
+	if f.fs.NArg() > 0 {
+		_, _ = fmt.Fprintf(stderr, "husk serve: unexpected arguments: %v\n", f.fs.Args())
+		return 2, false
 	}
-	explicit := false
-	fs.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "config" })
-	// The config file, with the flags over it: at the start, and again
-	// at each SIGHUP (reload.go).
-	load := func() (Config, error) {
-		cfg, err := loadConfig(*configPath, explicit)
-		if err != nil {
-			return cfg, err
+	f.fs.Visit(func(fl *flag.Flag) {
+		f.explicit = f.explicit || fl.Name == "config"
+		f.verbose = f.verbose || fl.Name == "v"
+	})
+	return 0, true
+}
+
+// load reads the config file with the flags over it: at the start, and
+// again at each SIGHUP (reload.go).
+func (f *serveFlags) load() (Config, error) {
+	cfg, err := loadConfig(*f.config, f.explicit)
+	if err != nil {
+		return cfg, err
+	}
+	for _, o := range []struct{ flag, field *string }{
+		{f.listen, &cfg.Listen}, {f.root, &cfg.Root}, {f.state, &cfg.State},
+		{f.cniConfDir, &cfg.CNI.ConfDir}, {f.cgroupDriver, &cfg.CgroupDriver}, {f.runtimeBin, &cfg.RuntimeBinary},
+	} {
+		if *o.flag != "" {
+			*o.field = *o.flag
 		}
-		for _, o := range []struct{ flag, field *string }{
-			{listen, &cfg.Listen}, {root, &cfg.Root}, {state, &cfg.State},
-			{cniConfDir, &cfg.CNI.ConfDir}, {cgroupDriver, &cfg.CgroupDriver}, {runtimeBinary, &cfg.RuntimeBinary},
-		} {
-			if *o.flag != "" {
-				*o.field = *o.flag
-			}
-		}
-		if len(cniBinDirs) > 0 {
-			cfg.CNI.BinDirs = cniBinDirs
-		}
-		if cfg.CgroupDriver != "cgroupfs" && cfg.CgroupDriver != "systemd" {
-			return cfg, errors.New("--cgroup-driver must be cgroupfs or systemd")
-		}
-		return cfg, nil
+	}
+	if len(f.cniBinDirs) > 0 {
+		cfg.CNI.BinDirs = f.cniBinDirs
+	}
+	if cfg.CgroupDriver != "cgroupfs" && cfg.CgroupDriver != "systemd" {
+		return cfg, errors.New("--cgroup-driver must be cgroupfs or systemd")
+	}
+	return cfg, nil
+}
+
+// setVerbosity sets the log's verbosity to the config's, unless --v did.
+func (f *serveFlags) setVerbosity(v int) {
+	if !f.verbose {
+		_ = f.klog.Set("v", strconv.Itoa(v))
+	}
+}
+
+func serve(args []string, stderr io.Writer) int {
+	flags := newServeFlags(stderr)
+	if exit, ok := flags.parse(args, stderr); !ok {
+		return exit
 	}
 	hup := hangups()
-	cfg, err := load()
+	cfg, err := flags.load()
 	if err != nil {
 		_, _ = fmt.Fprintf(stderr, "husk serve: %v\n", err)
 		return 1
 	}
+	flags.setVerbosity(cfg.LogVerbosity)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	go func() {
@@ -144,7 +176,11 @@ func serve(args []string, stderr io.Writer) int {
 		<-ctx.Done()
 		stop()
 	}()
-	if err := runDaemon(ctx, cfg, func(t reloadTargets) { reloadOnHangup(ctx, hup, cfg, load, t) }); err != nil {
+	reloads := func(t reloadTargets) {
+		t.verbosity = flags.setVerbosity
+		reloadOnHangup(ctx, hup, cfg, flags.load, t)
+	}
+	if err := runDaemon(ctx, cfg, reloads); err != nil {
 		klog.ErrorS(err, "husk serve failed")
 		klog.Flush()
 		return 1
@@ -263,15 +299,6 @@ func runDaemon(ctx context.Context, cfg Config, reloads func(reloadTargets)) err
 		return err
 	}
 	defer func() { _ = lis.Close() }()
-	metricsLis, err := listenMetrics(cfg.Metrics)
-	if err != nil {
-		return err
-	}
-	if metricsLis != nil {
-		// Closed by the metrics server once it serves; this is for a
-		// start that fails before (a second close does nothing).
-		defer func() { _ = metricsLis.Close() }()
-	}
 	restarts := countStart(cfg.State)
 	traced, stopTracing, err := startTracing(ctx, cfg.Tracing)
 	if err != nil {
@@ -317,12 +344,18 @@ func runDaemon(ctx context.Context, cfg Config, reloads func(reloadTargets)) err
 	defer func() { _ = stream.Close() }()
 
 	srv := newCRIServer(ctx, cfg, pods, images, stream)
-	calls, stopMetrics, err := serveMetrics(metricsLis, cfg, srv, restarts)
+	// The calls are counted whether or not the metrics are served: a
+	// reload may start serving them.
+	calls := cri.NewCallMetrics()
+	endpoint, err := newMetricsEndpoint(srv, calls, restarts)
 	if err != nil {
 		return err
 	}
-	defer stopMetrics()
-	reloads(reloadTargets{images: images, pods: pods})
+	if err := endpoint.apply(cfg.Metrics, cfg.Debug); err != nil {
+		return err
+	}
+	defer endpoint.close()
+	reloads(reloadTargets{images: images, pods: pods, metrics: endpoint})
 	return serveCRI(ctx, cri.NewGRPCServer(srv, calls, traced...), lis, cfg)
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -47,8 +48,13 @@ func TestConfigReloadOnSIGHUP(t *testing.T) {
 	if err != nil {
 		t.Fatal("runc is not installed (make deps installs it)")
 	}
-	reload("pinned_images = [\"" + reg.Ref("busybox:*") + "\"]\n" + insecureConfig(reg.Host) + "[runtimes.runc]\npath = \"" + runc + "\"\n")
+	sock := filepath.Join(t.TempDir(), "metrics.sock")
+	reload("pinned_images = [\"" + reg.Ref("busybox:*") + "\"]\n" + insecureConfig(reg.Host) + "[runtimes.runc]\npath = \"" + runc + "\"\n[metrics]\naddress = \"unix://" + sock + "\"\n")
 	waitFor(t, func() bool { return pull() == nil })
+	// The metrics, served from the reload on, with what came before.
+	if v, _ := seriesValue(scrapeMetrics(t, metricsClient(sock)), "husk_grpc_server_handled_total", map[string]string{"grpc_method": "PullImage", "grpc_code": "Unavailable"}); v < 1 {
+		t.Errorf("the pull refused before the reload is not in the metrics served after it: %v", v)
+	}
 	st, err := d.images.ImageStatus(ctx, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: reg.Ref("busybox:plain")}})
 	if err != nil || !st.GetImage().GetPinned() {
 		t.Errorf("an image pinned by the new config: %v, %v", st.GetImage(), err)
@@ -74,6 +80,10 @@ func TestConfigReloadOnSIGHUP(t *testing.T) {
 	}
 	if err := pull(); status.Code(err) != codes.FailedPrecondition {
 		t.Errorf("pull after a reload that rejects the registry's images: %v, want FailedPrecondition", err)
+	}
+	// That reload took the metrics' address away.
+	if _, err := os.Stat(sock); err == nil {
+		t.Error("the metrics socket is still there after a reload without [metrics]")
 	}
 	if d.cmd.Process.Pid != pid || d.cmd.ProcessState != nil {
 		t.Error("the daemon did not live through the reloads")
