@@ -1171,6 +1171,13 @@ spec:
     readinessProbe:
       grpc: {port: 9090}
       periodSeconds: 1
+    # A server that is up is never restarted: the probe waits for it to
+    # listen (an emulated guest took over a second, and one failure
+    # restarted it).
+    startupProbe:
+      grpc: {port: 9090}
+      periodSeconds: 1
+      failureThreshold: 60
     livenessProbe:
       grpc: {port: 9090, service: up}
       periodSeconds: 1
