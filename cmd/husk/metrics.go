@@ -86,13 +86,19 @@ func newMetricsEndpoint(srv *cri.Server, calls *grpcprom.ServerMetrics, restarts
 	return &metricsEndpoint{reg: reg}, nil
 }
 
-// apply serves on m's address, with profiles if d says so; if the new
-// listener cannot be made, the old one stays.
+// apply serves on m's address, with profiles if d says so. If the new
+// listener cannot be made, the old one stays, but for a change of pprof
+// alone: the old server must go first to free its address.
 func (e *metricsEndpoint) apply(m MetricsConfig, d DebugConfig) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if m.Address == e.addr && d.Pprof == e.pprof {
 		return nil
+	}
+	if m.Address == e.addr && e.srv != nil {
+		// Only pprof changes: the address must be free to listen again.
+		_ = e.srv.Close()
+		e.srv, e.addr = nil, ""
 	}
 	var next *metrics.Server
 	if m.Address != "" {

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -55,6 +56,16 @@ func TestConfigReloadOnSIGHUP(t *testing.T) {
 	if v, _ := seriesValue(scrapeMetrics(t, metricsClient(sock)), "husk_grpc_server_handled_total", map[string]string{"grpc_method": "PullImage", "grpc_code": "Unavailable"}); v < 1 {
 		t.Errorf("the pull refused before the reload is not in the metrics served after it: %v", v)
 	}
+	// Profiles on, at the same address: the server makes way for a new one.
+	reload("pinned_images = [\"" + reg.Ref("busybox:*") + "\"]\n" + insecureConfig(reg.Host) + "[runtimes.runc]\npath = \"" + runc + "\"\n[metrics]\naddress = \"unix://" + sock + "\"\n[debug]\npprof = true\n")
+	waitFor(t, func() bool {
+		resp, err := metricsClient(sock).Get("http://husk/debug/pprof/cmdline")
+		if err != nil {
+			return false
+		}
+		_ = resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
 	st, err := d.images.ImageStatus(ctx, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: reg.Ref("busybox:plain")}})
 	if err != nil || !st.GetImage().GetPinned() {
 		t.Errorf("an image pinned by the new config: %v, %v", st.GetImage(), err)
@@ -74,7 +85,7 @@ func TestConfigReloadOnSIGHUP(t *testing.T) {
 	}
 
 	reload(insecureConfig(reg.Host) + "[cdi]\nenable = false\n[signature_policy.\"" + reg.Host + "\"]\nmode = \"reject\"\n")
-	waitFor(t, func() bool { return strings.Count(d.log(), `"Config reloaded"`) == 2 })
+	waitFor(t, func() bool { return strings.Count(d.log(), `"Config reloaded"`) == 3 })
 	if !strings.Contains(d.log(), `key="cdi"`) {
 		t.Errorf("the log does not name the key that needs a restart:\n%s", d.log())
 	}
