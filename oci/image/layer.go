@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/containerd/errdefs"
 	"github.com/klauspost/compress/gzip"
@@ -212,18 +213,29 @@ func decompress(r *bufio.Reader) (io.Reader, func(), error) {
 
 func measure(dir string) (layerMeta, error) {
 	var m layerMeta
+	// A file of several hard links is one file on disk: counted once (an
+	// image of busybox's applets as links of one binary is not 300 of it).
+	linked := map[uint64]bool{}
 	err := filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
-		m.Inodes++
-		if d.Type().IsRegular() {
-			info, err := d.Info()
-			if err != nil {
-				return err
-			}
-			m.Size += uint64(info.Size())
+		if !d.Type().IsRegular() {
+			m.Inodes++
+			return nil
 		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		if st, ok := info.Sys().(*syscall.Stat_t); ok && st.Nlink > 1 {
+			if linked[st.Ino] {
+				return nil
+			}
+			linked[st.Ino] = true
+		}
+		m.Inodes++
+		m.Size += uint64(info.Size())
 		return nil
 	})
 	return m, err

@@ -474,6 +474,30 @@ func TestUsageCountsLayersAndBlobs(t *testing.T) {
 	}
 }
 
+// Hard links of one file count once: an image of busybox's applets, each
+// a link of one binary, is not the binary's size times their number.
+func TestUsageCountsHardLinksOnce(t *testing.T) {
+	reg := imagetest.NewRegistry(t)
+	reg.Push(t, "test/links:1", imagetest.Image(t, v1.Config{}, imagetest.Layer(t,
+		file("bin/busybox", strings.Repeat("x", 100000)),
+		imagetest.Entry{Name: "bin/sh", Type: tar.TypeLink, Linkname: "bin/busybox"},
+		imagetest.Entry{Name: "bin/ls", Type: tar.TypeLink, Linkname: "bin/busybox"})))
+	s := openStore(t, insecure(reg.Host))
+	u0, err := s.Usage(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pull(t, s, reg.Ref("test/links:1"))
+	u1, err := s.Usage(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The layer's 100000 bytes once, and its blobs (a few KiB at most).
+	if grew := u1.Bytes - u0.Bytes; grew < 100000 || grew >= 200000 {
+		t.Errorf("the store grew by %d bytes for a 100000-byte file with two more links", grew)
+	}
+}
+
 // A tag that moves to a new image is taken from the old one, which stays
 // (kubelet removes unused images by id).
 func TestRetagMovesTheTag(t *testing.T) {
