@@ -134,8 +134,8 @@ func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg *runtim
 		return "", err
 	}
 	m.emit(EventCreated, c.ID, pod.ID)
-	if m.plugins() != nil {
-		m.plugins().PostCreateContainer(ctx, m.nriPod(pod), m.nriContainer(copyContainer(c), s))
+	if plugins := m.plugins(); plugins != nil {
+		plugins.PostCreateContainer(ctx, m.nriPod(pod), m.nriContainer(copyContainer(c), s))
 	}
 	return c.ID, nil
 }

@@ -29,7 +29,8 @@ func (m *Manager) RemoveContainer(ctx context.Context, id string) error {
 	}
 	var npod *api.PodSandbox
 	var nctr *api.Container
-	if m.plugins() != nil {
+	plugins := m.plugins()
+	if plugins != nil {
 		// Before its bundle goes: plugins see its spec as they did.
 		npod, nctr = m.nriObjects(c.ID, c.PodID)
 	}
@@ -38,8 +39,8 @@ func (m *Manager) RemoveContainer(ctx context.Context, id string) error {
 	}
 	m.forgetContainer(c)
 	m.emit(EventDeleted, c.ID, c.PodID)
-	if m.plugins() != nil {
-		m.plugins().RemoveContainer(ctx, npod, nctr)
+	if plugins != nil {
+		plugins.RemoveContainer(ctx, npod, nctr)
 	}
 	return nil
 }

@@ -51,16 +51,16 @@ func (m *Manager) StartContainer(ctx context.Context, id string) (err error) {
 	if !pod.Ready() {
 		return fmt.Errorf("pod sandbox %s of container %s is not ready: %w", pod.ID, c.ID, errdefs.ErrFailedPrecondition)
 	}
-	if m.plugins() != nil {
+	if plugins := m.plugins(); plugins != nil {
 		npod, nctr := m.nriObjects(c.ID, pod.ID)
-		if err := m.plugins().StartContainer(ctx, npod, nctr); err != nil {
+		if err := plugins.StartContainer(ctx, npod, nctr); err != nil {
 			err = fmt.Errorf("NRI plugins refused the start: %v: %w", err, errdefs.ErrFailedPrecondition)
 			m.failStart(c, err.Error())
 			return fmt.Errorf("starting container %s: %w", c.ID, err)
 		}
 		defer func() {
 			if err == nil {
-				m.plugins().PostStartContainer(ctx, npod, nctr)
+				plugins.PostStartContainer(ctx, npod, nctr)
 			}
 		}()
 	}

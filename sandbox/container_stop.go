@@ -85,9 +85,9 @@ func (m *Manager) StopContainer(ctx context.Context, id string, timeout int64) e
 	if err := m.stopContainer(c, time.Duration(timeout)*time.Second); err != nil {
 		return err
 	}
-	if m.plugins() != nil {
+	if plugins := m.plugins(); plugins != nil {
 		pod, ctr := m.nriObjects(c.ID, c.PodID)
-		m.plugins().StopContainer(ctx, pod, ctr)
+		plugins.StopContainer(ctx, pod, ctr)
 	}
 	return nil
 }

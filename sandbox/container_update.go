@@ -32,9 +32,9 @@ func (m *Manager) updateContainerResources(ctx context.Context, id string, r *ru
 	if r == nil {
 		return nil
 	}
-	if askNRI && m.plugins() != nil {
+	if plugins := m.plugins(); askNRI && plugins != nil {
 		pod, ctr := m.nriObjects(c.ID, c.PodID)
-		merged, nerr := m.plugins().UpdateContainer(ctx, pod, ctr, nriResources(r))
+		merged, nerr := plugins.UpdateContainer(ctx, pod, ctr, nriResources(r))
 		if nerr != nil {
 			// Not wrapped: the plugin's error is a status of its own.
 			return fmt.Errorf("NRI plugins refused the update: %v: %w", nerr, errdefs.ErrFailedPrecondition)
@@ -45,7 +45,7 @@ func (m *Manager) updateContainerResources(ctx context.Context, id string, r *ru
 		defer func() {
 			// The update's outcome: plugins hear of it only once applied.
 			if err == nil {
-				m.plugins().PostUpdateContainer(ctx, pod, ctr)
+				plugins.PostUpdateContainer(ctx, pod, ctr)
 			}
 		}()
 	}

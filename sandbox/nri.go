@@ -125,12 +125,13 @@ func (m *Manager) nriObjects(id, podID string) (*api.PodSandbox, *api.Container)
 // apart from whoever read it: they may hold locks a plugin's answer waits
 // for.
 func (m *Manager) nriStopped(id, podID string) {
-	if m.plugins() == nil {
+	plugins := m.plugins()
+	if plugins == nil {
 		return
 	}
 	go func() {
 		pod, ctr := m.nriObjects(id, podID)
-		m.plugins().StopContainer(context.Background(), pod, ctr)
+		plugins.StopContainer(context.Background(), pod, ctr)
 	}()
 }
 
@@ -429,13 +430,14 @@ func (m *Manager) checkNotCreating(podID string) error {
 // nriRunPod tells plugins of a pod about to be ready; one that refuses it
 // fails RunPodSandbox, and all are told of its end.
 func (m *Manager) nriRunPod(ctx context.Context, p *Pod, ips []string) error {
-	if m.plugins() == nil {
+	plugins := m.plugins()
+	if plugins == nil {
 		return nil
 	}
 	pod := m.nriPod(copyPod(p))
 	pod.Ips = ips
-	if err := m.plugins().RunPodSandbox(ctx, pod); err != nil {
-		m.plugins().RemovePodSandbox(context.WithoutCancel(ctx), pod)
+	if err := plugins.RunPodSandbox(ctx, pod); err != nil {
+		plugins.RemovePodSandbox(context.WithoutCancel(ctx), pod)
 		return fmt.Errorf("NRI plugins refused the pod: %v: %w", err, errdefs.ErrFailedPrecondition)
 	}
 	return nil
@@ -444,13 +446,14 @@ func (m *Manager) nriRunPod(ctx context.Context, p *Pod, ips []string) error {
 // nriCreate asks plugins about a container being created and applies
 // their adjustment to its spec.
 func (m *Manager) nriCreate(ctx context.Context, c *Container, pod *Pod, s *specs.Spec) error {
-	if m.plugins() == nil {
+	plugins := m.plugins()
+	if plugins == nil {
 		return nil
 	}
 	m.mu.Lock()
 	cc := copyContainer(c)
 	m.mu.Unlock()
-	adj, err := m.plugins().CreateContainer(ctx, m.nriPod(pod), m.nriContainer(cc, s))
+	adj, err := plugins.CreateContainer(ctx, m.nriPod(pod), m.nriContainer(cc, s))
 	if err != nil {
 		return fmt.Errorf("NRI plugins refused the container: %v: %w", err, errdefs.ErrFailedPrecondition)
 	}
@@ -460,11 +463,12 @@ func (m *Manager) nriCreate(ctx context.Context, c *Container, pod *Pod, s *spec
 // nriRemoved tells plugins that a container whose creation failed is
 // gone (if they were told of it).
 func (m *Manager) nriRemoved(c *Container, pod *Pod) {
-	if m.plugins() == nil {
+	plugins := m.plugins()
+	if plugins == nil {
 		return
 	}
 	m.mu.Lock()
 	cc := copyContainer(c)
 	m.mu.Unlock()
-	m.plugins().RemoveContainer(context.Background(), m.nriPod(pod), m.nriContainer(cc, nil))
+	plugins.RemoveContainer(context.Background(), m.nriPod(pod), m.nriContainer(cc, nil))
 }

@@ -38,9 +38,9 @@ func (m *Manager) Stop(ctx context.Context, id string) error {
 			return fmt.Errorf("stopping pod sandbox %s: %w", p.ID, err)
 		}
 	}
-	if m.plugins() != nil {
+	if plugins := m.plugins(); plugins != nil {
 		// Its containers have stopped; it is still there to look at.
-		m.plugins().StopPodSandbox(ctx, m.nriPod(copyPod(p)))
+		plugins.StopPodSandbox(ctx, m.nriPod(copyPod(p)))
 	}
 	if err := m.teardown(ctx, p); err != nil {
 		return fmt.Errorf("stopping pod sandbox %s: %w", p.ID, err)
@@ -143,8 +143,8 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 		return fmt.Errorf("removing pod sandbox %s: %w", p.ID, err)
 	}
 	m.emit(EventDeleted, p.ID, p.ID)
-	if m.plugins() != nil {
-		m.plugins().RemovePodSandbox(ctx, m.nriPod(copyPod(p)))
+	if plugins := m.plugins(); plugins != nil {
+		plugins.RemovePodSandbox(ctx, m.nriPod(copyPod(p)))
 	}
 	m.forget(p)
 	return nil
