@@ -2,7 +2,7 @@
 // them. The metrics are package variables, as is usual with
 // client_golang: the packages that do the work (cri, network, oci/image)
 // update them whether or not anything serves them, which costs an atomic
-// add; Serve exposes them when the config's [metrics] address is set.
+// add; a Server exposes them where the config's [metrics] address says.
 // docs/metrics.md lists them.
 package metrics
 

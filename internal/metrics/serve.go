@@ -37,9 +37,7 @@ type Server struct {
 	lis  net.Listener
 }
 
-// NewServer serves on lis, which the daemon opened at its start (a unix
-// socket as private as the CRI's, made before any other goroutine could
-// be affected by the umask that takes).
+// NewServer serves reg on lis (Listen's), with Go's profiles if asked.
 func NewServer(lis net.Listener, reg *prometheus.Registry, withPprof bool) *Server {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
@@ -55,9 +53,6 @@ func NewServer(lis net.Listener, reg *prometheus.Registry, withPprof bool) *Serv
 		lis:  lis,
 	}
 }
-
-// Addr is where the server listens.
-func (s *Server) Addr() net.Addr { return s.lis.Addr() }
 
 // Serve serves until Close.
 func (s *Server) Serve() {
