@@ -34,17 +34,18 @@ type authEntry struct {
 	RegistryToken string `json:"registrytoken"`
 }
 
-// dockerHubKeys are the names Docker's tools file Docker Hub's credentials
-// under; images name it docker.io.
-var dockerHubKeys = map[string]bool{"index.docker.io": true, "registry-1.docker.io": true, "index.docker.io/v1": true}
-
-// normalizeAuthKey turns a key of the file into the "host[/path]" an image's
-// repository is compared with.
+// normalizeAuthKey turns a key of the file into a scope (scope.go), the
+// "host[/path]" an image's repository is compared with. A key that is no
+// scope is kept as it is, and holds no image.
 func normalizeAuthKey(k string) string {
 	k = strings.TrimPrefix(strings.TrimPrefix(k, "https://"), "http://")
 	k = strings.TrimSuffix(k, "/")
-	if dockerHubKeys[k] {
+	// Docker's tools file Docker Hub's credentials under its v1 URL.
+	if k == "index.docker.io/v1" {
 		return "docker.io"
+	}
+	if scope, err := normalizeScope(k); err == nil {
+		return scope
 	}
 	return k
 }

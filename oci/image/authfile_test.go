@@ -62,3 +62,20 @@ func TestAuthFileGivesCredentialsToPullsWithout(t *testing.T) {
 		t.Error("a broken auth file was taken for none")
 	}
 }
+
+// The file's keys become scopes as the signature policy's do; Docker's
+// names for Docker Hub are docker.io.
+func TestAuthKeysAreScopes(t *testing.T) {
+	for in, want := range map[string]string{
+		"https://index.docker.io/v1/": "docker.io",
+		"index.docker.io":             "docker.io",
+		"registry-1.docker.io":        "docker.io",
+		"docker.io/nginx":             "docker.io/library/nginx",
+		"https://r.example:5000/":     "r.example:5000",
+		"r.example/team":              "r.example/team",
+	} {
+		if got := normalizeAuthKey(in); got != want {
+			t.Errorf("normalizeAuthKey(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
