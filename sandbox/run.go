@@ -157,11 +157,10 @@ func (m *Manager) run(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, han
 	if err != nil {
 		return "", err
 	}
-	id, cgroupPath := p.ID, p.CgroupPath
 	st := newSteps(ctx, "RunPodSandbox", cfg.GetMetadata().GetNamespace()+"/"+cfg.GetMetadata().GetName(), "pod", p.key())
 	// The pod is locked for the whole run: a Stop or Remove that finds it
 	// waits until it is made, or undone.
-	unlock := m.lockID(id)
+	unlock := m.lockID(p.ID)
 	defer unlock()
 	if err := m.recordPod(p, st); err != nil {
 		return "", err
@@ -184,7 +183,7 @@ func (m *Manager) run(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, han
 		return "", err
 	}
 	defer func() { _, _ = waitCNI() }()
-	if err := st.done("creating the pod cgroup", m.opts.Cgroups.Create(cgroupPath, podResources(cfg.GetLinux()))); err != nil {
+	if err := st.done("creating the pod cgroup", m.opts.Cgroups.Create(p.CgroupPath, podResources(cfg.GetLinux()))); err != nil {
 		return "", err
 	}
 	if err := m.writePodFiles(p, st); err != nil {
@@ -215,9 +214,9 @@ func (m *Manager) run(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, han
 		return "", st.done("recording the pod ready", err)
 	}
 	// A pod's own events, as containerd sends them for its sandbox.
-	m.emit(EventCreated, id, id)
-	m.emit(EventStarted, id, id)
-	return id, nil
+	m.emit(EventCreated, p.ID, p.ID)
+	m.emit(EventStarted, p.ID, p.ID)
+	return p.ID, nil
 }
 
 // recordPod makes a new pod's directories and writes its first record:
