@@ -13,7 +13,7 @@ CONFIG   ?= /etc/husk/config.toml
 CNI_BIN  ?= /opt/cni/bin
 CNI_CONF ?= /etc/cni/net.d
 
-.PHONY: all build run test unit e2e deps cni-plugins lint bench clean kubelet-test critest fuzz vm-test vm-cluster-test vm-deps cluster cluster-test
+.PHONY: all build run test unit e2e deps cni-plugins lint bench bench-compare clean kubelet-test critest fuzz vm-test vm-cluster-test vm-deps cluster cluster-test
 
 all: build
 
@@ -135,6 +135,17 @@ fuzz: deps
 # Figures: see docs/benchmarks.md.
 bench: build
 	$(GO) test -run '^$$' -bench . -benchtime 10x ./test/e2e/ ./oci/image/
+
+# The workloads of issue 13 against husk and against Debian's containerd
+# 1.6 with runc, alternately, in one run (test/e2e/compare*_bench_test.go):
+# the per-operation table, then the scale curve to 250 pods. The tables go
+# to stdout and, with their data, to $(BENCH_OUT).
+BENCH_OUT ?= $(CURDIR)/$(BIN)/bench
+COMPARE ?= ^BenchmarkCompare
+bench-compare: build deps cni-plugins
+	@dpkg -s containerd >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq containerd; }
+	mkdir -p $(BENCH_OUT)
+	HUSK_BENCH_OUT=$(BENCH_OUT) $(GO) test -run '^$$' -bench '$(COMPARE)' -benchtime 1x -timeout 90m -v ./test/e2e/
 
 clean:
 	rm -rf $(BIN)
