@@ -122,6 +122,30 @@ func removeCgroupDirs(paths ...string) {
 	}
 }
 
+// removeCgroupTree removes a cgroup that kubelet made, and every cgroup
+// below it, deepest first, in every hierarchy.
+func removeCgroupTree(p string) {
+	var dirs []string
+	roots := []string{"/sys/fs/cgroup"}
+	if entries, err := os.ReadDir("/sys/fs/cgroup"); err == nil && !unifiedHost {
+		roots = nil
+		for _, e := range entries {
+			roots = append(roots, filepath.Join("/sys/fs/cgroup", e.Name()))
+		}
+	}
+	for _, r := range roots {
+		_ = filepath.WalkDir(filepath.Join(r, p), func(path string, de os.DirEntry, err error) error {
+			if err == nil && de.IsDir() {
+				dirs = append(dirs, path)
+			}
+			return nil
+		})
+	}
+	for i := len(dirs) - 1; i >= 0; i-- {
+		_ = os.Remove(dirs[i])
+	}
+}
+
 // containerCgroup is the cgroup a container's record names.
 func containerCgroup(t *testing.T, d *daemon, id string) string {
 	t.Helper()

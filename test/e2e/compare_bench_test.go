@@ -16,6 +16,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -49,7 +50,10 @@ func (c *criTarget) dial(b *testing.B) {
 	if c.conn != nil {
 		_ = c.conn.Close()
 	}
-	conn, err := grpc.NewClient("unix://"+c.sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	// A short reconnect backoff: grpc's default waits a second after a
+	// failed attempt, which would hide how soon a restarted daemon answers.
+	conn, err := grpc.NewClient("unix://"+c.sock, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{BaseDelay: 5 * time.Millisecond, Multiplier: 1, MaxDelay: 5 * time.Millisecond}}))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -104,8 +108,14 @@ func compareNet(b *testing.B, dataDir string, second int) *podNet {
 	return n
 }
 
+// compareCgroupRoot holds the pods' cgroups, made by the runtimes and
+// removed when the benchmark ends.
+const compareCgroupRoot = "/husk-compare"
+
 // compareTargets starts husk and containerd, each with busybox pulled.
 func compareTargets(b *testing.B) (*criTarget, *criTarget) {
+	// Registered first, so it runs after the runtimes' cleanups.
+	b.Cleanup(func() { removeCgroupTree(compareCgroupRoot) })
 	if _, err := exec.LookPath("containerd"); err != nil {
 		b.Fatal("containerd is not installed (make bench-compare installs Debian's)")
 	}
@@ -258,6 +268,9 @@ func newComparePod(b *testing.B, t *criTarget, name string, pid runtimeapi.Names
 	cfg := podConfig(name)
 	cfg.LogDirectory = filepath.Join(b.TempDir(), "logs")
 	cfg.Linux.SecurityContext.NamespaceOptions.Pid = pid
+	// As kubelet's cgroupfs driver names it; containerd has no pod stats
+	// without it.
+	cfg.Linux.CgroupParent = compareCgroupRoot + "/pod" + cfg.Metadata.Uid
 	p := &comparePod{cfg: cfg}
 	t0 := time.Now()
 	resp, err := t.rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: cfg})
