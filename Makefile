@@ -139,13 +139,15 @@ bench: build
 # The workloads of issue 13 against husk and against Debian's containerd
 # 1.6 with runc, alternately, in one run (test/e2e/compare*_bench_test.go):
 # the per-operation table, then the scale curve to 250 pods. The tables go
-# to stdout and, with their data, to $(BENCH_OUT).
+# to stdout and, with their data and the scale curve's plots (hack/benchplot,
+# a module of its own), to $(BENCH_OUT). COMPARE picks one of the two.
 BENCH_OUT ?= $(CURDIR)/$(BIN)/bench
 COMPARE ?= ^BenchmarkCompare
 bench-compare: build deps cni-plugins
 	@dpkg -s containerd >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq containerd; }
 	mkdir -p $(BENCH_OUT)
 	HUSK_BENCH_OUT=$(BENCH_OUT) $(GO) test -run '^$$' -bench '$(COMPARE)' -benchtime 1x -timeout 90m -v ./test/e2e/
+	@if [ -f $(BENCH_OUT)/scale.csv ]; then cd hack/benchplot && $(GO) run . $(BENCH_OUT)/scale.csv $(BENCH_OUT) && echo "plots in $(BENCH_OUT)"; fi
 
 clean:
 	rm -rf $(BIN)

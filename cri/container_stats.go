@@ -36,7 +36,7 @@ func (s *Server) ListContainerStats(_ context.Context, req *runtimeapi.ListConta
 			!labelsMatch(c.Config.GetLabels(), f.GetLabelSelector()) {
 			continue
 		}
-		c, u, err := s.pods.ContainerUsage(c.ID)
+		u, err := s.pods.UsageOf(c)
 		if errdefs.IsNotFound(err) {
 			continue // ended meanwhile
 		}

@@ -63,7 +63,7 @@ func (s *Server) podStats(id string) (*runtimeapi.PodSandboxStats, error) {
 		st.Linux.Network = networkUsage(u)
 	}
 	for _, c := range cs {
-		c, cu, err := s.pods.ContainerUsage(c.ID)
+		cu, err := s.pods.UsageOf(c)
 		if err != nil {
 			continue // ended meanwhile
 		}

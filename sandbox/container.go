@@ -62,6 +62,11 @@ type Container struct {
 	// container as created until it has.
 	StartPending bool `json:"-"`
 
+	// exitWatched: the exit watch is on the container's directory.
+	// listed: its monitor is watched too (exitwatch.go), so that a list
+	// can take State as recorded until either watch fires.
+	exitWatched, listed bool
+
 	// writeMu orders the writes of the record: the last one written holds
 	// the latest state. gone is set once the container's files are removed.
 	writeMu sync.Mutex

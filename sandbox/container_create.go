@@ -446,6 +446,9 @@ func (m *Manager) forgetName(key, id string) {
 }
 
 func (m *Manager) forgetContainer(c *Container) {
+	if m.monitors != nil {
+		m.monitors.Remove(c.ID)
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	delete(m.containers, c.ID)

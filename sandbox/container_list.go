@@ -45,11 +45,19 @@ func (m *Manager) ContainersOf(podID string) []*Container {
 }
 
 // freshCopies are copies of cs, up to date with their monitors, oldest
-// first; those still being created are left out.
+// first; those still being created are left out. A container whose
+// monitor and exit file are both watched is as recorded: its exit is
+// recorded as the monitor writes it (exitwatch.go), so a list, which
+// kubelet makes every second, reads no file per container.
 func (m *Manager) freshCopies(cs []*Container) []*Container {
 	out := make([]*Container, 0, len(cs))
 	for _, c := range cs {
-		m.refresh(c)
+		m.mu.Lock()
+		listed := c.listed
+		m.mu.Unlock()
+		if !listed {
+			m.refresh(c)
+		}
 		m.mu.Lock()
 		if c.State != ContainerCreating {
 			out = append(out, copyContainer(c))

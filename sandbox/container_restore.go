@@ -64,6 +64,7 @@ func (m *Manager) restoreContainers() error {
 		// An exit recorded while the daemon was down is reported now, to
 		// the events' first subscriber (events.go).
 		m.refresh(c)
+		m.watchMonitor(c)
 	}
 	return nil
 }

@@ -209,6 +209,7 @@ func (m *Manager) launchMonitor(c *Container, cmd *exec.Cmd) error {
 		_ = cmd.Process.Kill()
 		return err
 	}
+	m.watchMonitor(c)
 	return nil
 }
 

@@ -18,6 +18,8 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/fsnotify/fsnotify"
 	"k8s.io/klog/v2"
+
+	"github.com/husk-runtime/husk/internal/pidwatch"
 	"tags.cncf.io/container-device-interface/pkg/cdi"
 
 	"github.com/husk-runtime/husk/network"
@@ -76,6 +78,8 @@ type Manager struct {
 
 	events events
 	exits  *fsnotify.Watcher // exitwatch.go
+	// monitors has a pidfd on each running container's monitor.
+	monitors *pidwatch.Watcher
 	// nri is set once, as the daemon starts serving, while the exit
 	// watch may already report exits (plugins()).
 	nri atomic.Pointer[nri.NRI]

@@ -80,17 +80,24 @@ func (m *Manager) ContainerUsage(id string) (*Container, Usage, error) {
 	if err != nil {
 		return nil, Usage{}, err
 	}
+	u, err := m.UsageOf(c)
+	return c, u, err
+}
+
+// UsageOf is ContainerUsage for a copy the caller already has, fresh
+// from GetContainer or a list.
+func (m *Manager) UsageOf(c *Container) (Usage, error) {
 	if c.State != ContainerStarted {
-		return c, Usage{}, fmt.Errorf("container %s is not running: %w", c.ID, errdefs.ErrNotFound)
+		return Usage{}, fmt.Errorf("container %s is not running: %w", c.ID, errdefs.ErrNotFound)
 	}
 	u, err := m.usage(c.Cgroup)
 	if err != nil {
-		return c, Usage{}, err
+		return Usage{}, err
 	}
 	// The writable layer is the upper dir: what the container wrote.
 	u.LayerMountpoint = m.upperDir(c.ID)
 	u.LayerBytes, u.LayerInodes = treeUsage(u.LayerMountpoint)
-	return c, u, nil
+	return u, nil
 }
 
 // treeUsage adds up the bytes of the regular files below dir, and counts
@@ -131,8 +138,8 @@ func (m *Manager) PodUsage(id string) (*Pod, Usage, []*Container, error) {
 		}
 	}
 	var cs []*Container
-	for _, c := range m.ListContainers() {
-		if c.PodID == p.ID && c.State == ContainerStarted {
+	for _, c := range m.ContainersOf(p.ID) {
+		if c.State == ContainerStarted {
 			cs = append(cs, c)
 		}
 	}

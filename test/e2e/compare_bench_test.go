@@ -53,7 +53,9 @@ func (c *criTarget) dial(b *testing.B) {
 	// A short reconnect backoff: grpc's default waits a second after a
 	// failed attempt, which would hide how soon a restarted daemon answers.
 	conn, err := grpc.NewClient("unix://"+c.sock, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{BaseDelay: 5 * time.Millisecond, Multiplier: 1, MaxDelay: 5 * time.Millisecond}}))
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{BaseDelay: 5 * time.Millisecond, Multiplier: 1, MaxDelay: 5 * time.Millisecond}}),
+		// kubelet's limit (its CRI client's maxMsgSize).
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(16<<20)))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -134,6 +136,9 @@ func compareTargets(b *testing.B) (*criTarget, *criTarget) {
 		start: func() { _ = d.startProcess() },
 	}
 	husk.dial(b)
+	// Before the daemon's own cleanup, which gives up after 30 s: 250
+	// pods take longer to remove.
+	b.Cleanup(func() { removePods(husk) })
 	ctrd := startContainerd(b, reg)
 	ctrd.busybox = ref
 	for _, t := range []*criTarget{husk, ctrd} {

@@ -857,6 +857,82 @@ func TestKilledMonitor(t *testing.T) {
 	}
 }
 
+// ListContainers reads no file for a container whose monitor and exit are
+// watched (sandbox/exitwatch.go): its exit still shows in the list without
+// a status call, whether the container ends (its monitor records the
+// exit), its monitor is killed first (the monitor's pidfd says so), or
+// the daemon was restarted in between (the watches are made again).
+func TestListSeesExitsWithoutStatus(t *testing.T) {
+	e := newCtrEnv(t)
+	podID, pod := e.pod(t, "listed")
+	listed := func(id string) *runtimeapi.Container {
+		resp, err := e.d.runtime.ListContainers(context.Background(), &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{Id: id}})
+		if err != nil || len(resp.Containers) != 1 {
+			t.Fatalf("ListContainers %s: %v, %d containers", id, err, len(resp.GetContainers()))
+		}
+		return resp.Containers[0]
+	}
+	waitListedExited := func(what, id string) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for listed(id).State != runtimeapi.ContainerState_CONTAINER_EXITED {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: ListContainers still says %v", what, listed(id).State)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	monitorOf := func(id string) string {
+		out, _ := exec.Command("pgrep", "-f", "monitor --state "+filepath.Join(e.d.root, "containers", id)).Output()
+		return strings.TrimSpace(string(out))
+	}
+
+	// Its process, found by its cgroup, for a kill from the host: PID 1
+	// of its namespace ignores a signal it has no handler for.
+	killSleep := func(id string) {
+		out, _ := exec.Command("pgrep", "-x", "sleep").Output()
+		for _, pid := range strings.Fields(string(out)) {
+			if cg, _ := os.ReadFile("/proc/" + pid + "/cgroup"); strings.Contains(string(cg), id) {
+				_ = exec.Command("kill", "-9", pid).Run()
+				return
+			}
+		}
+		t.Fatalf("no sleep process of container %s", id)
+	}
+
+	ends := e.run(t, podID, pod, ctrConfig("ends", e.image("plain"), "sh", "-c", "sleep 1; exit 3"))
+	orphan := e.run(t, podID, pod, ctrConfig("orphan", e.image("plain"), "sleep", "300"))
+	afterRestart := e.run(t, podID, pod, ctrConfig("restarted", e.image("plain"), "sleep", "300"))
+	for _, id := range []string{orphan, afterRestart} {
+		if st := listed(id).State; st != runtimeapi.ContainerState_CONTAINER_RUNNING {
+			t.Fatalf("%s listed as %v", id, st)
+		}
+	}
+	waitListedExited("a container that ended", ends)
+	if c := e.status(t, ends); c.ExitCode != 3 {
+		t.Errorf("exit code %d, want 3", c.ExitCode)
+	}
+
+	mon := monitorOf(orphan)
+	if mon == "" {
+		t.Fatal("no monitor for the container")
+	}
+	_ = exec.Command("kill", "-9", mon).Run()
+	time.Sleep(200 * time.Millisecond)
+	if st := listed(orphan).State; st != runtimeapi.ContainerState_CONTAINER_RUNNING {
+		t.Errorf("with only its monitor killed: %v", st)
+	}
+	killSleep(orphan)
+	waitListedExited("a container whose monitor was killed first", orphan)
+
+	e.d.restart()
+	if st := listed(afterRestart).State; st != runtimeapi.ContainerState_CONTAINER_RUNNING {
+		t.Fatalf("after the restart: %v", st)
+	}
+	killSleep(afterRestart)
+	waitListedExited("a container ended after a daemon restart", afterRestart)
+}
+
 // oom_score_adj below the daemon's own cannot be set without
 // CAP_SYS_RESOURCE: it is clamped, not a failure; above, it is kept.
 func TestOOMScoreAdjIsClamped(t *testing.T) {
