@@ -66,6 +66,7 @@
 #include <unistd.h>
 
 #include "monitor.h"
+#include "shed.h"
 
 // run is the life of the monitor once the program runs.
 struct run {
@@ -276,6 +277,7 @@ __attribute__((constructor)) static void husk_monitor(int argc, char **argv) {
 		dprintf(2, "husk monitor: attach socket: %s\n", strerror(errno));
 	mon_write_process(a.state, STATE_PID, r.child);
 	hand_over(&r, &io);
+	shim_shed_readonly();
 	loop(&r);
 	record_exit(&r);
 	_exit(0);

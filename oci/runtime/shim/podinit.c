@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "contract.h"
+#include "shed.h"
 
 #define NOBODY 65534
 
@@ -103,6 +104,7 @@ __attribute__((constructor)) static void husk_pod_init(int argc, char **argv) {
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
 	sigprocmask(SIG_BLOCK, &set, NULL);
+	shim_shed_readonly();
 	for (;;) {
 		int sig;
 		if (sigwait(&set, &sig) != 0)
