@@ -139,18 +139,29 @@ func (m *Manager) stopContainer(c *Container, timeout time.Duration) error {
 
 // waitExit waits until the container's exit is recorded.
 func (m *Manager) waitExit(c *Container, d time.Duration) bool {
-	deadline := time.Now().Add(d)
-	for {
+	return waitUntil(d, func() bool {
 		m.refresh(c)
 		m.mu.Lock()
-		done := c.State != ContainerStarted
-		m.mu.Unlock()
-		if done {
+		defer m.mu.Unlock()
+		return c.State != ContainerStarted
+	})
+}
+
+// waitUntil checks cond until it holds or d has passed, and says whether
+// it held. The first checks come a millisecond apart: a killed process is
+// usually gone, and its monitor has recorded its exit, within two or three;
+// a flat 10 ms wait was most of what stopping a pod's container took.
+func waitUntil(d time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(d)
+	pause := time.Millisecond
+	for {
+		if cond() {
 			return true
 		}
 		if time.Now().After(deadline) {
 			return false
 		}
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(pause)
+		pause = min(2*pause, 10*time.Millisecond)
 	}
 }

@@ -174,11 +174,8 @@ func kill(p *Process) error {
 	if err := unix.Kill(p.PID, unix.SIGKILL); err != nil && !errors.Is(err, unix.ESRCH) {
 		return fmt.Errorf("killing pod init %d: %w", p.PID, err)
 	}
-	for range 500 {
-		if !alive(p) {
-			return nil
-		}
-		time.Sleep(10 * time.Millisecond)
+	if !waitUntil(5*time.Second, func() bool { return !alive(p) }) {
+		return fmt.Errorf("pod init %d did not die", p.PID)
 	}
-	return fmt.Errorf("pod init %d did not die", p.PID)
+	return nil
 }

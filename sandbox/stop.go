@@ -181,20 +181,29 @@ func (m *Manager) destroy(ctx context.Context, p *Pod) error {
 // killCgroup kills every process in a cgroup tree and waits until it is
 // empty.
 func (m *Manager) killCgroup(path string) error {
-	for range 500 {
-		pids, err := m.opts.Cgroups.Pids(path)
+	var err error
+	empty := waitUntil(5*time.Second, func() bool {
+		var pids []int
+		pids, err = m.opts.Cgroups.Pids(path)
 		if errdefs.IsNotFound(err) || (err == nil && len(pids) == 0) {
-			return nil
+			err = nil
+			return true
 		}
 		if err != nil {
-			return fmt.Errorf("listing the processes of cgroup %s: %w", path, err)
+			return true
 		}
 		for _, pid := range pids {
 			_ = unix.Kill(pid, unix.SIGKILL)
 		}
-		time.Sleep(10 * time.Millisecond)
+		return false
+	})
+	if err != nil {
+		return fmt.Errorf("listing the processes of cgroup %s: %w", path, err)
 	}
-	return fmt.Errorf("processes of cgroup %s do not die", path)
+	if !empty {
+		return fmt.Errorf("processes of cgroup %s do not die", path)
+	}
+	return nil
 }
 
 func (m *Manager) forget(p *Pod) {
