@@ -265,7 +265,7 @@ func (m *Manager) cgroupMetrics(s *series, cgroup string) error {
 	}
 	s.add("container_threads_max", st.PidsLimit)
 
-	pids, err := m.opts.Cgroups.Pids(cgroup)
+	pids, err := m.opts.Cgroups.Members(cgroup)
 	if err != nil {
 		return err
 	}

@@ -122,6 +122,9 @@ func TestBadPathsRefused(t *testing.T) {
 		if _, err := m.Pids(p); !errdefs.IsInvalidArgument(err) {
 			t.Errorf("Pids(%q) = %v, want invalid argument", p, err)
 		}
+		if _, err := m.Members(p); !errdefs.IsInvalidArgument(err) {
+			t.Errorf("Members(%q) = %v, want invalid argument", p, err)
+		}
 		if _, err := m.Stats(p); !errdefs.IsInvalidArgument(err) {
 			t.Errorf("Stats(%q) = %v, want invalid argument", p, err)
 		}

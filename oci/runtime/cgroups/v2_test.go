@@ -63,6 +63,12 @@ func TestV2Lifecycle(t *testing.T) {
 		if err != nil || !slices.Equal(pids, []int{p.pid()}) {
 			t.Errorf("Pids(%s) = %v, %v; want [%d]", path, pids, err, p.pid())
 		}
+		if members, err := m.Members(path); err != nil || !slices.Equal(members, []int{p.pid()}) {
+			t.Errorf("Members(%s) = %v, %v; want [%d]", path, members, err, p.pid())
+		}
+	}
+	if members, err := m.Members(ctr + "-never-made"); err != nil || len(members) != 0 {
+		t.Errorf("Members of a cgroup never made = %v, %v; want none", members, err)
 	}
 	_, memErr := os.Stat(filepath.Join(dir, "memory.current"))
 	var st *Stats
