@@ -18,10 +18,9 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/fsnotify/fsnotify"
 	"k8s.io/klog/v2"
-
-	"github.com/husk-runtime/husk/internal/pidwatch"
 	"tags.cncf.io/container-device-interface/pkg/cdi"
 
+	"github.com/husk-runtime/husk/internal/pidwatch"
 	"github.com/husk-runtime/husk/network"
 	"github.com/husk-runtime/husk/network/ns"
 	"github.com/husk-runtime/husk/oci/image"

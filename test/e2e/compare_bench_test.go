@@ -116,6 +116,12 @@ const compareCgroupRoot = "/husk-compare"
 
 // compareTargets starts husk and containerd, each with busybox pulled.
 func compareTargets(b *testing.B) (*criTarget, *criTarget) {
+	husk, ctrd, _ := compareEnv(b)
+	return husk, ctrd
+}
+
+// compareEnv is compareTargets with the registry they pull from.
+func compareEnv(b *testing.B) (*criTarget, *criTarget, *imagetest.Registry) {
 	// Registered first, so it runs after the runtimes' cleanups.
 	b.Cleanup(func() { removeCgroupTree(compareCgroupRoot) })
 	if _, err := exec.LookPath("containerd"); err != nil {
@@ -147,7 +153,7 @@ func compareTargets(b *testing.B) (*criTarget, *criTarget) {
 			b.Fatalf("%s: pulling busybox: %v", t.name, err)
 		}
 	}
-	return husk, ctrd
+	return husk, ctrd, reg
 }
 
 const containerdConfig = `version = 2

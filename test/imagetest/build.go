@@ -140,6 +140,19 @@ func gzipLayer(t testing.TB, tarBytes []byte, level int) v1.Layer {
 	}
 }
 
+// CompressedLayer is a layer of a tar stream compressed elsewhere (a
+// gzip level or zstd of the caller's choosing), served as compressed with
+// media type mt.
+func CompressedLayer(tarBytes, compressed []byte, mt types.MediaType) v1.Layer {
+	return &memLayer{
+		compressed:   compressed,
+		uncompressed: tarBytes,
+		digest:       sha(compressed),
+		diffID:       sha(tarBytes),
+		mediaType:    mt,
+	}
+}
+
 // LayerFromBytes returns a layer whose compressed bytes are exactly raw and
 // whose diffID is sha256(raw): what a registry would serve for a garbage or
 // not-a-tar layer. Its Uncompressed() also returns raw, since there is
