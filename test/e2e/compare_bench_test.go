@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"os"
@@ -275,9 +276,19 @@ type comparePod struct {
 }
 
 func newComparePod(b *testing.B, t *criTarget, name string, pid runtimeapi.NamespaceMode, containers int) *comparePod {
+	p, err := makeComparePod(b.TempDir(), t, name, pid, containers)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return p
+}
+
+// makeComparePod is newComparePod for a goroutine of the benchmark's,
+// which must not call Fatal: it returns the error instead.
+func makeComparePod(logDir string, t *criTarget, name string, pid runtimeapi.NamespaceMode, containers int) (*comparePod, error) {
 	ctx := context.Background()
 	cfg := podConfig(name)
-	cfg.LogDirectory = filepath.Join(b.TempDir(), "logs")
+	cfg.LogDirectory = filepath.Join(logDir, "logs")
 	cfg.Linux.SecurityContext.NamespaceOptions.Pid = pid
 	// As kubelet's cgroupfs driver names it; containerd has no pod stats
 	// without it.
@@ -286,7 +297,7 @@ func newComparePod(b *testing.B, t *criTarget, name string, pid runtimeapi.Names
 	t0 := time.Now()
 	resp, err := t.rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: cfg})
 	if err != nil {
-		b.Fatalf("%s: RunPodSandbox %s: %v", t.name, name, err)
+		return nil, fmt.Errorf("%s: RunPodSandbox %s: %w", t.name, name, err)
 	}
 	p.id, p.run = resp.PodSandboxId, time.Since(t0)
 	for i := range containers {
@@ -301,18 +312,18 @@ func newComparePod(b *testing.B, t *criTarget, name string, pid runtimeapi.Names
 			}},
 		}})
 		if err != nil {
-			b.Fatalf("%s: CreateContainer in %s: %v", t.name, name, err)
+			return nil, fmt.Errorf("%s: CreateContainer in %s: %w", t.name, name, err)
 		}
 		t2 := time.Now()
 		if _, err := t.rt.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: c.ContainerId}); err != nil {
-			b.Fatalf("%s: StartContainer in %s: %v", t.name, name, err)
+			return nil, fmt.Errorf("%s: StartContainer in %s: %w", t.name, name, err)
 		}
 		if i == 0 {
 			p.create, p.start = t2.Sub(t1), time.Since(t2)
 		}
 		p.containers = append(p.containers, c.ContainerId)
 	}
-	return p
+	return p, nil
 }
 
 // stop and remove the pod, returning each call's time.
@@ -334,15 +345,20 @@ func (p *comparePod) remove(b *testing.B, t *criTarget) (time.Duration, time.Dur
 func podsByWorkers(b *testing.B, t *criTarget, prefix string, n, workers, containers int) ([]*comparePod, time.Duration) {
 	var mu sync.Mutex
 	var pods []*comparePod
+	var failed error
 	jobs := make(chan int)
 	var wg sync.WaitGroup
 	start := time.Now()
 	for range workers {
 		wg.Go(func() {
 			for j := range jobs {
-				p := newComparePod(b, t, fmt.Sprintf("%s-%d", prefix, j), runtimeapi.NamespaceMode_CONTAINER, containers)
+				p, err := makeComparePod(b.TempDir(), t, fmt.Sprintf("%s-%d", prefix, j), runtimeapi.NamespaceMode_CONTAINER, containers)
 				mu.Lock()
-				pods = append(pods, p)
+				if err != nil {
+					failed = cmp.Or(failed, err)
+				} else {
+					pods = append(pods, p)
+				}
 				mu.Unlock()
 			}
 		})
@@ -352,6 +368,10 @@ func podsByWorkers(b *testing.B, t *criTarget, prefix string, n, workers, contai
 	}
 	close(jobs)
 	wg.Wait()
+	if failed != nil {
+		// The pods made go with the benchmark's cleanup (removePods).
+		b.Fatal(failed)
+	}
 	return pods, time.Since(start)
 }
 

@@ -238,7 +238,10 @@ func (d *daemon) startProcess() error {
 
 func (d *daemon) connect() {
 	d.t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
+	// Generous: in the qemu (TCG) guest a daemon started while the kernel
+	// still tears down the namespaces of the test before once took over
+	// 20 s to answer (stop 24), and said nothing meanwhile.
+	deadline := time.Now().Add(60 * time.Second)
 	for {
 		select {
 		case err := <-d.exited:
