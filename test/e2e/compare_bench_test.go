@@ -393,19 +393,25 @@ func procSnapshot() map[int]bool {
 	return set
 }
 
-// procKiB reads a "Name: N kB" field of a /proc file (status, smaps_rollup).
+// procKiB reads a "Name: N kB" field of a /proc file (status,
+// smaps_rollup); 0 for a process that is gone or a field it lacks.
 func procKiB(pid int, file, field string) float64 {
+	v, _ := procField(pid, file, field)
+	return v
+}
+
+// procField reads a "Name: N ..." field of /proc/PID/FILE.
+func procField(pid int, file, field string) (float64, error) {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/%s", pid, file))
 	if err != nil {
-		return 0
+		return 0, err
 	}
 	for _, line := range strings.Split(string(data), "\n") {
 		if f := strings.Fields(line); len(f) >= 2 && f[0] == field+":" {
-			v, _ := strconv.ParseFloat(f[1], 64)
-			return v
+			return strconv.ParseFloat(f[1], 64)
 		}
 	}
-	return 0
+	return 0, fmt.Errorf("no %s in /proc/%d/%s", field, pid, file)
 }
 
 // helperMemory adds up the RSS and PSS of the processes started since

@@ -3,9 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -28,18 +26,11 @@ func rssKiB(t testing.TB, pid int) float64 { return statusKiB(t, pid, "VmRSS") }
 // statusKiB reads a size field of /proc/PID/status (VmRSS, VmHWM).
 func statusKiB(t testing.TB, pid int, field string) float64 {
 	t.Helper()
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	v, err := procField(pid, "status", field)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == field+":" {
-			v, _ := strconv.ParseFloat(f[1], 64)
-			return v
-		}
-	}
-	t.Fatalf("no %s in /proc/%d/status", field, pid)
-	return 0
+	return v
 }
 
 func removeAll(b *testing.B, d *daemon, ids []string) {
