@@ -53,7 +53,7 @@ func (m *Manager) updateContainerResources(ctx context.Context, id string, r *ru
 	// takes it and OOM-kills the container. Both are the container's state,
 	// and kubelet's resize must hear so rather than see the container die.
 	if limit := r.GetMemoryLimitInBytes(); limit > 0 {
-		if st, err := m.opts.Cgroups.Stats(c.Cgroup); err == nil && uint64(limit) < st.MemoryWorkingSetBytes {
+		if st, err := m.opts.Cgroups.Stats(c.Cgroup, cgroups.Usage); err == nil && uint64(limit) < st.MemoryWorkingSetBytes {
 			return fmt.Errorf("linux.memory_limit_in_bytes: %d is below the %d bytes container %s uses now: %w", limit, st.MemoryWorkingSetBytes, c.ID, errdefs.ErrFailedPrecondition)
 		}
 	}

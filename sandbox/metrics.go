@@ -218,7 +218,7 @@ func (m *Manager) podCgroupMetrics(p *Pod) ([]*runtimeapi.Metric, error) {
 
 // cgroupMetrics adds the series a cgroup's files and its processes give.
 func (m *Manager) cgroupMetrics(s *series, cgroup string) error {
-	st, err := m.opts.Cgroups.Stats(cgroup)
+	st, err := m.opts.Cgroups.Stats(cgroup, cgroups.Full)
 	if err != nil {
 		return err
 	}

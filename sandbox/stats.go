@@ -38,7 +38,7 @@ type cpuSample struct {
 const minSampleGap = time.Second
 
 func (m *Manager) usage(cgroup string) (Usage, error) {
-	st, err := m.opts.Cgroups.Stats(cgroup)
+	st, err := m.opts.Cgroups.Stats(cgroup, cgroups.Usage)
 	if err != nil {
 		return Usage{}, err
 	}

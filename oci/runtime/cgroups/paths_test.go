@@ -125,7 +125,7 @@ func TestBadPathsRefused(t *testing.T) {
 		if _, err := m.Members(p); !errdefs.IsInvalidArgument(err) {
 			t.Errorf("Members(%q) = %v, want invalid argument", p, err)
 		}
-		if _, err := m.Stats(p); !errdefs.IsInvalidArgument(err) {
+		if _, err := m.Stats(p, Full); !errdefs.IsInvalidArgument(err) {
 			t.Errorf("Stats(%q) = %v, want invalid argument", p, err)
 		}
 		if m.Exists(p) {

@@ -2,7 +2,6 @@ package cgroups
 
 import (
 	"bufio"
-	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -105,13 +104,23 @@ func pressure(p *cgroup2stats.PSIStats) *Pressure {
 	return &Pressure{Some: data(p.GetSome()), Full: data(p.GetFull())}
 }
 
-// Stats reads the cgroup's usage. A missing cgroup is errdefs.ErrNotFound.
-func (m *Manager) Stats(path string) (*Stats, error) {
+// Detail is how much of a cgroup a Stats call reads.
+type Detail int
+
+const (
+	// Usage is what the CRI's stats calls report: CPU usage, the memory
+	// usage, limit, working set, RSS, page faults and swap, the number of
+	// tasks, and v2's pressure. Fields beyond those may be left zero.
+	Usage Detail = iota
+	// Full is every field, for the CRI's metrics.
+	Full
+)
+
+// Stats reads the cgroup's usage, as much as d asks for. A missing cgroup
+// is errdefs.ErrNotFound.
+func (m *Manager) Stats(path string, d Detail) (*Stats, error) {
 	if err := checkPath(path); err != nil {
 		return nil, err
-	}
-	if !m.Exists(path) {
-		return nil, fmt.Errorf("%w: cgroup %s", errdefs.ErrNotFound, path)
 	}
 	var (
 		st           *Stats
@@ -119,12 +128,18 @@ func (m *Manager) Stats(path string) (*Stats, error) {
 		err          error
 	)
 	if m.unified {
-		st, inactiveFile, err = m.statsV2(path)
+		if !m.Exists(path) {
+			return nil, fmt.Errorf("%w: cgroup %s", errdefs.ErrNotFound, path)
+		}
+		st, inactiveFile, err = m.statsV2(path, d)
 	} else {
-		st, inactiveFile, err = m.statsV1(path)
+		// No Exists first: the files tell, and one stat of a
+		// directory per cgroup is worth saving at hundreds of pods.
+		st, inactiveFile, err = m.statsV1(path, d)
 	}
 	if gone(err) && !m.Exists(path) {
-		// Removed while it was read (systemd removes an ended scope's).
+		// Removed before or while it was read (systemd removes an ended
+		// scope's).
 		return nil, fmt.Errorf("%w: cgroup %s", errdefs.ErrNotFound, path)
 	}
 	if err != nil {
@@ -143,83 +158,16 @@ func (m *Manager) Stats(path string) (*Stats, error) {
 // (9223372036854771712 with 4k pages), anything this large is no limit.
 const v1NoLimit = 1 << 62
 
-func (m *Manager) statsV1(path string) (st *Stats, inactiveFile uint64, err error) {
-	// Only the controllers read, and memory without the kmem files (gone
-	// on newer kernels) and the memsw ones when swap is not accounted.
-	var subs []cgroup1.Subsystem
-	if root := m.v1Root(cgroup1.Memory); root != "" {
-		subs = append(subs, cgroup1.NewMemory(filepath.Dir(root), cgroup1.OptionalSwap(), cgroup1.IgnoreModules("kmem", "kmem.tcp")))
-	}
-	if root := m.v1Root(cgroup1.Cpuacct); root != "" {
-		subs = append(subs, cgroup1.NewCpuacct(filepath.Dir(root)))
-	}
-	if root := m.v1Root(cgroup1.Pids); root != "" {
-		subs = append(subs, cgroup1.NewPids(filepath.Dir(root)))
-	}
-	if root := m.v1Root(cgroup1.Cpu); root != "" {
-		subs = append(subs, cgroup1.NewCpu(filepath.Dir(root)))
-	}
-	st = &Stats{}
-	if len(subs) == 0 {
-		return st, 0, nil
-	}
-	cg, err := cgroup1.Load(cgroup1.StaticPath(path), cgroup1.WithHierarchy(func() ([]cgroup1.Subsystem, error) { return subs, nil }))
-	if errors.Is(err, cgroup1.ErrCgroupDeleted) {
-		// in none of these hierarchies
-		return st, 0, nil
-	}
-	if err != nil {
-		return nil, 0, err
-	}
-	mt, err := cg.Stat(cgroup1.IgnoreNotExist)
-	if err != nil {
-		return nil, 0, err
-	}
-	if c := mt.GetCPU().GetUsage(); c != nil {
-		st.CPUUsageNanos, st.CPUUserNanos, st.CPUSystemNanos = c.Total, c.User, c.Kernel
-	}
-	if t := mt.GetCPU().GetThrottling(); t != nil {
-		st.CPUPeriods, st.CPUThrottledPeriods, st.CPUThrottledNanos = t.Periods, t.ThrottledPeriods, t.ThrottledTime
-	}
-	if mem := mt.GetMemory(); mem != nil {
-		st.MemoryUsageBytes = mem.GetUsage().GetUsage()
-		if l := mem.GetUsage().GetLimit(); l < v1NoLimit {
-			st.MemoryLimitBytes = l
-		}
-		inactiveFile = mem.TotalInactiveFile
-		st.MemoryRSSBytes = mem.TotalRSS
-		st.MemoryCacheBytes, st.MemoryMappedFileBytes = mem.TotalCache, mem.TotalMappedFile
-		st.MemoryKernelBytes = mem.GetKernel().GetUsage()
-		st.MemoryMaxUsageBytes, st.MemoryFailcnt = mem.GetUsage().GetMax(), mem.GetUsage().GetFailcnt()
-		st.PageFaults = mem.TotalPgFault
-		st.MajorPageFaults = mem.TotalPgMajFault
-		st.MemoryActiveFileBytes, st.MemoryInactiveFileBytes = mem.TotalActiveFile, mem.TotalInactiveFile
-		st.MemoryDirtyBytes, st.MemoryWritebackBytes = mem.TotalDirty, mem.TotalWriteback
-		if st.MemoryReservationBytes, err = readLimit(filepath.Join(m.v1Root(cgroup1.Memory), path, "memory.soft_limit_in_bytes")); err != nil {
-			return nil, 0, err
-		}
-		if sw := mem.GetSwap().GetUsage(); sw > st.MemoryUsageBytes {
-			st.SwapUsageBytes = sw - st.MemoryUsageBytes
-		}
-		// The cgroup1 package reads oom_kill but cannot tell a zero
-		// from a kernel that does not count: look at the file.
-		st.OOMKills = mt.GetMemoryOomControl().GetOomKill()
-		st.OOMKillCounted, err = hasKey(filepath.Join(m.v1Root(cgroup1.Memory), path, "memory.oom_control"), "oom_kill")
-		if err != nil {
-			return nil, 0, err
-		}
-	}
-	st.Pids = mt.GetPids().GetCurrent()
-	st.PidsLimit = mt.GetPids().GetLimit()
-	return st, inactiveFile, nil
-}
-
-func (m *Manager) statsV2(path string) (st *Stats, inactiveFile uint64, err error) {
+func (m *Manager) statsV2(path string, d Detail) (st *Stats, inactiveFile uint64, err error) {
 	cg, err := m.loadV2(path)
 	if err != nil {
 		return nil, 0, err
 	}
-	mt, err := cg.StatFiltered(cgroup2.StatCPU | cgroup2.StatMemory | cgroup2.StatMemoryEvents | cgroup2.StatPids | cgroup2.StatIO)
+	what := cgroup2.StatCPU | cgroup2.StatMemory | cgroup2.StatPids | cgroup2.StatIO
+	if d == Full {
+		what |= cgroup2.StatMemoryEvents
+	}
+	mt, err := cg.StatFiltered(what)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -229,6 +177,12 @@ func (m *Manager) statsV2(path string) (st *Stats, inactiveFile uint64, err erro
 	st.CPUUserNanos, st.CPUSystemNanos = cpu.GetUserUsec()*1000, cpu.GetSystemUsec()*1000
 	st.CPUPeriods, st.CPUThrottledPeriods, st.CPUThrottledNanos = cpu.GetNrPeriods(), cpu.GetNrThrottled(), cpu.GetThrottledUsec()*1000
 	st.CPUPressure, st.MemoryPressure, st.IOPressure = pressure(cpu.GetPSI()), pressure(mt.GetMemory().GetPSI()), pressure(mt.GetIo().GetPSI())
+	if p := mt.GetPids(); p != nil {
+		st.Pids = p.Current
+		if p.Limit != math.MaxUint64 {
+			st.PidsLimit = p.Limit
+		}
+	}
 	if mem := mt.GetMemory(); mem != nil {
 		st.MemoryUsageBytes = mem.Usage
 		if mem.UsageLimit != math.MaxUint64 {
@@ -245,6 +199,10 @@ func (m *Manager) statsV2(path string) (st *Stats, inactiveFile uint64, err erro
 		st.MemoryActiveFileBytes, st.MemoryInactiveFileBytes = mem.ActiveFile, mem.InactiveFile
 		st.MemoryDirtyBytes, st.MemoryWritebackBytes = mem.FileDirty, mem.FileWriteback
 		st.MemoryPgscan, st.MemoryPgsteal = mem.Pgscan, mem.Pgsteal
+		if d == Usage {
+			// memory.events is not read either.
+			return st, inactiveFile, nil
+		}
 		// Split in two since Linux 5.9; the cgroup2 package reads only
 		// the old single counter.
 		dir := filepath.Join(m.mountpoint, path)
@@ -262,12 +220,6 @@ func (m *Manager) statsV2(path string) (st *Stats, inactiveFile uint64, err erro
 		st.OOMKills = ev.OomKill
 		st.MemoryFailcnt = ev.Max
 		st.MemoryHighEvents, st.MemoryMaxEvents = ev.High, ev.Max
-	}
-	if p := mt.GetPids(); p != nil {
-		st.Pids = p.Current
-		if p.Limit != math.MaxUint64 {
-			st.PidsLimit = p.Limit
-		}
 	}
 	return st, inactiveFile, nil
 }

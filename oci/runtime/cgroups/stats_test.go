@@ -3,6 +3,7 @@ package cgroups
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -47,5 +48,68 @@ func TestReadKeyAndLimit(t *testing.T) {
 	}
 	if got, err := readLimit(filepath.Join(dir, "missing")); got != 0 || err != nil {
 		t.Errorf("readLimit of a missing file = %d, %v", got, err)
+	}
+}
+
+// TestV1Reader reads a v1 memory controller's files as the kernel writes
+// them: the hierarchical totals of memory.stat, the page-counter maximum
+// as no limit, memsw only when swap is accounted.
+func TestV1Reader(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("memory.usage_in_bytes", "1000000\n")
+	write("memory.limit_in_bytes", "9223372036854771712\n")
+	write("memory.soft_limit_in_bytes", "524288\n")
+	write("memory.max_usage_in_bytes", "2000000\n")
+	write("memory.failcnt", "3\n")
+	write("memory.stat", "cache 1\nrss 2\ninactive_file 4\ntotal_cache 4096\ntotal_rss 8192\ntotal_mapped_file 12\n"+
+		"total_pgfault 100\ntotal_pgmajfault 7\ntotal_inactive_file 300000\ntotal_active_file 5\ntotal_dirty 6\ntotal_writeback 8\n")
+	write("memory.oom_control", "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n")
+	r := &v1Reader{}
+	st := &Stats{}
+	inactive := r.memory(dir, st, Full)
+	want := Stats{MemoryUsageBytes: 1000000, MemoryReservationBytes: 524288, MemoryMaxUsageBytes: 2000000, MemoryFailcnt: 3,
+		MemoryCacheBytes: 4096, MemoryRSSBytes: 8192, MemoryMappedFileBytes: 12, PageFaults: 100, MajorPageFaults: 7,
+		MemoryInactiveFileBytes: 300000, MemoryActiveFileBytes: 5, MemoryDirtyBytes: 6, MemoryWritebackBytes: 8,
+		OOMKillCounted: true, OOMKills: 2}
+	if r.err != nil || inactive != 300000 || *st != want {
+		t.Errorf("memory = %+v, inactive %d, %v\nwant %+v", *st, inactive, r.err, want)
+	}
+
+	// Usage reads what the CRI's stats report and leaves the rest.
+	st = &Stats{}
+	r.memory(dir, st, Usage)
+	want = Stats{MemoryUsageBytes: 1000000, MemoryCacheBytes: 4096, MemoryRSSBytes: 8192, MemoryMappedFileBytes: 12, PageFaults: 100,
+		MajorPageFaults: 7, MemoryInactiveFileBytes: 300000, MemoryActiveFileBytes: 5, MemoryDirtyBytes: 6, MemoryWritebackBytes: 8}
+	if r.err != nil || *st != want {
+		t.Errorf("memory, usage only = %+v, %v\nwant %+v", *st, r.err, want)
+	}
+
+	// Swap accounted, a kernel before oom_kill was counted.
+	write("memory.memsw.usage_in_bytes", "1500000\n")
+	write("memory.oom_control", "oom_kill_disable 0\nunder_oom 0\n")
+	st = &Stats{}
+	r.memory(dir, st, Full)
+	if r.err != nil || st.SwapUsageBytes != 500000 || st.OOMKillCounted {
+		t.Errorf("with memsw, without oom_kill: %+v, %v", *st, r.err)
+	}
+
+	// A value that is not a number is an error, and so is a file too
+	// large for one read.
+	write("memory.failcnt", "lots\n")
+	r = &v1Reader{}
+	if r.memory(dir, &Stats{}, Full); r.err == nil || !strings.Contains(r.err.Error(), "memory.failcnt") {
+		t.Errorf("bad failcnt: %v", r.err)
+	}
+	write("memory.failcnt", "3\n")
+	write("memory.stat", strings.Repeat("total_rss 1\n", 1000))
+	r = &v1Reader{}
+	if r.memory(dir, &Stats{}, Full); r.err == nil {
+		t.Error("a memory.stat larger than the buffer: no error")
 	}
 }

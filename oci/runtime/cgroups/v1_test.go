@@ -137,7 +137,7 @@ func TestV1Lifecycle(t *testing.T) {
 	}
 	var st *Stats
 	eventually(t, 10*time.Second, func() string {
-		st, err = m.Stats(ctr)
+		st, err = m.Stats(ctr, Full)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -153,7 +153,7 @@ func TestV1Lifecycle(t *testing.T) {
 	if !st.OOMKillCounted {
 		t.Logf("this kernel does not count OOM kills in memory.oom_control: %+v", st)
 	}
-	if podSt, err := m.Stats(pod); err != nil || podSt.MemoryLimitBytes != 0 || podSt.CPUUsageNanos < st.CPUUsageNanos {
+	if podSt, err := m.Stats(pod, Full); err != nil || podSt.MemoryLimitBytes != 0 || podSt.CPUUsageNanos < st.CPUUsageNanos {
 		t.Errorf("pod stats (hierarchical, no limit): %+v, %v", podSt, err)
 	}
 	t.Logf("container stats: %+v", st)
@@ -201,7 +201,7 @@ func TestV1Lifecycle(t *testing.T) {
 	if _, err := m.Pids(ctr); !errdefs.IsNotFound(err) {
 		t.Errorf("Pids of a missing cgroup: %v", err)
 	}
-	if _, err := m.Stats(ctr); !errdefs.IsNotFound(err) {
+	if _, err := m.Stats(ctr, Full); !errdefs.IsNotFound(err) {
 		t.Errorf("Stats of a missing cgroup: %v", err)
 	}
 }
@@ -252,7 +252,7 @@ func TestV1OOMKill(t *testing.T) {
 	if err := m.Create(top, limit); err != nil {
 		t.Fatal(err)
 	}
-	st, err := m.Stats(top)
+	st, err := m.Stats(top, Full)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -266,7 +266,7 @@ func TestV1OOMKill(t *testing.T) {
 	}
 	p.release(t)
 	p.wait(t, 30*time.Second)
-	if st, err = m.Stats(top); err != nil || st.OOMKills == 0 {
+	if st, err = m.Stats(top, Full); err != nil || st.OOMKills == 0 {
 		t.Errorf("after exceeding the limit: %+v, %v; want OOM kills", st, err)
 	}
 }

@@ -73,7 +73,7 @@ func TestV2Lifecycle(t *testing.T) {
 	_, memErr := os.Stat(filepath.Join(dir, "memory.current"))
 	var st *Stats
 	eventually(t, 10*time.Second, func() string {
-		st, err = m.Stats(ctr)
+		st, err = m.Stats(ctr, Full)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -122,7 +122,7 @@ func TestV2Lifecycle(t *testing.T) {
 	if _, err := m.Pids(ctr); !errdefs.IsNotFound(err) {
 		t.Errorf("Pids of a missing cgroup: %v", err)
 	}
-	if _, err := m.Stats(ctr); !errdefs.IsNotFound(err) {
+	if _, err := m.Stats(ctr, Full); !errdefs.IsNotFound(err) {
 		t.Errorf("Stats of a missing cgroup: %v", err)
 	}
 }
