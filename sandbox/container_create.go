@@ -456,6 +456,9 @@ func (m *Manager) forgetContainer(c *Container) {
 		delete(m.cnames, key)
 	}
 	delete(m.locks, c.ID)
+	m.samplesMu.Lock()
+	delete(m.layers, c.ID)
+	m.samplesMu.Unlock()
 }
 
 // mountImageVolumes mounts each image the config mounts (Mount.image, the

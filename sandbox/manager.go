@@ -74,6 +74,7 @@ type Manager struct {
 
 	samplesMu sync.Mutex
 	samples   map[string][2]cpuSample // cgroup -> the two latest CPU samples
+	layers    map[string]layerSample  // container -> its writable layer's last walk
 
 	events events
 	exits  *fsnotify.Watcher // exitwatch.go

@@ -96,8 +96,41 @@ func (m *Manager) UsageOf(c *Container) (Usage, error) {
 	}
 	// The writable layer is the upper dir: what the container wrote.
 	u.LayerMountpoint = m.upperDir(c.ID)
-	u.LayerBytes, u.LayerInodes = treeUsage(u.LayerMountpoint)
+	u.LayerBytes, u.LayerInodes = m.layerUsage(c.ID, u.LayerMountpoint)
 	return u, nil
+}
+
+type layerSample struct {
+	at            time.Time
+	bytes, inodes uint64
+}
+
+// layerUsage is treeUsage of a container's upper dir, walked at most once
+// per minSampleGap: kubelet's scrape asks for a container's stats in
+// ListContainerStats and again in ListPodSandboxStats, and the walk is
+// what those calls spent most on once the cgroups were read cheaply.
+func (m *Manager) layerUsage(id, dir string) (bytes, inodes uint64) {
+	now := time.Now()
+	m.samplesMu.Lock()
+	s, ok := m.layers[id]
+	m.samplesMu.Unlock()
+	if ok && now.Sub(s.at) < minSampleGap {
+		return s.bytes, s.inodes
+	}
+	bytes, inodes = treeUsage(dir)
+	// Kept only for a container not removed meanwhile: forgetContainer
+	// drops the sample under the same lock.
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, known := m.containers[id]; known {
+		m.samplesMu.Lock()
+		if m.layers == nil {
+			m.layers = map[string]layerSample{}
+		}
+		m.layers[id] = layerSample{at: now, bytes: bytes, inodes: inodes}
+		m.samplesMu.Unlock()
+	}
+	return bytes, inodes
 }
 
 // treeUsage adds up the bytes of the regular files below dir, and counts
