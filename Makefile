@@ -13,7 +13,7 @@ CONFIG   ?= /etc/husk/config.toml
 CNI_BIN  ?= /opt/cni/bin
 CNI_CONF ?= /etc/cni/net.d
 
-.PHONY: all build run test unit e2e deps cni-plugins lint bench bench-compare clean kubelet-test critest fuzz vm-test vm-cluster-test vm-deps cluster cluster-test
+.PHONY: all build run test unit e2e deps cni-plugins criu lint bench bench-compare clean kubelet-test critest fuzz vm-test vm-cluster-test vm-deps cluster cluster-test
 
 all: build
 
@@ -37,13 +37,19 @@ $(GOTESTSUM):
 $(GOLANGCI):
 	GOFLAGS= $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.5.0
 
+# CRIU, which checkpoints and restores run, built from Debian's source
+# (hack/install-criu.sh says why not Debian 12's package); husk finds it
+# next to itself.
+criu: deps
+	sh hack/install-criu.sh $(BIN)
+
 # The standard CNI plugins, built from the plugins module pinned in go.mod.
 cni-plugins:
 	sh hack/install-cni-plugins.sh $(CNI_BIN)
 
 # Writes the default pod network (bridge husk0, 10.88.0.0/16) only when
 # $(CNI_CONF) has no network config.
-run: build deps cni-plugins
+run: build deps cni-plugins criu
 	$(BIN)/husk default-cni-config --dir $(CNI_CONF)
 	$(BIN)/husk serve $(if $(wildcard $(CONFIG)),--config $(CONFIG),) --cni-conf-dir $(CNI_CONF) --cni-bin-dir $(CNI_BIN)
 
@@ -59,7 +65,7 @@ test: build deps lint unit e2e
 # rules and cgroups to prove nothing leaks; run at once, they would count
 # each other's. critest (cri-tools' validation suite) runs with the e2e
 # tests: the critest build tag adds TestCritest, CRITEST names the binary.
-e2e: build deps cni-plugins $(CRICTL) $(GOTESTSUM) $(BIN)/critest
+e2e: build deps cni-plugins criu $(CRICTL) $(GOTESTSUM) $(BIN)/critest
 	go vet ./...
 	CRITEST=$(CURDIR)/$(BIN)/critest $(GOTESTSUM) --format testname -- -tags critest -p 1 -count=1 -timeout 40m ./...
 

@@ -56,6 +56,9 @@ type Container struct {
 	ImageVolumes []ImageVolume `json:"imageVolumes,omitempty"`
 	// User is who its first process starts as (ContainerStatus.user).
 	User *User `json:"user,omitempty"`
+	// Restore is the checkpoint a container made from one is restored
+	// from at start (checkpoint_restore.go), unpacked.
+	Restore string `json:"restore,omitempty"`
 	// StartPending: Started is recorded (the monitor runs, and a daemon
 	// that dies now finds it) but StartContainer has not returned, and
 	// the runtime may still fail to run the command: the CRI reports the

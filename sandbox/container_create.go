@@ -90,6 +90,16 @@ func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg *runtim
 	if err != nil {
 		return "", err
 	}
+	restoreCfg, archive, err := m.fromCheckpoint(cfg)
+	if err != nil {
+		return "", err
+	}
+	if restoreCfg != nil {
+		if usernsOf(pod) != nil || pod.RuntimeHandler != "" {
+			return "", fmt.Errorf("config.image.image: only husk's own runtime restores checkpoints, in pods without user namespaces of their own: %w", errdefs.ErrFailedPrecondition)
+		}
+		cfg = restoreCfg
+	}
 	img, imgCfg, releaseLayers, err := m.containerImage(cfg.GetImage().GetImage())
 	if err != nil {
 		return "", err
@@ -104,6 +114,9 @@ func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg *runtim
 	userns := usernsOf(pod)
 	unlock := m.lockID(c.ID)
 	defer unlock()
+	if archive != "" {
+		c.Restore = filepath.Join(m.containerDir(c.ID), restoreDirName)
+	}
 	if err := m.recordContainer(c, userns, st); err != nil {
 		m.forgetName(containerKey(pod.ID, cfg.GetMetadata()), c.ID)
 		return "", err
@@ -114,6 +127,11 @@ func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg *runtim
 			m.nriRemoved(c, pod)
 		}
 	}()
+	if archive != "" {
+		if err := st.done("unpacking the checkpoint", m.unpackCheckpoint(c, archive)); err != nil {
+			return "", err
+		}
+	}
 
 	if err := m.mountRootfs(c, img.Layers, userns, st); err != nil {
 		return "", err
@@ -125,6 +143,11 @@ func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg *runtim
 	s, err := m.containerSpec(ctx, c, pod, imgCfg, vols, userns, st)
 	if err != nil {
 		return "", err
+	}
+	if c.Restore != "" {
+		if err := checkRestorable(c, s); err != nil {
+			return "", err
+		}
 	}
 	sig, err := spec.ContainerStopSignal(cfg, imgCfg)
 	if err != nil {
@@ -313,6 +336,11 @@ func (m *Manager) mountRootfs(c *Container, layers []digest.Digest, userns *podU
 			return err
 		}
 		lowers = []string{m.emptyLayerDir()}
+	}
+	if c.Restore != "" {
+		if err := m.applyRootfsDiff(c); err != nil {
+			return st.done("applying the checkpoint's writable layer", err)
+		}
 	}
 	if userns != nil {
 		// The root directory of the container is its root's.

@@ -76,6 +76,12 @@ func (m *Manager) StartContainer(ctx context.Context, id string) (err error) {
 		m.mu.Unlock()
 		return fmt.Errorf("starting container %s: %w", c.ID, err)
 	}
+	if c.Restore != "" {
+		// A process that reads it before this sees the old pod's name.
+		if err := m.restoreHostname(pod); err != nil {
+			klog.ErrorS(err, "Setting the pod's hostname again after a restore", "id", c.ID)
+		}
+	}
 	// Under writeMu, as refresh reports an exit: the exit is reported
 	// after the start, by a later refresh or, if one read it meanwhile,
 	// here.
@@ -117,6 +123,7 @@ func (m *Manager) startMonitor(c *Container, pod *Pod) error {
 	if err != nil {
 		return err
 	}
+	rt = m.withRestore(c, rt)
 	spec, err := m.readSpec(c.ID)
 	if err != nil {
 		return err

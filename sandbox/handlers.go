@@ -87,7 +87,7 @@ func (m *Manager) runtimeOf(c *Container) engine.Runtime {
 		handler = p.RuntimeHandler
 	}
 	m.mu.Unlock()
-	return m.runtimeFor(handler)
+	return m.withRestore(c, m.runtimeFor(handler))
 }
 
 // runtimeRoot is where a handler's runtime keeps its state (runc --root).

@@ -48,6 +48,9 @@ type Options struct {
 	AppArmor bool
 	// CDI resolves CDI device names; nil when CDI is off.
 	CDI *cdi.Cache
+	// CRIU is the criu binary checkpoints and restores run; "" when
+	// there is none.
+	CRIU string
 }
 
 // Manager keeps every pod. It is safe for concurrent use; calls on one pod

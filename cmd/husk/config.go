@@ -63,6 +63,10 @@ type Config struct {
 	// (a sealed copy of it). Empty: the husk-runtime next to husk, else
 	// the first in $PATH.
 	RuntimeBinary string `toml:"runtime_binary" json:"runtime_binary"`
+	// CRIU is the criu binary (4.2 or later) that checkpoints and restores
+	// run. Empty: the criu next to husk (`make` builds one there), else
+	// the first in $PATH; none found, and checkpoints are refused.
+	CRIU string `toml:"criu" json:"criu"`
 	// Runtimes are runtime handlers (RuntimeClass handler names) run by a
 	// runc-compatible binary instead of husk's own runtime:
 	//

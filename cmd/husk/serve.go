@@ -79,11 +79,11 @@ Flags:
 
 // serveFlags are husk serve's flags, which override the config file.
 type serveFlags struct {
-	fs                                                                *flag.FlagSet
-	klog                                                              *flag.FlagSet
-	config, listen, root, state, cniConfDir, cgroupDriver, runtimeBin *string
-	cniBinDirs                                                        stringList
-	explicit, verbose                                                 bool // --config, --v given
+	fs                                                                      *flag.FlagSet
+	klog                                                                    *flag.FlagSet
+	config, listen, root, state, cniConfDir, cgroupDriver, runtimeBin, criu *string
+	cniBinDirs                                                              stringList
+	explicit, verbose                                                       bool // --config, --v given
 }
 
 func newServeFlags(stderr io.Writer) *serveFlags {
@@ -102,6 +102,7 @@ func newServeFlags(stderr io.Writer) *serveFlags {
 	fs.Var(&f.cniBinDirs, "cni-bin-dir", "directory of CNI plugins; repeat for several (default /opt/cni/bin)")
 	f.cgroupDriver = fs.String("cgroup-driver", "", "cgroup driver kubelet uses: cgroupfs or systemd (default cgroupfs)")
 	f.runtimeBin = fs.String("runtime-binary", "", "the husk-runtime binary pods and containers run from (default: next to husk, else in $PATH)")
+	f.criu = fs.String("criu", "", "the criu binary checkpoints and restores run (default: next to husk, else in $PATH)")
 	klog.InitFlags(f.klog)
 	fs.Var(f.klog.Lookup("v").Value, "v", "log verbosity (0-10; default the config's log_verbosity)")
 	return f
@@ -136,6 +137,7 @@ func (f *serveFlags) load() (Config, error) {
 	for _, o := range []struct{ flag, field *string }{
 		{f.listen, &cfg.Listen}, {f.root, &cfg.Root}, {f.state, &cfg.State},
 		{f.cniConfDir, &cfg.CNI.ConfDir}, {f.cgroupDriver, &cfg.CgroupDriver}, {f.runtimeBin, &cfg.RuntimeBinary},
+		{f.criu, &cfg.CRIU},
 	} {
 		if *o.flag != "" {
 			*o.field = *o.flag
@@ -246,6 +248,7 @@ func restorePods(ctx context.Context, cfg Config, cg *cgroups.Manager, binary *o
 		Runtimes: runtimePaths(cfg.Runtimes),
 		AppArmor: apparmor.Enabled(),
 		CDI:      cdiCache(cfg.CDI),
+		CRIU:     findCRIU(cfg.CRIU),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("restoring pods: %w", err)
@@ -542,6 +545,21 @@ func lockHolder(path string) string {
 		return ""
 	}
 	return " (held by " + strings.Join(holders, ", ") + ")"
+}
+
+// findCRIU is the criu binary named, else the one next to husk, else the
+// one in $PATH; "" if there is none.
+func findCRIU(path string) string {
+	if path != "" {
+		return path
+	}
+	if self, err := os.Executable(); err == nil {
+		if p := filepath.Join(filepath.Dir(self), "criu"); unix.Access(p, unix.X_OK) == nil {
+			return p
+		}
+	}
+	p, _ := exec.LookPath("criu")
+	return p
 }
 
 // sealRuntime finds husk-runtime and returns a sealed copy of it, checked

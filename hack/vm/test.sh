@@ -63,6 +63,12 @@ fi
 # tree's layout (TestMains call ../../hack/install-cni-plugins.sh).
 cp go.mod "$out/src/"
 cp hack/install-cni-plugins.sh "$out/src/hack/"
+# CRIU too (test/e2e's TestMain calls ../../hack/install-criu.sh ../../bin,
+# which finds it built and builds nothing in the guest).
+sh hack/install-criu.sh bin >&2
+mkdir -p "$out/src/bin"
+cp hack/install-criu.sh "$out/src/hack/"
+cp bin/criu "$out/src/bin/"
 built=
 for s in $suites; do
 	pkg=$(pkg_of "$s")

@@ -66,6 +66,18 @@ func runMain(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "e2e: building slowcni:", err)
 		return 1
 	}
+	// CRIU, for the checkpoint tests: built once into bin/, and found by
+	// the daemon next to itself.
+	criu := exec.Command("sh", "../../hack/install-criu.sh", "../../bin")
+	criu.Stdout, criu.Stderr = os.Stderr, os.Stderr
+	if err := criu.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e: building CRIU:", err)
+		return 1
+	}
+	if abs, err := filepath.Abs("../../bin/criu"); err != nil || os.Symlink(abs, filepath.Join(tmp, "criu")) != nil {
+		fmt.Fprintln(os.Stderr, "e2e: linking CRIU next to husk failed")
+		return 1
+	}
 	cniBinDirs = []string{plugins, tmp}
 	crictlBin, err = exec.LookPath("crictl")
 	if err != nil {

@@ -145,16 +145,18 @@ MON_TEXT static void exec_program(const struct monitor_args *a, struct child_io 
 			_exit(1);
 		close(io->ready[0]);
 	}
+	// The program leads a session of its own, inside its PID namespace:
+	// CRIU dumps no process whose session leader is outside (the monitor
+	// leads its own), and a terminal needs a session to control.
+	setsid();
 	if (io->console[1] >= 0) {
 		// Without O_CLOEXEC: the runtime sends the terminal on it.
-		setsid();
 		dup2(io->console[1], 6);
 		setenv(ENV_CONSOLE_FD, "6", 1);
 		dup2(null, 0);
 		dup2(null, 1);
 		dup2(null, 2);
 	} else if (a->tty) {
-		setsid();
 		ioctl(io->term_slave, TIOCSCTTY, 0);
 		dup2(io->term_slave, 0);
 		dup2(io->term_slave, 1);

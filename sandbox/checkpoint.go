@@ -1,0 +1,228 @@
+package sandbox
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/moby/go-archive"
+	"github.com/moby/go-archive/compression"
+	"github.com/moby/sys/mountinfo"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"google.golang.org/protobuf/encoding/protojson"
+	"k8s.io/klog/v2"
+
+	"github.com/husk-runtime/husk/oci/runtime/checkpoint"
+	"github.com/husk-runtime/husk/oci/runtime/engine"
+)
+
+// CheckpointContainer dumps a running container into an archive at
+// location (the CRI's CheckpointContainer, kubelet's checkpoint API): its
+// processes (CRIU's images), its spec and CRI config, and its writable
+// layer, in the layout checkpointctl reads. The container goes on
+// running. A timeout of 0 is none.
+func (m *Manager) CheckpointContainer(ctx context.Context, id, location string, timeout time.Duration) error {
+	if m.opts.CRIU == "" {
+		return fmt.Errorf("checkpoints need CRIU (criu 4.2 or later), and husk found none: %w", errdefs.ErrFailedPrecondition)
+	}
+	c, unlock, err := m.lockContainer(id)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	init := m.containerInit(c)
+	if init == nil {
+		return fmt.Errorf("container %s is not running: %w", c.ID, errdefs.ErrFailedPrecondition)
+	}
+	s, err := m.checkpointable(c)
+	if err != nil {
+		return err
+	}
+	mounts, err := externalMounts(s, init.PID)
+	if err != nil {
+		return err
+	}
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	work, err := os.MkdirTemp(m.containerDir(c.ID), ".checkpoint-")
+	if err != nil {
+		return err
+	}
+	defer func() { _ = os.RemoveAll(work) }()
+	t0 := time.Now()
+	d := &checkpoint.Dump{CRIU: m.opts.CRIU, PID: init.PID, Dir: work, Mounts: mounts, LeaveRunning: true}
+	stdio, err := d.Run(ctx)
+	if err != nil {
+		return fmt.Errorf("checkpointing container %s: %w", c.ID, err)
+	}
+	klog.V(4).InfoS("Container dumped", "id", c.ID, "took", time.Since(t0))
+	if err := m.writeCheckpointFiles(c, s, work, mounts, stdio); err != nil {
+		return fmt.Errorf("checkpointing container %s: %w", c.ID, err)
+	}
+	if err := writeArchive(work, location); err != nil {
+		return fmt.Errorf("checkpointing container %s: writing %s: %w", c.ID, location, err)
+	}
+	return nil
+}
+
+// checkpointable returns the container's spec if CRIU can dump it here.
+func (m *Manager) checkpointable(c *Container) (*specs.Spec, error) {
+	if h := m.handlerOf(c); h != "" {
+		return nil, fmt.Errorf("container %s runs under runtime handler %q: only husk's own runtime checkpoints yet: %w", c.ID, h, errdefs.ErrFailedPrecondition)
+	}
+	s, err := m.readSpec(c.ID)
+	if err != nil {
+		return nil, err
+	}
+	if s.Process != nil && s.Process.Terminal {
+		return nil, fmt.Errorf("container %s has a terminal, which CRIU cannot take from its monitor: %w", c.ID, errdefs.ErrFailedPrecondition)
+	}
+	// CRIU dumps a tree whose root is the init of its PID namespace; a
+	// container in the pod's shares the pod init's.
+	if p := engine.PIDNamespace(s); p == nil || p.Path != "" {
+		return nil, fmt.Errorf("container %s shares a PID namespace (the pod's or the host's): only a container with its own can be checkpointed: %w", c.ID, errdefs.ErrFailedPrecondition)
+	}
+	return s, nil
+}
+
+func (m *Manager) handlerOf(c *Container) string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if p := m.pods[c.PodID]; p != nil {
+		return p.RuntimeHandler
+	}
+	return ""
+}
+
+// externalMounts are the container's mount points of what is outside its
+// mount namespace: the spec's binds (volumes, /etc/hosts, the pod's
+// /dev/shm) and, on cgroup v1, the binds of its cgroup in each hierarchy.
+func externalMounts(s *specs.Spec, pid int) ([]string, error) {
+	var out []string
+	for _, mnt := range s.Mounts {
+		if slices.Contains(mnt.Options, "bind") || slices.Contains(mnt.Options, "rbind") || mnt.Type == "bind" {
+			out = append(out, filepath.Clean(mnt.Destination))
+		}
+	}
+	f, err := os.Open(fmt.Sprintf("/proc/%d/mountinfo", pid))
+	if err != nil {
+		return nil, fmt.Errorf("the mounts of process %d: %w", pid, err)
+	}
+	defer func() { _ = f.Close() }()
+	infos, err := mountinfo.GetMountsFromReader(f, nil)
+	if err != nil {
+		return nil, fmt.Errorf("the mounts of process %d: %w", pid, err)
+	}
+	for _, i := range infos {
+		if i.FSType == "cgroup" && !slices.Contains(out, i.Mountpoint) {
+			out = append(out, i.Mountpoint)
+		}
+	}
+	return out, nil
+}
+
+// writeCheckpointFiles writes what goes beside CRIU's images.
+func (m *Manager) writeCheckpointFiles(c *Container, s *specs.Spec, work string, mounts []string, stdio [3]string) error {
+	raw, err := protojson.Marshal(c.Config)
+	if err != nil {
+		return err
+	}
+	imageName := c.Config.GetImage().GetUserSpecifiedImage()
+	if imageName == "" {
+		imageName = c.Config.GetImage().GetImage()
+	}
+	// checkpointctl names a container and its pod by the annotations
+	// containerd's CRI sets (husk's spec has the request's own only).
+	dumped := *s
+	dumped.Annotations = maps.Clone(s.Annotations)
+	if dumped.Annotations == nil {
+		dumped.Annotations = map[string]string{}
+	}
+	dumped.Annotations["io.kubernetes.cri.container-name"] = c.Config.GetMetadata().GetName()
+	if p, err := m.lookup(c.PodID); err == nil {
+		dumped.Annotations["io.kubernetes.cri.sandbox-name"] = p.Config.GetMetadata().GetName()
+		dumped.Annotations["io.kubernetes.cri.sandbox-namespace"] = p.Config.GetMetadata().GetNamespace()
+	}
+	files := map[string]any{
+		checkpoint.SpecDump: &dumped,
+		checkpoint.ConfigDump: checkpoint.Config{
+			ID: c.ID, Name: c.Config.GetMetadata().GetName(), RootfsImage: imageName, RootfsImageRef: c.ImageID,
+			RootfsImageName: imageName, Runtime: "husk", CreatedTime: time.Unix(0, c.CreatedAt).UTC(),
+			CheckpointedTime: time.Now().UTC(),
+		},
+		checkpoint.HuskDump: checkpoint.State{Config: raw, Image: c.ImageID, Mounts: mounts, Stdio: stdio},
+	}
+	for name, v := range files {
+		b, err := json.Marshal(v)
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(work, name), b, 0o600); err != nil {
+			return err
+		}
+	}
+	// checkpointctl shows the dump's statistics from the top.
+	err = os.Rename(filepath.Join(work, checkpoint.ImagesDir, checkpoint.StatsDump), filepath.Join(work, checkpoint.StatsDump))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return writeRootfsDiff(m.upperDir(c.ID), filepath.Join(work, checkpoint.RootfsDiff))
+}
+
+// writeRootfsDiff tars the writable layer, overlayfs's whiteouts as
+// ".wh." entries (the OCI layer format), which a restore unpacks into the
+// new container's.
+func writeRootfsDiff(upper, file string) error {
+	rc, err := archive.TarWithOptions(upper, &archive.TarOptions{Compression: compression.None, WhiteoutFormat: archive.OverlayWhiteoutFormat})
+	if err != nil {
+		return err
+	}
+	defer func() { _ = rc.Close() }()
+	f, err := os.OpenFile(file, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, rc); err != nil {
+		_ = f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// writeArchive tars dir to file, whole or not at all: it is written beside
+// it and renamed.
+func writeArchive(dir, file string) error {
+	rc, err := archive.TarWithOptions(dir, &archive.TarOptions{Compression: compression.None})
+	if err != nil {
+		return err
+	}
+	defer func() { _ = rc.Close() }()
+	tmp, err := os.CreateTemp(filepath.Dir(file), "."+filepath.Base(file)+".tmp-")
+	if err != nil {
+		return err
+	}
+	defer func() { _ = os.Remove(tmp.Name()) }()
+	if _, err := io.Copy(tmp, rc); err != nil {
+		_ = tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		_ = tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), file)
+}

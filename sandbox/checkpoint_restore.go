@@ -1,0 +1,174 @@
+package sandbox
+
+import (
+	"archive/tar"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/containerd/errdefs"
+	"github.com/moby/go-archive"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/husk-runtime/husk/network/ns"
+	"github.com/husk-runtime/husk/oci/runtime/checkpoint"
+	"github.com/husk-runtime/husk/oci/runtime/engine"
+)
+
+// A CreateContainer whose image is the path of a checkpoint archive
+// (CheckpointContainer's) restores the container it holds: the container
+// is made from the checkpoint's image with the request's config, its
+// writable layer is the checkpoint's, and StartContainer has CRIU recreate
+// its processes (engine.Restore) instead of starting its command.
+
+// restoreDirName is where a restored container keeps its checkpoint,
+// unpacked, in its directory.
+const restoreDirName = "checkpoint"
+
+// fromCheckpoint returns the config a container is made from when cfg's
+// image names a checkpoint archive, with the archive; nil if it does not.
+// The request's config stands, but for the image, which is the one the
+// checkpointed container was made from, and the command, environment and
+// working directory, the checkpointed container's where the request has
+// none (crictl's config for a restore names little more than the image).
+func (m *Manager) fromCheckpoint(cfg *runtimeapi.ContainerConfig) (*runtimeapi.ContainerConfig, string, error) {
+	ref := cfg.GetImage().GetImage()
+	if !filepath.IsAbs(ref) {
+		return nil, "", nil
+	}
+	if m.opts.CRIU == "" {
+		return nil, "", fmt.Errorf("config.image.image: %s is a checkpoint to restore, and restores need CRIU, which husk found none of: %w", ref, errdefs.ErrFailedPrecondition)
+	}
+	st, err := readArchiveState(ref)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, "", fmt.Errorf("config.image.image: checkpoint archive %s: %w", ref, errdefs.ErrNotFound)
+	}
+	if err != nil {
+		return nil, "", fmt.Errorf("config.image.image: %s is not a checkpoint archive of husk's: %v: %w", ref, err, errdefs.ErrInvalidArgument)
+	}
+	var old runtimeapi.ContainerConfig
+	if err := protojson.Unmarshal(st.Config, &old); err != nil {
+		return nil, "", fmt.Errorf("config.image.image: %s: the checkpointed container's config: %v: %w", ref, err, errdefs.ErrInvalidArgument)
+	}
+	out := proto.CloneOf(cfg)
+	out.Image = &runtimeapi.ImageSpec{Image: st.Image, UserSpecifiedImage: old.GetImage().GetUserSpecifiedImage()}
+	if len(out.Command) == 0 && len(out.Args) == 0 {
+		out.Command, out.Args = old.Command, old.Args
+	}
+	if len(out.Envs) == 0 {
+		out.Envs = old.Envs
+	}
+	if out.WorkingDir == "" {
+		out.WorkingDir = old.WorkingDir
+	}
+	return out, ref, nil
+}
+
+// readArchiveState finds checkpoint.HuskDump in an archive.
+func readArchiveState(file string) (*checkpoint.State, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = f.Close() }()
+	tr := tar.NewReader(f)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return nil, fmt.Errorf("no %s in it", checkpoint.HuskDump)
+		}
+		if err != nil {
+			return nil, err
+		}
+		if filepath.Clean(h.Name) != checkpoint.HuskDump {
+			continue
+		}
+		b, err := io.ReadAll(io.LimitReader(tr, 1<<20))
+		if err != nil {
+			return nil, err
+		}
+		return checkpoint.ParseState(b)
+	}
+}
+
+// unpackCheckpoint unpacks a restored container's archive into its
+// directory; go-archive refuses entries that would land outside it.
+func (m *Manager) unpackCheckpoint(c *Container, file string) error {
+	dir := filepath.Join(m.containerDir(c.ID), restoreDirName)
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return err
+	}
+	f, err := os.Open(file)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = f.Close() }()
+	if err := archive.Unpack(f, dir, &archive.TarOptions{}); err != nil {
+		return fmt.Errorf("unpacking checkpoint %s: %v: %w", file, err, errdefs.ErrInvalidArgument)
+	}
+	for _, name := range []string{checkpoint.ImagesDir, checkpoint.RootfsDiff} {
+		if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
+			return fmt.Errorf("checkpoint %s has no %s: %w", file, name, errdefs.ErrInvalidArgument)
+		}
+	}
+	return nil
+}
+
+// applyRootfsDiff unpacks a restored container's writable layer into its
+// upper directory, before the overlay is mounted: ".wh." entries become
+// overlayfs's whiteouts.
+func (m *Manager) applyRootfsDiff(c *Container) error {
+	f, err := os.Open(filepath.Join(c.Restore, checkpoint.RootfsDiff))
+	if err != nil {
+		return err
+	}
+	defer func() { _ = f.Close() }()
+	if err := archive.Unpack(f, m.upperDir(c.ID), &archive.TarOptions{WhiteoutFormat: archive.OverlayWhiteoutFormat}); err != nil {
+		return fmt.Errorf("the checkpoint's writable layer: %v: %w", err, errdefs.ErrInvalidArgument)
+	}
+	return nil
+}
+
+// checkRestorable refuses a restore whose checkpoint has a mount from
+// outside that the new container's spec has not.
+func checkRestorable(c *Container, s *specs.Spec) error {
+	st, err := checkpoint.ReadState(c.Restore)
+	if err != nil {
+		return err
+	}
+	for _, p := range st.Mounts {
+		if strings.HasPrefix(p, "/sys/fs/cgroup/") {
+			continue // the container's cgroup, there once it starts
+		}
+		if _, err := engine.MountSource(s.Mounts, s.Linux.CgroupsPath, p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// withRestore is the runtime that starts a container: CRIU's restore for
+// one made from a checkpoint.
+func (m *Manager) withRestore(c *Container, rt engine.Runtime) engine.Runtime {
+	if c.Restore == "" {
+		return rt
+	}
+	return &engine.Restore{Runtime: rt, CRIU: m.opts.CRIU, Dir: c.Restore}
+}
+
+// restoreHostname sets the pod's hostname again once CRIU restored a
+// container: it restores the UTS namespace's name it dumped into the pod's.
+func (m *Manager) restoreHostname(pod *Pod) error {
+	path := pod.Namespaces[ns.UTS]
+	if path == "" || pod.Hostname == "" {
+		return nil
+	}
+	return ns.Do(map[ns.Type]string{ns.UTS: path}, func() error { return unix.Sethostname([]byte(pod.Hostname)) })
+}

@@ -1,0 +1,187 @@
+package e2e
+
+import (
+	"archive/tar"
+	"context"
+	"encoding/json"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// counterScript counts up ten times a second, printing each number and
+// keeping it in its writable layer; it also writes a file and deletes one
+// of the image's, which a restore must carry over.
+const counterScript = `echo made > /made-here; rm /bin/yes; i=0; while true; do i=$((i+1)); echo $i; echo $i > /count; sleep 0.1; done`
+
+// lastNumber is the last number a counter printed.
+func lastNumber(t *testing.T, logPath string) int {
+	t.Helper()
+	out := output(t, logPath, "stdout")
+	if len(out) == 0 {
+		return 0
+	}
+	n, err := strconv.Atoi(out[len(out)-1])
+	if err != nil {
+		t.Fatalf("counter printed %q", out[len(out)-1])
+	}
+	return n
+}
+
+func (e *ctrEnv) checkpoint(id, location string) error {
+	_, err := e.d.runtime.CheckpointContainer(context.Background(), &runtimeapi.CheckpointContainerRequest{ContainerId: id, Location: location, Timeout: 60})
+	return err
+}
+
+// TestCheckpointAndRestoreCounter checkpoints a running counter, which
+// goes on, and restores it in another pod: it goes on from where it was
+// checkpointed, with its writable layer, in the new pod's namespaces.
+func TestCheckpointAndRestoreCounter(t *testing.T) {
+	e := newCtrEnv(t)
+	before := countContainerLeaks(t, e.d)
+	podA, podCfgA := e.pod(t, "ckpt-a")
+	id := e.run(t, podA, podCfgA, ctrConfig("counter", e.image("plain"), "sh", "-c", counterScript))
+	logA := e.status(t, id).LogPath
+	waitFor(t, func() bool { return lastNumber(t, logA) >= 5 })
+
+	archive := filepath.Join(t.TempDir(), "counter.tar")
+	from := lastNumber(t, logA)
+	if err := e.checkpoint(id, archive); err != nil {
+		t.Fatalf("CheckpointContainer: %v", err)
+	}
+	to := lastNumber(t, logA)
+	checkArchiveLayout(t, archive)
+	// The original goes on.
+	waitFor(t, func() bool { return lastNumber(t, logA) > to+3 })
+	if st := e.status(t, id); st.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
+		t.Fatalf("checkpointed container is %s, want running", st.State)
+	}
+
+	podB, podCfgB := e.pod(t, "ckpt-b")
+	cfg := &runtimeapi.ContainerConfig{
+		Metadata: &runtimeapi.ContainerMetadata{Name: "counter"},
+		Image:    &runtimeapi.ImageSpec{Image: archive},
+		LogPath:  "restored.log",
+	}
+	restored := e.create(t, podB, podCfgB, cfg)
+	e.start(t, restored)
+	logB := e.status(t, restored).LogPath
+	waitFor(t, func() bool { return len(output(t, logB, "stdout")) >= 3 })
+	out := output(t, logB, "stdout")
+	first, err := strconv.Atoi(out[0])
+	if err != nil || first <= from || first > to+1 {
+		t.Fatalf("restored counter printed first %q; it was at %d to %d when checkpointed", out[0], from, to)
+	}
+	resp, err := e.exec(t, restored, 10, "sh", "-c", "cat /made-here; test -e /bin/yes && echo yes-is-back; hostname; cat /count")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Fields(string(resp.Stdout))
+	if len(lines) != 3 || lines[0] != "made" || lines[1] != "ckpt-b" {
+		t.Fatalf("in the restored container: %q (stderr %q), want the file it made, no /bin/yes, the new pod's hostname and its count", resp.Stdout, resp.Stderr)
+	}
+	if n, _ := strconv.Atoi(lines[2]); n < first {
+		t.Errorf("count in the restored writable layer %q, below the first number printed %d", lines[2], first)
+	}
+	t.Logf("checkpointed at %d-%d, restored counter went on at %d", from, to, first)
+
+	// A stopped container cannot be checkpointed.
+	if _, err := e.d.runtime.StopContainer(context.Background(), &runtimeapi.StopContainerRequest{ContainerId: id, Timeout: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.checkpoint(id, filepath.Join(t.TempDir(), "stopped.tar")); status.Code(err) != codes.FailedPrecondition {
+		t.Errorf("checkpoint of a stopped container: %v, want FailedPrecondition", err)
+	}
+	for _, p := range []string{podA, podB} {
+		stopPod(t, e.d, p)
+		removePod(t, e.d, p)
+	}
+	if after := countContainerLeaks(t, e.d); after != before {
+		t.Errorf("checkpoint and restore left something behind:\nbefore %+v\nafter  %+v", before, after)
+	}
+	if out, _ := exec.Command("pgrep", "-x", "criu").Output(); len(out) > 0 {
+		t.Errorf("criu processes left: %s", out)
+	}
+}
+
+// checkArchiveLayout checks what checkpointctl needs of an archive: the
+// images directory as an entry of its own, config.dump and spec.dump.
+func checkArchiveLayout(t *testing.T, archive string) {
+	t.Helper()
+	f, err := os.Open(archive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = f.Close() }()
+	names := map[string]bool{}
+	tr := tar.NewReader(f)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		names[strings.TrimSuffix(filepath.Clean(h.Name), "/")] = true
+		if h.Name == "spec.dump" {
+			var spec struct{ Annotations map[string]string }
+			if err := json.NewDecoder(tr).Decode(&spec); err != nil || spec.Annotations["io.kubernetes.cri.container-name"] != "counter" || spec.Annotations["io.kubernetes.cri.sandbox-name"] != "ckpt-a" {
+				t.Errorf("spec.dump's annotations (checkpointctl's names): %v, %v", spec.Annotations, err)
+			}
+		}
+		if h.Name == "config.dump" {
+			var cfg struct {
+				ID, Name, RootfsImageName string
+			}
+			if err := json.NewDecoder(tr).Decode(&cfg); err != nil || cfg.ID == "" || cfg.Name != "counter" || cfg.RootfsImageName == "" {
+				t.Errorf("config.dump: %+v, %v", cfg, err)
+			}
+		}
+	}
+	for _, want := range []string{"checkpoint", "checkpoint/inventory.img", "checkpoint/pstree.img", "config.dump", "spec.dump", "rootfs-diff.tar", "husk.dump", "stats-dump"} {
+		if !names[want] {
+			t.Errorf("archive has no %s; it has %v", want, names)
+		}
+	}
+}
+
+// TestRestoreRefusesBadArchives: a missing archive and one that is not a
+// checkpoint are refused, and nothing is made.
+func TestRestoreRefusesBadArchives(t *testing.T) {
+	e := newCtrEnv(t)
+	podID, podCfg := e.pod(t, "ckpt-bad")
+	before := countContainerLeaks(t, e.d)
+	garbage := filepath.Join(t.TempDir(), "garbage.tar")
+	if err := os.WriteFile(garbage, []byte(strings.Repeat("not a tar\n", 200)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for archive, want := range map[string]codes.Code{
+		filepath.Join(t.TempDir(), "missing.tar"): codes.NotFound,
+		garbage: codes.InvalidArgument,
+	} {
+		cfg := &runtimeapi.ContainerConfig{Metadata: &runtimeapi.ContainerMetadata{Name: "restored"}, Image: &runtimeapi.ImageSpec{Image: archive}}
+		_, err := e.d.runtime.CreateContainer(context.Background(), &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: cfg, SandboxConfig: podCfg})
+		if status.Code(err) != want {
+			t.Errorf("restore from %s: %v, want %s", filepath.Base(archive), err, want)
+		}
+	}
+	list, err := e.d.runtime.ListContainers(context.Background(), &runtimeapi.ListContainersRequest{})
+	if err != nil || len(list.Containers) != 0 {
+		t.Errorf("after refused restores: %v, %v", list, err)
+	}
+	if after := countContainerLeaks(t, e.d); after != before {
+		t.Errorf("refused restores left something behind:\nbefore %+v\nafter  %+v", before, after)
+	}
+	if _, err := e.d.runtime.CheckpointContainer(context.Background(), &runtimeapi.CheckpointContainerRequest{ContainerId: "nope", Location: "relative.tar"}); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("checkpoint to a relative location: %v, want InvalidArgument", err)
+	}
+}
