@@ -185,3 +185,78 @@ func TestRestoreRefusesBadArchives(t *testing.T) {
 		t.Errorf("checkpoint to a relative location: %v, want InvalidArgument", err)
 	}
 }
+
+// TestCheckpointAndRestoreServer checkpoints a small TCP server that
+// counts its clients in memory: the restored one listens in the new pod's
+// network and goes on counting from the checkpoint. Stopping it records
+// its exit, as for any container.
+func TestCheckpointAndRestoreServer(t *testing.T) {
+	e := newCtrEnv(t)
+	podA, podCfgA := e.pod(t, "srv-a")
+	id := e.run(t, podA, podCfgA, ctrConfig("server", e.image("plain"), "sh", "-c",
+		`i=0; while true; do i=$((i+1)); echo "hits $i" | nc -l -p 8080; done`))
+	ipA, _ := podStatus(t, e.d, podA)
+	hit := func(ip string) string {
+		var got string
+		waitFor(t, func() bool {
+			var err error
+			got, err = readFrom(ip + ":8080")
+			return err == nil && got != ""
+		})
+		return strings.TrimSpace(got)
+	}
+	for i := 1; i <= 3; i++ {
+		if got := hit(ipA.GetNetwork().GetIp()); got != "hits "+strconv.Itoa(i) {
+			t.Fatalf("request %d: %q", i, got)
+		}
+	}
+	archive := filepath.Join(t.TempDir(), "server.tar")
+	if err := e.checkpoint(id, archive); err != nil {
+		t.Fatalf("CheckpointContainer: %v", err)
+	}
+	if got := hit(ipA.GetNetwork().GetIp()); got != "hits 4" {
+		t.Errorf("the checkpointed server after the checkpoint: %q, want hits 4", got)
+	}
+
+	podB, podCfgB := e.pod(t, "srv-b")
+	restored := e.create(t, podB, podCfgB, &runtimeapi.ContainerConfig{
+		Metadata: &runtimeapi.ContainerMetadata{Name: "server"},
+		Image:    &runtimeapi.ImageSpec{Image: archive},
+		LogPath:  "restored.log",
+	})
+	e.start(t, restored)
+	ipB, _ := podStatus(t, e.d, podB)
+	if ipB.GetNetwork().GetIp() == ipA.GetNetwork().GetIp() {
+		t.Fatalf("both pods have IP %s", ipA.GetNetwork().GetIp())
+	}
+	for i := 4; i <= 5; i++ {
+		if got := hit(ipB.GetNetwork().GetIp()); got != "hits "+strconv.Itoa(i) {
+			t.Fatalf("restored server, request %d: %q", i, got)
+		}
+	}
+	if _, err := e.d.runtime.StopContainer(context.Background(), &runtimeapi.StopContainerRequest{ContainerId: restored, Timeout: 1}); err != nil {
+		t.Fatal(err)
+	}
+	st := e.status(t, restored)
+	if st.State != runtimeapi.ContainerState_CONTAINER_EXITED || st.ExitCode == 0 || st.FinishedAt == 0 {
+		t.Errorf("stopped restored container: %s, exit %d, finished %d", st.State, st.ExitCode, st.FinishedAt)
+	}
+}
+
+// TestCheckpointRefusesATerminal: CRIU cannot take a terminal from the
+// monitor; the refusal says so and leaves nothing.
+func TestCheckpointRefusesATerminal(t *testing.T) {
+	e := newCtrEnv(t)
+	podID, podCfg := e.pod(t, "ckpt-tty")
+	cfg := ctrConfig("tty", e.image("plain"), "sleep", "300")
+	cfg.Tty = true
+	id := e.run(t, podID, podCfg, cfg)
+	dir := t.TempDir()
+	err := e.checkpoint(id, filepath.Join(dir, "tty.tar"))
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "terminal") {
+		t.Errorf("checkpoint of a container with a terminal: %v, want FailedPrecondition naming it", err)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Errorf("a refused checkpoint left %v", entries)
+	}
+}
