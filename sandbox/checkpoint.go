@@ -46,10 +46,6 @@ func (m *Manager) CheckpointContainer(ctx context.Context, id, location string, 
 	if err != nil {
 		return err
 	}
-	mounts, err := externalMounts(s, init.PID)
-	if err != nil {
-		return err
-	}
 	if timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, timeout)
@@ -61,13 +57,12 @@ func (m *Manager) CheckpointContainer(ctx context.Context, id, location string, 
 	}
 	defer func() { _ = os.RemoveAll(work) }()
 	t0 := time.Now()
-	d := &checkpoint.Dump{CRIU: m.opts.CRIU, PID: init.PID, Dir: work, Mounts: mounts, LeaveRunning: true}
-	stdio, err := d.Run(ctx)
+	st, err := m.dump(ctx, c, s, init, work)
 	if err != nil {
 		return fmt.Errorf("checkpointing container %s: %w", c.ID, err)
 	}
 	klog.V(4).InfoS("Container dumped", "id", c.ID, "took", time.Since(t0))
-	if err := m.writeCheckpointFiles(c, s, work, mounts, stdio); err != nil {
+	if err := m.writeCheckpointFiles(c, s, work, st); err != nil {
 		return fmt.Errorf("checkpointing container %s: %w", c.ID, err)
 	}
 	if err := writeArchive(work, location); err != nil {
@@ -76,11 +71,25 @@ func (m *Manager) CheckpointContainer(ctx context.Context, id, location string, 
 	return nil
 }
 
+// dump has CRIU dump the container's processes into work: through its
+// runtime handler's own `checkpoint`, or, for husk's own runtime, naming to
+// CRIU what is outside the container. It returns what a restore needs.
+func (m *Manager) dump(ctx context.Context, c *Container, s *specs.Spec, init *Process, work string) (*checkpoint.State, error) {
+	if b, ok := m.runtimeFor(m.handlerOf(c)).(*engine.Binary); ok {
+		err := b.Checkpoint(ctx, m.engineContainer(c), m.opts.CRIU, work)
+		return &checkpoint.State{Runtime: checkpoint.RuntimeOCI}, err
+	}
+	mounts, err := externalMounts(s, init.PID)
+	if err != nil {
+		return nil, err
+	}
+	d := &checkpoint.Dump{CRIU: m.opts.CRIU, PID: init.PID, Dir: work, Mounts: mounts, LeaveRunning: true}
+	stdio, err := d.Run(ctx)
+	return &checkpoint.State{Mounts: mounts, Stdio: stdio}, err
+}
+
 // checkpointable returns the container's spec if CRIU can dump it here.
 func (m *Manager) checkpointable(c *Container) (*specs.Spec, error) {
-	if h := m.handlerOf(c); h != "" {
-		return nil, fmt.Errorf("container %s runs under runtime handler %q: only husk's own runtime checkpoints yet: %w", c.ID, h, errdefs.ErrFailedPrecondition)
-	}
 	s, err := m.readSpec(c.ID)
 	if err != nil {
 		return nil, err
@@ -133,11 +142,12 @@ func externalMounts(s *specs.Spec, pid int) ([]string, error) {
 }
 
 // writeCheckpointFiles writes what goes beside CRIU's images.
-func (m *Manager) writeCheckpointFiles(c *Container, s *specs.Spec, work string, mounts []string, stdio [3]string) error {
+func (m *Manager) writeCheckpointFiles(c *Container, s *specs.Spec, work string, st *checkpoint.State) error {
 	raw, err := protojson.Marshal(c.Config)
 	if err != nil {
 		return err
 	}
+	st.Config, st.Image = raw, c.ImageID
 	imageName := c.Config.GetImage().GetUserSpecifiedImage()
 	if imageName == "" {
 		imageName = c.Config.GetImage().GetImage()
@@ -161,7 +171,7 @@ func (m *Manager) writeCheckpointFiles(c *Container, s *specs.Spec, work string,
 			RootfsImageName: imageName, Runtime: "husk", CreatedTime: time.Unix(0, c.CreatedAt).UTC(),
 			CheckpointedTime: time.Now().UTC(),
 		},
-		checkpoint.HuskDump: checkpoint.State{Config: raw, Image: c.ImageID, Mounts: mounts, Stdio: stdio},
+		checkpoint.HuskDump: st,
 	}
 	for name, v := range files {
 		b, err := json.Marshal(v)

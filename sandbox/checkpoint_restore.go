@@ -38,7 +38,7 @@ const restoreDirName = "checkpoint"
 // checkpointed container was made from, and the command, environment and
 // working directory, the checkpointed container's where the request has
 // none (crictl's config for a restore names little more than the image).
-func (m *Manager) fromCheckpoint(cfg *runtimeapi.ContainerConfig) (*runtimeapi.ContainerConfig, string, error) {
+func (m *Manager) fromCheckpoint(pod *Pod, cfg *runtimeapi.ContainerConfig) (*runtimeapi.ContainerConfig, string, error) {
 	ref := cfg.GetImage().GetImage()
 	if !filepath.IsAbs(ref) {
 		return nil, "", nil
@@ -52,6 +52,12 @@ func (m *Manager) fromCheckpoint(cfg *runtimeapi.ContainerConfig) (*runtimeapi.C
 	}
 	if err != nil {
 		return nil, "", fmt.Errorf("config.image.image: %s is not a checkpoint archive of husk's: %v: %w", ref, err, errdefs.ErrInvalidArgument)
+	}
+	if usernsOf(pod) != nil {
+		return nil, "", fmt.Errorf("config.image.image: %s is a checkpoint, and pods with user namespaces of their own restore none: %w", ref, errdefs.ErrFailedPrecondition)
+	}
+	if oci := pod.RuntimeHandler != ""; oci != (st.Runtime == checkpoint.RuntimeOCI) {
+		return nil, "", fmt.Errorf("config.image.image: %s was made by %s, and pod %s runs %s: %w", ref, runtimeName(st.Runtime == checkpoint.RuntimeOCI), pod.ID, runtimeName(oci), errdefs.ErrFailedPrecondition)
 	}
 	var old runtimeapi.ContainerConfig
 	if err := protojson.Unmarshal(st.Config, &old); err != nil {
@@ -69,6 +75,13 @@ func (m *Manager) fromCheckpoint(cfg *runtimeapi.ContainerConfig) (*runtimeapi.C
 		out.WorkingDir = old.WorkingDir
 	}
 	return out, ref, nil
+}
+
+func runtimeName(oci bool) string {
+	if oci {
+		return "a runc-compatible runtime handler"
+	}
+	return "husk's own runtime"
 }
 
 // readArchiveState finds checkpoint.HuskDump in an archive.

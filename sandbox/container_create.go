@@ -90,14 +90,11 @@ func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg *runtim
 	if err != nil {
 		return "", err
 	}
-	restoreCfg, archive, err := m.fromCheckpoint(cfg)
+	restoreCfg, archive, err := m.fromCheckpoint(pod, cfg)
 	if err != nil {
 		return "", err
 	}
 	if restoreCfg != nil {
-		if usernsOf(pod) != nil || pod.RuntimeHandler != "" {
-			return "", fmt.Errorf("config.image.image: only husk's own runtime restores checkpoints, in pods without user namespaces of their own: %w", errdefs.ErrFailedPrecondition)
-		}
 		cfg = restoreCfg
 	}
 	img, imgCfg, releaseLayers, err := m.containerImage(cfg.GetImage().GetImage())

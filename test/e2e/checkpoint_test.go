@@ -12,9 +12,12 @@ import (
 	"strings"
 	"testing"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/husk-runtime/husk/test/imagetest"
 )
 
 // counterScript counts up ten times a second, printing each number and
@@ -258,5 +261,75 @@ func TestCheckpointRefusesATerminal(t *testing.T) {
 	}
 	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
 		t.Errorf("a refused checkpoint left %v", entries)
+	}
+}
+
+// TestCheckpointAndRestoreUnderRunc: a runc handler's container is dumped
+// by `runc checkpoint` and restored by `runc restore` under the new
+// container's monitor, in another pod of the handler; husk's own runtime
+// does not take runc's checkpoint.
+func TestCheckpointAndRestoreUnderRunc(t *testing.T) {
+	runc, err := exec.LookPath("runc")
+	if err != nil {
+		t.Fatal("runc is not installed (make deps installs it)")
+	}
+	reg := imagetest.NewRegistry(t)
+	reg.Push(t, "busybox:plain", imagetest.BusyboxImage(t, v1.Config{}))
+	d := newDaemon(t, insecureConfig(reg.Host)+"[runtimes.runc]\npath = \""+runc+"\"\n")
+	newPodNet(t, d).install(t, d)
+	pullImage(t, d, reg.Ref("busybox:plain"))
+	e := &ctrEnv{d: d, reg: reg, logs: t.TempDir()}
+	before := countContainerLeaks(t, d)
+	runcPod := func(name string) (string, *runtimeapi.PodSandboxConfig) {
+		cfg := podConfig(name)
+		cfg.LogDirectory = filepath.Join(e.logs, name)
+		resp, err := d.runtime.RunPodSandbox(context.Background(), &runtimeapi.RunPodSandboxRequest{Config: cfg, RuntimeHandler: "runc"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.PodSandboxId, cfg
+	}
+	podA, cfgA := runcPod("runc-a")
+	id := e.run(t, podA, cfgA, ctrConfig("counter", e.image("plain"), "sh", "-c", counterScript))
+	logA := e.status(t, id).LogPath
+	waitFor(t, func() bool { return lastNumber(t, logA) >= 5 })
+	archive := filepath.Join(t.TempDir(), "runc.tar")
+	from := lastNumber(t, logA)
+	if err := e.checkpoint(id, archive); err != nil {
+		t.Fatalf("CheckpointContainer: %v", err)
+	}
+	to := lastNumber(t, logA)
+
+	// husk's own runtime refuses runc's checkpoint.
+	own, ownCfg := e.pod(t, "own")
+	_, err = d.runtime.CreateContainer(context.Background(), &runtimeapi.CreateContainerRequest{PodSandboxId: own, SandboxConfig: ownCfg,
+		Config: &runtimeapi.ContainerConfig{Metadata: &runtimeapi.ContainerMetadata{Name: "counter"}, Image: &runtimeapi.ImageSpec{Image: archive}}})
+	if status.Code(err) != codes.FailedPrecondition {
+		t.Errorf("restore of runc's checkpoint by husk's runtime: %v, want FailedPrecondition", err)
+	}
+
+	podB, cfgB := runcPod("runc-b")
+	restored := e.create(t, podB, cfgB, &runtimeapi.ContainerConfig{
+		Metadata: &runtimeapi.ContainerMetadata{Name: "counter"},
+		Image:    &runtimeapi.ImageSpec{Image: archive},
+		LogPath:  "restored.log",
+	})
+	e.start(t, restored)
+	logB := e.status(t, restored).LogPath
+	waitFor(t, func() bool { return len(output(t, logB, "stdout")) >= 3 })
+	out := output(t, logB, "stdout")
+	if first, err := strconv.Atoi(out[0]); err != nil || first <= from || first > to+1 {
+		t.Fatalf("restored counter printed first %q; it was at %d to %d when checkpointed", out[0], from, to)
+	}
+	resp, err := e.exec(t, restored, 10, "cat", "/made-here")
+	if err != nil || strings.TrimSpace(string(resp.Stdout)) != "made" {
+		t.Errorf("exec in the restored container: %v, %v", resp, err)
+	}
+	for _, p := range []string{podA, podB, own} {
+		stopPod(t, d, p)
+		removePod(t, d, p)
+	}
+	if after := countContainerLeaks(t, d); after != before {
+		t.Errorf("checkpoint and restore left something behind:\nbefore %+v\nafter  %+v", before, after)
 	}
 }

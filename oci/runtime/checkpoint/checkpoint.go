@@ -66,11 +66,18 @@ type State struct {
 	// Mounts are the container's mount points of things outside it
 	// (binds), which a restore mounts from the new container's sources.
 	Mounts []string `json:"mounts"`
+	// Runtime is RuntimeOCI when a runc-compatible runtime made the
+	// dump (its own `checkpoint`), which only such a runtime restores;
+	// empty for husk's own.
+	Runtime string `json:"runtime,omitempty"`
 	// Stdio are CRIU's names of what descriptors 0, 1 and 2 were (a pipe
 	// of the monitor's, or a file opened outside the container): a
 	// restore gives it the new monitor's.
 	Stdio [3]string `json:"stdio"`
 }
+
+// RuntimeOCI is State.Runtime of a runc-compatible runtime's dump.
+const RuntimeOCI = "oci"
 
 // Dump is one checkpoint of a running container.
 type Dump struct {

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -20,6 +21,7 @@ import (
 	"github.com/opencontainers/runtime-spec/specs-go/features"
 	"k8s.io/klog/v2"
 
+	"github.com/husk-runtime/husk/oci/runtime/checkpoint"
 	"github.com/husk-runtime/husk/oci/runtime/monitor"
 )
 
@@ -289,4 +291,34 @@ func trimCapabilities(s *specs.Spec) error {
 	pc.Bounding, pc.Effective, pc.Permitted = keep(pc.Bounding), keep(pc.Effective), keep(pc.Permitted)
 	pc.Inheritable, pc.Ambient = keep(pc.Inheritable), keep(pc.Ambient)
 	return nil
+}
+
+// Checkpoint has the runtime dump a running container with CRIU
+// (`checkpoint --leave-running`) into dir/checkpoint.ImagesDir, its work
+// files (CRIU's log) beside them; the runtime names the mounts and
+// namespaces from outside itself, from the container's config.
+func (b *Binary) Checkpoint(ctx context.Context, c *Container, criu, dir string) error {
+	if b.Path == "" {
+		return fmt.Errorf("the pod's runtime handler %q is no longer configured: %w", b.Name, errdefs.ErrFailedPrecondition)
+	}
+	images := filepath.Join(dir, checkpoint.ImagesDir)
+	out, err := exec.CommandContext(ctx, b.Path, "--root", b.Root, "--criu", criu, "checkpoint", "--leave-running", "--file-locks",
+		"--image-path", images, "--work-path", images, c.ID).CombinedOutput()
+	if err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("%s checkpoint: %w", b.Name, ctx.Err())
+		}
+		return fmt.Errorf("%s checkpoint: %v: %s%s: %w", b.Name, err, bytes.TrimSpace(out), checkpoint.LogErrors(filepath.Join(images, checkpoint.DumpLog)), errdefs.ErrFailedPrecondition)
+	}
+	return nil
+}
+
+// restoreProgram is the monitor's program for a container of this runtime
+// restored from a checkpoint: `restore`, which stays the container's
+// parent as `run` does, and gives the restored processes its own output
+// in place of what they wrote to.
+func (b *Binary) restoreProgram(c *Container, criu, dir string) []string {
+	images := filepath.Join(dir, checkpoint.ImagesDir)
+	return []string{b.Path, "--root", b.Root, "--criu", criu, "restore", "--file-locks", "--image-path", images,
+		"--work-path", images, "--bundle", c.Bundle, "--pid-file", b.pidFile(c), c.ID}
 }

@@ -38,6 +38,15 @@ var _ Runtime = (*Restore)(nil)
 // new container's sources where the old one's were, and gives the restored
 // processes the new monitor's output in place of the old one's.
 func (r *Restore) Launch(c *Container, a *monitor.Args) ([]*os.File, error) {
+	if b, ok := r.Runtime.(*Binary); ok {
+		// The runtime restores its own checkpoints, into the
+		// namespaces and mounts of the container's new config.
+		if _, err := b.Launch(c, a); err != nil {
+			return nil, err
+		}
+		a.Program = b.restoreProgram(c, r.CRIU, r.Dir)
+		return nil, nil
+	}
 	st, err := checkpoint.ReadState(r.Dir)
 	if err != nil {
 		return nil, err
@@ -104,7 +113,11 @@ func MountSource(mounts []specs.Mount, cgroupsPath, point string) (string, error
 
 // WaitStarted waits until criu ended and the monitor adopted what it
 // restored: the monitor's pid file then names the process criu's names.
+// A runtime's restore is waited for as its run is.
 func (r *Restore) WaitStarted(ctx context.Context, c *Container) error {
+	if b, ok := r.Runtime.(*Binary); ok {
+		return b.WaitStarted(ctx, c)
+	}
 	for {
 		if b, err := os.ReadFile(filepath.Join(c.StateDir, monitor.RuntimePIDFile)); err == nil {
 			if pid, _, err := monitor.ReadProcessFile(filepath.Join(c.StateDir, monitor.PIDFile)); err == nil && strconv.Itoa(pid) == strings.TrimSpace(string(b)) {
@@ -126,5 +139,10 @@ func (r *Restore) WaitStarted(ctx context.Context, c *Container) error {
 	}
 }
 
-// Init is the process the monitor adopted.
-func (r *Restore) Init(_ *Container, child *Process) *Process { return child }
+// Init is the process the monitor adopted, or the runtime's init.
+func (r *Restore) Init(c *Container, child *Process) *Process {
+	if b, ok := r.Runtime.(*Binary); ok {
+		return b.Init(c, child)
+	}
+	return child
+}
