@@ -2,7 +2,6 @@ package cri
 
 import (
 	"context"
-	"path/filepath"
 	"time"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -16,8 +15,8 @@ func (s *Server) CheckpointContainer(ctx context.Context, req *runtimeapi.Checkp
 		return nil, invalid("container_id", "is required")
 	}
 	loc := req.GetLocation()
-	if loc == "" || !filepath.IsAbs(loc) || filepath.Clean(loc) != loc {
-		return nil, invalid("location", "must be an absolute, clean path of the archive to write")
+	if err := absPath("location", loc); err != nil {
+		return nil, err
 	}
 	if req.GetTimeout() < 0 {
 		return nil, invalid("timeout", "must not be negative")

@@ -30,40 +30,30 @@ import (
 // layer, in the layout checkpointctl reads. The container goes on
 // running. A timeout of 0 is none.
 func (m *Manager) CheckpointContainer(ctx context.Context, id, location string, timeout time.Duration) error {
-	if m.opts.CRIU == "" {
-		return fmt.Errorf("checkpoints need CRIU (criu 4.2 or later), and husk found none: %w", errdefs.ErrFailedPrecondition)
+	if err := m.checkCRIU(); err != nil {
+		return err
 	}
 	c, unlock, err := m.lockContainer(id)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	init := m.containerInit(c)
-	if init == nil {
-		return fmt.Errorf("container %s is not running: %w", c.ID, errdefs.ErrFailedPrecondition)
-	}
-	s, err := m.checkpointable(c)
-	if err != nil {
-		return err
-	}
 	if timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
+	}
+	cp, err := m.prepareCapture(c)
+	if err != nil {
+		return err
 	}
 	work, err := os.MkdirTemp(m.containerDir(c.ID), ".checkpoint-")
 	if err != nil {
 		return err
 	}
 	defer func() { _ = os.RemoveAll(work) }()
-	t0 := time.Now()
-	st, err := m.dump(ctx, c, s, init, work)
-	if err != nil {
-		return fmt.Errorf("checkpointing container %s: %w", c.ID, err)
-	}
-	klog.V(4).InfoS("Container dumped", "id", c.ID, "took", time.Since(t0))
-	if err := m.writeCheckpointFiles(c, s, work, st); err != nil {
-		return fmt.Errorf("checkpointing container %s: %w", c.ID, err)
+	if err := m.capture(ctx, cp, work, ""); err != nil {
+		return err
 	}
 	if err := writeArchive(work, location); err != nil {
 		return fmt.Errorf("checkpointing container %s: writing %s: %w", c.ID, location, err)
@@ -71,19 +61,65 @@ func (m *Manager) CheckpointContainer(ctx context.Context, id, location string, 
 	return nil
 }
 
-// dump has CRIU dump the container's processes into work: through its
-// runtime handler's own `checkpoint`, or, for husk's own runtime, naming to
-// CRIU what is outside the container. It returns what a restore needs.
-func (m *Manager) dump(ctx context.Context, c *Container, s *specs.Spec, init *Process, work string) (*checkpoint.State, error) {
-	if b, ok := m.runtimeFor(m.handlerOf(c)).(*engine.Binary); ok {
-		err := b.Checkpoint(ctx, m.engineContainer(c), m.opts.CRIU, work)
-		return &checkpoint.State{Runtime: checkpoint.RuntimeOCI}, err
+func (m *Manager) checkCRIU() error {
+	if m.opts.CRIU == "" {
+		return fmt.Errorf("checkpoints need CRIU (criu 4.2 or later), and husk found none: %w", errdefs.ErrFailedPrecondition)
 	}
-	mounts, err := externalMounts(s, init.PID)
+	return nil
+}
+
+// captured is a running container about to be checkpointed.
+type captured struct {
+	c    *Container
+	init *Process
+	spec *specs.Spec
+}
+
+// prepareCapture refuses a container CRIU cannot dump here.
+func (m *Manager) prepareCapture(c *Container) (*captured, error) {
+	init := m.containerInit(c)
+	if init == nil {
+		return nil, fmt.Errorf("container %s is not running: %w", c.ID, errdefs.ErrFailedPrecondition)
+	}
+	s, err := m.checkpointable(c)
 	if err != nil {
 		return nil, err
 	}
-	d := &checkpoint.Dump{CRIU: m.opts.CRIU, PID: init.PID, Dir: work, Mounts: mounts, LeaveRunning: true}
+	return &captured{c: c, init: init, spec: s}, nil
+}
+
+// capture dumps a container into dir (which exists): CRIU's images, then
+// the files beside them. frozen names the container's freezer cgroup when
+// the caller froze it (a pod's checkpoint), for CRIU to leave as it is.
+func (m *Manager) capture(ctx context.Context, cp *captured, dir, frozen string) error {
+	t0 := time.Now()
+	st, err := m.dump(ctx, cp, dir, frozen)
+	if err != nil {
+		return fmt.Errorf("checkpointing container %s: %w", cp.c.ID, err)
+	}
+	klog.V(4).InfoS("Container dumped", "id", cp.c.ID, "took", time.Since(t0))
+	if err := m.writeCheckpointFiles(cp.c, cp.spec, dir, st); err != nil {
+		return fmt.Errorf("checkpointing container %s: %w", cp.c.ID, err)
+	}
+	return nil
+}
+
+// dump has CRIU dump the container's processes into work: through its
+// runtime handler's own `checkpoint`, or, for husk's own runtime, naming to
+// CRIU what is outside the container. It returns what a restore needs.
+func (m *Manager) dump(ctx context.Context, cp *captured, work, frozen string) (*checkpoint.State, error) {
+	if b, ok := m.runtimeFor(m.handlerOf(cp.c)).(*engine.Binary); ok {
+		if frozen != "" {
+			return nil, fmt.Errorf("runtime handler %q: pods of runc-compatible runtimes are not checkpointed whole yet: %w", b.Name, errdefs.ErrFailedPrecondition)
+		}
+		err := b.Checkpoint(ctx, m.engineContainer(cp.c), m.opts.CRIU, work)
+		return &checkpoint.State{Runtime: checkpoint.RuntimeOCI}, err
+	}
+	mounts, err := externalMounts(cp.spec, cp.init.PID)
+	if err != nil {
+		return nil, err
+	}
+	d := &checkpoint.Dump{CRIU: m.opts.CRIU, PID: cp.init.PID, Dir: work, Mounts: mounts, LeaveRunning: true, FreezeCgroup: frozen}
 	stdio, err := d.Run(ctx)
 	return &checkpoint.State{Mounts: mounts, Stdio: stdio}, err
 }

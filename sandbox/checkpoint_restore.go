@@ -84,13 +84,17 @@ func runtimeName(oci bool) string {
 	return "husk's own runtime"
 }
 
-// readArchiveState finds checkpoint.HuskDump in an archive.
+// readArchiveState finds checkpoint.HuskDump in an archive, or in the
+// directory of a container of a pod's checkpoint.
 func readArchiveState(file string) (*checkpoint.State, error) {
 	f, err := os.Open(file)
 	if err != nil {
 		return nil, err
 	}
 	defer func() { _ = f.Close() }()
+	if fi, err := f.Stat(); err == nil && fi.IsDir() {
+		return checkpoint.ReadState(file)
+	}
 	tr := tar.NewReader(f)
 	for {
 		h, err := tr.Next()
@@ -111,10 +115,23 @@ func readArchiveState(file string) (*checkpoint.State, error) {
 	}
 }
 
+// restoreDir is where a container made from a checkpoint finds it: a
+// directory of a pod's checkpoint as it is (CRIU only reads it), an
+// archive unpacked into the container's directory.
+func (m *Manager) restoreDir(c *Container, from string) string {
+	if fi, err := os.Stat(from); err == nil && fi.IsDir() {
+		return from
+	}
+	return filepath.Join(m.containerDir(c.ID), restoreDirName)
+}
+
 // unpackCheckpoint unpacks a restored container's archive into its
 // directory; go-archive refuses entries that would land outside it.
 func (m *Manager) unpackCheckpoint(c *Container, file string) error {
-	dir := filepath.Join(m.containerDir(c.ID), restoreDirName)
+	dir := c.Restore
+	if dir != filepath.Join(m.containerDir(c.ID), restoreDirName) {
+		return nil // a directory, used as it is
+	}
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		return err
 	}

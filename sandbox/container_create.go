@@ -112,7 +112,7 @@ func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg *runtim
 	unlock := m.lockID(c.ID)
 	defer unlock()
 	if archive != "" {
-		c.Restore = filepath.Join(m.containerDir(c.ID), restoreDirName)
+		c.Restore = m.restoreDir(c, archive)
 	}
 	if err := m.recordContainer(c, userns, st); err != nil {
 		m.forgetName(containerKey(pod.ID, cfg.GetMetadata()), c.ID)

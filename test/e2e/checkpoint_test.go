@@ -333,3 +333,93 @@ func TestCheckpointAndRestoreUnderRunc(t *testing.T) {
 		t.Errorf("checkpoint and restore left something behind:\nbefore %+v\nafter  %+v", before, after)
 	}
 }
+
+// TestCheckpointAndRestorePod checkpoints a pod of two containers that
+// talk over localhost, frozen together, and restores the pod from it: the
+// client goes on getting the server's count from where both were.
+func TestCheckpointAndRestorePod(t *testing.T) {
+	e := newCtrEnv(t)
+	before := countContainerLeaks(t, e.d)
+	ctx := context.Background()
+	podA, cfgA := e.pod(t, "cpod-a")
+	server := ctrConfig("server", e.image("plain"), "sh", "-c", `i=0; while true; do i=$((i+1)); echo "hits $i" | nc -l -p 8080; done`)
+	client := ctrConfig("client", e.image("plain"), "sh", "-c", `while true; do nc -w 1 127.0.0.1 8080 </dev/null; sleep 0.2; done`)
+	ids := []string{e.run(t, podA, cfgA, server), e.run(t, podA, cfgA, client)}
+	logA := e.status(t, ids[1]).LogPath
+	hits := func(log string) int {
+		out := output(t, log, "stdout")
+		for i := len(out) - 1; i >= 0; i-- {
+			if n, err := strconv.Atoi(strings.TrimPrefix(out[i], "hits ")); err == nil {
+				return n
+			}
+		}
+		return 0
+	}
+	waitFor(t, func() bool { return hits(logA) >= 3 })
+
+	dir := t.TempDir()
+	from := hits(logA)
+	if _, err := e.d.runtime.CheckpointPod(ctx, &runtimeapi.CheckpointPodRequest{PodSandboxId: podA, OutputPath: dir, ContainerIds: ids}); err != nil {
+		t.Fatalf("CheckpointPod: %v", err)
+	}
+	to := hits(logA)
+	// Thawed: the pod goes on.
+	waitFor(t, func() bool { return hits(logA) > to+2 })
+	// A second checkpoint into the same directory is refused.
+	if _, err := e.d.runtime.CheckpointPod(ctx, &runtimeapi.CheckpointPodRequest{PodSandboxId: podA, OutputPath: dir, ContainerIds: ids}); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("CheckpointPod into a directory that is not empty: %v, want InvalidArgument", err)
+	}
+
+	cfgB := podConfig("cpod-b")
+	cfgB.LogDirectory = filepath.Join(e.logs, "cpod-b")
+	configs := []*runtimeapi.ContainerConfig{ctrConfig("server", e.image("plain")), ctrConfig("client", e.image("plain"))}
+	podsBefore := len(listPods(t, e.d))
+	if _, err := e.d.runtime.RestorePod(ctx, &runtimeapi.RestorePodRequest{CheckpointPath: dir, Config: cfgB, ContainerConfigs: configs[:1]}); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("RestorePod without the client's config: %v, want InvalidArgument", err)
+	}
+	if n := len(listPods(t, e.d)); n != podsBefore {
+		t.Errorf("a refused RestorePod left a pod: %d pods, %d before", n, podsBefore)
+	}
+	resp, err := e.d.runtime.RestorePod(ctx, &runtimeapi.RestorePodRequest{CheckpointPath: dir, Config: cfgB, ContainerConfigs: configs})
+	if err != nil {
+		t.Fatalf("RestorePod: %v", err)
+	}
+	if len(resp.RestoredContainers) != 2 {
+		t.Fatalf("restored containers: %v", resp.RestoredContainers)
+	}
+	var clientB string
+	for _, rc := range resp.RestoredContainers {
+		if st := e.status(t, rc.ContainerId); st.State != runtimeapi.ContainerState_CONTAINER_CREATED {
+			t.Errorf("restored %s is %s, want created", rc.Name, st.State)
+		}
+		e.start(t, rc.ContainerId)
+		if rc.Name == "client" {
+			clientB = rc.ContainerId
+		}
+	}
+	logB := e.status(t, clientB).LogPath
+	waitFor(t, func() bool { return hits(logB) > 0 })
+	first := hits(logB)
+	if first <= from || first > to+3 {
+		t.Errorf("the restored client got hits %d first; the pod was at %d to %d when checkpointed", first, from, to)
+	}
+	waitFor(t, func() bool { return hits(logB) > first+2 })
+	t.Logf("pod checkpointed at hits %d-%d, restored pod went on at %d", from, to, first)
+
+	for _, p := range []string{podA, resp.PodSandboxId} {
+		stopPod(t, e.d, p)
+		removePod(t, e.d, p)
+	}
+	if after := countContainerLeaks(t, e.d); after != before {
+		t.Errorf("pod checkpoint and restore left something behind:\nbefore %+v\nafter  %+v", before, after)
+	}
+}
+
+func listPods(t *testing.T, d *daemon) []*runtimeapi.PodSandbox {
+	t.Helper()
+	resp, err := d.runtime.ListPodSandbox(context.Background(), &runtimeapi.ListPodSandboxRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.Items
+}

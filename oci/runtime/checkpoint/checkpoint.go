@@ -92,6 +92,10 @@ type Dump struct {
 	Mounts []string
 	// LeaveRunning: the container goes on after the dump.
 	LeaveRunning bool
+	// FreezeCgroup is the freezer cgroup the caller froze the tree in,
+	// for CRIU to dump it as it is and leave it frozen; "" to have CRIU
+	// stop the tree itself.
+	FreezeCgroup string
 }
 
 // Run dumps the tree and returns the names of its standard descriptors.
@@ -106,6 +110,9 @@ func (d *Dump) Run(ctx context.Context) (stdio [3]string, err error) {
 		"--log-file", DumpLog, "-v4", "--file-locks", "--manage-cgroups=ignore"}
 	if d.LeaveRunning {
 		args = append(args, "--leave-running")
+	}
+	if d.FreezeCgroup != "" {
+		args = append(args, "--freeze-cgroup", d.FreezeCgroup)
 	}
 	netIno, err := nsInode(d.PID, "net")
 	if err != nil {

@@ -317,8 +317,7 @@ func (b *Binary) Checkpoint(ctx context.Context, c *Container, criu, dir string)
 // restored from a checkpoint: `restore`, which stays the container's
 // parent as `run` does, and gives the restored processes its own output
 // in place of what they wrote to.
-func (b *Binary) restoreProgram(c *Container, criu, dir string) []string {
-	images := filepath.Join(dir, checkpoint.ImagesDir)
-	return []string{b.Path, "--root", b.Root, "--criu", criu, "restore", "--file-locks", "--image-path", images,
-		"--work-path", images, "--bundle", c.Bundle, "--pid-file", b.pidFile(c), c.ID}
+func (b *Binary) restoreProgram(c *Container, criu, dir, work string) []string {
+	return []string{b.Path, "--root", b.Root, "--criu", criu, "restore", "--file-locks", "--image-path", filepath.Join(dir, checkpoint.ImagesDir),
+		"--work-path", work, "--bundle", c.Bundle, "--pid-file", b.pidFile(c), c.ID}
 }

@@ -44,15 +44,23 @@ func (r *Restore) Launch(c *Container, a *monitor.Args) ([]*os.File, error) {
 		if _, err := b.Launch(c, a); err != nil {
 			return nil, err
 		}
-		a.Program = b.restoreProgram(c, r.CRIU, r.Dir)
+		work, err := workDir(c)
+		if err != nil {
+			return nil, err
+		}
+		a.Program = b.restoreProgram(c, r.CRIU, r.Dir, work)
 		return nil, nil
 	}
 	st, err := checkpoint.ReadState(r.Dir)
 	if err != nil {
 		return nil, err
 	}
+	work, err := workDir(c)
+	if err != nil {
+		return nil, err
+	}
 	args := []string{r.CRIU, "restore", "--restore-detached", "--pidfile", filepath.Join(c.StateDir, monitor.RuntimePIDFile),
-		"--images-dir", filepath.Join(r.Dir, checkpoint.ImagesDir), "--log-file", checkpoint.RestoreLog, "-v4",
+		"--images-dir", filepath.Join(r.Dir, checkpoint.ImagesDir), "--work-dir", work, "--log-file", checkpoint.RestoreLog, "-v4",
 		"--root", c.Spec.Root.Path, "--manage-cgroups=ignore", "--file-locks"}
 	var files []*os.File
 	if p := c.Namespaces[ns.Net]; p != "" {
@@ -85,6 +93,15 @@ func (r *Restore) Launch(c *Container, a *monitor.Args) ([]*os.File, error) {
 	a.RuntimePIDFile = filepath.Join(c.StateDir, monitor.RuntimePIDFile)
 	a.Cgroups = c.CgroupProcs
 	return files, nil
+}
+
+// criuWorkDir is where, in a container's state directory, CRIU writes its
+// restore log and work files: the checkpoint itself is only read.
+const criuWorkDir = "criu"
+
+func workDir(c *Container) (string, error) {
+	dir := filepath.Join(c.StateDir, criuWorkDir)
+	return dir, os.MkdirAll(dir, 0o700)
 }
 
 func closeAll(files []*os.File) {
@@ -129,7 +146,7 @@ func (r *Restore) WaitStarted(ctx context.Context, c *Container) error {
 			if e, err := monitor.ReadExit(c.StateDir); err == nil {
 				code = int(e.Code)
 			}
-			return fmt.Errorf("%w%s", &ExitedEarly{Runtime: "criu restore", Code: code}, checkpoint.LogErrors(filepath.Join(r.Dir, checkpoint.ImagesDir, checkpoint.RestoreLog)))
+			return fmt.Errorf("%w%s", &ExitedEarly{Runtime: "criu restore", Code: code}, checkpoint.LogErrors(filepath.Join(c.StateDir, criuWorkDir, checkpoint.RestoreLog)))
 		}
 		select {
 		case <-ctx.Done():
