@@ -52,7 +52,16 @@ func (m *Manager) CheckpointContainer(ctx context.Context, id, location string, 
 		return err
 	}
 	defer func() { _ = os.RemoveAll(work) }()
-	if err := m.capture(ctx, cp, work, ""); err != nil {
+	// Frozen from before the dump until its writable layer is copied:
+	// the files its processes have open are as CRIU saw them.
+	thaw, err := m.freezeAll(ctx, []*captured{cp})
+	if err != nil {
+		thaw()
+		return err
+	}
+	err = m.capture(ctx, cp, work, m.opts.Cgroups.FreezerDir(c.Cgroup))
+	thaw()
+	if err != nil {
 		return err
 	}
 	if err := writeArchive(work, location); err != nil {
@@ -89,8 +98,8 @@ func (m *Manager) prepareCapture(c *Container) (*captured, error) {
 }
 
 // capture dumps a container into dir (which exists): CRIU's images, then
-// the files beside them. frozen names the container's freezer cgroup when
-// the caller froze it (a pod's checkpoint), for CRIU to leave as it is.
+// the files beside them. The caller froze the container: frozen names its
+// freezer cgroup, for CRIU to dump as it is and leave frozen.
 func (m *Manager) capture(ctx context.Context, cp *captured, dir, frozen string) error {
 	t0 := time.Now()
 	st, err := m.dump(ctx, cp, dir, frozen)
@@ -109,9 +118,6 @@ func (m *Manager) capture(ctx context.Context, cp *captured, dir, frozen string)
 // CRIU what is outside the container. It returns what a restore needs.
 func (m *Manager) dump(ctx context.Context, cp *captured, work, frozen string) (*checkpoint.State, error) {
 	if b, ok := m.runtimeFor(m.handlerOf(cp.c)).(*engine.Binary); ok {
-		if frozen != "" {
-			return nil, fmt.Errorf("runtime handler %q: pods of runc-compatible runtimes are not checkpointed whole yet: %w", b.Name, errdefs.ErrFailedPrecondition)
-		}
 		err := b.Checkpoint(ctx, m.engineContainer(cp.c), m.opts.CRIU, work)
 		return &checkpoint.State{Runtime: checkpoint.RuntimeOCI}, err
 	}

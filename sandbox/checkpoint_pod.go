@@ -17,6 +17,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/husk-runtime/husk/oci/runtime/checkpoint"
+	"github.com/husk-runtime/husk/oci/runtime/engine"
 )
 
 // A pod's checkpoint (CheckpointPod) is a directory: podDumpFile, and for
@@ -69,7 +70,7 @@ func (m *Manager) CheckpointPod(ctx context.Context, podID, dir string, ids []st
 			emptyDir(dir)
 		}
 	}()
-	thaw, err := m.freezeAll(cps)
+	thaw, err := m.freezeAll(ctx, cps)
 	// Thawed whatever happens: a pod is never left frozen.
 	defer thaw()
 	if err != nil {
@@ -142,21 +143,31 @@ func (m *Manager) lockPodContainers(pod *Pod, ids []string) (_ []*captured, unlo
 	return cps, unlock, nil
 }
 
-// freezeAll freezes the containers' cgroups; thaw thaws those it froze.
-func (m *Manager) freezeAll(cps []*captured) (thaw func(), err error) {
-	var frozen []string
+// freezeAll freezes the containers (a runc-compatible runtime's through
+// the runtime); thaw thaws those it froze, whatever the context.
+func (m *Manager) freezeAll(ctx context.Context, cps []*captured) (thaw func(), err error) {
+	var thaws []func() error
 	thaw = func() {
-		for _, cg := range frozen {
-			if err := m.opts.Cgroups.Thaw(cg); err != nil {
-				klog.ErrorS(err, "Thawing a container after its pod's checkpoint", "cgroup", cg)
+		for _, t := range thaws {
+			if err := t(); err != nil {
+				klog.ErrorS(err, "Thawing a container after its checkpoint")
 			}
 		}
 	}
 	for _, cp := range cps {
-		if err := m.opts.Cgroups.Freeze(cp.c.Cgroup); err != nil {
+		if b, ok := m.runtimeFor(m.handlerOf(cp.c)).(*engine.Binary); ok {
+			if err := b.Pause(ctx, cp.c.ID); err != nil {
+				return thaw, fmt.Errorf("freezing container %s: %w", cp.c.ID, err)
+			}
+			id := cp.c.ID
+			thaws = append(thaws, func() error { return b.Resume(context.WithoutCancel(ctx), id) })
+			continue
+		}
+		if err := m.opts.Cgroups.Freeze(ctx, cp.c.Cgroup); err != nil {
 			return thaw, fmt.Errorf("freezing container %s: %w", cp.c.ID, err)
 		}
-		frozen = append(frozen, cp.c.Cgroup)
+		cg := cp.c.Cgroup
+		thaws = append(thaws, func() error { return m.opts.Cgroups.Thaw(cg) })
 	}
 	return thaw, nil
 }

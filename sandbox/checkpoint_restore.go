@@ -38,30 +38,42 @@ const restoreDirName = "checkpoint"
 // checkpointed container was made from, and the command, environment and
 // working directory, the checkpointed container's where the request has
 // none (crictl's config for a restore names little more than the image).
-func (m *Manager) fromCheckpoint(pod *Pod, cfg *runtimeapi.ContainerConfig) (*runtimeapi.ContainerConfig, string, error) {
+func (m *Manager) fromCheckpoint(pod *Pod, cfg *runtimeapi.ContainerConfig) (*runtimeapi.ContainerConfig, *checkpointSource, error) {
 	ref := cfg.GetImage().GetImage()
+	src := &checkpointSource{path: ref}
 	if !filepath.IsAbs(ref) {
-		return nil, "", nil
+		// An image made from an archive: its one layer is the archive's
+		// content, copied (the image may go before the container starts).
+		img, err := m.opts.Images.Get(ref)
+		if err != nil || !checkpoint.IsImage(m.opts.Images.Annotations(img)) {
+			return nil, nil, nil
+		}
+		if len(img.Layers) != 1 {
+			return nil, nil, fmt.Errorf("config.image.image: checkpoint image %s has %d layers, not one: %w", ref, len(img.Layers), errdefs.ErrInvalidArgument)
+		}
+		src = &checkpointSource{path: m.opts.Images.LayerPath(img.Layers[0]), copy: true}
+	} else if fi, err := os.Stat(ref); err == nil && !fi.IsDir() {
+		src.unpack = true
 	}
 	if m.opts.CRIU == "" {
-		return nil, "", fmt.Errorf("config.image.image: %s is a checkpoint to restore, and restores need CRIU, which husk found none of: %w", ref, errdefs.ErrFailedPrecondition)
+		return nil, nil, fmt.Errorf("config.image.image: %s is a checkpoint to restore, and restores need CRIU, which husk found none of: %w", ref, errdefs.ErrFailedPrecondition)
 	}
-	st, err := readArchiveState(ref)
+	st, err := readArchiveState(src.path)
 	if errors.Is(err, os.ErrNotExist) {
-		return nil, "", fmt.Errorf("config.image.image: checkpoint archive %s: %w", ref, errdefs.ErrNotFound)
+		return nil, nil, fmt.Errorf("config.image.image: checkpoint archive %s: %w", ref, errdefs.ErrNotFound)
 	}
 	if err != nil {
-		return nil, "", fmt.Errorf("config.image.image: %s is not a checkpoint archive of husk's: %v: %w", ref, err, errdefs.ErrInvalidArgument)
+		return nil, nil, fmt.Errorf("config.image.image: %s is not a checkpoint archive of husk's: %v: %w", ref, err, errdefs.ErrInvalidArgument)
 	}
 	if usernsOf(pod) != nil {
-		return nil, "", fmt.Errorf("config.image.image: %s is a checkpoint, and pods with user namespaces of their own restore none: %w", ref, errdefs.ErrFailedPrecondition)
+		return nil, nil, fmt.Errorf("config.image.image: %s is a checkpoint, and pods with user namespaces of their own restore none: %w", ref, errdefs.ErrFailedPrecondition)
 	}
 	if oci := pod.RuntimeHandler != ""; oci != (st.Runtime == checkpoint.RuntimeOCI) {
-		return nil, "", fmt.Errorf("config.image.image: %s was made by %s, and pod %s runs %s: %w", ref, runtimeName(st.Runtime == checkpoint.RuntimeOCI), pod.ID, runtimeName(oci), errdefs.ErrFailedPrecondition)
+		return nil, nil, fmt.Errorf("config.image.image: %s was made by %s, and pod %s runs %s: %w", ref, runtimeName(st.Runtime == checkpoint.RuntimeOCI), pod.ID, runtimeName(oci), errdefs.ErrFailedPrecondition)
 	}
 	var old runtimeapi.ContainerConfig
 	if err := protojson.Unmarshal(st.Config, &old); err != nil {
-		return nil, "", fmt.Errorf("config.image.image: %s: the checkpointed container's config: %v: %w", ref, err, errdefs.ErrInvalidArgument)
+		return nil, nil, fmt.Errorf("config.image.image: %s: the checkpointed container's config: %v: %w", ref, err, errdefs.ErrInvalidArgument)
 	}
 	out := proto.CloneOf(cfg)
 	out.Image = &runtimeapi.ImageSpec{Image: st.Image, UserSpecifiedImage: old.GetImage().GetUserSpecifiedImage()}
@@ -74,7 +86,15 @@ func (m *Manager) fromCheckpoint(pod *Pod, cfg *runtimeapi.ContainerConfig) (*ru
 	if out.WorkingDir == "" {
 		out.WorkingDir = old.WorkingDir
 	}
-	return out, ref, nil
+	return out, src, nil
+}
+
+// checkpointSource is what a container is restored from: an archive to
+// unpack, or a directory to copy, into the container's directory; or a
+// directory used where it is (a pod checkpoint's, which CRIU only reads).
+type checkpointSource struct {
+	path         string
+	unpack, copy bool
 }
 
 func runtimeName(oci bool) string {
@@ -115,23 +135,38 @@ func readArchiveState(file string) (*checkpoint.State, error) {
 	}
 }
 
-// restoreDir is where a container made from a checkpoint finds it: a
-// directory of a pod's checkpoint as it is (CRIU only reads it), an
-// archive unpacked into the container's directory.
-func (m *Manager) restoreDir(c *Container, from string) string {
-	if fi, err := os.Stat(from); err == nil && fi.IsDir() {
-		return from
+// restoreDir is where a container made from a checkpoint finds it.
+func (m *Manager) restoreDir(c *Container, src *checkpointSource) string {
+	if src.unpack || src.copy {
+		return filepath.Join(m.containerDir(c.ID), restoreDirName)
 	}
-	return filepath.Join(m.containerDir(c.ID), restoreDirName)
+	return src.path
 }
 
-// unpackCheckpoint unpacks a restored container's archive into its
-// directory; go-archive refuses entries that would land outside it.
-func (m *Manager) unpackCheckpoint(c *Container, file string) error {
-	dir := c.Restore
-	if dir != filepath.Join(m.containerDir(c.ID), restoreDirName) {
-		return nil // a directory, used as it is
+// placeCheckpoint unpacks (go-archive refuses entries that would land
+// outside the directory) or copies a restored container's checkpoint into
+// its directory.
+func (m *Manager) placeCheckpoint(c *Container, src *checkpointSource) error {
+	if !src.unpack && !src.copy {
+		return nil
 	}
+	dir := filepath.Join(m.containerDir(c.ID), restoreDirName)
+	if src.copy {
+		if err := os.CopyFS(dir, os.DirFS(src.path)); err != nil {
+			return fmt.Errorf("copying checkpoint %s: %w", src.path, err)
+		}
+	} else if err := unpackArchive(src.path, dir); err != nil {
+		return err
+	}
+	for _, name := range []string{checkpoint.ImagesDir, checkpoint.RootfsDiff} {
+		if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
+			return fmt.Errorf("checkpoint %s has no %s: %w", src.path, name, errdefs.ErrInvalidArgument)
+		}
+	}
+	return nil
+}
+
+func unpackArchive(file, dir string) error {
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		return err
 	}
@@ -142,11 +177,6 @@ func (m *Manager) unpackCheckpoint(c *Container, file string) error {
 	defer func() { _ = f.Close() }()
 	if err := archive.Unpack(f, dir, &archive.TarOptions{}); err != nil {
 		return fmt.Errorf("unpacking checkpoint %s: %v: %w", file, err, errdefs.ErrInvalidArgument)
-	}
-	for _, name := range []string{checkpoint.ImagesDir, checkpoint.RootfsDiff} {
-		if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
-			return fmt.Errorf("checkpoint %s has no %s: %w", file, name, errdefs.ErrInvalidArgument)
-		}
 	}
 	return nil
 }

@@ -90,7 +90,7 @@ func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg *runtim
 	if err != nil {
 		return "", err
 	}
-	restoreCfg, archive, err := m.fromCheckpoint(pod, cfg)
+	restoreCfg, restoreSrc, err := m.fromCheckpoint(pod, cfg)
 	if err != nil {
 		return "", err
 	}
@@ -111,8 +111,8 @@ func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg *runtim
 	userns := usernsOf(pod)
 	unlock := m.lockID(c.ID)
 	defer unlock()
-	if archive != "" {
-		c.Restore = m.restoreDir(c, archive)
+	if restoreSrc != nil {
+		c.Restore = m.restoreDir(c, restoreSrc)
 	}
 	if err := m.recordContainer(c, userns, st); err != nil {
 		m.forgetName(containerKey(pod.ID, cfg.GetMetadata()), c.ID)
@@ -124,8 +124,8 @@ func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg *runtim
 			m.nriRemoved(c, pod)
 		}
 	}()
-	if archive != "" {
-		if err := st.done("unpacking the checkpoint", m.unpackCheckpoint(c, archive)); err != nil {
+	if restoreSrc != nil {
+		if err := st.done("placing the checkpoint", m.placeCheckpoint(c, restoreSrc)); err != nil {
 			return "", err
 		}
 	}

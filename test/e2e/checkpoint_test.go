@@ -8,11 +8,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -61,7 +65,7 @@ func TestCheckpointAndRestoreCounter(t *testing.T) {
 		t.Fatalf("CheckpointContainer: %v", err)
 	}
 	to := lastNumber(t, logA)
-	checkArchiveLayout(t, archive)
+	checkArchiveLayout(t, archive, "counter", "ckpt-a")
 	// The original goes on.
 	waitFor(t, func() bool { return lastNumber(t, logA) > to+3 })
 	if st := e.status(t, id); st.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
@@ -96,6 +100,22 @@ func TestCheckpointAndRestoreCounter(t *testing.T) {
 	}
 	t.Logf("checkpointed at %d-%d, restored counter went on at %d", from, to, first)
 
+	// The same checkpoint as an image, pulled from a registry: restored
+	// from its layer.
+	ref := checkpointImage(t, e, archive)
+	podC, podCfgC := e.pod(t, "ckpt-c")
+	fromImage := e.create(t, podC, podCfgC, &runtimeapi.ContainerConfig{
+		Metadata: &runtimeapi.ContainerMetadata{Name: "counter"},
+		Image:    &runtimeapi.ImageSpec{Image: ref},
+		LogPath:  "from-image.log",
+	})
+	e.start(t, fromImage)
+	logC := e.status(t, fromImage).LogPath
+	waitFor(t, func() bool { return len(output(t, logC, "stdout")) >= 1 })
+	if out := output(t, logC, "stdout"); out[0] != strconv.Itoa(first) {
+		t.Errorf("restored from the checkpoint image, the counter printed first %q, want %d as from the archive", out[0], first)
+	}
+
 	// A stopped container cannot be checkpointed.
 	if _, err := e.d.runtime.StopContainer(context.Background(), &runtimeapi.StopContainerRequest{ContainerId: id, Timeout: 1}); err != nil {
 		t.Fatal(err)
@@ -103,7 +123,7 @@ func TestCheckpointAndRestoreCounter(t *testing.T) {
 	if err := e.checkpoint(id, filepath.Join(t.TempDir(), "stopped.tar")); status.Code(err) != codes.FailedPrecondition {
 		t.Errorf("checkpoint of a stopped container: %v, want FailedPrecondition", err)
 	}
-	for _, p := range []string{podA, podB} {
+	for _, p := range []string{podA, podB, podC} {
 		stopPod(t, e.d, p)
 		removePod(t, e.d, p)
 	}
@@ -115,9 +135,43 @@ func TestCheckpointAndRestoreCounter(t *testing.T) {
 	}
 }
 
+// checkpointImage makes an image of a checkpoint archive, as `checkpointctl
+// build` and CRI-O do (one layer, the archive's content, and CRI-O's
+// annotation), pushes it and has husk pull it.
+func checkpointImage(t *testing.T, e *ctrEnv, archive string) string {
+	t.Helper()
+	layer, err := tarball.LayerFromFile(archive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := mutate.AppendLayers(empty.Image, layer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err = mutate.ConfigFile(img, &v1.ConfigFile{OS: "linux", Architecture: runtime.GOARCH, RootFS: v1.RootFS{Type: "layers", DiffIDs: mustDiffIDs(t, img)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	img = mutate.Annotations(img, map[string]string{"io.kubernetes.cri-o.annotations.checkpoint.name": "counter"}).(v1.Image)
+	e.reg.Push(t, "checkpoint:counter", img)
+	ref := e.reg.Ref("checkpoint:counter")
+	pullImage(t, e.d, ref)
+	return ref
+}
+
+func mustDiffIDs(t *testing.T, img v1.Image) []v1.Hash {
+	t.Helper()
+	cf, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cf.RootFS.DiffIDs
+}
+
 // checkArchiveLayout checks what checkpointctl needs of an archive: the
-// images directory as an entry of its own, config.dump and spec.dump.
-func checkArchiveLayout(t *testing.T, archive string) {
+// images directory as an entry of its own, config.dump and spec.dump
+// naming the container and its pod.
+func checkArchiveLayout(t testing.TB, archive, name, pod string) {
 	t.Helper()
 	f, err := os.Open(archive)
 	if err != nil {
@@ -137,7 +191,7 @@ func checkArchiveLayout(t *testing.T, archive string) {
 		names[strings.TrimSuffix(filepath.Clean(h.Name), "/")] = true
 		if h.Name == "spec.dump" {
 			var spec struct{ Annotations map[string]string }
-			if err := json.NewDecoder(tr).Decode(&spec); err != nil || spec.Annotations["io.kubernetes.cri.container-name"] != "counter" || spec.Annotations["io.kubernetes.cri.sandbox-name"] != "ckpt-a" {
+			if err := json.NewDecoder(tr).Decode(&spec); err != nil || spec.Annotations["io.kubernetes.cri.container-name"] != name || spec.Annotations["io.kubernetes.cri.sandbox-name"] != pod {
 				t.Errorf("spec.dump's annotations (checkpointctl's names): %v, %v", spec.Annotations, err)
 			}
 		}
@@ -145,7 +199,7 @@ func checkArchiveLayout(t *testing.T, archive string) {
 			var cfg struct {
 				ID, Name, RootfsImageName string
 			}
-			if err := json.NewDecoder(tr).Decode(&cfg); err != nil || cfg.ID == "" || cfg.Name != "counter" || cfg.RootfsImageName == "" {
+			if err := json.NewDecoder(tr).Decode(&cfg); err != nil || cfg.ID == "" || cfg.Name != name || cfg.RootfsImageName == "" {
 				t.Errorf("config.dump: %+v, %v", cfg, err)
 			}
 		}

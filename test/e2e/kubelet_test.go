@@ -8,7 +8,11 @@ package e2e
 
 import (
 	"context"
+	"crypto/tls"
+	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -154,6 +158,8 @@ spec:
 						}
 						if evented {
 							checkEventedPLEG(t, d, filepath.Join(dir, "kubelet.log"))
+						} else {
+							checkKubeletCheckpoint(t, d, c, filepath.Join(dir, "root"))
 						}
 						// Remove the manifests: kubelet tears the pods down.
 						_ = os.Remove(filepath.Join(manifests, "hello.yaml"))
@@ -178,6 +184,42 @@ spec:
 		}
 		time.Sleep(time.Second)
 	}
+}
+
+// checkKubeletCheckpoint: kubelet's checkpoint API (KEP-2008, on by
+// default) has husk checkpoint the static pod's running container, which
+// goes on, and kubelet names the archive it had husk write under its
+// root's checkpoints directory.
+func checkKubeletCheckpoint(t *testing.T, d *daemon, c *runtimeapi.Container, root string) {
+	t.Helper()
+	ps, err := d.runtime.PodSandboxStatus(context.Background(), &runtimeapi.PodSandboxStatusRequest{PodSandboxId: c.PodSandboxId})
+	if err != nil {
+		t.Fatal(err)
+	}
+	md := ps.Status.Metadata
+	client := &http.Client{Timeout: 3 * time.Minute, Transport: &http.Transport{
+		// kubelet's own self-signed certificate
+		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // a kubelet on loopback
+	}}
+	url := fmt.Sprintf("https://127.0.0.1:10299/checkpoint/%s/%s/%s", md.Namespace, md.Name, c.Metadata.Name)
+	resp, err := client.Post(url, "", nil)
+	if err != nil {
+		t.Fatalf("POST %s: %v", url, err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	body, _ := io.ReadAll(resp.Body)
+	var out struct {
+		Items []string `json:"items"`
+	}
+	if resp.StatusCode != http.StatusOK || json.Unmarshal(body, &out) != nil || len(out.Items) != 1 || !strings.HasPrefix(out.Items[0], filepath.Join(root, "checkpoints")+"/") {
+		t.Fatalf("kubelet's checkpoint API: %s %s", resp.Status, body)
+	}
+	checkArchiveLayout(t, out.Items[0], c.Metadata.Name, md.Name)
+	st, err := d.runtime.ContainerStatus(context.Background(), &runtimeapi.ContainerStatusRequest{ContainerId: c.Id})
+	if err != nil || st.Status.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
+		t.Errorf("after kubelet's checkpoint: %v, %v", st.GetStatus().GetState(), err)
+	}
+	t.Logf("kubelet's checkpoint API wrote %s", out.Items[0])
 }
 
 // checkEventedPLEG: kubelet is subscribed to husk's events (its metrics

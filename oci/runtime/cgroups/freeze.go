@@ -1,51 +1,56 @@
 package cgroups
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
+	"strings"
+	"time"
 
 	"github.com/containerd/cgroups/v3/cgroup1"
 	"github.com/containerd/errdefs"
 )
 
-// Freeze stops every process of a cgroup tree where it is (the v1 freezer,
-// v2's cgroup.freeze) and returns once they are stopped; Thaw lets them go
-// on. A pod's checkpoint freezes all its containers before it dumps any.
-func (m *Manager) Freeze(path string) error {
-	if err := checkPath(path); err != nil {
-		return err
-	}
-	if m.unified {
-		cg, err := m.loadV2(path)
-		if err != nil {
-			return err
-		}
-		return cg.Freeze()
-	}
-	cg, err := m.freezerV1(path)
+// Freeze stops every process of a cgroup tree where it is (the v1
+// freezer's freezer.state, v2's cgroup.freeze) and returns once the kernel
+// says they are stopped, or thaws them again and fails when ctx ends
+// first. Written here rather than with containerd/cgroups' Freeze, which
+// waits without end: a task that cannot be frozen would hang a checkpoint
+// past its deadline. A pod's checkpoint freezes all its containers before
+// it dumps any.
+func (m *Manager) Freeze(ctx context.Context, path string) error {
+	file, frozen, err := m.freezerFile(path, true)
 	if err != nil {
 		return err
 	}
-	return cg.Freeze()
+	if err := os.WriteFile(file, []byte(frozen), 0o644); err != nil {
+		return fmt.Errorf("freezing cgroup %s: %w", path, err)
+	}
+	for {
+		done, err := m.isFrozen(path)
+		if err != nil || done {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return errors.Join(fmt.Errorf("freezing cgroup %s: %w", path, ctx.Err()), m.Thaw(path))
+		case <-time.After(time.Millisecond):
+		}
+	}
 }
 
 // Thaw undoes Freeze.
 func (m *Manager) Thaw(path string) error {
-	if err := checkPath(path); err != nil {
-		return err
-	}
-	if m.unified {
-		cg, err := m.loadV2(path)
-		if err != nil {
-			return err
-		}
-		return cg.Thaw()
-	}
-	cg, err := m.freezerV1(path)
+	file, thawed, err := m.freezerFile(path, false)
 	if err != nil {
 		return err
 	}
-	return cg.Thaw()
+	if err := os.WriteFile(file, []byte(thawed), 0o644); err != nil {
+		return fmt.Errorf("thawing cgroup %s: %w", path, err)
+	}
+	return nil
 }
 
 // FreezerDir is the directory of the cgroup that freezes path's processes,
@@ -63,13 +68,38 @@ func (m *Manager) FreezerDir(path string) string {
 	return ""
 }
 
-func (m *Manager) freezerV1(path string) (cgroup1.Cgroup, error) {
-	root := m.v1Root(cgroup1.Freezer)
-	if root == "" {
-		return nil, fmt.Errorf("no freezer hierarchy is mounted: %w", errdefs.ErrFailedPrecondition)
+// freezerFile is the file that freezes path and what to write in it.
+func (m *Manager) freezerFile(path string, freeze bool) (file, value string, err error) {
+	if err := checkPath(path); err != nil {
+		return "", "", err
 	}
-	freezer := cgroup1.NewFreezer(filepath.Dir(root))
-	return cgroup1.Load(cgroup1.StaticPath(path), cgroup1.WithHierarchy(func() ([]cgroup1.Subsystem, error) {
-		return []cgroup1.Subsystem{freezer}, nil
-	}))
+	dir := m.FreezerDir(path)
+	if dir == "" {
+		return "", "", fmt.Errorf("no freezer hierarchy is mounted: %w", errdefs.ErrFailedPrecondition)
+	}
+	if _, err := os.Stat(dir); err != nil {
+		return "", "", fmt.Errorf("cgroup %s: %w", path, errdefs.ErrNotFound)
+	}
+	switch {
+	case m.unified && freeze:
+		return filepath.Join(dir, "cgroup.freeze"), "1", nil
+	case m.unified:
+		return filepath.Join(dir, "cgroup.freeze"), "0", nil
+	case freeze:
+		return filepath.Join(dir, "freezer.state"), "FROZEN", nil
+	default:
+		return filepath.Join(dir, "freezer.state"), "THAWED", nil
+	}
+}
+
+// isFrozen: v2's cgroup.events says "frozen 1" once every task is; v1's
+// freezer.state goes from FREEZING to FROZEN.
+func (m *Manager) isFrozen(path string) (bool, error) {
+	dir := m.FreezerDir(path)
+	if m.unified {
+		got, err := readKeys(filepath.Join(dir, "cgroup.events"), "frozen")
+		return got["frozen"] == 1, err
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "freezer.state"))
+	return strings.TrimSpace(string(b)) == "FROZEN", err
 }

@@ -38,7 +38,7 @@ func testFreezeAndThaw(t *testing.T, m *Manager, file, frozen string) {
 		}
 		return ""
 	})
-	if err := m.Freeze(top); err != nil {
+	if err := m.Freeze(t.Context(), top); err != nil {
 		t.Fatal(err)
 	}
 	if got := readTrim(t, filepath.Join(m.FreezerDir(top), file)); got != frozen {

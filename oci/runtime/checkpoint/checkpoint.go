@@ -76,6 +76,22 @@ type State struct {
 	Stdio [3]string `json:"stdio"`
 }
 
+// ImageAnnotations are the manifest annotations that make an image a
+// checkpoint: CRI-O's (which containerd reads too) and those
+// `checkpointctl build` writes. Such an image has one layer, the archive's
+// content.
+var ImageAnnotations = []string{"io.kubernetes.cri-o.annotations.checkpoint.name", "org.criu.checkpoint.container.name"}
+
+// IsImage tells whether manifest annotations make an image a checkpoint.
+func IsImage(annotations map[string]string) bool {
+	for _, k := range ImageAnnotations {
+		if annotations[k] != "" {
+			return true
+		}
+	}
+	return false
+}
+
 // RuntimeOCI is State.Runtime of a runc-compatible runtime's dump.
 const RuntimeOCI = "oci"
 

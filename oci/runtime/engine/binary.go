@@ -313,6 +313,30 @@ func (b *Binary) Checkpoint(ctx context.Context, c *Container, criu, dir string)
 	return nil
 }
 
+// Pause freezes the container through the runtime (`pause`), which then
+// knows it is: its checkpoint of a container frozen behind its back fails
+// and leaves the container's own cgroup frozen.
+func (b *Binary) Pause(ctx context.Context, id string) error {
+	return b.command(ctx, "pause", id)
+}
+
+// Resume undoes Pause.
+func (b *Binary) Resume(ctx context.Context, id string) error {
+	return b.command(ctx, "resume", id)
+}
+
+func (b *Binary) command(ctx context.Context, args ...string) error {
+	if b.Path == "" {
+		return fmt.Errorf("the pod's runtime handler %q is no longer configured: %w", b.Name, errdefs.ErrFailedPrecondition)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if out, err := exec.CommandContext(ctx, b.Path, append([]string{"--root", b.Root}, args...)...).CombinedOutput(); err != nil {
+		return fmt.Errorf("%s %s: %w: %s", b.Name, strings.Join(args, " "), err, bytes.TrimSpace(out))
+	}
+	return nil
+}
+
 // restoreProgram is the monitor's program for a container of this runtime
 // restored from a checkpoint: `restore`, which stays the container's
 // parent as `run` does, and gives the restored processes its own output
