@@ -80,22 +80,26 @@ int main(void) {
 }
 `
 
-func pauseImage(b *testing.B) v1.Image {
+func pauseImage(b *testing.B) v1.Image { return staticCImage(b, "pause", pauseSource) }
+
+// staticCImage is an image of one static C program, /NAME, its entrypoint,
+// built from source with gcc.
+func staticCImage(b *testing.B, name, source string) v1.Image {
 	dir := b.TempDir()
-	src := filepath.Join(dir, "pause.c")
-	if err := os.WriteFile(src, []byte(pauseSource), 0o600); err != nil {
+	src := filepath.Join(dir, name+".c")
+	if err := os.WriteFile(src, []byte(source), 0o600); err != nil {
 		b.Fatal(err)
 	}
-	bin := filepath.Join(dir, "pause")
-	if out, err := exec.Command("gcc", "-static", "-Os", "-s", "-o", bin, src).CombinedOutput(); err != nil {
-		b.Fatalf("building pause: %v\n%s", err, out)
+	bin := filepath.Join(dir, name)
+	if out, err := exec.Command("gcc", "-static", "-O2", "-s", "-o", bin, src).CombinedOutput(); err != nil {
+		b.Fatalf("building %s: %v\n%s", name, err, out)
 	}
 	data, err := os.ReadFile(bin)
 	if err != nil {
 		b.Fatal(err)
 	}
-	return imagetest.Image(b, v1.Config{Entrypoint: []string{"/pause"}},
-		imagetest.Layer(b, imagetest.Entry{Name: "pause", Mode: 0o755, Content: data}))
+	return imagetest.Image(b, v1.Config{Entrypoint: []string{"/" + name}},
+		imagetest.Layer(b, imagetest.Entry{Name: name, Mode: 0o755, Content: data}))
 }
 
 // compareNet is a /16 pod network, room for the scale benchmark's pods.
