@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -476,4 +477,81 @@ func listPods(t *testing.T, d *daemon) []*runtimeapi.PodSandbox {
 		t.Fatal(err)
 	}
 	return resp.Items
+}
+
+// connectSource connects to a unix socket and holds the connection.
+const connectSource = `#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+	struct sockaddr_un a = {.sun_family = AF_UNIX};
+	strncpy(a.sun_path, argv[1], sizeof a.sun_path - 1);
+	int s = socket(AF_UNIX, SOCK_STREAM, 0);
+	if (connect(s, (struct sockaddr *)&a, sizeof a) != 0) {
+		perror("connect");
+		return 1;
+	}
+	printf("connected\n");
+	fflush(stdout);
+	for (;;)
+		pause();
+}
+`
+
+// TestCheckpointRefusesAnExternalSocket: a container connected to a unix
+// socket of the host's cannot be dumped (CRIU will not take half of a
+// connection); the refusal gives CRIU's reason, the container runs on,
+// thawed, and nothing of the attempt is left.
+func TestCheckpointRefusesAnExternalSocket(t *testing.T) {
+	e := newCtrEnv(t)
+	e.reg.Push(t, "connect:test", staticCImage(t, "connect", connectSource))
+	pullImage(t, e.d, e.reg.Ref("connect:test"))
+	sockDir := t.TempDir()
+	l, err := net.Listen("unix", filepath.Join(sockDir, "s.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = l.Close() }()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			defer func() { _ = c.Close() }()
+		}
+	}()
+	podID, podCfg := e.pod(t, "ckpt-sock")
+	cfg := ctrConfig("connect", &runtimeapi.ImageSpec{Image: e.reg.Ref("connect:test")})
+	cfg.Args = []string{"/sock/s.sock"}
+	cfg.Mounts = []*runtimeapi.Mount{{ContainerPath: "/sock", HostPath: sockDir}}
+	id := e.run(t, podID, podCfg, cfg)
+	waitFor(t, func() bool {
+		out := output(t, e.status(t, id).LogPath, "stdout")
+		return len(out) == 1 && out[0] == "connected"
+	})
+	dir := t.TempDir()
+	err = e.checkpoint(id, filepath.Join(dir, "sock.tar"))
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "CRIU: Error") {
+		t.Fatalf("checkpoint of a container connected to the host: %v, want FailedPrecondition with CRIU's errors", err)
+	}
+	t.Logf("refused: %v", err)
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Errorf("a refused checkpoint left %v", entries)
+	}
+	if leftovers, _ := filepath.Glob(filepath.Join(e.d.root, "containers", id, ".checkpoint-*")); len(leftovers) != 0 {
+		t.Errorf("a refused checkpoint left %v", leftovers)
+	}
+	if st := e.status(t, id); st.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
+		t.Errorf("after the refusal the container is %s", st.State)
+	}
+	// Thawed: it still takes a signal and ends.
+	if _, err := e.d.runtime.StopContainer(context.Background(), &runtimeapi.StopContainerRequest{ContainerId: id, Timeout: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if st := e.status(t, id); st.State != runtimeapi.ContainerState_CONTAINER_EXITED {
+		t.Errorf("stopped after the refusal: %s", st.State)
+	}
 }

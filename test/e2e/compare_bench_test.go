@@ -84,7 +84,7 @@ func pauseImage(b *testing.B) v1.Image { return staticCImage(b, "pause", pauseSo
 
 // staticCImage is an image of one static C program, /NAME, its entrypoint,
 // built from source with gcc.
-func staticCImage(b *testing.B, name, source string) v1.Image {
+func staticCImage(b testing.TB, name, source string) v1.Image {
 	dir := b.TempDir()
 	src := filepath.Join(dir, name+".c")
 	if err := os.WriteFile(src, []byte(source), 0o600); err != nil {
