@@ -205,9 +205,6 @@ func (m *Manager) RestorePod(ctx context.Context, dir string, cfg *runtimeapi.Po
 	if err := m.checkCRIU(); err != nil {
 		return "", nil, err
 	}
-	if handler != "" {
-		return "", nil, fmt.Errorf("runtime_handler: %q: pods of runc-compatible runtimes are not checkpointed whole yet: %w", handler, errdefs.ErrFailedPrecondition)
-	}
 	dump, err := readPodDump(dir)
 	if err != nil {
 		return "", nil, err

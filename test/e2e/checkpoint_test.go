@@ -380,7 +380,23 @@ func TestCheckpointAndRestoreUnderRunc(t *testing.T) {
 	if err != nil || strings.TrimSpace(string(resp.Stdout)) != "made" {
 		t.Errorf("exec in the restored container: %v, %v", resp, err)
 	}
-	for _, p := range []string{podA, podB, own} {
+
+	// The pod whole, under runc: paused by runc, dumped by runc.
+	dir := t.TempDir()
+	if _, err := d.runtime.CheckpointPod(context.Background(), &runtimeapi.CheckpointPodRequest{PodSandboxId: podB, OutputPath: dir, ContainerIds: []string{restored}}); err != nil {
+		t.Fatalf("CheckpointPod: %v", err)
+	}
+	podC := podConfig("runc-c")
+	podC.LogDirectory = filepath.Join(e.logs, "runc-c")
+	rp, err := d.runtime.RestorePod(context.Background(), &runtimeapi.RestorePodRequest{CheckpointPath: dir, Config: podC, RuntimeHandler: "runc",
+		ContainerConfigs: []*runtimeapi.ContainerConfig{ctrConfig("counter", e.image("plain"))}})
+	if err != nil {
+		t.Fatalf("RestorePod: %v", err)
+	}
+	e.start(t, rp.RestoredContainers[0].ContainerId)
+	logC := e.status(t, rp.RestoredContainers[0].ContainerId).LogPath
+	waitFor(t, func() bool { return lastNumber(t, logC) > to+1 })
+	for _, p := range []string{podA, podB, own, rp.PodSandboxId} {
 		stopPod(t, d, p)
 		removePod(t, d, p)
 	}
