@@ -224,12 +224,39 @@ func (m *Manager) writeCheckpointFiles(c *Container, s *specs.Spec, work string,
 			return err
 		}
 	}
+	if err := copyLog(c, filepath.Join(work, checkpoint.ContainerLog)); err != nil {
+		return err
+	}
 	// checkpointctl shows the dump's statistics from the top.
 	err = os.Rename(filepath.Join(work, checkpoint.ImagesDir, checkpoint.StatsDump), filepath.Join(work, checkpoint.StatsDump))
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
 	return writeRootfsDiff(m.upperDir(c.ID), filepath.Join(work, checkpoint.RootfsDiff))
+}
+
+// copyLog copies the container's CRI log, if it has one.
+func copyLog(c *Container, file string) error {
+	if c.LogPath == "" {
+		return nil
+	}
+	f, err := openLog(c)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("its log: %w", err)
+	}
+	defer func() { _ = f.Close() }()
+	out, err := os.OpenFile(file, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, f); err != nil {
+		_ = out.Close()
+		return err
+	}
+	return out.Close()
 }
 
 // writeRootfsDiff tars the writable layer, overlayfs's whiteouts as
@@ -262,7 +289,7 @@ func writeArchive(dir, file string) error {
 	defer func() { _ = rc.Close() }()
 	tmp, err := os.CreateTemp(filepath.Dir(file), "."+filepath.Base(file)+".tmp-")
 	if err != nil {
-		return err
+		return fmt.Errorf("location: %v: %w", err, errdefs.ErrInvalidArgument)
 	}
 	defer func() { _ = os.Remove(tmp.Name()) }()
 	if _, err := io.Copy(tmp, rc); err != nil {

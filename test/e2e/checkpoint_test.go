@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
@@ -44,6 +45,43 @@ func lastNumber(t *testing.T, logPath string) int {
 	return n
 }
 
+// checkpointCounter runs a counter in a pod and checkpoints it once it
+// counted to 5; from and to are what it had printed just before and just
+// after.
+func (e *ctrEnv) checkpointCounter(t *testing.T, podID string, pod *runtimeapi.PodSandboxConfig) (id, archive string, from, to int) {
+	t.Helper()
+	id = e.run(t, podID, pod, ctrConfig("counter", e.image("plain"), "sh", "-c", counterScript))
+	log := e.status(t, id).LogPath
+	waitFor(t, func() bool { return lastNumber(t, log) >= 5 })
+	archive = filepath.Join(t.TempDir(), "counter.tar")
+	from = lastNumber(t, log)
+	if err := e.checkpoint(id, archive); err != nil {
+		t.Fatalf("CheckpointContainer: %v", err)
+	}
+	return id, archive, from, lastNumber(t, log)
+}
+
+// restoreCounter restores checkpointCounter's archive in a pod and checks
+// that the counter goes on from where it was; it returns the container
+// and the first number it printed.
+func (e *ctrEnv) restoreCounter(t *testing.T, podID string, pod *runtimeapi.PodSandboxConfig, archive string, from, to int) (string, int) {
+	t.Helper()
+	id := e.create(t, podID, pod, &runtimeapi.ContainerConfig{
+		Metadata: &runtimeapi.ContainerMetadata{Name: "counter"},
+		Image:    &runtimeapi.ImageSpec{Image: archive},
+		LogPath:  "restored.log",
+	})
+	e.start(t, id)
+	log := e.status(t, id).LogPath
+	waitFor(t, func() bool { return len(output(t, log, "stdout")) >= 3 })
+	out := output(t, log, "stdout")
+	first, err := strconv.Atoi(out[0])
+	if err != nil || first <= from || first > to+1 {
+		t.Fatalf("restored counter printed first %q; it was at %d to %d when checkpointed", out[0], from, to)
+	}
+	return id, first
+}
+
 func (e *ctrEnv) checkpoint(id, location string) error {
 	_, err := e.d.runtime.CheckpointContainer(context.Background(), &runtimeapi.CheckpointContainerRequest{ContainerId: id, Location: location, Timeout: 60})
 	return err
@@ -56,16 +94,8 @@ func TestCheckpointAndRestoreCounter(t *testing.T) {
 	e := newCtrEnv(t)
 	before := countContainerLeaks(t, e.d)
 	podA, podCfgA := e.pod(t, "ckpt-a")
-	id := e.run(t, podA, podCfgA, ctrConfig("counter", e.image("plain"), "sh", "-c", counterScript))
+	id, archive, from, to := e.checkpointCounter(t, podA, podCfgA)
 	logA := e.status(t, id).LogPath
-	waitFor(t, func() bool { return lastNumber(t, logA) >= 5 })
-
-	archive := filepath.Join(t.TempDir(), "counter.tar")
-	from := lastNumber(t, logA)
-	if err := e.checkpoint(id, archive); err != nil {
-		t.Fatalf("CheckpointContainer: %v", err)
-	}
-	to := lastNumber(t, logA)
 	checkArchiveLayout(t, archive, "counter", "ckpt-a")
 	// The original goes on.
 	waitFor(t, func() bool { return lastNumber(t, logA) > to+3 })
@@ -74,20 +104,7 @@ func TestCheckpointAndRestoreCounter(t *testing.T) {
 	}
 
 	podB, podCfgB := e.pod(t, "ckpt-b")
-	cfg := &runtimeapi.ContainerConfig{
-		Metadata: &runtimeapi.ContainerMetadata{Name: "counter"},
-		Image:    &runtimeapi.ImageSpec{Image: archive},
-		LogPath:  "restored.log",
-	}
-	restored := e.create(t, podB, podCfgB, cfg)
-	e.start(t, restored)
-	logB := e.status(t, restored).LogPath
-	waitFor(t, func() bool { return len(output(t, logB, "stdout")) >= 3 })
-	out := output(t, logB, "stdout")
-	first, err := strconv.Atoi(out[0])
-	if err != nil || first <= from || first > to+1 {
-		t.Fatalf("restored counter printed first %q; it was at %d to %d when checkpointed", out[0], from, to)
-	}
+	restored, first := e.restoreCounter(t, podB, podCfgB, archive, from, to)
 	resp, err := e.exec(t, restored, 10, "sh", "-c", "cat /made-here; test -e /bin/yes && echo yes-is-back; hostname; cat /count")
 	if err != nil {
 		t.Fatal(err)
@@ -100,6 +117,12 @@ func TestCheckpointAndRestoreCounter(t *testing.T) {
 		t.Errorf("count in the restored writable layer %q, below the first number printed %d", lines[2], first)
 	}
 	t.Logf("checkpointed at %d-%d, restored counter went on at %d", from, to, first)
+	// Attach reaches the restored process's output through its new
+	// monitor.
+	line, err := firstLine(e.d.crictlCommand(context.Background(), "attach", restored), 20*time.Second)
+	if n, _ := strconv.Atoi(strings.TrimSpace(line)); err != nil || n <= first {
+		t.Errorf("crictl attach to the restored counter: %q, %v", line, err)
+	}
 
 	// The same checkpoint as an image, pulled from a registry: restored
 	// from its layer.
@@ -205,7 +228,7 @@ func checkArchiveLayout(t testing.TB, archive, name, pod string) {
 			}
 		}
 	}
-	for _, want := range []string{"checkpoint", "checkpoint/inventory.img", "checkpoint/pstree.img", "config.dump", "spec.dump", "rootfs-diff.tar", "husk.dump", "stats-dump"} {
+	for _, want := range []string{"checkpoint", "checkpoint/inventory.img", "checkpoint/pstree.img", "config.dump", "spec.dump", "rootfs-diff.tar", "husk.dump", "stats-dump", "container.log"} {
 		if !names[want] {
 			t.Errorf("archive has no %s; it has %v", want, names)
 		}
@@ -345,15 +368,7 @@ func TestCheckpointAndRestoreUnderRunc(t *testing.T) {
 		return resp.PodSandboxId, cfg
 	}
 	podA, cfgA := runcPod("runc-a")
-	id := e.run(t, podA, cfgA, ctrConfig("counter", e.image("plain"), "sh", "-c", counterScript))
-	logA := e.status(t, id).LogPath
-	waitFor(t, func() bool { return lastNumber(t, logA) >= 5 })
-	archive := filepath.Join(t.TempDir(), "runc.tar")
-	from := lastNumber(t, logA)
-	if err := e.checkpoint(id, archive); err != nil {
-		t.Fatalf("CheckpointContainer: %v", err)
-	}
-	to := lastNumber(t, logA)
+	_, archive, from, to := e.checkpointCounter(t, podA, cfgA)
 
 	// husk's own runtime refuses runc's checkpoint.
 	own, ownCfg := e.pod(t, "own")
@@ -364,18 +379,7 @@ func TestCheckpointAndRestoreUnderRunc(t *testing.T) {
 	}
 
 	podB, cfgB := runcPod("runc-b")
-	restored := e.create(t, podB, cfgB, &runtimeapi.ContainerConfig{
-		Metadata: &runtimeapi.ContainerMetadata{Name: "counter"},
-		Image:    &runtimeapi.ImageSpec{Image: archive},
-		LogPath:  "restored.log",
-	})
-	e.start(t, restored)
-	logB := e.status(t, restored).LogPath
-	waitFor(t, func() bool { return len(output(t, logB, "stdout")) >= 3 })
-	out := output(t, logB, "stdout")
-	if first, err := strconv.Atoi(out[0]); err != nil || first <= from || first > to+1 {
-		t.Fatalf("restored counter printed first %q; it was at %d to %d when checkpointed", out[0], from, to)
-	}
+	restored, _ := e.restoreCounter(t, podB, cfgB, archive, from, to)
 	resp, err := e.exec(t, restored, 10, "cat", "/made-here")
 	if err != nil || strings.TrimSpace(string(resp.Stdout)) != "made" {
 		t.Errorf("exec in the restored container: %v, %v", resp, err)

@@ -61,11 +61,17 @@ func TestCrictlVersionAndInfo(t *testing.T) {
 	}
 }
 
-func TestUnbuiltRPCsAnswerUnimplemented(t *testing.T) {
+// TestUnknownRPCsAnswerUnimplemented: husk serves every RPC of its CRI
+// version; a method it does not know (an old v1alpha2 client's) is
+// Unimplemented, and the daemon goes on.
+func TestUnknownRPCsAnswerUnimplemented(t *testing.T) {
 	d := newDaemon(t, "")
-	_, err := d.runtime.CheckpointContainer(t.Context(), &runtimeapi.CheckpointContainerRequest{ContainerId: "x"})
-	if status.Code(err) != codes.Unimplemented {
-		t.Errorf("CheckpointContainer: %v", err)
+	err := d.conn.Invoke(t.Context(), "/runtime.v1alpha2.RuntimeService/Version", &runtimeapi.VersionRequest{}, &runtimeapi.VersionResponse{})
+	if status.Code(err) != codes.Unimplemented || !strings.Contains(err.Error(), "v1alpha2") {
+		t.Errorf("a v1alpha2 call: %v, want Unimplemented naming it", err)
+	}
+	if _, err := d.runtime.Version(t.Context(), &runtimeapi.VersionRequest{}); err != nil {
+		t.Errorf("Version after it: %v", err)
 	}
 }
 

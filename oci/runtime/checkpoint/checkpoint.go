@@ -33,6 +33,9 @@ const (
 	SpecDump   = "spec.dump"       // the container's OCI spec
 	RootfsDiff = "rootfs-diff.tar" // its writable layer
 	StatsDump  = "stats-dump"      // CRIU's statistics of the dump
+	// ContainerLog is the container's CRI log as it was: what it said
+	// up to the checkpoint, for who inspects it.
+	ContainerLog = "container.log"
 	// HuskDump is husk's own: State.
 	HuskDump   = "husk.dump"
 	DumpLog    = "dump.log"
