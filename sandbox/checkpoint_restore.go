@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -148,7 +149,7 @@ func (m *Manager) restoreDir(c *Container, src *checkpointSource) string {
 // its directory.
 func (m *Manager) placeCheckpoint(c *Container, src *checkpointSource) error {
 	if !src.unpack && !src.copy {
-		return nil
+		return checkPlainTree(src.path)
 	}
 	dir := filepath.Join(m.containerDir(c.ID), restoreDirName)
 	if src.copy {
@@ -158,12 +159,27 @@ func (m *Manager) placeCheckpoint(c *Container, src *checkpointSource) error {
 	} else if err := unpackArchive(src.path, dir); err != nil {
 		return err
 	}
+	return checkPlainTree(dir)
+}
+
+// checkPlainTree refuses a checkpoint that is not directories and regular
+// files only, with its images and writable layer: a symlink among them
+// would have CRIU or the layer's unpacking read a file of the host's.
+func checkPlainTree(dir string) error {
 	for _, name := range []string{checkpoint.ImagesDir, checkpoint.RootfsDiff} {
-		if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
-			return fmt.Errorf("checkpoint %s has no %s: %w", src.path, name, errdefs.ErrInvalidArgument)
+		if _, err := os.Lstat(filepath.Join(dir, name)); err != nil {
+			return fmt.Errorf("checkpoint %s has no %s: %w", dir, name, errdefs.ErrInvalidArgument)
 		}
 	}
-	return nil
+	return filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !d.IsDir() && !d.Type().IsRegular() {
+			return fmt.Errorf("checkpoint %s: %s is neither a file nor a directory: %w", dir, p, errdefs.ErrInvalidArgument)
+		}
+		return nil
+	})
 }
 
 func unpackArchive(file, dir string) error {
