@@ -169,10 +169,17 @@ func (m *Manager) startMonitor(c *Container, pod *Pod) error {
 	t0 := time.Now()
 	err = m.launchMonitor(c, cmd)
 	// Its copies are the monitor's now: the report's end of file is the
-	// runtime's, and the sync's the monitor's.
+	// runtime's, and the sync's the monitor's; so are the runtime's files
+	// (a restore's network namespace), but for the sealed binary, which
+	// every monitor gets.
 	_ = reportW.Close()
 	if syncW != nil {
 		_ = syncW.Close()
+	}
+	for _, f := range files {
+		if f != m.opts.Binary && f != syncW {
+			_ = f.Close()
+		}
 	}
 	if err != nil {
 		return err
