@@ -69,6 +69,12 @@ func (m *Manager) fromCheckpoint(pod *Pod, cfg *runtimeapi.ContainerConfig) (*ru
 	if usernsOf(pod) != nil {
 		return nil, nil, fmt.Errorf("config.image.image: %s is a checkpoint, and pods with user namespaces of their own restore none: %w", ref, errdefs.ErrFailedPrecondition)
 	}
+	if st.Runtime == checkpoint.RuntimeOCI && m.opts.Cgroups.Unified() {
+		// Its `restore` maps the checkpointed container's cgroup to the
+		// new one's for v1 only (runc 1.1): on v2 the processes would be
+		// put back in the old container's cgroup.
+		return nil, nil, fmt.Errorf("config.image.image: %s was made by a runc-compatible runtime handler, whose restore on cgroup v2 puts the processes in the checkpointed container's cgroup: %w", ref, errdefs.ErrFailedPrecondition)
+	}
 	if oci := pod.RuntimeHandler != ""; oci != (st.Runtime == checkpoint.RuntimeOCI) {
 		return nil, nil, fmt.Errorf("config.image.image: %s was made by %s, and pod %s runs %s: %w", ref, runtimeName(st.Runtime == checkpoint.RuntimeOCI), pod.ID, runtimeName(oci), errdefs.ErrFailedPrecondition)
 	}

@@ -79,7 +79,18 @@ func (e *ctrEnv) restoreCounter(t *testing.T, podID string, pod *runtimeapi.PodS
 	if err != nil || first <= from || first > to+1 {
 		t.Fatalf("restored counter printed first %q; it was at %d to %d when checkpointed", out[0], from, to)
 	}
+	checkRestoredInPod(t, e.d, podID)
 	return id, first
+}
+
+// checkRestoredInPod: the restored processes are in the new pod's cgroup
+// (its stats count them), not the checkpointed container's.
+func checkRestoredInPod(t *testing.T, d *daemon, podID string) {
+	t.Helper()
+	ps, err := d.runtime.PodSandboxStats(context.Background(), &runtimeapi.PodSandboxStatsRequest{PodSandboxId: podID})
+	if err != nil || ps.Stats.GetLinux().GetProcess().GetProcessCount().GetValue() == 0 {
+		t.Errorf("the restored pod's cgroup has no process: %v, %v", ps.GetStats().GetLinux().GetProcess(), err)
+	}
 }
 
 func (e *ctrEnv) checkpoint(id, location string) error {
@@ -368,7 +379,7 @@ func TestCheckpointAndRestoreUnderRunc(t *testing.T) {
 		return resp.PodSandboxId, cfg
 	}
 	podA, cfgA := runcPod("runc-a")
-	_, archive, from, to := e.checkpointCounter(t, podA, cfgA)
+	id, archive, from, to := e.checkpointCounter(t, podA, cfgA)
 
 	// husk's own runtime refuses runc's checkpoint.
 	own, ownCfg := e.pod(t, "own")
@@ -379,6 +390,32 @@ func TestCheckpointAndRestoreUnderRunc(t *testing.T) {
 	}
 
 	podB, cfgB := runcPod("runc-b")
+	pods := []string{podA, podB, own}
+	defer func() {
+		for _, p := range pods {
+			stopPod(t, d, p)
+			removePod(t, d, p)
+		}
+		if after := countContainerLeaks(t, d); after != before {
+			t.Errorf("checkpoint and restore left something behind:\nbefore %+v\nafter  %+v", before, after)
+		}
+	}()
+	if unifiedHost {
+		// runc 1.1 maps the checkpointed cgroup to the new one for v1
+		// only: on v2 the restored processes would land in the old
+		// container's cgroup. husk refuses.
+		_, err := d.runtime.CreateContainer(context.Background(), &runtimeapi.CreateContainerRequest{PodSandboxId: podB, SandboxConfig: cfgB,
+			Config: &runtimeapi.ContainerConfig{Metadata: &runtimeapi.ContainerMetadata{Name: "counter"}, Image: &runtimeapi.ImageSpec{Image: archive}}})
+		if status.Code(err) != codes.FailedPrecondition {
+			t.Errorf("restore of runc's checkpoint on cgroup v2: %v, want FailedPrecondition", err)
+		}
+		// Its pod is checkpointed whole all the same (runc pauses and
+		// dumps it).
+		if _, err := d.runtime.CheckpointPod(context.Background(), &runtimeapi.CheckpointPodRequest{PodSandboxId: podA, OutputPath: t.TempDir(), ContainerIds: []string{id}}); err != nil {
+			t.Errorf("CheckpointPod: %v", err)
+		}
+		return
+	}
 	restored, _ := e.restoreCounter(t, podB, cfgB, archive, from, to)
 	resp, err := e.exec(t, restored, 10, "cat", "/made-here")
 	if err != nil || strings.TrimSpace(string(resp.Stdout)) != "made" {
@@ -397,16 +434,11 @@ func TestCheckpointAndRestoreUnderRunc(t *testing.T) {
 	if err != nil {
 		t.Fatalf("RestorePod: %v", err)
 	}
+	pods = append(pods, rp.PodSandboxId)
 	e.start(t, rp.RestoredContainers[0].ContainerId)
 	logC := e.status(t, rp.RestoredContainers[0].ContainerId).LogPath
 	waitFor(t, func() bool { return lastNumber(t, logC) > to+1 })
-	for _, p := range []string{podA, podB, own, rp.PodSandboxId} {
-		stopPod(t, d, p)
-		removePod(t, d, p)
-	}
-	if after := countContainerLeaks(t, d); after != before {
-		t.Errorf("checkpoint and restore left something behind:\nbefore %+v\nafter  %+v", before, after)
-	}
+	checkRestoredInPod(t, d, rp.PodSandboxId)
 }
 
 // TestCheckpointAndRestorePod checkpoints a pod of two containers that
@@ -472,6 +504,7 @@ func TestCheckpointAndRestorePod(t *testing.T) {
 			clientB = rc.ContainerId
 		}
 	}
+	checkRestoredInPod(t, e.d, resp.PodSandboxId)
 	logB := e.status(t, clientB).LogPath
 	waitFor(t, func() bool { return hits(logB) > 0 })
 	first := hits(logB)
