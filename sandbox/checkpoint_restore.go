@@ -33,8 +33,8 @@ import (
 // unpacked, in its directory.
 const restoreDirName = "checkpoint"
 
-// fromCheckpoint returns the config a container is made from when cfg's
-// image names a checkpoint archive, with the archive; nil if it does not.
+// fromCheckpoint returns the config a container is made from: when cfg's
+// image names a checkpoint, with where the checkpoint is; else cfg and nil.
 // The request's config stands, but for the image, which is the one the
 // checkpointed container was made from, and the command, environment and
 // working directory, the checkpointed container's where the request has
@@ -47,7 +47,7 @@ func (m *Manager) fromCheckpoint(pod *Pod, cfg *runtimeapi.ContainerConfig) (*ru
 		// content, copied (the image may go before the container starts).
 		img, err := m.opts.Images.Get(ref)
 		if err != nil || !checkpoint.IsImage(m.opts.Images.Annotations(img)) {
-			return nil, nil, nil
+			return cfg, nil, nil
 		}
 		if len(img.Layers) != 1 {
 			return nil, nil, fmt.Errorf("config.image.image: checkpoint image %s has %d layers, not one: %w", ref, len(img.Layers), errdefs.ErrInvalidArgument)
@@ -142,18 +142,31 @@ func readArchiveState(file string) (*checkpoint.State, error) {
 	}
 }
 
-// restoreDir is where a container made from a checkpoint finds it.
+// restoreDir is where a container made from a checkpoint finds it; ""
+// for one that is not.
 func (m *Manager) restoreDir(c *Container, src *checkpointSource) string {
+	if src == nil {
+		return ""
+	}
 	if src.unpack || src.copy {
 		return filepath.Join(m.containerDir(c.ID), restoreDirName)
 	}
 	return src.path
 }
 
-// placeCheckpoint unpacks (go-archive refuses entries that would land
-// outside the directory) or copies a restored container's checkpoint into
-// its directory.
-func (m *Manager) placeCheckpoint(c *Container, src *checkpointSource) error {
+// placeCheckpoint puts a restored container's checkpoint where it is used
+// (restoreDir); nothing for a container not made from one.
+func (m *Manager) placeCheckpoint(c *Container, src *checkpointSource, st *steps) error {
+	if src == nil {
+		return nil
+	}
+	return st.done("placing the checkpoint", m.copyCheckpoint(c, src))
+}
+
+// copyCheckpoint unpacks (go-archive refuses entries that would land
+// outside the directory) or copies a checkpoint into the container's
+// directory, and checks what it holds.
+func (m *Manager) copyCheckpoint(c *Container, src *checkpointSource) error {
 	if !src.unpack && !src.copy {
 		return checkPlainTree(src.path)
 	}
@@ -221,6 +234,9 @@ func (m *Manager) applyRootfsDiff(c *Container) error {
 // checkRestorable refuses a restore whose checkpoint has a mount from
 // outside that the new container's spec has not.
 func checkRestorable(c *Container, s *specs.Spec) error {
+	if c.Restore == "" {
+		return nil
+	}
 	st, err := checkpoint.ReadState(c.Restore)
 	if err != nil {
 		return err

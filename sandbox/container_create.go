@@ -90,12 +90,9 @@ func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg *runtim
 	if err != nil {
 		return "", err
 	}
-	restoreCfg, restoreSrc, err := m.fromCheckpoint(pod, cfg)
+	cfg, restoreSrc, err := m.fromCheckpoint(pod, cfg)
 	if err != nil {
 		return "", err
-	}
-	if restoreCfg != nil {
-		cfg = restoreCfg
 	}
 	img, imgCfg, releaseLayers, err := m.containerImage(cfg.GetImage().GetImage())
 	if err != nil {
@@ -111,9 +108,7 @@ func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg *runtim
 	userns := usernsOf(pod)
 	unlock := m.lockID(c.ID)
 	defer unlock()
-	if restoreSrc != nil {
-		c.Restore = m.restoreDir(c, restoreSrc)
-	}
+	c.Restore = m.restoreDir(c, restoreSrc)
 	if err := m.recordContainer(c, userns, st); err != nil {
 		m.forgetName(containerKey(pod.ID, cfg.GetMetadata()), c.ID)
 		return "", err
@@ -124,12 +119,9 @@ func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg *runtim
 			m.nriRemoved(c, pod)
 		}
 	}()
-	if restoreSrc != nil {
-		if err := st.done("placing the checkpoint", m.placeCheckpoint(c, restoreSrc)); err != nil {
-			return "", err
-		}
+	if err := m.placeCheckpoint(c, restoreSrc, st); err != nil {
+		return "", err
 	}
-
 	if err := m.mountRootfs(c, img.Layers, userns, st); err != nil {
 		return "", err
 	}
@@ -141,10 +133,8 @@ func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg *runtim
 	if err != nil {
 		return "", err
 	}
-	if c.Restore != "" {
-		if err := checkRestorable(c, s); err != nil {
-			return "", err
-		}
+	if err := checkRestorable(c, s); err != nil {
+		return "", err
 	}
 	sig, err := spec.ContainerStopSignal(cfg, imgCfg)
 	if err != nil {
