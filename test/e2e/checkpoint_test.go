@@ -139,16 +139,8 @@ func TestCheckpointAndRestoreCounter(t *testing.T) {
 	// from its layer.
 	ref := checkpointImage(t, e, archive)
 	podC, podCfgC := e.pod(t, "ckpt-c")
-	fromImage := e.create(t, podC, podCfgC, &runtimeapi.ContainerConfig{
-		Metadata: &runtimeapi.ContainerMetadata{Name: "counter"},
-		Image:    &runtimeapi.ImageSpec{Image: ref},
-		LogPath:  "from-image.log",
-	})
-	e.start(t, fromImage)
-	logC := e.status(t, fromImage).LogPath
-	waitFor(t, func() bool { return len(output(t, logC, "stdout")) >= 1 })
-	if out := output(t, logC, "stdout"); out[0] != strconv.Itoa(first) {
-		t.Errorf("restored from the checkpoint image, the counter printed first %q, want %d as from the archive", out[0], first)
+	if _, again := e.restoreCounter(t, podC, podCfgC, ref, from, to); again != first {
+		t.Errorf("restored from the checkpoint image, the counter printed first %d, want %d as from the archive", again, first)
 	}
 
 	// A stopped container cannot be checkpointed.
