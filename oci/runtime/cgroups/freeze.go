@@ -1,12 +1,12 @@
 package cgroups
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/containerd/cgroups/v3/cgroup1"
@@ -96,10 +96,11 @@ func (m *Manager) freezerFile(path string, freeze bool) (file, value string, err
 // freezer.state goes from FREEZING to FROZEN.
 func (m *Manager) isFrozen(path string) (bool, error) {
 	dir := m.FreezerDir(path)
+	r := &fileReader{}
 	if m.unified {
-		got, err := readKeys(filepath.Join(dir, "cgroup.events"), "frozen")
-		return got["frozen"] == 1, err
+		var frozen uint64
+		r.keys(filepath.Join(dir, "cgroup.events"), keyed{"frozen", &frozen})
+		return frozen == 1, r.err
 	}
-	b, err := os.ReadFile(filepath.Join(dir, "freezer.state"))
-	return strings.TrimSpace(string(b)) == "FROZEN", err
+	return string(bytes.TrimSpace(r.read(filepath.Join(dir, "freezer.state")))) == "FROZEN", r.err
 }

@@ -1,14 +1,9 @@
 package cgroups
 
 import (
-	"bufio"
 	"fmt"
 	"math"
-	"os"
 	"path/filepath"
-	"slices"
-	"strconv"
-	"strings"
 
 	"github.com/containerd/cgroups/v3/cgroup1"
 	"github.com/containerd/cgroups/v3/cgroup2"
@@ -206,13 +201,12 @@ func (m *Manager) statsV2(path string, d Detail) (st *Stats, inactiveFile uint64
 		// Split in two since Linux 5.9; the cgroup2 package reads only
 		// the old single counter.
 		dir := filepath.Join(m.mountpoint, path)
-		refaults, err := readKeys(filepath.Join(dir, "memory.stat"), "workingset_refault_anon", "workingset_refault_file")
-		if err != nil {
-			return nil, 0, err
-		}
-		st.MemoryRefaultAnon, st.MemoryRefaultFile = refaults["workingset_refault_anon"], refaults["workingset_refault_file"]
-		if st.MemoryReservationBytes, err = readLimit(filepath.Join(dir, "memory.low")); err != nil {
-			return nil, 0, err
+		r := &fileReader{}
+		r.keys(filepath.Join(dir, "memory.stat"),
+			keyed{"workingset_refault_anon", &st.MemoryRefaultAnon}, keyed{"workingset_refault_file", &st.MemoryRefaultFile})
+		st.MemoryReservationBytes = r.limit(filepath.Join(dir, "memory.low"))
+		if r.err != nil {
+			return nil, 0, r.err
 		}
 	}
 	if ev := mt.GetMemoryEvents(); ev != nil {
@@ -222,65 +216,6 @@ func (m *Manager) statsV2(path string, d Detail) (st *Stats, inactiveFile uint64
 		st.MemoryHighEvents, st.MemoryMaxEvents = ev.High, ev.Max
 	}
 	return st, inactiveFile, nil
-}
-
-// hasKey reports whether a flat keyed cgroup file has a line for key.
-func hasKey(file, key string) (bool, error) {
-	got, err := readKeys(file, key)
-	_, ok := got[key]
-	return ok, err
-}
-
-// readKeys reads the values of keys in a flat keyed cgroup file; a key
-// (or the whole file) that is missing has none: an older kernel, a
-// controller that is not enabled.
-func readKeys(file string, keys ...string) (map[string]uint64, error) {
-	got := map[string]uint64{}
-	f, err := os.Open(file)
-	if err != nil {
-		if os.IsNotExist(err) {
-			return got, nil
-		}
-		return nil, err
-	}
-	defer func() { _ = f.Close() }()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		k, v, _ := strings.Cut(sc.Text(), " ")
-		if !slices.Contains(keys, k) {
-			continue
-		}
-		n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %s: %w", file, k, err)
-		}
-		got[k] = n
-	}
-	return got, sc.Err()
-}
-
-// readLimit reads a single-value limit file; "max" (v2) and v1's
-// page-counter maximum are no limit, 0, and so is a missing file.
-func readLimit(file string) (uint64, error) {
-	b, err := os.ReadFile(file)
-	if os.IsNotExist(err) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, err
-	}
-	v := strings.TrimSpace(string(b))
-	if v == "max" {
-		return 0, nil
-	}
-	n, err := strconv.ParseUint(v, 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("%s: %w", file, err)
-	}
-	if n >= v1NoLimit {
-		return 0, nil
-	}
-	return n, nil
 }
 
 // OOMEventsFile is the file of a cgroup that counts the processes the

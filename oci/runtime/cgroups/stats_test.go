@@ -13,26 +13,29 @@ func TestReadKeyAndLimit(t *testing.T) {
 	if err := os.WriteFile(stat, []byte("anon 4096\nworkingset_refault_anon 7\nworkingset_refault_file 12\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	got, err := readKeys(stat, "workingset_refault_anon", "workingset_refault_file", "workingset_refault")
-	if err != nil || len(got) != 2 || got["workingset_refault_anon"] != 7 || got["workingset_refault_file"] != 12 {
-		t.Errorf("readKeys = %v, %v", got, err)
+	var refaultAnon, refaultFile, refault, anon, file uint64
+	r := &fileReader{}
+	found := r.keys(stat, keyed{"workingset_refault_anon", &refaultAnon}, keyed{"workingset_refault_file", &refaultFile}, keyed{"workingset_refault", &refault})
+	if r.err != nil || found != 2 || refaultAnon != 7 || refaultFile != 12 {
+		t.Errorf("keys = %d found: %d %d %d, %v", found, refaultAnon, refaultFile, refault, r.err)
 	}
-	if ok, err := hasKey(stat, "anon"); !ok || err != nil {
-		t.Errorf("hasKey(anon) = %v, %v", ok, err)
+	if found := r.keys(stat, keyed{"anon", &anon}); found != 1 || r.err != nil {
+		t.Errorf("keys(anon) found %d, %v", found, r.err)
 	}
-	if ok, err := hasKey(stat, "file"); ok || err != nil {
-		t.Errorf("hasKey(file) = %v, %v", ok, err)
+	if found := r.keys(stat, keyed{"file", &file}); found != 0 || r.err != nil {
+		t.Errorf("keys(file) found %d, %v", found, r.err)
 	}
-	if got, err := readKeys(filepath.Join(dir, "missing"), "anon"); len(got) != 0 || err != nil {
-		t.Errorf("readKeys of a missing file = %v, %v", got, err)
+	if found := r.keys(filepath.Join(dir, "missing"), keyed{"anon", &anon}); found != 0 || r.err != nil {
+		t.Errorf("keys of a missing file: found %d, %v", found, r.err)
 	}
 	bad := filepath.Join(dir, "bad")
 	_ = os.WriteFile(bad, []byte("anon lots\nfile 1\n"), 0o600)
-	if _, err := readKeys(bad, "anon"); err == nil {
-		t.Error("readKeys of a value that is not a number: no error")
+	if r.keys(bad, keyed{"anon", &anon}); r.err == nil {
+		t.Error("keys of a value that is not a number: no error")
 	}
-	if got, err := readKeys(bad, "file"); err != nil || got["file"] != 1 {
-		t.Errorf("readKeys past a line not asked for that is not a number: %v, %v", got, err)
+	r = &fileReader{}
+	if r.keys(bad, keyed{"file", &file}); r.err != nil || file != 1 {
+		t.Errorf("keys past a line not asked for that is not a number: %d, %v", file, r.err)
 	}
 
 	for content, want := range map[string]uint64{
@@ -42,12 +45,12 @@ func TestReadKeyAndLimit(t *testing.T) {
 	} {
 		f := filepath.Join(dir, "limit")
 		_ = os.WriteFile(f, []byte(content), 0o600)
-		if got, err := readLimit(f); err != nil || got != want {
-			t.Errorf("readLimit(%q) = %d, %v; want %d", content, got, err, want)
+		if got := r.limit(f); r.err != nil || got != want {
+			t.Errorf("limit(%q) = %d, %v; want %d", content, got, r.err, want)
 		}
 	}
-	if got, err := readLimit(filepath.Join(dir, "missing")); got != 0 || err != nil {
-		t.Errorf("readLimit of a missing file = %d, %v", got, err)
+	if got := r.limit(filepath.Join(dir, "missing")); got != 0 || r.err != nil {
+		t.Errorf("limit of a missing file = %d, %v", got, r.err)
 	}
 }
 
@@ -70,7 +73,7 @@ func TestV1Reader(t *testing.T) {
 	write("memory.stat", "cache 1\nrss 2\ninactive_file 4\ntotal_cache 4096\ntotal_rss 8192\ntotal_mapped_file 12\n"+
 		"total_pgfault 100\ntotal_pgmajfault 7\ntotal_inactive_file 300000\ntotal_active_file 5\ntotal_dirty 6\ntotal_writeback 8\n")
 	write("memory.oom_control", "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n")
-	r := &v1Reader{}
+	r := &fileReader{}
 	st := &Stats{}
 	inactive := r.memory(dir, st, Full)
 	want := Stats{MemoryUsageBytes: 1000000, MemoryReservationBytes: 524288, MemoryMaxUsageBytes: 2000000, MemoryFailcnt: 3,
@@ -102,13 +105,13 @@ func TestV1Reader(t *testing.T) {
 	// A value that is not a number is an error, and so is a file too
 	// large for one read.
 	write("memory.failcnt", "lots\n")
-	r = &v1Reader{}
+	r = &fileReader{}
 	if r.memory(dir, &Stats{}, Full); r.err == nil || !strings.Contains(r.err.Error(), "memory.failcnt") {
 		t.Errorf("bad failcnt: %v", r.err)
 	}
 	write("memory.failcnt", "3\n")
 	write("memory.stat", strings.Repeat("total_rss 1\n", 1000))
-	r = &v1Reader{}
+	r = &fileReader{}
 	if r.memory(dir, &Stats{}, Full); r.err == nil {
 		t.Error("a memory.stat larger than the buffer: no error")
 	}
