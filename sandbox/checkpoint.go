@@ -82,6 +82,9 @@ type captured struct {
 	c    *Container
 	init *Process
 	spec *specs.Spec
+	// oci is its runtime handler's runtime, which pauses and dumps it
+	// itself; nil for husk's own.
+	oci *engine.Binary
 }
 
 // prepareCapture refuses a container CRIU cannot dump here.
@@ -94,7 +97,9 @@ func (m *Manager) prepareCapture(c *Container) (*captured, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &captured{c: c, init: init, spec: s}, nil
+	cp := &captured{c: c, init: init, spec: s}
+	cp.oci, _ = m.runtimeFor(m.handlerOf(c)).(*engine.Binary)
+	return cp, nil
 }
 
 // capture dumps a container into dir (which exists): CRIU's images, then
@@ -117,8 +122,8 @@ func (m *Manager) capture(ctx context.Context, cp *captured, dir, frozen string)
 // runtime handler's own `checkpoint`, or, for husk's own runtime, naming to
 // CRIU what is outside the container. It returns what a restore needs.
 func (m *Manager) dump(ctx context.Context, cp *captured, work, frozen string) (*checkpoint.State, error) {
-	if b, ok := m.runtimeFor(m.handlerOf(cp.c)).(*engine.Binary); ok {
-		err := b.Checkpoint(ctx, m.engineContainer(cp.c), m.opts.CRIU, work)
+	if cp.oci != nil {
+		err := cp.oci.Checkpoint(ctx, m.engineContainer(cp.c), m.opts.CRIU, work)
 		return &checkpoint.State{Runtime: checkpoint.RuntimeOCI}, err
 	}
 	mounts, err := externalMounts(cp.spec, cp.init.PID)
@@ -145,15 +150,6 @@ func (m *Manager) checkpointable(c *Container) (*specs.Spec, error) {
 		return nil, fmt.Errorf("container %s shares a PID namespace (the pod's or the host's): only a container with its own can be checkpointed: %w", c.ID, errdefs.ErrFailedPrecondition)
 	}
 	return s, nil
-}
-
-func (m *Manager) handlerOf(c *Container) string {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if p := m.pods[c.PodID]; p != nil {
-		return p.RuntimeHandler
-	}
-	return ""
 }
 
 // externalMounts are the container's mount points of what is outside its

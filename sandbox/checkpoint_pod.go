@@ -17,7 +17,6 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/husk-runtime/husk/oci/runtime/checkpoint"
-	"github.com/husk-runtime/husk/oci/runtime/engine"
 )
 
 // A pod's checkpoint (CheckpointPod) is a directory: podDumpFile, and for
@@ -155,7 +154,7 @@ func (m *Manager) freezeAll(ctx context.Context, cps []*captured) (thaw func(), 
 		}
 	}
 	for _, cp := range cps {
-		if b, ok := m.runtimeFor(m.handlerOf(cp.c)).(*engine.Binary); ok {
+		if b := cp.oci; b != nil {
 			if err := b.Pause(ctx, cp.c.ID); err != nil {
 				return thaw, fmt.Errorf("freezing container %s: %w", cp.c.ID, err)
 			}

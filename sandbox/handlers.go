@@ -81,13 +81,17 @@ func (m *Manager) configuredRuntime(pod *Pod) (engine.Runtime, error) {
 
 // runtimeOf is the runtime of a container's pod.
 func (m *Manager) runtimeOf(c *Container) engine.Runtime {
+	return m.withRestore(c, m.runtimeFor(m.handlerOf(c)))
+}
+
+// handlerOf is the runtime handler of a container's pod.
+func (m *Manager) handlerOf(c *Container) string {
 	m.mu.Lock()
-	handler := ""
+	defer m.mu.Unlock()
 	if p := m.pods[c.PodID]; p != nil {
-		handler = p.RuntimeHandler
+		return p.RuntimeHandler
 	}
-	m.mu.Unlock()
-	return m.withRestore(c, m.runtimeFor(handler))
+	return ""
 }
 
 // runtimeRoot is where a handler's runtime keeps its state (runc --root).
