@@ -188,25 +188,36 @@ func (b *Binary) Launch(c *Container, a *monitor.Args) ([]*os.File, error) {
 // built-in one, says nothing on the monitor's report channel, and its
 // errors go to the container's log.
 func (b *Binary) WaitStarted(ctx context.Context, c *Container) error {
+	// The pid file, not the runtime's state: a short command may have
+	// run and ended already.
+	return waitLaunched(ctx, c, b.Name, func() bool {
+		_, err := os.Stat(b.pidFile(c))
+		return err == nil
+	})
+}
+
+// waitLaunched polls until started says the monitor's program got the
+// container running, or the monitor recorded its end first (an
+// *ExitedEarly of runtime, unless started says so after all: the
+// container ran and ended), or ctx ends.
+func waitLaunched(ctx context.Context, c *Container, runtime string, started func() bool) error {
 	for {
-		// The pid file, not the runtime's state: a short command may have
-		// run and ended already.
-		if _, err := os.Stat(b.pidFile(c)); err == nil {
+		if started() {
 			return nil
 		}
 		if _, err := os.Stat(filepath.Join(c.StateDir, monitor.ExitFile)); err == nil {
-			if _, err := os.Stat(b.pidFile(c)); err == nil {
+			if started() {
 				return nil
 			}
 			code := -1
 			if e, err := monitor.ReadExit(c.StateDir); err == nil {
 				code = int(e.Code)
 			}
-			return &ExitedEarly{Runtime: b.Name, Code: code}
+			return &ExitedEarly{Runtime: runtime, Code: code}
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("runtime %q did not start the container: %w", b.Name, ctx.Err())
+			return fmt.Errorf("runtime %q did not start the container: %w", runtime, ctx.Err())
 		case <-time.After(5 * time.Millisecond):
 		}
 	}

@@ -2,12 +2,12 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -135,25 +135,18 @@ func (r *Restore) WaitStarted(ctx context.Context, c *Container) error {
 	if b, ok := r.Runtime.(*Binary); ok {
 		return b.WaitStarted(ctx, c)
 	}
-	for {
-		if b, err := os.ReadFile(filepath.Join(c.StateDir, monitor.RuntimePIDFile)); err == nil {
-			if pid, _, err := monitor.ReadProcessFile(filepath.Join(c.StateDir, monitor.PIDFile)); err == nil && strconv.Itoa(pid) == strings.TrimSpace(string(b)) {
-				return nil
-			}
+	err := waitLaunched(ctx, c, "criu restore", func() bool {
+		b, err := os.ReadFile(filepath.Join(c.StateDir, monitor.RuntimePIDFile))
+		if err != nil {
+			return false
 		}
-		if _, err := os.Stat(filepath.Join(c.StateDir, monitor.ExitFile)); err == nil {
-			code := -1
-			if e, err := monitor.ReadExit(c.StateDir); err == nil {
-				code = int(e.Code)
-			}
-			return fmt.Errorf("%w%s", &ExitedEarly{Runtime: "criu restore", Code: code}, checkpoint.LogErrors(filepath.Join(c.StateDir, criuWorkDir, checkpoint.RestoreLog)))
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("criu did not restore the container: %w", ctx.Err())
-		case <-time.After(5 * time.Millisecond):
-		}
+		pid, _, err := monitor.ReadProcessFile(filepath.Join(c.StateDir, monitor.PIDFile))
+		return err == nil && strconv.Itoa(pid) == strings.TrimSpace(string(b))
+	})
+	if early := (*ExitedEarly)(nil); errors.As(err, &early) {
+		return fmt.Errorf("%w%s", err, checkpoint.LogErrors(filepath.Join(c.StateDir, criuWorkDir, checkpoint.RestoreLog)))
 	}
+	return err
 }
 
 // Init is the process the monitor adopted, or the runtime's init.
