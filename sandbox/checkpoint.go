@@ -244,15 +244,20 @@ func copyLog(c *Container, file string) error {
 		return fmt.Errorf("its log: %w", err)
 	}
 	defer func() { _ = f.Close() }()
-	out, err := os.OpenFile(file, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	return writeNew(file, f)
+}
+
+// writeNew writes what r reads to a new file, mode 0600.
+func writeNew(file string, r io.Reader) error {
+	f, err := os.OpenFile(file, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 	if err != nil {
 		return err
 	}
-	if _, err := io.Copy(out, f); err != nil {
-		_ = out.Close()
+	if _, err := io.Copy(f, r); err != nil {
+		_ = f.Close()
 		return err
 	}
-	return out.Close()
+	return f.Close()
 }
 
 // writeRootfsDiff tars the writable layer, overlayfs's whiteouts as
@@ -264,21 +269,24 @@ func writeRootfsDiff(upper, file string) error {
 		return err
 	}
 	defer func() { _ = rc.Close() }()
-	f, err := os.OpenFile(file, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(f, rc); err != nil {
-		_ = f.Close()
-		return err
-	}
-	return f.Close()
+	return writeNew(file, rc)
 }
 
 // writeArchive tars dir to file, whole or not at all: it is written beside
-// it and renamed.
+// it and renamed. checkpoint.HuskDump goes first, so that a restore finds
+// it without reading the images before it.
 func writeArchive(dir, file string) error {
-	rc, err := archive.TarWithOptions(dir, &archive.TarOptions{Compression: compression.None})
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	include := []string{checkpoint.HuskDump}
+	for _, e := range entries {
+		if e.Name() != checkpoint.HuskDump {
+			include = append(include, e.Name())
+		}
+	}
+	rc, err := archive.TarWithOptions(dir, &archive.TarOptions{Compression: compression.None, IncludeFiles: include})
 	if err != nil {
 		return err
 	}

@@ -207,13 +207,17 @@ func checkArchiveLayout(t testing.TB, archive, name, pod string) {
 	defer func() { _ = f.Close() }()
 	names := map[string]bool{}
 	tr := tar.NewReader(f)
-	for {
+	for first := true; ; first = false {
 		h, err := tr.Next()
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
 			t.Fatal(err)
+		}
+		// First: a restore reads no further to find it.
+		if first && h.Name != "husk.dump" {
+			t.Errorf("the archive starts with %s, not husk.dump", h.Name)
 		}
 		names[strings.TrimSuffix(filepath.Clean(h.Name), "/")] = true
 		if h.Name == "spec.dump" {
