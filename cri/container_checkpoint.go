@@ -5,6 +5,8 @@ import (
 	"time"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/husk-runtime/husk/cri/validate"
 )
 
 // CheckpointContainer dumps a running container into an archive at the
@@ -15,7 +17,7 @@ func (s *Server) CheckpointContainer(ctx context.Context, req *runtimeapi.Checkp
 		return nil, invalid("container_id", "is required")
 	}
 	loc := req.GetLocation()
-	if err := absPath("location", loc); err != nil {
+	if err := validate.AbsolutePath("location", loc); err != nil {
 		return nil, err
 	}
 	if req.GetTimeout() < 0 {

@@ -3,7 +3,6 @@ package cri
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -19,7 +18,7 @@ func (s *Server) CheckpointPod(ctx context.Context, req *runtimeapi.CheckpointPo
 	if req.GetPodSandboxId() == "" {
 		return nil, invalid("pod_sandbox_id", "is required")
 	}
-	if err := absPath("output_path", req.GetOutputPath()); err != nil {
+	if err := validate.AbsolutePath("output_path", req.GetOutputPath()); err != nil {
 		return nil, err
 	}
 	if len(req.GetContainerIds()) == 0 {
@@ -43,7 +42,7 @@ func (s *Server) CheckpointPod(ctx context.Context, req *runtimeapi.CheckpointPo
 // and its containers, created: StartContainer restores each.
 func (s *Server) RestorePod(ctx context.Context, req *runtimeapi.RestorePodRequest) (*runtimeapi.RestorePodResponse, error) {
 	defer s.pods.NRIBlock()() // first: see nri.NRI.Block
-	if err := absPath("checkpoint_path", req.GetCheckpointPath()); err != nil {
+	if err := validate.AbsolutePath("checkpoint_path", req.GetCheckpointPath()); err != nil {
 		return nil, err
 	}
 	if req.GetConfig() == nil {
@@ -77,11 +76,4 @@ func (s *Server) RestorePod(ctx context.Context, req *runtimeapi.RestorePodReque
 		resp.RestoredContainers = append(resp.RestoredContainers, &runtimeapi.RestoredContainer{Name: c.Name, ContainerId: c.ID})
 	}
 	return resp, nil
-}
-
-func absPath(field, p string) error {
-	if p == "" || !filepath.IsAbs(p) || filepath.Clean(p) != p {
-		return invalid(field, "must be an absolute, clean path")
-	}
-	return nil
 }

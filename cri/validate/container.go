@@ -53,7 +53,7 @@ func ContainerConfig(cfg *runtimeapi.ContainerConfig) error {
 	}
 	//nolint:staticcheck // older kubelets still send it
 	if p, ok := strings.CutPrefix(sc.GetSeccompProfilePath(), "localhost/"); ok {
-		return cleanAbsolute(scField+".seccomp_profile_path", p)
+		return AbsolutePath(scField+".seccomp_profile_path", p)
 	}
 	return nil
 }

@@ -30,7 +30,7 @@ func PodSandboxConfig(cfg *runtimeapi.PodSandboxConfig) error {
 		return err
 	}
 	if d := cfg.GetLogDirectory(); d != "" {
-		if err := cleanAbsolute(f+".log_directory", d); err != nil {
+		if err := AbsolutePath(f+".log_directory", d); err != nil {
 			return err
 		}
 	}
@@ -87,7 +87,9 @@ func uid(field, v string) error {
 }
 
 // cleanAbsolute: an absolute path in its shortest form, no "..".
-func cleanAbsolute(field, p string) error { return cleanPath(field, p, true) }
+// AbsolutePath checks that a request's path is absolute, in its shortest
+// form and without "..".
+func AbsolutePath(field, p string) error { return cleanPath(field, p, true) }
 
 // cleanPath checks a path in its shortest form without "..", absolute or
 // relative as asked.
@@ -153,5 +155,5 @@ func profile(field string, p *runtimeapi.SecurityProfile) error {
 	if p.GetProfileType() != runtimeapi.SecurityProfile_Localhost {
 		return nil
 	}
-	return cleanAbsolute(field+".localhost_ref", p.GetLocalhostRef())
+	return AbsolutePath(field+".localhost_ref", p.GetLocalhostRef())
 }
