@@ -57,7 +57,8 @@ type Container struct {
 	// User is who its first process starts as (ContainerStatus.user).
 	User *User `json:"user,omitempty"`
 	// Restore is the checkpoint a container made from one is restored
-	// from at start (checkpoint_restore.go), unpacked.
+	// from at start (checkpoint_restore.go): unpacked or copied into its
+	// directory, or a pod checkpoint's directory, which is only read.
 	Restore string `json:"restore,omitempty"`
 	// StartPending: Started is recorded (the monitor runs, and a daemon
 	// that dies now finds it) but StartContainer has not returned, and
