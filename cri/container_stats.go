@@ -24,8 +24,9 @@ func (s *Server) ContainerStats(_ context.Context, req *runtimeapi.ContainerStat
 	return &runtimeapi.ContainerStatsResponse{Stats: containerStats(c, u)}, nil
 }
 
-// ListContainerStats reports every running container the filter matches;
-// kubelet builds its summary API (and evictions) on it.
+// ListContainerStats reports every running container the filter matches,
+// from the collector's samples (sandbox.Sampled); kubelet builds its
+// summary API (and evictions) on it.
 func (s *Server) ListContainerStats(_ context.Context, req *runtimeapi.ListContainerStatsRequest) (*runtimeapi.ListContainerStatsResponse, error) {
 	f := req.GetFilter()
 	var out []*runtimeapi.ContainerStats
@@ -36,7 +37,7 @@ func (s *Server) ListContainerStats(_ context.Context, req *runtimeapi.ListConta
 			!labelsMatch(c.Config.GetLabels(), f.GetLabelSelector()) {
 			continue
 		}
-		u, err := s.pods.UsageOf(c)
+		u, err := s.pods.UsageOf(c, sandbox.Sampled)
 		if errdefs.IsNotFound(err) {
 			continue // ended meanwhile
 		}

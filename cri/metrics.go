@@ -15,14 +15,15 @@ func (s *Server) ListMetricDescriptors(context.Context, *runtimeapi.ListMetricDe
 }
 
 // ListPodSandboxMetrics gives the metrics of every ready pod and of its
-// running containers, read when asked (timestamps 0).
+// running containers, from the collector's samples (sandbox.Sampled;
+// timestamps 0).
 func (s *Server) ListPodSandboxMetrics(context.Context, *runtimeapi.ListPodSandboxMetricsRequest) (*runtimeapi.ListPodSandboxMetricsResponse, error) {
-	return &runtimeapi.ListPodSandboxMetricsResponse{PodMetrics: s.pods.PodMetrics()}, nil
+	return &runtimeapi.ListPodSandboxMetricsResponse{PodMetrics: s.pods.PodMetrics(sandbox.Sampled)}, nil
 }
 
 // StreamPodSandboxMetrics is ListPodSandboxMetrics in chunks.
 func (s *Server) StreamPodSandboxMetrics(_ *runtimeapi.StreamPodSandboxMetricsRequest, stream runtimeapi.RuntimeService_StreamPodSandboxMetricsServer) error {
-	return sendChunks(s.pods.PodMetrics(), func(items []*runtimeapi.PodSandboxMetrics) error {
+	return sendChunks(s.pods.PodMetrics(sandbox.Sampled), func(items []*runtimeapi.PodSandboxMetrics) error {
 		return stream.Send(&runtimeapi.StreamPodSandboxMetricsResponse{PodSandboxMetrics: items})
 	})
 }

@@ -16,14 +16,15 @@ func (s *Server) PodSandboxStats(_ context.Context, req *runtimeapi.PodSandboxSt
 	if req.GetPodSandboxId() == "" {
 		return nil, invalid("pod_sandbox_id", "is required")
 	}
-	st, err := s.podStats(req.GetPodSandboxId())
+	st, err := s.podStats(req.GetPodSandboxId(), sandbox.Fresh)
 	if err != nil {
 		return nil, err
 	}
 	return &runtimeapi.PodSandboxStatsResponse{Stats: st}, nil
 }
 
-// ListPodSandboxStats reports every ready pod the filter matches.
+// ListPodSandboxStats reports every ready pod the filter matches, from the
+// collector's samples (sandbox.Sampled).
 func (s *Server) ListPodSandboxStats(_ context.Context, req *runtimeapi.ListPodSandboxStatsRequest) (*runtimeapi.ListPodSandboxStatsResponse, error) {
 	f := req.GetFilter()
 	var out []*runtimeapi.PodSandboxStats
@@ -31,7 +32,7 @@ func (s *Server) ListPodSandboxStats(_ context.Context, req *runtimeapi.ListPodS
 		if !p.Ready() || (f.GetId() != "" && !strings.HasPrefix(p.ID, f.GetId())) || !labelsMatch(p.Config.GetLabels(), f.GetLabelSelector()) {
 			continue
 		}
-		st, err := s.podStats(p.ID)
+		st, err := s.podStats(p.ID, sandbox.Sampled)
 		if errdefs.IsNotFound(err) {
 			continue
 		}
@@ -43,8 +44,8 @@ func (s *Server) ListPodSandboxStats(_ context.Context, req *runtimeapi.ListPodS
 	return &runtimeapi.ListPodSandboxStatsResponse{Stats: out}, nil
 }
 
-func (s *Server) podStats(id string) (*runtimeapi.PodSandboxStats, error) {
-	p, u, cs, err := s.pods.PodUsage(id)
+func (s *Server) podStats(id string, a sandbox.Age) (*runtimeapi.PodSandboxStats, error) {
+	p, u, cs, err := s.pods.PodUsage(id, a)
 	if err != nil {
 		return nil, err
 	}
@@ -63,7 +64,7 @@ func (s *Server) podStats(id string) (*runtimeapi.PodSandboxStats, error) {
 		st.Linux.Network = networkUsage(u)
 	}
 	for _, c := range cs {
-		cu, err := s.pods.UsageOf(c)
+		cu, err := s.pods.UsageOf(c, a)
 		if err != nil {
 			continue // ended meanwhile
 		}

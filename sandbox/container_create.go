@@ -471,9 +471,7 @@ func (m *Manager) forgetContainer(c *Container) {
 		delete(m.cnames, key)
 	}
 	delete(m.locks, c.ID)
-	m.samplesMu.Lock()
-	delete(m.layers, c.ID)
-	m.samplesMu.Unlock()
+	m.forgetSampled(c.ID)
 }
 
 // mountImageVolumes mounts each image the config mounts (Mount.image, the

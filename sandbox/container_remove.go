@@ -68,7 +68,6 @@ func (m *Manager) destroyContainer(c *Container) error {
 	if err := m.opts.Cgroups.Delete(c.Cgroup); err != nil {
 		return fmt.Errorf("removing its cgroup: %w", err)
 	}
-	m.forgetSamples(c.Cgroup)
 	// Another runtime may still know the container (a crash came before
 	// its `run` ended and deleted it).
 	m.deleteRuntimeStates(c.ID)

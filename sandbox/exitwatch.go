@@ -131,6 +131,7 @@ func (m *Manager) watchExits(w *fsnotify.Watcher) {
 // Close stops the exit watch and ends every event subscription: the
 // daemon is shutting down. The containers run on.
 func (m *Manager) Close() {
+	m.closed.Store(true)
 	m.events.close()
 	if m.exits != nil {
 		_ = m.exits.Close()

@@ -17,6 +17,7 @@ import (
 
 	"github.com/containerd/errdefs"
 	"github.com/fsnotify/fsnotify"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/klog/v2"
 	"tags.cncf.io/container-device-interface/pkg/cdi"
 
@@ -51,6 +52,9 @@ type Options struct {
 	// CRIU is the criu binary checkpoints and restores run; "" when
 	// there is none.
 	CRIU string
+	// StatsMaxAge is how old a sample the stats Lists and the metrics
+	// answer with (collect.go); 0 reads at each call.
+	StatsMaxAge time.Duration
 }
 
 // Manager keeps every pod. It is safe for concurrent use; calls on one pod
@@ -76,8 +80,16 @@ type Manager struct {
 	noUserns error
 
 	samplesMu sync.Mutex
-	samples   map[string][2]cpuSample // cgroup -> the two latest CPU samples
-	layers    map[string]layerSample  // container -> its writable layer's last walk
+	samples   map[string][2]cpuSample // pod or container id -> its two latest CPU samples
+	// What was sampled of each running container and ready pod, by id
+	// (collect.go): its use, its metrics' series, its writable layer's
+	// last walk.
+	used         sampleCache[Usage]
+	metricSeries sampleCache[[]*runtimeapi.Metric]
+	layers       sampleCache[layerSample]
+	// They take new samples after the Lists that answered from them.
+	statsResample, metricsResample resampler
+	closed                         atomic.Bool
 
 	events events
 	exits  *fsnotify.Watcher // exitwatch.go

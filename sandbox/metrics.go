@@ -139,36 +139,29 @@ func (s *series) add(name string, v uint64, extra ...string) {
 }
 
 // PodMetrics reports the metrics of every ready pod and its running
-// containers. What cannot be read for one (a container that just ended)
-// is left out, not an error.
-func (m *Manager) PodMetrics() []*runtimeapi.PodSandboxMetrics {
+// containers, as old as a allows. What cannot be read for one (a
+// container that just ended) is left out, not an error.
+func (m *Manager) PodMetrics(a Age) []*runtimeapi.PodSandboxMetrics {
+	if a == Sampled {
+		m.metricsResample.ask(m, m.sampleMetrics)
+	}
+	return m.podMetrics(a)
+}
+
+func (m *Manager) podMetrics(a Age) []*runtimeapi.PodSandboxMetrics {
 	var out []*runtimeapi.PodSandboxMetrics
 	containers := m.ListContainers()
 	for _, p := range m.List() {
 		if !p.Ready() {
 			continue
 		}
-		md := p.Config.GetMetadata()
 		pm := &runtimeapi.PodSandboxMetrics{PodSandboxId: p.ID}
-		// The pod's network, as cAdvisor reports it for the pod's
-		// sandbox ("POD").
-		podSeries := &series{labels: []string{"POD", p.CgroupPath, "", p.ID, md.GetNamespace(), md.GetName()}}
-		if path := p.Namespaces[ns.Net]; path != "" {
-			if err := addNetworkMetrics(podSeries, path); err != nil {
-				klog.V(4).InfoS("Metrics: pod network", "pod", p.ID, "err", err)
-			}
-		}
-		pm.Metrics = podSeries.out
-		if ms, err := m.podCgroupMetrics(p); err != nil {
-			klog.V(4).InfoS("Metrics: pod cgroup", "pod", p.ID, "err", err)
-		} else {
-			pm.Metrics = append(pm.Metrics, ms...)
-		}
+		pm.Metrics, _ = m.metricsOf(p.ID, a, func() ([]*runtimeapi.Metric, error) { return m.podSeries(p) })
 		for _, c := range containers {
 			if c.PodID != p.ID || c.State != ContainerStarted {
 				continue
 			}
-			cs, err := m.containerMetrics(p, c)
+			cs, err := m.metricsOf(c.ID, a, func() ([]*runtimeapi.Metric, error) { return m.containerMetrics(p, c) })
 			if err != nil {
 				klog.V(4).InfoS("Metrics: container", "id", c.ID, "err", err)
 				continue
@@ -180,6 +173,24 @@ func (m *Manager) PodMetrics() []*runtimeapi.PodSandboxMetrics {
 	return out
 }
 
+// podSeries are a pod's own series: its network, as cAdvisor reports it
+// for the pod's sandbox ("POD"), then its cgroup's.
+func (m *Manager) podSeries(p *Pod) ([]*runtimeapi.Metric, error) {
+	md := p.Config.GetMetadata()
+	s := &series{labels: []string{"POD", p.CgroupPath, "", p.ID, md.GetNamespace(), md.GetName()}}
+	if path := p.Namespaces[ns.Net]; path != "" {
+		if err := addNetworkMetrics(s, path); err != nil {
+			klog.V(4).InfoS("Metrics: pod network", "pod", p.ID, "err", err)
+		}
+	}
+	// The network's series stand without the cgroup's.
+	ms, err := m.podCgroupMetrics(p)
+	if err != nil {
+		klog.V(4).InfoS("Metrics: pod cgroup", "pod", p.ID, "err", err)
+	}
+	return append(s.out, ms...), nil
+}
+
 func (m *Manager) containerMetrics(p *Pod, c *Container) ([]*runtimeapi.Metric, error) {
 	md := p.Config.GetMetadata()
 	s := &series{labels: []string{c.Config.GetMetadata().GetName(), c.Cgroup, c.Config.GetImage().GetImage(), c.ID, md.GetNamespace(), md.GetName()}}
@@ -189,7 +200,7 @@ func (m *Manager) containerMetrics(p *Pod, c *Container) ([]*runtimeapi.Metric, 
 
 	// The writable layer, on the filesystem of husk's root.
 	upper := m.upperDir(c.ID)
-	used, _ := treeUsage(upper)
+	used, _ := m.layerUsage(c.ID, upper, minSampleGap)
 	var sfs unix.Statfs_t
 	if err := unix.Statfs(upper, &sfs); err == nil {
 		dev := deviceOf(upper)

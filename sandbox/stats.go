@@ -37,13 +37,20 @@ type cpuSample struct {
 // milliseconds between two stats calls of one kubelet scrape.
 const minSampleGap = time.Second
 
-func (m *Manager) usage(cgroup string) (Usage, error) {
+// usage reads a cgroup of the pod or container id, and computes its CPU
+// rate against the samples before.
+func (m *Manager) usage(id, cgroup string) (Usage, error) {
 	st, err := m.opts.Cgroups.Stats(cgroup, cgroups.Usage)
 	if err != nil {
 		return Usage{}, err
 	}
 	now := time.Now()
 	u := Usage{Timestamp: now.UnixNano(), Stats: *st}
+	// Under m.mu, as keep: no sample outlives its pod or container.
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, ctr := m.containers[id]
+	_, pod := m.pods[id]
 	m.samplesMu.Lock()
 	defer m.samplesMu.Unlock()
 	if m.samples == nil {
@@ -51,7 +58,7 @@ func (m *Manager) usage(cgroup string) (Usage, error) {
 	}
 	// Two samples: the rate is taken against the newest one at least
 	// minSampleGap old.
-	s := m.samples[cgroup]
+	s := m.samples[id]
 	base := s[1]
 	if now.Sub(base.at) < minSampleGap {
 		base = s[0]
@@ -63,73 +70,61 @@ func (m *Manager) usage(cgroup string) (Usage, error) {
 		s[0] = s[1]
 	}
 	s[1] = cpuSample{at: now, usage: st.CPUUsageNanos}
-	m.samples[cgroup] = s
+	if ctr || pod {
+		m.samples[id] = s
+	}
 	return u, nil
 }
 
-func (m *Manager) forgetSamples(cgroup string) {
-	m.samplesMu.Lock()
-	delete(m.samples, cgroup)
-	m.samplesMu.Unlock()
-}
-
-// ContainerUsage reports a running container's resource use. A container
-// that does not run has no cgroup to read: NotFound.
+// ContainerUsage reports a running container's resource use, read now. A
+// container that does not run has no cgroup to read: NotFound.
 func (m *Manager) ContainerUsage(id string) (*Container, Usage, error) {
 	c, err := m.GetContainer(id)
 	if err != nil {
 		return nil, Usage{}, err
 	}
-	u, err := m.UsageOf(c)
+	u, err := m.UsageOf(c, Fresh)
 	return c, u, err
 }
 
 // UsageOf is ContainerUsage for a copy the caller already has, fresh
-// from GetContainer or a list.
-func (m *Manager) UsageOf(c *Container) (Usage, error) {
+// from GetContainer or a list, as old as a allows.
+func (m *Manager) UsageOf(c *Container, a Age) (Usage, error) {
 	if c.State != ContainerStarted {
 		return Usage{}, fmt.Errorf("container %s is not running: %w", c.ID, errdefs.ErrNotFound)
 	}
-	u, err := m.usage(c.Cgroup)
+	if a == Sampled {
+		m.statsResample.ask(m, m.sampleUsage)
+	}
+	if u, ok := m.used.get(c.ID, m.maxAge(a)); ok {
+		return u, nil
+	}
+	u, err := m.usage(c.ID, c.Cgroup)
 	if err != nil {
 		return Usage{}, err
 	}
 	// The writable layer is the upper dir: what the container wrote.
 	u.LayerMountpoint = m.upperDir(c.ID)
-	u.LayerBytes, u.LayerInodes = m.layerUsage(c.ID, u.LayerMountpoint)
+	u.LayerBytes, u.LayerInodes = m.layerUsage(c.ID, u.LayerMountpoint, max(minSampleGap, m.maxAge(a)))
+	keep(m, &m.used, c.ID, time.Unix(0, u.Timestamp), u)
 	return u, nil
 }
 
 type layerSample struct {
-	at            time.Time
 	bytes, inodes uint64
 }
 
 // layerUsage is treeUsage of a container's upper dir, walked at most once
-// per minSampleGap: kubelet's scrape asks for a container's stats in
+// per maxAge: kubelet's scrape asks for a container's stats in
 // ListContainerStats and again in ListPodSandboxStats, and the walk is
 // what those calls spent most on once the cgroups were read cheaply.
-func (m *Manager) layerUsage(id, dir string) (bytes, inodes uint64) {
-	now := time.Now()
-	m.samplesMu.Lock()
-	s, ok := m.layers[id]
-	m.samplesMu.Unlock()
-	if ok && now.Sub(s.at) < minSampleGap {
+func (m *Manager) layerUsage(id, dir string, maxAge time.Duration) (bytes, inodes uint64) {
+	if s, ok := m.layers.get(id, maxAge); ok {
 		return s.bytes, s.inodes
 	}
+	now := time.Now()
 	bytes, inodes = treeUsage(dir)
-	// Kept only for a container not removed meanwhile: forgetContainer
-	// drops the sample under the same lock.
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if _, known := m.containers[id]; known {
-		m.samplesMu.Lock()
-		if m.layers == nil {
-			m.layers = map[string]layerSample{}
-		}
-		m.layers[id] = layerSample{at: now, bytes: bytes, inodes: inodes}
-		m.samplesMu.Unlock()
-	}
+	keep(m, &m.layers, id, now, layerSample{bytes: bytes, inodes: inodes})
 	return bytes, inodes
 }
 
@@ -150,8 +145,8 @@ func treeUsage(dir string) (bytes, inodes uint64) {
 }
 
 // PodUsage reports a ready pod's resource use (its cgroup holds its
-// containers').
-func (m *Manager) PodUsage(id string) (*Pod, Usage, []*Container, error) {
+// containers'), and its running containers.
+func (m *Manager) PodUsage(id string, a Age) (*Pod, Usage, []*Container, error) {
 	p, err := m.Get(id)
 	if err != nil {
 		return nil, Usage{}, nil, err
@@ -159,16 +154,9 @@ func (m *Manager) PodUsage(id string) (*Pod, Usage, []*Container, error) {
 	if !p.Ready() {
 		return p, Usage{}, nil, fmt.Errorf("pod sandbox %s is not ready: %w", p.ID, errdefs.ErrNotFound)
 	}
-	u, err := m.usage(p.CgroupPath)
+	u, err := m.podUsage(p, a)
 	if err != nil {
 		return p, Usage{}, nil, err
-	}
-	if path := p.Namespaces[ns.Net]; path != "" {
-		// Left out, not an error, if it cannot be read (a pod being
-		// stopped): the rest of its stats still count.
-		if u.Network, err = podInterfaces(path); err != nil {
-			klog.V(4).InfoS("Stats: pod network", "pod", p.ID, "err", err)
-		}
 	}
 	var cs []*Container
 	for _, c := range m.ContainersOf(p.ID) {
@@ -177,4 +165,27 @@ func (m *Manager) PodUsage(id string) (*Pod, Usage, []*Container, error) {
 		}
 	}
 	return p, u, cs, nil
+}
+
+// podUsage is the use of a ready pod's cgroup and network.
+func (m *Manager) podUsage(p *Pod, a Age) (Usage, error) {
+	if a == Sampled {
+		m.statsResample.ask(m, m.sampleUsage)
+	}
+	if u, ok := m.used.get(p.ID, m.maxAge(a)); ok {
+		return u, nil
+	}
+	u, err := m.usage(p.ID, p.CgroupPath)
+	if err != nil {
+		return Usage{}, err
+	}
+	if path := p.Namespaces[ns.Net]; path != "" {
+		// Left out, not an error, if it cannot be read (a pod being
+		// stopped): the rest of its stats still count.
+		if u.Network, err = podInterfaces(path); err != nil {
+			klog.V(4).InfoS("Stats: pod network", "pod", p.ID, "err", err)
+		}
+	}
+	keep(m, &m.used, p.ID, time.Unix(0, u.Timestamp), u)
+	return u, nil
 }

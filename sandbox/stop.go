@@ -169,7 +169,6 @@ func (m *Manager) destroy(ctx context.Context, p *Pod) error {
 		if err := m.opts.Cgroups.Delete(p.CgroupPath); err != nil {
 			return fmt.Errorf("removing the pod cgroup: %w", err)
 		}
-		m.forgetSamples(p.CgroupPath)
 	}
 	if err := os.RemoveAll(m.stateDir(p.ID)); err != nil {
 		return err
@@ -214,6 +213,7 @@ func (m *Manager) forget(p *Pod) {
 		delete(m.names, p.key())
 	}
 	delete(m.locks, p.ID)
+	m.forgetSampled(p.ID)
 }
 
 // CheckNetwork runs CNI CHECK for a ready pod: a diagnosis of whether its

@@ -67,6 +67,12 @@ type Config struct {
 	// run. Empty: the criu next to husk (`make` builds one there), else
 	// the first in $PATH; none found, and checkpoints are refused.
 	CRIU string `toml:"criu" json:"criu"`
+	// StatsMaxAge: ListContainerStats, ListPodSandboxStats and
+	// ListPodSandboxMetrics answer from the last sample while it is at
+	// most this old, and take the next one in the background after the
+	// call ("30s"; "0s" reads at every call). ContainerStats and
+	// PodSandboxStats always read now.
+	StatsMaxAge time.Duration `toml:"stats_max_age" json:"stats_max_age"`
 	// Runtimes are runtime handlers (RuntimeClass handler names) run by a
 	// runc-compatible binary instead of husk's own runtime:
 	//
@@ -156,8 +162,12 @@ func defaultConfig() Config {
 		State:  "/run/husk",
 
 		PullProgressTimeout: image.DefaultProgressTimeout,
-		CgroupDriver:        "cgroupfs",
-		CNI:                 CNIConfig{ConfDir: "/etc/cni/net.d", BinDirs: []string{"/opt/cni/bin"}},
+		// kubelet's eviction manager asks every 10 s, and its summary
+		// API and /metrics/cadvisor on each scrape: each call finds the
+		// sample taken after the one before.
+		StatsMaxAge:  30 * time.Second,
+		CgroupDriver: "cgroupfs",
+		CNI:          CNIConfig{ConfDir: "/etc/cni/net.d", BinDirs: []string{"/opt/cni/bin"}},
 		// On, as in containerd 2: device plugins and DRA drivers name
 		// their devices through CDI.
 		CDI:     CDIConfig{Enable: true, SpecDirs: []string{"/etc/cdi", "/var/run/cdi"}},
@@ -202,6 +212,9 @@ func loadConfig(path string, explicit bool) (Config, error) {
 	}
 	if cfg.PullProgressTimeout <= 0 {
 		return cfg, fmt.Errorf("config %s: pull_progress_timeout must be positive", path)
+	}
+	if cfg.StatsMaxAge < 0 {
+		return cfg, fmt.Errorf("config %s: stats_max_age must not be negative", path)
 	}
 	if err := image.ValidateRegistries(cfg.Registry); err != nil {
 		return cfg, fmt.Errorf("config %s: %w", path, err)

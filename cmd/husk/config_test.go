@@ -36,6 +36,7 @@ func TestConfigReadsRegistries(t *testing.T) {
 	p := writeConfig(t, `
 root = "/srv/husk"
 pull_progress_timeout = "90s"
+stats_max_age = "0s"
 
 [registry."registry.k8s.io"]
 mirrors = ["http://127.0.0.1:5000", "mirror.example.com"]
@@ -49,6 +50,9 @@ insecure = true
 	}
 	if cfg.Root != "/srv/husk" || cfg.State != "/run/husk" || cfg.Listen != "/run/husk/husk.sock" {
 		t.Errorf("paths %+v", cfg)
+	}
+	if cfg.StatsMaxAge != 0 || defaultConfig().StatsMaxAge != 30*time.Second {
+		t.Errorf("stats_max_age %v, default %v", cfg.StatsMaxAge, defaultConfig().StatsMaxAge)
 	}
 	if cfg.PullProgressTimeout != 90*time.Second {
 		t.Errorf("pull_progress_timeout %v", cfg.PullProgressTimeout)
@@ -75,6 +79,7 @@ func TestConfigErrorsNameTheProblem(t *testing.T) {
 		"[metrics]\naddress = \"9680\"\n":                                "metrics.address",
 		"[metrics]\naddress = \"unix://run/m.sock\"\n":                   "must be absolute",
 		"[debug]\npprof = true\n":                                        "set metrics.address",
+		"stats_max_age = \"-1s\"\n":                                      "stats_max_age",
 		"[metrics]\naddress = \"0.0.0.0:9680\"\n[debug]\npprof = true\n": "loopback",
 	} {
 		_, err := loadConfig(writeConfig(t, body), true)

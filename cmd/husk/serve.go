@@ -62,6 +62,7 @@ TOML; deploy/config.toml documents every key), flags over it:
                              global_auth_file, pinned_images, pull_progress_timeout
   signature_policy."SCOPE"   accept, reject, or require a cosign signature
   cgroup_driver              cgroupfs or systemd, as kubelet's
+  stats_max_age              how old a sample the stats Lists may answer with
   cni                        conf_dir, bin_dirs
   runtimes."HANDLER".path    runc-compatible runtimes by RuntimeClass handler
   cdi, nri                   device specs; Node Resource Interface plugins
@@ -249,6 +250,8 @@ func restorePods(ctx context.Context, cfg Config, cg *cgroups.Manager, binary *o
 		AppArmor: apparmor.Enabled(),
 		CDI:      cdiCache(cfg.CDI),
 		CRIU:     findCRIU(cfg.CRIU),
+
+		StatsMaxAge: cfg.StatsMaxAge,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("restoring pods: %w", err)

@@ -33,7 +33,9 @@ type ctrEnv struct {
 	logs string
 }
 
-func newCtrEnv(t *testing.T) *ctrEnv {
+// newCtrEnv starts a daemon pulling from a registry of busybox images,
+// with config added to its config file.
+func newCtrEnv(t *testing.T, config ...string) *ctrEnv {
 	t.Helper()
 	reg := imagetest.NewRegistry(t)
 	reg.Push(t, "busybox:plain", imagetest.BusyboxImage(t, v1.Config{}))
@@ -42,7 +44,8 @@ func newCtrEnv(t *testing.T) *ctrEnv {
 		Env: []string{imagetest.DefaultPath, "FROM_IMAGE=image", "OVERRIDE=image"}, WorkingDir: "/tmp",
 	}))
 	reg.Push(t, "busybox:user", imagetest.BusyboxImage(t, v1.Config{User: "alice", Cmd: []string{"id"}}))
-	d := newDaemon(t, insecureConfig(reg.Host))
+	// Top-level keys first: after insecureConfig's tables they would be theirs.
+	d := newDaemon(t, strings.Join(config, "\n")+"\n"+insecureConfig(reg.Host))
 	n := newPodNet(t, d)
 	n.install(t, d)
 	for _, tag := range []string{"plain", "entrypoint", "user"} {

@@ -18,6 +18,12 @@ func TestPodSandboxMetrics(t *testing.T) {
 	cfg := ctrConfig("busy", e.image("plain"), "sh", "-c", "nc -l -p 8080 & exec sleep 300")
 	cfg.Linux.Resources = &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 96 << 20, CpuShares: 512, CpuPeriod: 100000, CpuQuota: 50000}
 	id := e.run(t, podID, podCfg, cfg)
+	// The first List reads what the container has then, and later ones
+	// may answer from that sample for a stats_period: nc listens first.
+	waitFor(t, func() bool {
+		r, err := e.exec(t, id, 5, "sh", "-c", "cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | grep -q ':1F90 0[0-9A-F]*:0000 0A'")
+		return err == nil && r.ExitCode == 0
+	})
 
 	descs, err := e.d.runtime.ListMetricDescriptors(ctx, &runtimeapi.ListMetricDescriptorsRequest{})
 	if err != nil {

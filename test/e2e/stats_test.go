@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
@@ -73,5 +74,54 @@ func TestContainerAndPodStats(t *testing.T) {
 	resp, _ = e.d.runtime.ContainerStats(context.Background(), &runtimeapi.ContainerStatsRequest{ContainerId: id})
 	if avail := resp.GetStats().GetMemory().GetAvailableBytes().GetValue(); avail == 0 || avail > 256<<20 {
 		t.Errorf("available memory after a 256 MiB limit: %d", avail)
+	}
+}
+
+// The stats Lists answer from the last sample (stats_max_age) and take
+// the next one after the call, for the next; ContainerStats and
+// PodSandboxStats read now. `crictl stats` (above) needs the Lists' CPU
+// sample renewed within its one second.
+func TestStatsListsAnswerFromSamples(t *testing.T) {
+	e := newCtrEnv(t, `stats_max_age = "1m"`)
+	ctx := context.Background()
+	podID, pod := e.pod(t, "sampled")
+	id := e.run(t, podID, pod, ctrConfig("sleeper", e.image("plain"), "sleep", "300"))
+
+	list := func() (ctr, pod int64) {
+		cs, err := e.d.runtime.ListContainerStats(ctx, &runtimeapi.ListContainerStatsRequest{Filter: &runtimeapi.ContainerStatsFilter{Id: id}})
+		if err != nil || len(cs.Stats) != 1 {
+			t.Fatalf("ListContainerStats: %v, %v", cs, err)
+		}
+		ps, err := e.d.runtime.ListPodSandboxStats(ctx, &runtimeapi.ListPodSandboxStatsRequest{Filter: &runtimeapi.PodSandboxStatsFilter{Id: podID}})
+		if err != nil || len(ps.Stats) != 1 || len(ps.Stats[0].GetLinux().GetContainers()) != 1 {
+			t.Fatalf("ListPodSandboxStats: %v, %v", ps, err)
+		}
+		return cs.Stats[0].GetCpu().GetTimestamp(), ps.Stats[0].GetLinux().GetCpu().GetTimestamp()
+	}
+	// Nothing was sampled: the first Lists read.
+	called := time.Now().UnixNano()
+	if ctr, pod := list(); ctr < called || pod < called {
+		t.Errorf("the first Lists answered with samples from before them: %d, %d < %d", ctr, pod, called)
+	}
+	// Each later List answers with a sample taken before it was called,
+	// and newer than the one before (taken after that List).
+	prev, _ := list()
+	for range 3 {
+		time.Sleep(time.Second)
+		called := time.Now().UnixNano()
+		ctr, pod := list()
+		if ctr <= prev || ctr >= called || pod >= called {
+			t.Errorf("List a second after the last: samples at %d (container) and %d (pod), want both before the call at %d and the container's after the last List's %d", ctr, pod, called, prev)
+		}
+		prev = ctr
+	}
+	called = time.Now().UnixNano()
+	resp, err := e.d.runtime.ContainerStats(ctx, &runtimeapi.ContainerStatsRequest{ContainerId: id})
+	if err != nil || resp.Stats.GetCpu().GetTimestamp() < called {
+		t.Errorf("ContainerStats read before the call (%d < %d): %v", resp.GetStats().GetCpu().GetTimestamp(), called, err)
+	}
+	ps, err := e.d.runtime.PodSandboxStats(ctx, &runtimeapi.PodSandboxStatsRequest{PodSandboxId: podID})
+	if err != nil || ps.Stats.GetLinux().GetCpu().GetTimestamp() < called || ps.Stats.GetLinux().GetContainers()[0].GetCpu().GetTimestamp() < called {
+		t.Errorf("PodSandboxStats read before the call: %v, %v", ps.GetStats().GetLinux(), err)
 	}
 }
