@@ -129,15 +129,23 @@ func keep[T any](m *Manager, c *sampleCache[T], id string, at time.Time, v T) {
 	}
 }
 
-// forgetSampled drops what was sampled of a removed pod or container, or
-// of one whose limits changed. The caller holds m.mu or knows id is gone.
+// forgetSampled drops what was sampled of a removed pod or container.
+// The caller holds m.mu, so that no sample read before is kept after
+// (keep).
 func (m *Manager) forgetSampled(id string) {
-	m.used.forget(id)
-	m.metricSeries.forget(id)
+	m.forgetUse(id)
 	m.layers.forget(id)
 	m.samplesMu.Lock()
 	delete(m.samples, id)
 	m.samplesMu.Unlock()
+}
+
+// forgetUse drops the sampled use and series of a pod or container whose
+// limits changed, so that the Lists' next answer has the new ones; its
+// CPU samples stay for the rate. The caller holds m.mu.
+func (m *Manager) forgetUse(id string) {
+	m.used.forget(id)
+	m.metricSeries.forget(id)
 }
 
 // sampleUsage reads every running container's and ready pod's use.

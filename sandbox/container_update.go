@@ -80,6 +80,7 @@ func (m *Manager) updateContainerResources(ctx context.Context, id string, r *ru
 		}
 		cfg.Linux.Resources = r
 		c.Config = cfg
+		m.forgetUse(c.ID)
 	})
 }
 

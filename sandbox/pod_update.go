@@ -41,5 +41,6 @@ func (m *Manager) UpdatePodResources(ctx context.Context, id string, overhead, r
 		cfg := proto.Clone(p.Config).(*runtimeapi.PodSandboxConfig)
 		cfg.Linux = l
 		p.Config = cfg
+		m.forgetUse(p.ID)
 	})
 }

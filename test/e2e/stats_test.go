@@ -115,6 +115,15 @@ func TestStatsListsAnswerFromSamples(t *testing.T) {
 		}
 		prev = ctr
 	}
+	// New limits show in the next List, not one sample later.
+	avail := func(s *runtimeapi.ContainerStats) uint64 { return s.GetMemory().GetAvailableBytes().GetValue() }
+	if _, err := e.d.runtime.UpdateContainerResources(ctx, &runtimeapi.UpdateContainerResourcesRequest{ContainerId: id, Linux: &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 200 << 20}}); err != nil {
+		t.Fatal(err)
+	}
+	cs, err := e.d.runtime.ListContainerStats(ctx, &runtimeapi.ListContainerStatsRequest{Filter: &runtimeapi.ContainerStatsFilter{Id: id}})
+	if err != nil || len(cs.Stats) != 1 || avail(cs.Stats[0]) == 0 || avail(cs.Stats[0]) > 200<<20 {
+		t.Errorf("ListContainerStats right after a 200 MiB limit: %v, %v", cs, err)
+	}
 	called = time.Now().UnixNano()
 	resp, err := e.d.runtime.ContainerStats(ctx, &runtimeapi.ContainerStatsRequest{ContainerId: id})
 	if err != nil || resp.Stats.GetCpu().GetTimestamp() < called {
