@@ -131,7 +131,7 @@ lint: $(GOLANGCI)
 # seed: commit it with the fix.
 FUZZTIME ?= 60s
 FUZZ_TARGETS := ./cri/validate:FuzzRunPodSandboxRequest ./cri/validate:FuzzCreateContainerRequest \
-	./cri/validate:FuzzCPUList ./oci/runtime/spec:FuzzGenerate ./oci/image:FuzzParseReference ./cmd/husk:FuzzLoadConfig
+	./cri/validate:FuzzCPUList ./oci/runtime/spec:FuzzGenerate ./oci/image:FuzzParseReference ./cmd/husk:FuzzLoadConfig ./oci/runtime/shim:FuzzReadExecProfile
 fuzz: deps
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		echo "fuzzing $${t#*:} in $${t%%:*} for $(FUZZTIME)"; \

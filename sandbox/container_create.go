@@ -24,6 +24,7 @@ import (
 	"github.com/husk-runtime/husk/oci/image"
 	"github.com/husk-runtime/husk/oci/runtime/apparmor"
 	"github.com/husk-runtime/husk/oci/runtime/engine"
+	"github.com/husk-runtime/husk/oci/runtime/linux"
 	"github.com/husk-runtime/husk/oci/runtime/spec"
 )
 
@@ -432,7 +433,21 @@ func (m *Manager) writeSpec(id string, s *specs.Spec, rt engine.Runtime, userns 
 			return nil, err
 		}
 	}
+	// Without a profile (a terminal), exec goes through exec-init.
+	if profile, err := linux.ExecProfile(s); err == nil {
+		if err := os.WriteFile(m.execProfilePath(id), profile, 0o600); err != nil {
+			return nil, err
+		}
+	} else {
+		klog.V(4).InfoS("No exec profile: exec-init makes exec's processes", "id", id, "why", err)
+	}
 	return outer, nil
+}
+
+// execProfilePath is the container's exec profile (linux.ExecProfile),
+// which exec-enter reads so that an exec needs no exec-init.
+func (m *Manager) execProfilePath(id string) string {
+	return filepath.Join(m.bundleDir(id), "exec.profile")
 }
 
 // clampOOMScoreAdj keeps a container's oom_score_adj in the kernel's range

@@ -74,13 +74,19 @@ func (m *Manager) execCommand(ctx context.Context, id string, cmd []string, tty 
 	for _, f := range m.opts.Cgroups.ProcsFiles(m.processCgroup(c)) {
 		args = append(args, "--cgroup", f)
 	}
+	files := []*os.File{m.opts.Binary, spec} // fds 3 and 4
 	if tty {
 		args = append(args, "--tty")
+	} else if profile, err := os.Open(m.execProfilePath(c.ID)); err == nil {
+		// exec-enter's child becomes the container's process itself; a
+		// container made before profiles has none, and gets exec-init.
+		files = append(files, profile)
+		args = append(args, "--profile-fd", "5")
 	}
 	args = append(args, "--", "husk-runtime", "exec-init", "--")
 	args = append(args, cmd...)
 	x := m.runtimeCommand(ctx, args...)
-	x.ExtraFiles = []*os.File{m.opts.Binary, spec} // fds 3 and 4
+	x.ExtraFiles = files
 	x.Env = []string{monitor.EnvExecSpecFD + "=4"}
 	x.Dir = "/"
 	x.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
@@ -89,7 +95,11 @@ func (m *Manager) execCommand(ctx context.Context, id string, cmd []string, tty 
 	x.Cancel = func() error { return x.Process.Signal(syscall.SIGTERM) }
 	// What the command started may hold its output open after it ended.
 	x.WaitDelay = time.Second
-	return x, func() { _ = spec.Close() }, nil
+	return x, func() {
+		for _, f := range files[1:] {
+			_ = f.Close()
+		}
+	}, nil
 }
 
 // ExecSync runs cmd in a running container, as ExecSync (kubelet's exec

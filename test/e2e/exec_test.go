@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -31,23 +32,33 @@ func TestExecSync(t *testing.T) {
 	cfg.WorkingDir = "/tmp"
 	id := e.run(t, podID, pod, cfg)
 
-	resp, err := e.exec(t, id, 10, "sh", "-c", "id -u; echo $FROM_SPEC; pwd; cat /proc/1/cmdline | tr '\\0' ' '; echo; ls /proc/self/fd | tr '\\n' ' '; echo oops >&2; exit 3")
-	if err != nil {
-		t.Fatal(err)
+	// The container's exec profile makes the process; a container made
+	// before profiles has none, and exec-init makes it.
+	profile := filepath.Join(e.d.state, "containers", id, "exec.profile")
+	if _, err := os.Stat(profile); err != nil {
+		t.Errorf("no exec profile: %v", err)
 	}
-	lines := strings.Split(strings.TrimSpace(string(resp.Stdout)), "\n")
-	if resp.ExitCode != 3 || len(lines) != 5 || lines[0] != "1000" || lines[1] != "yes" || lines[2] != "/tmp" ||
-		!strings.HasPrefix(lines[3], "sleep 300") || strings.TrimSpace(lines[4]) != "0 1 2 3" || string(resp.Stderr) != "oops\n" {
-		t.Errorf("exec: exit %d stdout %q stderr %q", resp.ExitCode, resp.Stdout, resp.Stderr)
+	check := func(how string) {
+		t.Helper()
+		resp, err := e.exec(t, id, 10, "sh", "-c", "id -u; echo $FROM_SPEC; pwd; cat /proc/1/cmdline | tr '\\0' ' '; echo; ls /proc/self/fd | tr '\\n' ' '; echo oops >&2; exit 3")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines := strings.Split(strings.TrimSpace(string(resp.Stdout)), "\n")
+		if resp.ExitCode != 3 || len(lines) != 5 || lines[0] != "1000" || lines[1] != "yes" || lines[2] != "/tmp" ||
+			!strings.HasPrefix(lines[3], "sleep 300") || strings.TrimSpace(lines[4]) != "0 1 2 3" || string(resp.Stderr) != "oops\n" {
+			t.Errorf("exec through %s: exit %d stdout %q stderr %q", how, resp.ExitCode, resp.Stdout, resp.Stderr)
+		}
+		// A command not in the container.
+		resp, err = e.exec(t, id, 10, "no-such-command")
+		if err != nil || resp.ExitCode != 127 || !strings.Contains(string(resp.Stderr), "no-such-command") {
+			t.Errorf("missing command through %s: %v, %v", how, resp, err)
+		}
 	}
-	// A command not in the container.
-	resp, err = e.exec(t, id, 10, "no-such-command")
-	if err != nil || resp.ExitCode != 127 || !strings.Contains(string(resp.Stderr), "no-such-command") {
-		t.Errorf("missing command: %v, %v", resp, err)
-	}
+	check("the profile")
 	// A timeout kills the command.
 	start := time.Now()
-	_, err = e.exec(t, id, 1, "sh", "-c", "sleep 77")
+	_, err := e.exec(t, id, 1, "sh", "-c", "sleep 77")
 	if status.Code(err) != codes.DeadlineExceeded || time.Since(start) > 10*time.Second {
 		t.Errorf("exec past its timeout: %v after %v", err, time.Since(start))
 	}
@@ -64,6 +75,10 @@ func TestExecSync(t *testing.T) {
 	if _, err := e.exec(t, stopped, 10, "true"); status.Code(err) != codes.FailedPrecondition {
 		t.Errorf("exec in a created container: %v", err)
 	}
+	if err := os.Remove(profile); err != nil {
+		t.Fatal(err)
+	}
+	check("exec-init")
 }
 
 // crictl exec without --sync streams through husk's streaming server, as
@@ -208,4 +223,40 @@ func onTerminal(t testing.TB, cmd *exec.Cmd, rows, cols uint16, input string) (s
 	case <-time.After(2 * time.Second):
 	}
 	return got.String(), werr
+}
+
+// What exec starts is a process of the container as its first process is:
+// the same user and groups, capability sets, no_new_privs and seccomp
+// filter, whether the exec profile or exec-init made it.
+func TestExecProcessIsLikeTheContainers(t *testing.T) {
+	e := newCtrEnv(t)
+	podID, pod := e.pod(t, "exec-like")
+	root := ctrConfig("root", e.image("plain"), "sleep", "300")
+	root.Linux.SecurityContext.Seccomp = &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_RuntimeDefault}
+	user := ctrConfig("user", e.image("plain"), "sleep", "300")
+	user.Linux.SecurityContext.RunAsUser = &runtimeapi.Int64Value{Value: 1000}
+	user.Linux.SecurityContext.SupplementalGroups = []int64{4, 5}
+	user.Linux.SecurityContext.NoNewPrivs = true
+	user.Linux.SecurityContext.Capabilities = &runtimeapi.Capability{AddCapabilities: []string{"NET_RAW"}, DropCapabilities: []string{"CHOWN"}}
+	user.Linux.SecurityContext.Seccomp = &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_RuntimeDefault}
+	fields := regexp.MustCompile(`(?m)^(Uid|Gid|Groups|Cap\w+|NoNewPrivs|Seccomp\w*):.*$`)
+	for _, cfg := range []*runtimeapi.ContainerConfig{root, user} {
+		id := e.run(t, podID, pod, cfg)
+		for _, how := range []string{"the profile", "exec-init"} {
+			if how == "exec-init" {
+				if err := os.Remove(filepath.Join(e.d.state, "containers", id, "exec.profile")); err != nil {
+					t.Fatal(err)
+				}
+			}
+			resp, err := e.exec(t, id, 10, "sh", "-c", "cat /proc/1/status; echo ==; cat /proc/self/status")
+			if err != nil || resp.ExitCode != 0 {
+				t.Fatalf("%s: %v, %v", cfg.Metadata.Name, resp, err)
+			}
+			first, exec, _ := strings.Cut(string(resp.Stdout), "==\n")
+			want, got := fields.FindAllString(first, -1), fields.FindAllString(exec, -1)
+			if len(want) < 10 || strings.Join(want, "\n") != strings.Join(got, "\n") {
+				t.Errorf("%s, exec through %s:\nthe container's first process:\n%s\nthe exec'd one:\n%s", cfg.Metadata.Name, how, strings.Join(want, "\n"), strings.Join(got, "\n"))
+			}
+		}
+	}
 }

@@ -46,33 +46,51 @@ func loadSeccomp(s *specs.LinuxSeccomp) error {
 	if s == nil {
 		return nil
 	}
-	def, err := seccompAction(s.DefaultAction, s.DefaultErrnoRet, nil)
+	f, err := seccompFilter(s)
 	if err != nil {
 		return err
 	}
-	f, err := libseccomp.NewFilter(def)
-	if err != nil {
-		return fmt.Errorf("seccomp: %w", err)
-	}
 	defer f.Release()
+	if err := f.Load(); err != nil {
+		return fmt.Errorf("loading the seccomp filter: %w", err)
+	}
+	return nil
+}
+
+// seccompFilter compiles the spec's filter with libseccomp; the caller
+// releases it.
+func seccompFilter(s *specs.LinuxSeccomp) (f *libseccomp.ScmpFilter, err error) {
+	def, err := seccompAction(s.DefaultAction, s.DefaultErrnoRet, nil)
+	if err != nil {
+		return nil, err
+	}
+	f, err = libseccomp.NewFilter(def)
+	if err != nil {
+		return nil, fmt.Errorf("seccomp: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			f.Release()
+		}
+	}()
 	for _, a := range s.Architectures {
 		arch, err := libseccomp.GetArchFromString(archName(a))
 		if err != nil {
 			continue // an architecture libseccomp does not know cannot run here
 		}
 		if err := f.AddArch(arch); err != nil {
-			return fmt.Errorf("seccomp: %w", err)
+			return nil, fmt.Errorf("seccomp: %w", err)
 		}
 	}
 	// The filter must not turn a no_new_privs off that the spec did not ask
 	// for: husk sets it itself when asked.
 	if err := f.SetNoNewPrivsBit(false); err != nil {
-		return fmt.Errorf("seccomp: %w", err)
+		return nil, fmt.Errorf("seccomp: %w", err)
 	}
 	for _, rule := range s.Syscalls {
 		act, err := seccompAction(rule.Action, rule.ErrnoRet, s.DefaultErrnoRet)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if act == def {
 			continue
@@ -81,11 +99,11 @@ func loadSeccomp(s *specs.LinuxSeccomp) error {
 		for _, a := range rule.Args {
 			op, ok := seccompOps[a.Op]
 			if !ok {
-				return fmt.Errorf("seccomp operator %q is not supported", a.Op)
+				return nil, fmt.Errorf("seccomp operator %q is not supported", a.Op)
 			}
 			c, err := libseccomp.MakeCondition(a.Index, op, a.Value, a.ValueTwo)
 			if err != nil {
-				return fmt.Errorf("seccomp: %w", err)
+				return nil, fmt.Errorf("seccomp: %w", err)
 			}
 			conds = append(conds, c)
 		}
@@ -109,14 +127,11 @@ func loadSeccomp(s *specs.LinuxSeccomp) error {
 				err = f.AddRuleConditional(sc, act, conds)
 			}
 			if err != nil {
-				return fmt.Errorf("seccomp rule for %s: %w", name, err)
+				return nil, fmt.Errorf("seccomp rule for %s: %w", name, err)
 			}
 		}
 	}
-	if err := f.Load(); err != nil {
-		return fmt.Errorf("loading the seccomp filter: %w", err)
-	}
-	return nil
+	return f, nil
 }
 
 func archName(a specs.Arch) string {

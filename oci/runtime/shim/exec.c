@@ -3,13 +3,15 @@
 // because only a single-threaded process can join a mount namespace.
 //
 //   husk-runtime exec-enter --pid PID --exec-fd N [--cgroup PROCS_FILE ...] [--tty]
-//                   -- ARGS...
+//                   [--profile-fd P] -- husk-runtime exec-init -- COMMAND...
 //
 // It joins the cgroup and the namespaces of the container's first process
-// PID, then starts ARGS (husk-runtime exec-init: the user, capabilities and
-// seccomp of the container, then the command) from the sealed husk-runtime
-// at descriptor N, as a child: joining a PID namespace takes effect for
-// children only. On SIGTERM (the daemon's timeout) it kills the child's
+// PID, then starts a child (joining a PID namespace takes effect for
+// children only) that becomes a process of the container: with the
+// container's exec profile at descriptor P (exec_profile.c), by itself,
+// then executes COMMAND; else (a terminal, or a container made before
+// profiles) it executes the rest of its arguments, husk-runtime exec-init,
+// from the sealed husk-runtime at descriptor N. On SIGTERM (the daemon's timeout) it kills the child's
 // process group; the child dies with it too. It exits as the child did.
 //
 // The mount namespace is joined last, by the child, in the constructor
@@ -38,6 +40,7 @@
 #include <unistd.h>
 
 #include "contract.h"
+#include "exec_profile.h"
 
 static void fail(const char *what) {
 	dprintf(2, "husk exec: %s: %s\n", what, strerror(errno));
@@ -49,15 +52,17 @@ __attribute__((constructor)) static void husk_exec_enter(int argc, char **argv) 
 		return;
 	static struct option opts[] = {
 		{"pid", required_argument, 0, 'p'}, {"exec-fd", required_argument, 0, 'e'},
-		{"cgroup", required_argument, 0, 'c'}, {"tty", no_argument, 0, 't'}, {0, 0, 0, 0}};
+		{"cgroup", required_argument, 0, 'c'}, {"tty", no_argument, 0, 't'},
+		{"profile-fd", required_argument, 0, 'f'}, {0, 0, 0, 0}};
 	const char *cgroups[64];
-	int ncgroups = 0, pid = 0, exec_fd = -1, tty = 0;
+	int ncgroups = 0, pid = 0, exec_fd = -1, tty = 0, profile_fd = -1;
 	optind = 2;
 	for (int c; (c = getopt_long(argc, argv, "", opts, NULL)) != -1;) {
 		switch (c) {
 		case 'p': pid = atoi(optarg); break;
 		case 'e': exec_fd = atoi(optarg); break;
 		case 't': tty = 1; break;
+		case 'f': profile_fd = atoi(optarg); break;
 		case 'c':
 			if (ncgroups < 64)
 				cgroups[ncgroups++] = optarg;
@@ -67,6 +72,12 @@ __attribute__((constructor)) static void husk_exec_enter(int argc, char **argv) 
 	}
 	if (pid <= 0 || exec_fd < 0 || optind >= argc)
 		_exit(126);
+	// The command is what follows exec-init's own "--".
+	struct exec_profile profile;
+	int direct = !tty && profile_fd >= 0 && argc - optind >= 4 && strcmp(argv[optind + 1], "exec-init") == 0 &&
+		     strcmp(argv[optind + 2], "--") == 0 && read_exec_profile(profile_fd, &profile) == 0;
+	if (profile_fd >= 0)
+		close(profile_fd);
 
 	// All namespace files first: once in the container's mount namespace,
 	// /proc is the container's.
@@ -144,6 +155,8 @@ __attribute__((constructor)) static void husk_exec_enter(int argc, char **argv) 
 		else
 			setpgid(0, 0);
 		prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+		if (direct)
+			_exit(exec_with_profile(&profile, mnt, argv + optind + 3));
 		fexecve(exec_fd, argv + optind, environ);
 		fail("exec");
 	}

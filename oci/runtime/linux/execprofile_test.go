@@ -1,0 +1,107 @@
+package linux
+
+import (
+	"bytes"
+	"encoding/binary"
+	"strings"
+	"testing"
+
+	"github.com/moby/profiles/seccomp"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+func execSpec() *specs.Spec {
+	return &specs.Spec{
+		Process: &specs.Process{
+			User: specs.User{UID: 1000, GID: 2000, AdditionalGids: []uint32{3, 4}},
+			Cwd:  "/work", Env: []string{"PATH=/bin", "A=b"},
+			NoNewPrivileges: true, ApparmorProfile: "husk-default",
+			Capabilities: &specs.LinuxCapabilities{
+				Bounding: []string{"CAP_CHOWN", "CAP_KILL"}, Effective: []string{"CAP_KILL"},
+				Permitted: []string{"CAP_KILL"}, Ambient: []string{"CAP_KILL"},
+			},
+		},
+		Linux: &specs.Linux{},
+	}
+}
+
+// The layout exec_profile.c reads.
+func TestExecProfileLayout(t *testing.T) {
+	s := execSpec()
+	sc, err := seccomp.GetDefaultProfile(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Linux.Seccomp = sc
+	b, err := ExecProfile(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.HasPrefix(b, []byte("HUSKEXP1")) {
+		t.Fatalf("magic: %q", b[:8])
+	}
+	var h struct {
+		UID, GID, Flags             uint32
+		Caps                        [5]uint64
+		Gids, Env, Filter, StrBytes uint32
+	}
+	r := bytes.NewReader(b[8:])
+	if err := binary.Read(r, binary.NativeEndian, &h); err != nil {
+		t.Fatal(err)
+	}
+	const kill, chown = 1 << 5, 1 << 0
+	if h.UID != 1000 || h.GID != 2000 || h.Flags != 3 || h.Caps != [5]uint64{chown | kill, kill, kill, 0, kill} || h.Gids != 2 || h.Env != 2 {
+		t.Errorf("header %+v", h)
+	}
+	gids := make([]uint32, h.Gids)
+	_ = binary.Read(r, binary.NativeEndian, gids)
+	strs := make([]byte, h.StrBytes)
+	_, _ = r.Read(strs)
+	if got := strings.Split(string(strs), "\x00"); len(got) != 5 || got[0] != "/work" || got[1] != "husk-default" || got[2] != "PATH=/bin" || got[3] != "A=b" || got[4] != "" {
+		t.Errorf("gids %v, strings %q", gids, got)
+	}
+	// The rest is the filter: libseccomp's program for the default
+	// profile, hundreds of instructions.
+	if rest := r.Len(); rest != int(h.Filter)*8 || h.Filter < 100 {
+		t.Errorf("%d instructions, %d bytes left", h.Filter, rest)
+	}
+}
+
+func TestExecProfileRefuses(t *testing.T) {
+	s := execSpec()
+	s.Process.Terminal = true
+	if _, err := ExecProfile(s); err == nil {
+		t.Error("a profile for a terminal, which needs exec-init")
+	}
+	s = execSpec()
+	s.Process.Capabilities.Effective = []string{"CAP_NONSENSE"}
+	if _, err := ExecProfile(s); err == nil {
+		t.Error("a profile with an unknown capability")
+	}
+	s = execSpec()
+	s.Process.Env = append(s.Process.Env, "X=a\x00b")
+	if _, err := ExecProfile(s); err == nil {
+		t.Error("a profile with a NUL in the environment")
+	}
+	// Without a filter, no instructions.
+	b, err := ExecProfile(execSpec())
+	if err != nil || binary.NativeEndian.Uint32(b[8+12+40+8:]) != 0 {
+		t.Errorf("no seccomp: %v", err)
+	}
+}
+
+// What CreateContainer spends on a container's profile: compiling the
+// default seccomp profile is most of it.
+func BenchmarkExecProfile(b *testing.B) {
+	s := execSpec()
+	sc, err := seccomp.GetDefaultProfile(s)
+	if err != nil {
+		b.Fatal(err)
+	}
+	s.Linux.Seccomp = sc
+	for b.Loop() {
+		if _, err := ExecProfile(s); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,37 @@
+// A container's exec profile (oci/runtime/linux.ExecProfile): what makes a
+// process of the container, read by exec-enter so that its child becomes
+// one without exec-init.
+#ifndef HUSK_EXEC_PROFILE_H
+#define HUSK_EXEC_PROFILE_H
+
+#include <stdint.h>
+#include <linux/filter.h>
+
+#define EXEC_NO_NEW_PRIVS 1
+#define EXEC_AMBIENT 2
+
+enum { CAPS_BOUNDING, CAPS_EFFECTIVE, CAPS_PERMITTED, CAPS_INHERITABLE, CAPS_AMBIENT };
+
+struct exec_profile {
+	uint32_t uid, gid, flags;
+	uint64_t caps[5];
+	uint32_t ngids;
+	uint32_t *gids;
+	const char *cwd, *apparmor;
+	char **env; // NULL-terminated
+	struct sock_fprog seccomp; // len 0: none
+	char *buf;                 // what the above point into
+	char **strs;
+};
+
+// read_exec_profile reads the profile at fd into p; -1 with errno set if
+// it is not one. exec-enter never frees it: it executes or exits.
+int read_exec_profile(int fd, struct exec_profile *p);
+void free_exec_profile(struct exec_profile *p);
+
+// exec_with_profile makes this process the container's, in the mount
+// namespace mnt (an open descriptor), and executes argv. It returns
+// only to exit: 127 when the command is not found, else 126.
+int exec_with_profile(const struct exec_profile *p, int mnt, char **argv);
+
+#endif
