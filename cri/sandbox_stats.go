@@ -11,44 +11,48 @@ import (
 )
 
 // PodSandboxStats reports a ready pod's use, from its cgroup (which holds
-// its containers'), with its running containers' own.
+// its containers'), with its running containers' own, read now.
 func (s *Server) PodSandboxStats(_ context.Context, req *runtimeapi.PodSandboxStatsRequest) (*runtimeapi.PodSandboxStatsResponse, error) {
 	if req.GetPodSandboxId() == "" {
 		return nil, invalid("pod_sandbox_id", "is required")
 	}
-	st, err := s.podStats(req.GetPodSandboxId(), sandbox.Fresh)
+	p, u, cs, err := s.pods.PodUsage(req.GetPodSandboxId(), sandbox.Fresh)
 	if err != nil {
 		return nil, err
 	}
-	return &runtimeapi.PodSandboxStatsResponse{Stats: st}, nil
+	return &runtimeapi.PodSandboxStatsResponse{Stats: s.podStats(p, u, cs, sandbox.Fresh)}, nil
 }
 
 // ListPodSandboxStats reports every ready pod the filter matches, from the
-// collector's samples (sandbox.Sampled).
+// last samples (sandbox.Sampled). The containers are listed once, not
+// once per pod.
 func (s *Server) ListPodSandboxStats(_ context.Context, req *runtimeapi.ListPodSandboxStatsRequest) (*runtimeapi.ListPodSandboxStatsResponse, error) {
 	f := req.GetFilter()
+	running := map[string][]*sandbox.Container{}
+	for _, c := range s.pods.ListContainers() {
+		if c.State == sandbox.ContainerStarted {
+			running[c.PodID] = append(running[c.PodID], c)
+		}
+	}
 	var out []*runtimeapi.PodSandboxStats
 	for _, p := range s.pods.List() {
 		if !p.Ready() || (f.GetId() != "" && !strings.HasPrefix(p.ID, f.GetId())) || !labelsMatch(p.Config.GetLabels(), f.GetLabelSelector()) {
 			continue
 		}
-		st, err := s.podStats(p.ID, sandbox.Sampled)
+		u, err := s.pods.PodUsageOf(p, sandbox.Sampled)
 		if errdefs.IsNotFound(err) {
-			continue
+			continue // stopped meanwhile
 		}
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, st)
+		out = append(out, s.podStats(p, u, running[p.ID], sandbox.Sampled))
 	}
 	return &runtimeapi.ListPodSandboxStatsResponse{Stats: out}, nil
 }
 
-func (s *Server) podStats(id string, a sandbox.Age) (*runtimeapi.PodSandboxStats, error) {
-	p, u, cs, err := s.pods.PodUsage(id, a)
-	if err != nil {
-		return nil, err
-	}
+// podStats is a pod's stats with those of its running containers cs.
+func (s *Server) podStats(p *sandbox.Pod, u sandbox.Usage, cs []*sandbox.Container, a sandbox.Age) *runtimeapi.PodSandboxStats {
 	st := &runtimeapi.PodSandboxStats{
 		Attributes: &runtimeapi.PodSandboxAttributes{
 			Id: p.ID, Metadata: p.Config.GetMetadata(), Labels: p.Config.GetLabels(), Annotations: p.Config.GetAnnotations(),
@@ -70,7 +74,7 @@ func (s *Server) podStats(id string, a sandbox.Age) (*runtimeapi.PodSandboxStats
 		}
 		st.Linux.Containers = append(st.Linux.Containers, containerStats(c, cu))
 	}
-	return st, nil
+	return st
 }
 
 // networkUsage is the pod's interfaces, eth0 (where CNI puts the pod's

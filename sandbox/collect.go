@@ -159,7 +159,7 @@ func (m *Manager) sampleUsage() {
 	}
 	for _, p := range m.List() {
 		if p.Ready() {
-			if _, err := m.podUsage(p, Fresh); err != nil {
+			if _, err := m.PodUsageOf(p, Fresh); err != nil {
 				klog.V(4).InfoS("Stats: sampling a pod", "pod", p.ID, "err", err)
 			}
 		}

@@ -433,10 +433,17 @@ func (m *Manager) writeSpec(id string, s *specs.Spec, rt engine.Runtime, userns 
 			return nil, err
 		}
 	}
-	// Without a profile (a terminal), exec goes through exec-init.
+	// Without a profile (a spec it cannot hold), exec goes through
+	// exec-init.
 	if profile, err := linux.ExecProfile(s); err == nil {
 		if err := os.WriteFile(m.execProfilePath(id), profile, 0o600); err != nil {
 			return nil, err
+		}
+		// container-init loads its seccomp program from it.
+		if userns != nil {
+			if err := userns.shareWithRoot(m.execProfilePath(id), 0o640); err != nil {
+				return nil, err
+			}
 		}
 	} else {
 		klog.V(4).InfoS("No exec profile: exec-init makes exec's processes", "id", id, "why", err)
@@ -447,7 +454,7 @@ func (m *Manager) writeSpec(id string, s *specs.Spec, rt engine.Runtime, userns 
 // execProfilePath is the container's exec profile (linux.ExecProfile),
 // which exec-enter reads so that an exec needs no exec-init.
 func (m *Manager) execProfilePath(id string) string {
-	return filepath.Join(m.bundleDir(id), "exec.profile")
+	return filepath.Join(m.bundleDir(id), linux.ExecProfileName)
 }
 
 // clampOOMScoreAdj keeps a container's oom_score_adj in the kernel's range

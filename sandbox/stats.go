@@ -154,7 +154,7 @@ func (m *Manager) PodUsage(id string, a Age) (*Pod, Usage, []*Container, error) 
 	if !p.Ready() {
 		return p, Usage{}, nil, fmt.Errorf("pod sandbox %s is not ready: %w", p.ID, errdefs.ErrNotFound)
 	}
-	u, err := m.podUsage(p, a)
+	u, err := m.PodUsageOf(p, a)
 	if err != nil {
 		return p, Usage{}, nil, err
 	}
@@ -167,8 +167,9 @@ func (m *Manager) PodUsage(id string, a Age) (*Pod, Usage, []*Container, error) 
 	return p, u, cs, nil
 }
 
-// podUsage is the use of a ready pod's cgroup and network.
-func (m *Manager) podUsage(p *Pod, a Age) (Usage, error) {
+// PodUsageOf is the use of a ready pod's cgroup and network, for a copy
+// the caller has (from List), as old as a allows.
+func (m *Manager) PodUsageOf(p *Pod, a Age) (Usage, error) {
 	if a == Sampled {
 		m.statsResample.ask(m, m.sampleUsage)
 	}

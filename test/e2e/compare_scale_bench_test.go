@@ -67,6 +67,10 @@ func BenchmarkCompareScale(b *testing.B) {
 	var report, csv strings.Builder
 	csv.WriteString("runtime,pods,metric,value\n")
 	for _, t := range []*criTarget{husk, ctrd} {
+		// HUSK_COMPARE_ONLY=husk measures one runtime, to try a change.
+		if only := os.Getenv("HUSK_COMPARE_ONLY"); only != "" && only != t.name {
+			continue
+		}
 		points, pods := scaleCurve(b, t)
 		fmt.Fprintf(&report, "%s\n| pods | pods/s to reach | daemon RSS MiB |", t.name)
 		for _, lc := range listCalls {

@@ -761,6 +761,19 @@ func TestSeccompAndPIDModes(t *testing.T) {
 			t.Errorf("RuntimeDefault seccomp, %s: exit %d %q", name, st.ExitCode, out)
 		}
 	}
+	// The filter does what it says: the default one refuses a new user
+	// namespace to a process without CAP_SYS_ADMIN, which the kernel
+	// allows without one.
+	for name, sc := range map[string]*runtimeapi.SecurityProfile{
+		"blocked": {ProfileType: runtimeapi.SecurityProfile_RuntimeDefault},
+		"allowed": nil,
+	} {
+		cfg := ctrConfig("userns-"+name, e.image("plain"), "sh", "-c", "unshare -U true 2>/dev/null && echo allowed || echo blocked")
+		cfg.Linux.SecurityContext.Seccomp = sc
+		if st, out := e.runToEnd(t, podID, pod, cfg); st.ExitCode != 0 || len(out) != 1 || out[0] != name {
+			t.Errorf("unshare -U with seccomp %v: exit %d %q, want %s", sc, st.ExitCode, out, name)
+		}
+	}
 	// An unset PID mode (POD, the zero value) in a pod without a shared
 	// PID namespace: a namespace of the container's own.
 	cfg := ctrConfig("pid-unset", e.image("plain"), "sh", "-c", "echo $$")

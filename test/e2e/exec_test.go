@@ -252,6 +252,11 @@ func TestExecProcessIsLikeTheContainers(t *testing.T) {
 			if err != nil || resp.ExitCode != 0 {
 				t.Fatalf("%s: %v, %v", cfg.Metadata.Name, resp, err)
 			}
+			// The default filter refuses a user namespace, which the
+			// kernel allows without a capability.
+			if r, err := e.exec(t, id, 10, "unshare", "-U", "true"); err != nil || r.ExitCode == 0 {
+				t.Errorf("%s, exec through %s: unshare -U under the default seccomp filter: %v, %v", cfg.Metadata.Name, how, r, err)
+			}
 			first, exec, _ := strings.Cut(string(resp.Stdout), "==\n")
 			want, got := fields.FindAllString(first, -1), fields.FindAllString(exec, -1)
 			if len(want) < 10 || strings.Join(want, "\n") != strings.Join(got, "\n") {

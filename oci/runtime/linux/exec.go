@@ -65,7 +65,7 @@ func execInContainer(cmd []string) error {
 	if err != nil {
 		return errNotFound{err}
 	}
-	if err := becomeContainerProcess(&spec); err != nil {
+	if err := becomeContainerProcess(&spec, nil); err != nil {
 		return err
 	}
 	err = unix.Exec(path, cmd, spec.Process.Env)

@@ -9,7 +9,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"sync"
+	"unsafe"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
@@ -38,9 +40,6 @@ func ExecProfile(spec *specs.Spec) ([]byte, error) {
 	p := spec.Process
 	if p == nil || spec.Linux == nil {
 		return nil, errors.New("the spec has no process or linux section")
-	}
-	if p.Terminal {
-		return nil, errors.New("a terminal needs exec-init")
 	}
 	pc := p.Capabilities
 	if pc == nil {
@@ -156,4 +155,43 @@ func compileSeccomp(s *specs.LinuxSeccomp) ([]byte, error) {
 		return nil, fmt.Errorf("seccomp: an exported filter of %d bytes", len(prog))
 	}
 	return prog, nil
+}
+
+// ExecProfileName is the exec profile's file in a container's bundle,
+// beside config.json.
+const ExecProfileName = "exec.profile"
+
+// profileProgram is the seccomp program of the exec profile at path; nil
+// if there is none, or no filter in it.
+func profileProgram(path string) []byte {
+	b, err := os.ReadFile(path)
+	const header = 8 + 12 + 40 + 16
+	if err != nil || len(b) < header || string(b[:8]) != "HUSKEXP1" {
+		return nil
+	}
+	count := func(i int) uint64 { return uint64(binary.NativeEndian.Uint32(b[8+12+40+4*i:])) }
+	ngids, nfilter, strbytes := count(0), count(2), count(3)
+	start := header + 4*ngids + strbytes
+	if nfilter == 0 || start+8*nfilter != uint64(len(b)) {
+		return nil
+	}
+	return b[start:]
+}
+
+// loadProgram loads a compiled seccomp program with TSYNC, on every
+// thread, as libseccomp's load does for a Go process.
+func loadProgram(prog []byte) error {
+	if len(prog) == 0 || len(prog)%8 != 0 || len(prog)/8 > 0xffff {
+		return fmt.Errorf("a seccomp program of %d bytes", len(prog))
+	}
+	fprog := unix.SockFprog{Len: uint16(len(prog) / 8), Filter: (*unix.SockFilter)(unsafe.Pointer(&prog[0]))}
+	r, _, errno := unix.Syscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, unix.SECCOMP_FILTER_FLAG_TSYNC, uintptr(unsafe.Pointer(&fprog)))
+	runtime.KeepAlive(prog)
+	if errno != 0 {
+		return fmt.Errorf("loading the seccomp filter: %w", errno)
+	}
+	if r != 0 {
+		return fmt.Errorf("loading the seccomp filter: thread %d cannot take it", r)
+	}
+	return nil
 }

@@ -69,11 +69,6 @@ func TestExecProfileLayout(t *testing.T) {
 
 func TestExecProfileRefuses(t *testing.T) {
 	s := execSpec()
-	s.Process.Terminal = true
-	if _, err := ExecProfile(s); err == nil {
-		t.Error("a profile for a terminal, which needs exec-init")
-	}
-	s = execSpec()
 	s.Process.Capabilities.Effective = []string{"CAP_NONSENSE"}
 	if _, err := ExecProfile(s); err == nil {
 		t.Error("a profile with an unknown capability")

@@ -40,11 +40,15 @@ func seccompAction(a specs.LinuxSeccompAction, errno *uint, dflt *uint) (libsecc
 	return f(e), nil
 }
 
-// loadSeccomp compiles the spec's filter with libseccomp and loads it on
-// the calling thread, the one that then executes the command.
-func loadSeccomp(s *specs.LinuxSeccomp) error {
+// loadSeccomp loads the spec's filter, program if it was compiled (as
+// libseccomp does: on every thread of the process, whichever executes
+// the command), else compiled here with libseccomp.
+func loadSeccomp(s *specs.LinuxSeccomp, program []byte) error {
 	if s == nil {
 		return nil
+	}
+	if program != nil {
+		return loadProgram(program)
 	}
 	f, err := seccompFilter(s)
 	if err != nil {
