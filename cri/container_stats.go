@@ -25,8 +25,8 @@ func (s *Server) ContainerStats(_ context.Context, req *runtimeapi.ContainerStat
 }
 
 // ListContainerStats reports every running container the filter matches,
-// from the collector's samples (sandbox.Sampled); kubelet builds its
-// summary API (and evictions) on it.
+// from the last samples (sandbox.Sampled); kubelet builds its summary API
+// (and evictions) on it.
 func (s *Server) ListContainerStats(_ context.Context, req *runtimeapi.ListContainerStatsRequest) (*runtimeapi.ListContainerStatsResponse, error) {
 	f := req.GetFilter()
 	var out []*runtimeapi.ContainerStats

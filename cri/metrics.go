@@ -15,8 +15,8 @@ func (s *Server) ListMetricDescriptors(context.Context, *runtimeapi.ListMetricDe
 }
 
 // ListPodSandboxMetrics gives the metrics of every ready pod and of its
-// running containers, from the collector's samples (sandbox.Sampled;
-// timestamps 0).
+// running containers, from the last samples (sandbox.Sampled; timestamps
+// 0).
 func (s *Server) ListPodSandboxMetrics(context.Context, *runtimeapi.ListPodSandboxMetricsRequest) (*runtimeapi.ListPodSandboxMetricsResponse, error) {
 	return &runtimeapi.ListPodSandboxMetricsResponse{PodMetrics: s.pods.PodMetrics(sandbox.Sampled)}, nil
 }

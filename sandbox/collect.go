@@ -67,10 +67,12 @@ func (r *resampler) ask(m *Manager, sample func()) {
 	})
 }
 
-// timed is a sample and when it was read.
+// timed is a sample and when it was read; not valid, when the last one
+// was dropped (invalidate).
 type timed[T any] struct {
-	at time.Time
-	v  T
+	at    time.Time
+	v     T
+	valid bool
 }
 
 // sampleCache keeps the latest sample of each container and pod, by id
@@ -89,19 +91,33 @@ func (c *sampleCache[T]) get(id string, maxAge time.Duration) (T, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	s, ok := c.m[id]
-	if !ok || time.Since(s.at) > maxAge {
+	if !ok || !s.valid || time.Since(s.at) > maxAge {
 		return zero, false
 	}
 	return s.v, true
 }
 
+// put keeps a sample read at at, unless what is kept is newer: a sample
+// read before an invalidate is not kept after it.
 func (c *sampleCache[T]) put(id string, at time.Time, v T) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.m == nil {
 		c.m = map[string]timed[T]{}
 	}
-	c.m[id] = timed[T]{at: at, v: v}
+	if old, ok := c.m[id]; ok && old.at.After(at) {
+		return
+	}
+	c.m[id] = timed[T]{at: at, v: v, valid: true}
+}
+
+// invalidate drops id's sample and refuses those read before now.
+func (c *sampleCache[T]) invalidate(id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m != nil {
+		c.m[id] = timed[T]{at: time.Now()}
+	}
 }
 
 func (c *sampleCache[T]) forget(id string) {
@@ -133,7 +149,8 @@ func keep[T any](m *Manager, c *sampleCache[T], id string, at time.Time, v T) {
 // The caller holds m.mu, so that no sample read before is kept after
 // (keep).
 func (m *Manager) forgetSampled(id string) {
-	m.forgetUse(id)
+	m.used.forget(id)
+	m.metricSeries.forget(id)
 	m.layers.forget(id)
 	m.samplesMu.Lock()
 	delete(m.samples, id)
@@ -141,11 +158,12 @@ func (m *Manager) forgetSampled(id string) {
 }
 
 // forgetUse drops the sampled use and series of a pod or container whose
-// limits changed, so that the Lists' next answer has the new ones; its
-// CPU samples stay for the rate. The caller holds m.mu.
+// limits changed, so that the Lists' next answer has the new ones, and a
+// sample read before (a resample under way) is not kept; its CPU samples
+// stay for the rate. The caller holds m.mu.
 func (m *Manager) forgetUse(id string) {
-	m.used.forget(id)
-	m.metricSeries.forget(id)
+	m.used.invalidate(id)
+	m.metricSeries.invalidate(id)
 }
 
 // sampleUsage reads every running container's and ready pod's use.

@@ -22,9 +22,27 @@ func TestSampleCacheKeepsOnlyKnown(t *testing.T) {
 	if _, ok := m.used.get("ctr", 0); ok {
 		t.Error("a Fresh call (max age 0) took a sample")
 	}
-	keep(m, &m.used, "ctr", now.Add(-time.Hour), Usage{Timestamp: 4})
-	if _, ok := m.used.get("ctr", time.Minute); ok {
+	m.containers["old"] = &Container{}
+	keep(m, &m.used, "old", now.Add(-time.Hour), Usage{Timestamp: 4})
+	if _, ok := m.used.get("old", time.Minute); ok {
 		t.Error("an hour-old sample taken for one a minute old")
+	}
+	// An older sample does not replace a newer one.
+	keep(m, &m.used, "ctr", now.Add(-time.Hour), Usage{Timestamp: 4})
+	if u, _ := m.used.get("ctr", time.Minute); u.Timestamp != 2 {
+		t.Errorf("an older sample replaced a newer one: %v", u)
+	}
+	delete(m.containers, "old")
+	m.used.forget("old")
+	// A sample read before an update of the limits is not kept after it.
+	m.forgetUse("ctr")
+	keep(m, &m.used, "ctr", now, Usage{Timestamp: 5})
+	if _, ok := m.used.get("ctr", time.Minute); ok {
+		t.Error("a sample read before forgetUse kept after it")
+	}
+	keep(m, &m.used, "ctr", time.Now(), Usage{Timestamp: 6})
+	if u, ok := m.used.get("ctr", time.Minute); !ok || u.Timestamp != 6 {
+		t.Errorf("a sample read after forgetUse: %v %v", u, ok)
 	}
 	m.samples = map[string][2]cpuSample{"ctr": {}, "pod": {}}
 	keep(m, &m.layers, "ctr", now, layerSample{bytes: 1})
