@@ -76,6 +76,19 @@ func (m *Manager) usage(id, cgroup string) (Usage, error) {
 	return u, nil
 }
 
+// usageOf is the pod's or container's sample when a allows one (sampled),
+// else its cgroup read now; a Sampled call asks for the next sample.
+func (m *Manager) usageOf(id, cgroup string, a Age) (u Usage, sampled bool, err error) {
+	if a == Sampled {
+		m.statsResample.ask(m, m.sampleUsage)
+	}
+	if u, ok := m.used.get(id, m.maxAge(a)); ok {
+		return u, true, nil
+	}
+	u, err = m.usage(id, cgroup)
+	return u, false, err
+}
+
 // ContainerUsage reports a running container's resource use, read now. A
 // container that does not run has no cgroup to read: NotFound.
 func (m *Manager) ContainerUsage(id string) (*Container, Usage, error) {
@@ -93,15 +106,9 @@ func (m *Manager) UsageOf(c *Container, a Age) (Usage, error) {
 	if c.State != ContainerStarted {
 		return Usage{}, fmt.Errorf("container %s is not running: %w", c.ID, errdefs.ErrNotFound)
 	}
-	if a == Sampled {
-		m.statsResample.ask(m, m.sampleUsage)
-	}
-	if u, ok := m.used.get(c.ID, m.maxAge(a)); ok {
-		return u, nil
-	}
-	u, err := m.usage(c.ID, c.Cgroup)
-	if err != nil {
-		return Usage{}, err
+	u, sampled, err := m.usageOf(c.ID, c.Cgroup, a)
+	if err != nil || sampled {
+		return u, err
 	}
 	// The writable layer is the upper dir: what the container wrote.
 	u.LayerMountpoint = m.upperDir(c.ID)
@@ -170,15 +177,9 @@ func (m *Manager) PodUsage(id string, a Age) (*Pod, Usage, []*Container, error) 
 // PodUsageOf is the use of a ready pod's cgroup and network, for a copy
 // the caller has (from List), as old as a allows.
 func (m *Manager) PodUsageOf(p *Pod, a Age) (Usage, error) {
-	if a == Sampled {
-		m.statsResample.ask(m, m.sampleUsage)
-	}
-	if u, ok := m.used.get(p.ID, m.maxAge(a)); ok {
-		return u, nil
-	}
-	u, err := m.usage(p.ID, p.CgroupPath)
-	if err != nil {
-		return Usage{}, err
+	u, sampled, err := m.usageOf(p.ID, p.CgroupPath, a)
+	if err != nil || sampled {
+		return u, err
 	}
 	if path := p.Namespaces[ns.Net]; path != "" {
 		// Left out, not an error, if it cannot be read (a pod being
