@@ -160,6 +160,9 @@ static char *look_path(const char *cmd, char **env) {
 	for (char **e = env; *e != NULL; e++)
 		if (strncmp(*e, "PATH=", 5) == 0)
 			path = *e + 5;
+	// An empty PATH names no directory (Go's filepath.SplitList).
+	if (*path == '\0')
+		return NULL;
 	for (const char *dir = path;; dir++) {
 		const char *colon = strchrnul(dir, ':');
 		int n = colon - dir;
