@@ -3,6 +3,8 @@ package linux
 import (
 	"bytes"
 	"encoding/binary"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -45,12 +47,8 @@ func TestExecProfileLayout(t *testing.T) {
 	if !bytes.HasPrefix(b, []byte("HUSKEXP1")) {
 		t.Fatalf("magic: %q", b[:8])
 	}
-	var h struct {
-		UID, GID, Flags             uint32
-		Caps                        [5]uint64
-		Gids, Env, Filter, StrBytes uint32
-	}
-	r := bytes.NewReader(b[8:])
+	var h profileHeader
+	r := bytes.NewReader(b)
 	if err := binary.Read(r, binary.NativeEndian, &h); err != nil {
 		t.Fatal(err)
 	}
@@ -69,6 +67,20 @@ func TestExecProfileLayout(t *testing.T) {
 	// profile, hundreds of instructions.
 	if rest := r.Len(); rest != int(h.Filter)*8 || h.Filter < 100 {
 		t.Errorf("%d instructions, %d bytes left", h.Filter, rest)
+	}
+	// container-init takes that program from the file.
+	path := filepath.Join(t.TempDir(), ExecProfileName)
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got := profileProgram(path); !bytes.Equal(got, b[len(b)-int(h.Filter)*8:]) {
+		t.Errorf("profileProgram: %d bytes, want the last %d", len(got), h.Filter*8)
+	}
+	if err := os.WriteFile(path, b[:len(b)-1], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got := profileProgram(path); got != nil {
+		t.Errorf("profileProgram of a profile cut short: %d bytes", len(got))
 	}
 }
 
