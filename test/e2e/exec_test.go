@@ -226,8 +226,9 @@ func onTerminal(t testing.TB, cmd *exec.Cmd, rows, cols uint16, input string) (s
 }
 
 // What exec starts is a process of the container as its first process is:
-// the same user and groups, capability sets, no_new_privs and seccomp
-// filter, whether the exec profile or exec-init made it.
+// the same user and groups, capability sets, no_new_privs, seccomp
+// filter, resource limits and oom_score_adj, whether the exec profile or
+// exec-init made it.
 func TestExecProcessIsLikeTheContainers(t *testing.T) {
 	e := newCtrEnv(t)
 	podID, pod := e.pod(t, "exec-like")
@@ -239,7 +240,8 @@ func TestExecProcessIsLikeTheContainers(t *testing.T) {
 	user.Linux.SecurityContext.NoNewPrivs = true
 	user.Linux.SecurityContext.Capabilities = &runtimeapi.Capability{AddCapabilities: []string{"NET_RAW"}, DropCapabilities: []string{"CHOWN"}}
 	user.Linux.SecurityContext.Seccomp = &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_RuntimeDefault}
-	fields := regexp.MustCompile(`(?m)^(Uid|Gid|Groups|Cap\w+|NoNewPrivs|Seccomp\w*):.*$`)
+	// Not the daemon's: a kubelet gives its runtime -999.
+	user.Linux.Resources = &runtimeapi.LinuxContainerResources{OomScoreAdj: 700}
 	for _, cfg := range []*runtimeapi.ContainerConfig{root, user} {
 		id := e.run(t, podID, pod, cfg)
 		for _, how := range []string{"the profile", "exec-init"} {
@@ -248,20 +250,35 @@ func TestExecProcessIsLikeTheContainers(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			resp, err := e.exec(t, id, 10, "sh", "-c", "cat /proc/1/status; echo ==; cat /proc/self/status")
-			if err != nil || resp.ExitCode != 0 {
-				t.Fatalf("%s: %v, %v", cfg.Metadata.Name, resp, err)
+			out := execIsLikeFirst(t, e, id, cfg.Metadata.Name+", exec through "+how)
+			if cfg == user && !strings.Contains(out, "oom_score_adj: 700\n") {
+				t.Errorf("%s, exec through %s: the container's oom_score_adj is not 700:\n%s", cfg.Metadata.Name, how, out)
 			}
 			// The default filter refuses a user namespace, which the
 			// kernel allows without a capability.
 			if r, err := e.exec(t, id, 10, "unshare", "-U", "true"); err != nil || r.ExitCode == 0 {
 				t.Errorf("%s, exec through %s: unshare -U under the default seccomp filter: %v, %v", cfg.Metadata.Name, how, r, err)
 			}
-			first, exec, _ := strings.Cut(string(resp.Stdout), "==\n")
-			want, got := fields.FindAllString(first, -1), fields.FindAllString(exec, -1)
-			if len(want) < 10 || strings.Join(want, "\n") != strings.Join(got, "\n") {
-				t.Errorf("%s, exec through %s:\nthe container's first process:\n%s\nthe exec'd one:\n%s", cfg.Metadata.Name, how, strings.Join(want, "\n"), strings.Join(got, "\n"))
-			}
 		}
 	}
+}
+
+// execIsLikeFirst compares an exec'd process of the container id with
+// its first process (PID 1 of its PID namespace): user, groups,
+// capabilities, no_new_privs, seccomp, resource limits and
+// oom_score_adj. It returns what the first process showed.
+func execIsLikeFirst(t *testing.T, e *ctrEnv, id, what string) string {
+	t.Helper()
+	const show = "cat /proc/%[1]s/status /proc/%[1]s/limits; echo oom_score_adj: $(cat /proc/%[1]s/oom_score_adj)"
+	resp, err := e.exec(t, id, 10, "sh", "-c", fmt.Sprintf(show, "1")+"; echo ==; "+fmt.Sprintf(show, "self"))
+	if err != nil || resp.ExitCode != 0 {
+		t.Fatalf("%s: %v, %v", what, resp, err)
+	}
+	fields := regexp.MustCompile(`(?m)^((Uid|Gid|Groups|Cap\w+|NoNewPrivs|Seccomp\w*|oom_score_adj):|Max ).*$`)
+	first, exec, _ := strings.Cut(string(resp.Stdout), "==\n")
+	want, got := fields.FindAllString(first, -1), fields.FindAllString(exec, -1)
+	if len(want) < 20 || strings.Join(want, "\n") != strings.Join(got, "\n") {
+		t.Errorf("%s:\nthe container's first process:\n%s\nthe exec'd one:\n%s", what, strings.Join(want, "\n"), strings.Join(got, "\n"))
+	}
+	return strings.Join(want, "\n") + "\n"
 }

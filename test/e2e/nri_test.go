@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -22,7 +23,8 @@ import (
 )
 
 // adjuster is an NRI plugin that gives every container an environment
-// variable, an annotation, a mount and a memory limit, and refuses one;
+// variable, an annotation, a mount, a memory limit and an open files
+// limit, and refuses one;
 // it counts the resource updates it is told were applied.
 type adjuster struct {
 	dir     string
@@ -43,6 +45,7 @@ func (a *adjuster) CreateContainer(_ context.Context, _ *api.PodSandbox, c *api.
 	adj.AddAnnotation("example.com/adjusted", "yes")
 	adj.AddMount(&api.Mount{Source: a.dir, Destination: "/nri", Type: "bind", Options: []string{"rbind", "ro"}})
 	adj.SetLinuxMemoryLimit(64 << 20)
+	adj.AddRlimit("RLIMIT_NOFILE", 1000, 500)
 	return adj, nil, nil
 }
 
@@ -106,6 +109,18 @@ func TestNRIPluginsAdjustAndCannotBlock(t *testing.T) {
 	}
 	if mem, _ := cgroupLimits(containerCgroup(t, d, id)); mem != fmt.Sprint(64<<20) {
 		t.Errorf("the adjusted container's memory limit is %s, want the plugin's %d", mem, 64<<20)
+	}
+	// An exec'd process has the limit too, through the exec profile and
+	// through exec-init.
+	for _, how := range []string{"the profile", "exec-init"} {
+		if how == "exec-init" {
+			if err := os.Remove(filepath.Join(d.state, "containers", id, "exec.profile")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if first := execIsLikeFirst(t, e, id, "exec through "+how); !regexp.MustCompile(`Max open files +500 +1000 `).MatchString(first) {
+			t.Errorf("the adjusted container's limits:\n%s", first)
+		}
 	}
 	resp, err := d.runtime.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: id, Verbose: true})
 	if err != nil || !strings.Contains(resp.Info["info"], `"example.com/adjusted":"yes"`) {

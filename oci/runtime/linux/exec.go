@@ -15,8 +15,8 @@ import (
 
 // Exec is `husk exec-init -- COMMAND...`, started by `husk exec-enter`
 // inside a running container's namespaces and cgroup. It takes the
-// container's user, capabilities, no_new_privs, seccomp, environment and
-// working directory from its spec (on the descriptor monitor.EnvExecSpecFD names)
+// container's user, capabilities, no_new_privs, resource limits, seccomp,
+// environment and working directory from its spec (on the descriptor monitor.EnvExecSpecFD names)
 // and executes COMMAND. It returns only on failure, with the exit code a
 // shell gives: 127 for a command not found, 126 otherwise.
 func Exec(args []string) int {
@@ -64,6 +64,10 @@ func execInContainer(cmd []string) error {
 	path, err := lookPath(cmd, spec.Process.Env)
 	if err != nil {
 		return errNotFound{err}
+	}
+	// While root: raising a hard limit takes CAP_SYS_RESOURCE.
+	if err := setRlimits(spec.Process.Rlimits); err != nil {
+		return err
 	}
 	if err := becomeContainerProcess(&spec, nil); err != nil {
 		return err

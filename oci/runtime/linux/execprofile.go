@@ -25,9 +25,20 @@ type profileHeader struct {
 	UID, GID, Flags             uint32
 	Caps                        [5]uint64
 	Gids, Env, Filter, StrBytes uint32
+	Rlimits                     uint32
 }
 
-var profileMagic = [8]byte{'H', 'U', 'S', 'K', 'E', 'X', 'P', '1'}
+// profileRlimit is one of the profile's resource limits, as setrlimit
+// takes it.
+type profileRlimit struct {
+	Resource   uint32
+	Soft, Hard uint64
+}
+
+// The magic's last byte is the layout's version: exec-enter refuses a
+// profile of another (one written before an upgrade) and falls back to
+// exec-init, which reads the spec.
+var profileMagic = [8]byte{'H', 'U', 'S', 'K', 'E', 'X', 'P', '2'}
 
 // The header's flags.
 const (
@@ -38,17 +49,18 @@ const (
 // ExecProfile is what `husk-runtime exec-enter --profile-fd` needs to
 // make a process of the container without exec-init, a Go program whose
 // start alone took 6 to 9 ms of each ExecSync's 20 here: the container's
-// user, capabilities, no_new_privs, AppArmor profile, seccomp filter
-// (compiled, as the kernel takes it), working directory and environment,
-// from its spec. exec.c reads it (struct exec_profile, exec_profile.c);
+// user, capabilities, no_new_privs, resource limits, AppArmor profile,
+// seccomp filter (compiled, as the kernel takes it), working directory
+// and environment, from its spec. exec.c reads it (struct exec_profile, exec_profile.c);
 // the two must agree on this layout, in the machine's byte order:
 //
-//	"HUSKEXP1"
+//	"HUSKEXP2"
 //	u32 uid, gid, flags (1: no_new_privs, 2: ambient capabilities given)
 //	u64 bounding, effective, permitted, inheritable, ambient capabilities
 //	u32 number of additional gids, of environment entries, of seccomp
-//	    instructions (0: no filter), bytes of strings
+//	    instructions (0: no filter), bytes of strings, of resource limits
 //	u32 additional gids
+//	resource limits: u32 resource (RLIMIT_*), u64 soft, u64 hard
 //	strings: cwd, AppArmor profile, the environment, each NUL-terminated
 //	seccomp instructions (struct sock_filter, 8 bytes each)
 //
@@ -63,7 +75,15 @@ func ExecProfile(spec *specs.Spec) ([]byte, error) {
 	if pc == nil {
 		pc = &specs.LinuxCapabilities{}
 	}
-	h := profileHeader{Magic: profileMagic, UID: p.User.UID, GID: p.User.GID, Gids: uint32(len(p.User.AdditionalGids)), Env: uint32(len(p.Env))}
+	h := profileHeader{Magic: profileMagic, UID: p.User.UID, GID: p.User.GID, Gids: uint32(len(p.User.AdditionalGids)), Env: uint32(len(p.Env)), Rlimits: uint32(len(p.Rlimits))}
+	rlimits := make([]profileRlimit, 0, len(p.Rlimits))
+	for _, r := range p.Rlimits {
+		res, ok := rlimitNames[r.Type]
+		if !ok {
+			return nil, fmt.Errorf("unknown rlimit %q", r.Type)
+		}
+		rlimits = append(rlimits, profileRlimit{Resource: uint32(res), Soft: r.Soft, Hard: r.Hard})
+	}
 	for i, names := range [][]string{pc.Bounding, pc.Effective, pc.Permitted, pc.Inheritable, pc.Ambient} {
 		cs, err := caps(names)
 		if err != nil {
@@ -97,6 +117,7 @@ func ExecProfile(spec *specs.Spec) ([]byte, error) {
 	var b bytes.Buffer
 	_ = binary.Write(&b, binary.NativeEndian, h)
 	_ = binary.Write(&b, binary.NativeEndian, p.User.AdditionalGids)
+	_ = binary.Write(&b, binary.NativeEndian, rlimits)
 	b.Write(strs.Bytes())
 	b.Write(filter)
 	return b.Bytes(), nil
@@ -183,7 +204,7 @@ func profileProgram(path string) []byte {
 	if err != nil || binary.Read(bytes.NewReader(b), binary.NativeEndian, &h) != nil || h.Magic != profileMagic {
 		return nil
 	}
-	start := uint64(binary.Size(h)) + 4*uint64(h.Gids) + uint64(h.StrBytes)
+	start := uint64(binary.Size(h)) + 4*uint64(h.Gids) + uint64(binary.Size(profileRlimit{}))*uint64(h.Rlimits) + uint64(h.StrBytes)
 	if h.Filter == 0 || start+8*uint64(h.Filter) != uint64(len(b)) {
 		return nil
 	}

@@ -18,6 +18,7 @@ func execSpec() *specs.Spec {
 			User: specs.User{UID: 1000, GID: 2000, AdditionalGids: []uint32{3, 4}},
 			Cwd:  "/work", Env: []string{"PATH=/bin", "A=b"},
 			NoNewPrivileges: true, ApparmorProfile: "husk-default",
+			Rlimits: []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Soft: 500, Hard: 1000}},
 			Capabilities: &specs.LinuxCapabilities{
 				Bounding: []string{"CAP_CHOWN", "CAP_KILL"}, Effective: []string{"CAP_KILL"},
 				Permitted: []string{"CAP_KILL"}, Ambient: []string{"CAP_KILL"},
@@ -44,7 +45,7 @@ func TestExecProfileLayout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.HasPrefix(b, []byte("HUSKEXP1")) {
+	if !bytes.HasPrefix(b, []byte("HUSKEXP2")) {
 		t.Fatalf("magic: %q", b[:8])
 	}
 	var h profileHeader
@@ -53,11 +54,16 @@ func TestExecProfileLayout(t *testing.T) {
 		t.Fatal(err)
 	}
 	const kill, chown = 1 << 5, 1 << 0
-	if h.UID != 1000 || h.GID != 2000 || h.Flags != 3 || h.Caps != [5]uint64{chown | kill, kill, kill, 0, kill} || h.Gids != 2 || h.Env != 2 {
+	if h.UID != 1000 || h.GID != 2000 || h.Flags != 3 || h.Caps != [5]uint64{chown | kill, kill, kill, 0, kill} || h.Gids != 2 || h.Env != 2 || h.Rlimits != 1 {
 		t.Errorf("header %+v", h)
 	}
 	gids := make([]uint32, h.Gids)
 	_ = binary.Read(r, binary.NativeEndian, gids)
+	rlimits := make([]profileRlimit, h.Rlimits)
+	_ = binary.Read(r, binary.NativeEndian, rlimits)
+	if len(rlimits) != 1 || rlimits[0] != (profileRlimit{Resource: 7, Soft: 500, Hard: 1000}) {
+		t.Errorf("rlimits %+v, want RLIMIT_NOFILE (7) 500/1000", rlimits)
+	}
 	strs := make([]byte, h.StrBytes)
 	_, _ = r.Read(strs)
 	if got := strings.Split(string(strs), "\x00"); len(got) != 5 || got[0] != "/work" || got[1] != "husk-default" || got[2] != "PATH=/bin" || got[3] != "A=b" || got[4] != "" {
@@ -89,6 +95,11 @@ func TestExecProfileRefuses(t *testing.T) {
 	s.Process.Capabilities.Effective = []string{"CAP_NONSENSE"}
 	if _, err := ExecProfile(s); err == nil {
 		t.Error("a profile with an unknown capability")
+	}
+	s = execSpec()
+	s.Process.Rlimits = append(s.Process.Rlimits, specs.POSIXRlimit{Type: "RLIMIT_NONSENSE"})
+	if _, err := ExecProfile(s); err == nil {
+		t.Error("a profile with an unknown rlimit")
 	}
 	s = execSpec()
 	s.Process.Env = append(s.Process.Env, "X=a\x00b")

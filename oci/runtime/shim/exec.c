@@ -6,7 +6,7 @@
 //                   [--profile-fd P] -- husk-runtime exec-init -- COMMAND...
 //
 // It joins the cgroup and the namespaces of the container's first process
-// PID, then starts a child (joining a PID namespace takes effect for
+// PID and takes its oom_score_adj, then starts a child (joining a PID namespace takes effect for
 // children only) that becomes a process of the container: with the
 // container's exec profile at descriptor P (exec_profile.c), by itself,
 // then executes COMMAND; else (a terminal, or a container made before
@@ -45,6 +45,37 @@
 static void fail(const char *what) {
 	dprintf(2, "husk exec: %s: %s\n", what, strerror(errno));
 	_exit(126);
+}
+
+// read_small reads a small /proc file into buf, without its newline.
+static ssize_t read_small(const char *path, char *buf, size_t size) {
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	ssize_t n = read(fd, buf, size);
+	close(fd);
+	while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == ' '))
+		n--;
+	return n;
+}
+
+// copy_oom_score_adj gives this process, and so the command, the
+// oom_score_adj of the container's first process: not the daemon's (a
+// kubelet gives its runtime -999, which would shield the command from
+// the OOM killer).
+static void copy_oom_score_adj(int pid) {
+	char path[64], want[16], have[16];
+	snprintf(path, sizeof path, "/proc/%d/oom_score_adj", pid);
+	ssize_t n = read_small(path, want, sizeof want);
+	if (n <= 0)
+		fail(path);
+	ssize_t m = read_small("/proc/self/oom_score_adj", have, sizeof have);
+	if (m == n && memcmp(want, have, n) == 0)
+		return;
+	int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+	if (fd < 0 || write(fd, want, n) != n)
+		fail("setting oom_score_adj");
+	close(fd);
 }
 
 __attribute__((constructor)) static void husk_exec_enter(int argc, char **argv) {
@@ -107,6 +138,7 @@ __attribute__((constructor)) static void husk_exec_enter(int argc, char **argv) 
 			fail(cgroups[i]);
 		close(fd);
 	}
+	copy_oom_score_adj(pid);
 	// A container of a pod with its own user namespace: that one first,
 	// as its root, which owns the namespaces joined next.
 	char userns[64];

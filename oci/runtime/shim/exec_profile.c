@@ -23,7 +23,7 @@
 
 #include "exec_profile.h"
 
-#define PROFILE_MAGIC "HUSKEXP1"
+#define PROFILE_MAGIC "HUSKEXP2"
 #define PROFILE_MAX (16 << 20)
 #define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -32,7 +32,13 @@ struct profile_header {
 	char magic[8];
 	uint32_t uid, gid, flags;
 	uint64_t caps[5];
-	uint32_t ngids, nenv, nfilter, strbytes;
+	uint32_t ngids, nenv, nfilter, strbytes, nrlimits;
+} __attribute__((packed));
+
+// One resource limit, as ExecProfile writes it.
+struct profile_rlimit {
+	uint32_t resource;
+	uint64_t soft, hard;
 } __attribute__((packed));
 
 // read_profile_bytes fills p from the profile's bytes b, pointing into
@@ -46,7 +52,10 @@ static int read_profile_bytes(char *b, size_t size, struct exec_profile *p) {
 	    h.nenv > size)
 		return -1;
 	size_t gidbytes = (size_t)h.ngids * 4, filterbytes = (size_t)h.nfilter * 8;
-	if (size - off - gidbytes < h.strbytes || size - off - gidbytes - h.strbytes != filterbytes)
+	if (h.nrlimits > (size - off - gidbytes) / sizeof(struct profile_rlimit))
+		return -1;
+	size_t fixed = gidbytes + (size_t)h.nrlimits * sizeof(struct profile_rlimit);
+	if (size - off - fixed < h.strbytes || size - off - fixed - h.strbytes != filterbytes)
 		return -1;
 	p->uid = h.uid;
 	p->gid = h.gid;
@@ -57,6 +66,16 @@ static int read_profile_bytes(char *b, size_t size, struct exec_profile *p) {
 		return -1;
 	memcpy(p->gids, b + off, gidbytes);
 	off += gidbytes;
+	p->nrlimits = h.nrlimits;
+	if ((p->rlimits = calloc(h.nrlimits + 1, sizeof *p->rlimits)) == NULL)
+		return -1;
+	for (uint32_t i = 0; i < h.nrlimits; i++, off += sizeof(struct profile_rlimit)) {
+		struct profile_rlimit r;
+		memcpy(&r, b + off, sizeof r);
+		p->rlimits[i].resource = r.resource;
+		p->rlimits[i].limit.rlim_cur = r.soft;
+		p->rlimits[i].limit.rlim_max = r.hard;
+	}
 
 	// The strings: cwd, AppArmor profile, then the environment, each
 	// ending in NUL, filling strbytes exactly.
@@ -119,6 +138,7 @@ int read_exec_profile(int fd, struct exec_profile *p) {
 void free_exec_profile(struct exec_profile *p) {
 	free(p->buf);
 	free(p->gids);
+	free(p->rlimits);
 	free(p->strs);
 	free(p->seccomp.filter);
 	memset(p, 0, sizeof *p);
@@ -273,6 +293,10 @@ int exec_with_profile(const struct exec_profile *p, int mnt, char **argv) {
 	char *path = look_path(argv[0], p->env);
 	if (path == NULL)
 		return failf(EXIT_NOT_FOUND, "executable \"%s\" not found in $PATH or not executable", argv[0]);
+	// While root: raising a hard limit takes CAP_SYS_RESOURCE.
+	for (uint32_t i = 0; i < p->nrlimits; i++)
+		if (setrlimit(p->rlimits[i].resource, &p->rlimits[i].limit) != 0)
+			return failf(EXIT_CANNOT, "setting resource limit %u: %s", p->rlimits[i].resource, strerror(errno));
 	if (syscall(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC) != 0)
 		return failf(EXIT_CANNOT, "close_range: %s", strerror(errno));
 	// Before no_new_privs and the seccomp filter, which may forbid it.

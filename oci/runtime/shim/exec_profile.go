@@ -18,6 +18,7 @@ type execProfile struct {
 	UID, GID, Flags uint32
 	Caps            [5]uint64
 	Gids            []uint32
+	Rlimits         [][3]uint64 // resource, soft, hard
 	Cwd, AppArmor   string
 	Env             []string
 	Filter          int // instructions
@@ -48,6 +49,9 @@ func readExecProfile(b []byte) (execProfile, bool) {
 	}
 	for _, g := range unsafe.Slice(p.gids, p.ngids) {
 		out.Gids = append(out.Gids, uint32(g))
+	}
+	for _, r := range unsafe.Slice(p.rlimits, p.nrlimits) {
+		out.Rlimits = append(out.Rlimits, [3]uint64{uint64(r.resource), uint64(r.limit.rlim_cur), uint64(r.limit.rlim_max)})
 	}
 	for e := p.env; *e != nil; e = (**C.char)(unsafe.Add(unsafe.Pointer(e), unsafe.Sizeof(*e))) {
 		out.Env = append(out.Env, C.GoString(*e))

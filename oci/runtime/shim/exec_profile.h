@@ -6,6 +6,7 @@
 
 #include <stdint.h>
 #include <linux/filter.h>
+#include <sys/resource.h>
 
 #define EXEC_NO_NEW_PRIVS 1
 #define EXEC_AMBIENT 2
@@ -17,6 +18,11 @@ struct exec_profile {
 	uint64_t caps[5];
 	uint32_t ngids;
 	uint32_t *gids;
+	uint32_t nrlimits;
+	struct exec_rlimit {
+		uint32_t resource;
+		struct rlimit limit;
+	} *rlimits;
 	const char *cwd, *apparmor;
 	char **env; // NULL-terminated
 	struct sock_fprog seccomp; // len 0: none
