@@ -72,7 +72,7 @@ e2e: build deps cni-plugins criu $(CRICTL) $(GOTESTSUM) $(BIN)/critest
 # The tests that need neither root nor the machine's namespaces, cgroups
 # or network: seconds, with the race detector (which `make test`'s root
 # suites, one process per package, do not run under).
-UNIT_PKGS := ./cmd/husk ./cri/... ./internal/... ./oci/runtime/engine ./oci/runtime/monitor ./oci/runtime/shim ./oci/runtime/spec ./test/imagetest
+UNIT_PKGS := ./cmd/husk ./cri/... ./internal/... ./oci/runtime/engine ./oci/runtime/execserver ./oci/runtime/monitor ./oci/runtime/shim ./oci/runtime/spec ./test/imagetest
 unit: deps
 	$(GO) test -race -count=1 $(UNIT_PKGS)
 

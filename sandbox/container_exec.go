@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
 
+	"github.com/husk-runtime/husk/oci/runtime/execserver"
 	"github.com/husk-runtime/husk/oci/runtime/monitor"
 )
 
@@ -110,12 +111,21 @@ func (m *Manager) ExecSync(ctx context.Context, id string, cmd []string, timeout
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
+	out, errOut := cappedBuffer{n: maxExecOutput}, cappedBuffer{n: maxExecOutput}
+	if code, err := m.execThroughServer(ctx, id, cmd, &out, &errOut); !errors.Is(err, execserver.ErrUnavailable) {
+		if ctx.Err() != nil {
+			return out.Bytes(), errOut.Bytes(), 0, fmt.Errorf("exec in container %s: %w", id, ctx.Err())
+		}
+		if err != nil {
+			return nil, nil, 0, fmt.Errorf("exec in container %s: %w", id, err)
+		}
+		return out.Bytes(), errOut.Bytes(), int32(code), nil
+	}
 	x, release, err := m.execCommand(ctx, id, cmd, false)
 	if err != nil {
 		return nil, nil, 0, err
 	}
 	defer release()
-	out, errOut := cappedBuffer{n: maxExecOutput}, cappedBuffer{n: maxExecOutput}
 	x.Stdout, x.Stderr = &out, &errOut
 	err = x.Run()
 	if out.dropped > 0 || errOut.dropped > 0 {
@@ -132,6 +142,41 @@ func (m *Manager) ExecSync(ctx context.Context, id string, cmd []string, timeout
 		return nil, nil, 0, fmt.Errorf("exec in container %s: %w", id, err)
 	}
 	return out.Bytes(), errOut.Bytes(), 0, nil
+}
+
+// execThroughServer runs cmd in a running container by the exec server
+// (package execserver), which needs the container's exec profile. An
+// error wrapping execserver.ErrUnavailable means nothing ran: the caller
+// starts exec-enter instead.
+func (m *Manager) execThroughServer(ctx context.Context, id string, cmd []string, stdout, stderr io.Writer) (int, error) {
+	unavailable := func(why error) (int, error) { return 0, fmt.Errorf("%w: %w", execserver.ErrUnavailable, why) }
+	c, err := m.GetContainer(id)
+	if err != nil {
+		return unavailable(err)
+	}
+	p := m.containerInit(c)
+	if p == nil || len(cmd) == 0 {
+		return unavailable(errors.New("not running"))
+	}
+	profile, err := os.Open(m.execProfilePath(c.ID))
+	if err != nil {
+		return unavailable(err)
+	}
+	defer func() { _ = profile.Close() }()
+	return m.execs.Run(ctx, execserver.Exec{
+		PID: p.PID, Cgroups: m.opts.Cgroups.ProcsFiles(m.processCgroup(c)), Args: cmd,
+		Profile: profile, Stdout: stdout, Stderr: stderr,
+	})
+}
+
+// execServerCommand is `husk-runtime exec-server`, in a session of its
+// own like the monitors.
+func (m *Manager) execServerCommand() *exec.Cmd {
+	x := m.runtimeCommand(context.Background(), "exec-server")
+	x.Env = []string{}
+	x.Dir = "/"
+	x.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	return x
 }
 
 // TerminalSize is a terminal's size in characters.

@@ -139,4 +139,7 @@ func (m *Manager) Close() {
 	if m.monitors != nil {
 		m.monitors.Close()
 	}
+	if m.execs != nil {
+		m.execs.Close()
+	}
 }

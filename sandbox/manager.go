@@ -26,6 +26,7 @@ import (
 	"github.com/husk-runtime/husk/network/ns"
 	"github.com/husk-runtime/husk/oci/image"
 	"github.com/husk-runtime/husk/oci/runtime/cgroups"
+	"github.com/husk-runtime/husk/oci/runtime/execserver"
 	"github.com/husk-runtime/husk/sandbox/nri"
 )
 
@@ -98,6 +99,8 @@ type Manager struct {
 	// nri is set once, as the daemon starts serving, while the exit
 	// watch may already report exits (plugins()).
 	nri atomic.Pointer[nri.NRI]
+	// execs makes ExecSync's processes (container_exec.go).
+	execs *execserver.Server
 }
 
 type start struct {
@@ -116,6 +119,7 @@ func New(ctx context.Context, opts Options) (*Manager, error) {
 		starts: map[string]*start{}, containers: map[string]*Container{}, cnames: map[string]string{},
 	}
 	m.SetRuntimes(opts.Runtimes)
+	m.execs = execserver.New(m.execServerCommand)
 	// Each pod's and container's own directory is 0700 (see
 	// privateDir); these may be passed through by the root of a pod's
 	// user namespace, which reaches its container's bundle.

@@ -14,7 +14,7 @@ import (
 	"runtime"
 
 	"github.com/husk-runtime/husk/oci/runtime/linux"
-	_ "github.com/husk-runtime/husk/oci/runtime/shim" // monitor, pod-init, exec-enter
+	_ "github.com/husk-runtime/husk/oci/runtime/shim" // monitor, pod-init, exec-enter, exec-server
 )
 
 // version is set at build time by the Makefile; the daemon refuses a
@@ -42,7 +42,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "exec-init":
 		// A process started in a running container.
 		return linux.Exec(args[1:])
-	case "monitor", "pod-init", "exec-enter", "hold":
+	case "monitor", "pod-init", "exec-enter", "exec-server", "hold":
 		// Run by constructors before Go starts; reaching here means cgo
 		// was off when this binary was built.
 		_, _ = fmt.Fprintf(stderr, "husk-runtime %s: this binary was built without cgo\n", args[0])

@@ -8,7 +8,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -281,4 +284,126 @@ func execIsLikeFirst(t *testing.T, e *ctrEnv, id, what string) string {
 		t.Errorf("%s:\nthe container's first process:\n%s\nthe exec'd one:\n%s", what, strings.Join(want, "\n"), strings.Join(got, "\n"))
 	}
 	return strings.Join(want, "\n") + "\n"
+}
+
+// execServers are the pids of the daemon's `husk-runtime exec-server`s.
+func execServers(d *daemon) []int {
+	var pids []int
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		if string(cmdline) == "husk-runtime\x00exec-server\x00" && strings.Contains(string(st), fmt.Sprintf("\nPPid:\t%d\n", d.cmd.Process.Pid)) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// freeze freezes or thaws a container's cgroup, and waits for it.
+func freeze(t *testing.T, d *daemon, id string, frozen bool) {
+	t.Helper()
+	cg := containerCgroup(t, d, id)
+	file, value, done := filepath.Join("/sys/fs/cgroup/freezer", cg, "freezer.state"), "THAWED", "THAWED"
+	if frozen {
+		value, done = "FROZEN", "FROZEN"
+	}
+	if unifiedHost {
+		file, value, done = filepath.Join("/sys/fs/cgroup", cg, "cgroup.freeze"), "0", "frozen 0"
+		if frozen {
+			value, done = "1", "frozen 1"
+		}
+	}
+	if err := os.WriteFile(file, []byte(value), 0); err != nil {
+		t.Fatal(err)
+	}
+	state := file
+	if unifiedHost {
+		state = filepath.Join(filepath.Dir(file), "cgroup.events")
+	}
+	waitFor(t, func() bool {
+		b, _ := os.ReadFile(state)
+		return strings.Contains(string(b), done)
+	})
+}
+
+// ExecSync's commands come from one long-lived exec server, the
+// daemon's child: started on the first exec, started again when it died,
+// gone with the daemon. A command that cannot start (its container
+// frozen) holds up no other container's exec, and its exec ends at its
+// deadline.
+func TestExecServer(t *testing.T) {
+	e := newCtrEnv(t)
+	podID, pod := e.pod(t, "exec-server")
+	a := e.run(t, podID, pod, ctrConfig("a", e.image("plain"), "sleep", "300"))
+	b := e.run(t, podID, pod, ctrConfig("b", e.image("plain"), "sleep", "300"))
+	echo := func(id, word string) {
+		t.Helper()
+		resp, err := e.exec(t, id, 10, "echo", word)
+		if err != nil || resp.ExitCode != 0 || string(resp.Stdout) != word+"\n" {
+			t.Fatalf("echo %s in %s: %v, %v", word, id, resp, err)
+		}
+	}
+	echo(a, "one")
+	servers := execServers(e.d)
+	if len(servers) != 1 {
+		t.Fatalf("exec servers after an exec: %v, want one", servers)
+	}
+	echo(b, "two")
+	if again := execServers(e.d); !slices.Equal(again, servers) {
+		t.Errorf("exec servers after a second exec: %v, want %v", again, servers)
+	}
+
+	// One that died is replaced.
+	if err := syscall.Kill(servers[0], syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { _, err := os.Stat(fmt.Sprintf("/proc/%d", servers[0])); return err != nil })
+	echo(a, "three")
+	if now := execServers(e.d); len(now) != 1 || now[0] == servers[0] {
+		t.Errorf("exec servers after the first was killed: %v", now)
+	}
+
+	// a frozen: its exec cannot start, b's goes on.
+	freeze(t, e.d, a, true)
+	thawed := false
+	defer func() {
+		if !thawed {
+			freeze(t, e.d, a, false)
+		}
+	}()
+	stuck := make(chan error, 1)
+	start := time.Now()
+	go func() {
+		_, err := e.exec(t, a, 2, "echo", "frozen")
+		stuck <- err
+	}()
+	time.Sleep(200 * time.Millisecond)
+	echo(b, "four")
+	if err := <-stuck; status.Code(err) != codes.DeadlineExceeded || time.Since(start) > 10*time.Second {
+		t.Errorf("exec in a frozen container: %v after %v, want DeadlineExceeded", err, time.Since(start))
+	}
+	echo(b, "five")
+	freeze(t, e.d, a, false)
+	thawed = true
+	echo(a, "six")
+
+	// With the daemon, the server ends.
+	last := execServers(e.d)
+	if err := e.d.stop(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool {
+		for _, pid := range last {
+			if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err == nil {
+				return false
+			}
+		}
+		return true
+	})
+	e.d.start()
 }

@@ -16,6 +16,13 @@ static const char *contract_string(int i) {
 	return "";
 }
 
+static long contract_number(int i) {
+	static const long n[] = {EXEC_SERVER_EXEC, EXEC_SERVER_KILL, EXEC_SERVER_FDS, EXEC_SERVER_MAX_CGROUPS,
+				 EXEC_SERVER_MAX_ARGS, EXEC_SERVER_MAX_MESSAGE, EXEC_SERVER_MAX_RUNNING,
+				 sizeof(struct exec_request)};
+	return i >= 0 && i < (int)(sizeof n / sizeof n[0]) ? n[i] : -1;
+}
+
 static char contract_byte(int i) {
 	static const char b[] = {ATTACH_HELLO, ATTACH_INPUT, ATTACH_CLOSE, ATTACH_RESIZE,
 				 ATTACH_STDOUT, ATTACH_STDERR, PLACED_GO, PLACED_REFUSED};
@@ -35,4 +42,13 @@ func contract() (strs []string, bytes []byte) {
 		bytes = append(bytes, byte(C.contract_byte(C.int(i))))
 	}
 	return strs, bytes
+}
+
+// execServerContract is contract.h's EXEC_SERVER_* numbers and the size
+// of its struct exec_request, in contract_number's order.
+func execServerContract() (n []int) {
+	for i := range 8 {
+		n = append(n, int(C.contract_number(C.int(i))))
+	}
+	return n
 }

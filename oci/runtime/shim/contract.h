@@ -1,8 +1,10 @@
-// The monitor's side of its contract with the daemon. The Go side is
-// package oci/runtime/monitor, whose constants must be these (shim's
-// TestContractAgrees compares them).
+// The C programs' side of their contract with the daemon. The Go side is
+// packages oci/runtime/monitor and oci/runtime/execserver, whose constants
+// must be these (shim's TestContractAgrees compares them).
 #ifndef HUSK_CONTRACT_H
 #define HUSK_CONTRACT_H
+
+#include <stdint.h>
 
 // Files the monitor writes in the container's state directory.
 #define STATE_PID "pid"         // "PID STARTTIME" of the program, once it runs
@@ -30,6 +32,25 @@
 #define ENV_CGROUP_FD "HUSK_CGROUP_FD"
 #define ENV_CONSOLE_FD "HUSK_CONSOLE_FD"
 #define ENV_POD_USERNS "HUSK_POD_USERNS"
+
+// The exec server's requests (exec_server.c; package execserver): a
+// struct exec_request, then for an exec its NUL-terminated strings, the
+// cgroups' procs files then the command, with the descriptors of its
+// stdin, stdout, stderr, the exec profile and the status pipe.
+#define EXEC_SERVER_EXEC 'x'
+#define EXEC_SERVER_KILL 'k'
+#define EXEC_SERVER_FDS 5
+#define EXEC_SERVER_MAX_CGROUPS 64
+#define EXEC_SERVER_MAX_ARGS 4096
+#define EXEC_SERVER_MAX_MESSAGE (128 << 10)
+#define EXEC_SERVER_MAX_RUNNING 1024
+struct exec_request {
+	char kind;
+	char pad[3];
+	uint32_t id; // the daemon's for an exec, which a kill names
+	int32_t pid; // the container's first process
+	uint32_t ncgroups, nargs;
+};
 
 // The monitor's command line (package monitor's Args, monitor_args.c):
 // `husk-runtime monitor FLAGS -- PROGRAM...`.

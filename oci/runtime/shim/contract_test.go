@@ -4,6 +4,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/husk-runtime/husk/oci/runtime/execserver"
 	"github.com/husk-runtime/husk/oci/runtime/monitor"
 )
 
@@ -20,5 +21,10 @@ func TestContractAgrees(t *testing.T) {
 	}
 	if !slices.Equal(bytes, wantBytes) {
 		t.Errorf("contract.h's bytes %q, package monitor's %q", bytes, wantBytes)
+	}
+	wantNumbers := []int{execserver.KindExec, execserver.KindKill, execserver.NumFDs, execserver.MaxCgroups,
+		execserver.MaxArgs, execserver.MaxMessage, execserver.MaxRunning, execserver.RequestSize}
+	if got := execServerContract(); !slices.Equal(got, wantNumbers) {
+		t.Errorf("contract.h's exec server numbers %v, package execserver's %v", got, wantNumbers)
 	}
 }

@@ -43,7 +43,7 @@
 #include "exec_profile.h"
 
 static void fail(const char *what) {
-	dprintf(2, "husk exec: %s: %s\n", what, strerror(errno));
+	say(2, "husk exec: %s: %s\n", what, errstr(errno));
 	_exit(126);
 }
 
@@ -78,6 +78,65 @@ static void copy_oom_score_adj(int pid) {
 	close(fd);
 }
 
+// join_container joins the cgroups (their procs files) and the
+// namespaces of the container's first process pid, and takes its
+// oom_score_adj; all but its mount namespace, whose descriptor
+// (close-on-exec) it returns for the caller to join last, when it no
+// longer needs the host's /proc. A PID namespace is joined for the
+// children. It exits 126 on failure.
+int join_container(int pid, const char *const *cgroups, int ncgroups) {
+	// All namespace files first: once in the container's mount namespace,
+	// /proc is the container's.
+	static const struct {
+		const char *name;
+		int type;
+	} kinds[] = {{"ipc", CLONE_NEWIPC}, {"uts", CLONE_NEWUTS}, {"net", CLONE_NEWNET},
+		     {"cgroup", CLONE_NEWCGROUP}, {"pid", CLONE_NEWPID}, {"mnt", CLONE_NEWNS}};
+	int fds[6];
+	int joins[6];
+	for (int i = 0; i < 6; i++) {
+		char path[64], own[64];
+		snprintf(path, sizeof path, "/proc/%d/ns/%s", pid, kinds[i].name);
+		fds[i] = open(path, O_RDONLY | O_CLOEXEC);
+		if (fds[i] < 0)
+			fail(path);
+		// One the container shares with the host (a cgroup namespace on
+		// cgroup v1) is not joined: from inside a pod's user namespace
+		// it could not be.
+		snprintf(own, sizeof own, "/proc/self/ns/%s", kinds[i].name);
+		struct stat a, b;
+		joins[i] = !(fstat(fds[i], &a) == 0 && stat(own, &b) == 0 && a.st_ino == b.st_ino && a.st_dev == b.st_dev);
+	}
+	for (int i = 0; i < ncgroups; i++) {
+		int fd = open(cgroups[i], O_WRONLY | O_CLOEXEC);
+		if (fd < 0 || write(fd, "0", 1) != 1) // "0": the writer
+			fail(cgroups[i]);
+		close(fd);
+	}
+	copy_oom_score_adj(pid);
+	// A container of a pod with its own user namespace: that one first,
+	// as its root, which owns the namespaces joined next.
+	char userns[64];
+	snprintf(userns, sizeof userns, "/proc/%d/ns/user", pid);
+	struct stat theirs, ours;
+	if (stat(userns, &theirs) != 0 || stat("/proc/self/ns/user", &ours) != 0)
+		fail("user namespace");
+	if (theirs.st_ino != ours.st_ino || theirs.st_dev != ours.st_dev) {
+		int fd = open(userns, O_RDONLY | O_CLOEXEC);
+		if (fd < 0 || setns(fd, CLONE_NEWUSER) != 0)
+			fail("joining the user namespace");
+		close(fd);
+		if (setresgid(0, 0, 0) != 0 || setgroups(0, NULL) != 0 || setresuid(0, 0, 0) != 0)
+			fail("becoming root of the user namespace");
+	}
+	for (int i = 0; i < 5; i++) {
+		if (joins[i] && setns(fds[i], kinds[i].type) != 0)
+			fail(kinds[i].name);
+		close(fds[i]);
+	}
+	return fds[5];
+}
+
 __attribute__((constructor)) static void husk_exec_enter(int argc, char **argv) {
 	if (argc < 2 || strcmp(argv[1], "exec-enter") != 0)
 		return;
@@ -110,57 +169,8 @@ __attribute__((constructor)) static void husk_exec_enter(int argc, char **argv) 
 	if (profile_fd >= 0)
 		close(profile_fd);
 
-	// All namespace files first: once in the container's mount namespace,
-	// /proc is the container's.
-	static const struct {
-		const char *name;
-		int type;
-	} kinds[] = {{"ipc", CLONE_NEWIPC}, {"uts", CLONE_NEWUTS}, {"net", CLONE_NEWNET},
-		     {"cgroup", CLONE_NEWCGROUP}, {"pid", CLONE_NEWPID}, {"mnt", CLONE_NEWNS}};
-	int fds[6];
-	int joins[6];
-	for (int i = 0; i < 6; i++) {
-		char path[64], own[64];
-		snprintf(path, sizeof path, "/proc/%d/ns/%s", pid, kinds[i].name);
-		fds[i] = open(path, O_RDONLY | O_CLOEXEC);
-		if (fds[i] < 0)
-			fail(path);
-		// One the container shares with the host (a cgroup namespace on
-		// cgroup v1) is not joined: from inside a pod's user namespace
-		// it could not be.
-		snprintf(own, sizeof own, "/proc/self/ns/%s", kinds[i].name);
-		struct stat a, b;
-		joins[i] = !(fstat(fds[i], &a) == 0 && stat(own, &b) == 0 && a.st_ino == b.st_ino && a.st_dev == b.st_dev);
-	}
-	for (int i = 0; i < ncgroups; i++) {
-		int fd = open(cgroups[i], O_WRONLY | O_CLOEXEC);
-		if (fd < 0 || dprintf(fd, "%d", getpid()) < 0)
-			fail(cgroups[i]);
-		close(fd);
-	}
-	copy_oom_score_adj(pid);
-	// A container of a pod with its own user namespace: that one first,
-	// as its root, which owns the namespaces joined next.
-	char userns[64];
-	snprintf(userns, sizeof userns, "/proc/%d/ns/user", pid);
-	struct stat theirs, ours;
-	if (stat(userns, &theirs) != 0 || stat("/proc/self/ns/user", &ours) != 0)
-		fail("user namespace");
-	if (theirs.st_ino != ours.st_ino || theirs.st_dev != ours.st_dev) {
-		int fd = open(userns, O_RDONLY | O_CLOEXEC);
-		if (fd < 0 || setns(fd, CLONE_NEWUSER) != 0)
-			fail("joining the user namespace");
-		close(fd);
-		if (setresgid(0, 0, 0) != 0 || setgroups(0, NULL) != 0 || setresuid(0, 0, 0) != 0)
-			fail("becoming root of the user namespace");
-	}
-	for (int i = 0; i < 5; i++) {
-		if (joins[i] && setns(fds[i], kinds[i].type) != 0)
-			fail(kinds[i].name);
-		close(fds[i]);
-	}
+	int mnt = join_container(pid, cgroups, ncgroups);
 	// The mount namespace goes to the child, open across its exec.
-	int mnt = fds[5];
 	if (fcntl(mnt, F_SETFD, 0) != 0)
 		fail("fcntl");
 	char mntfd[16];

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <limits.h>
 #include <linux/capability.h>
 #include <linux/close_range.h>
 #include <linux/magic.h>
@@ -148,13 +149,31 @@ void free_exec_profile(struct exec_profile *p) {
 #define EXIT_NOT_FOUND 127
 #define EXIT_CANNOT 126
 
+const char *errstr(int e) {
+	const char *s = strerrordesc_np(e);
+	return s != NULL ? s : "unknown error";
+}
+
+int say(int fd, const char *fmt, ...) {
+	char msg[4096];
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	if (n < 0 || n >= (int)sizeof msg) {
+		errno = E2BIG;
+		return -1;
+	}
+	return write(fd, msg, n) == n ? n : -1;
+}
+
 static int failf(int code, const char *fmt, ...) {
 	char msg[512];
 	va_list ap;
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof msg, fmt, ap);
 	va_end(ap);
-	dprintf(2, "husk exec: %s\n", msg);
+	say(2, "husk exec: %s\n", msg);
 	return code;
 }
 
@@ -172,29 +191,31 @@ static int executable(const char *path) {
 }
 
 // look_path finds cmd as exec-init's lookPath does: as given if it has a
-// slash, else in the environment's last PATH (a default without one).
-static char *look_path(const char *cmd, char **env) {
-	if (strchr(cmd, '/') != NULL)
-		return executable(cmd) == 0 ? strdup(cmd) : NULL;
+// slash, else in the environment's last PATH (a default without one). It
+// writes the path into full (PATH_MAX bytes) and allocates nothing: the
+// exec server's child shares the server's memory.
+static int look_path(const char *cmd, char **env, char *full) {
+	if (strchr(cmd, '/') != NULL) {
+		if (strlen(cmd) >= PATH_MAX || executable(cmd) != 0)
+			return -1;
+		strcpy(full, cmd);
+		return 0;
+	}
 	const char *path = DEFAULT_PATH;
 	for (char **e = env; *e != NULL; e++)
 		if (strncmp(*e, "PATH=", 5) == 0)
 			path = *e + 5;
 	// An empty PATH names no directory (Go's filepath.SplitList).
 	if (*path == '\0')
-		return NULL;
+		return -1;
 	for (const char *dir = path;; dir++) {
 		const char *colon = strchrnul(dir, ':');
 		int n = colon - dir;
-		char *full;
-		int r = n == 0 ? asprintf(&full, "./%s", cmd) : asprintf(&full, "%.*s/%s", n, dir, cmd);
-		if (r < 0)
-			return NULL;
-		if (executable(full) == 0)
-			return full;
-		free(full);
+		int r = n == 0 ? snprintf(full, PATH_MAX, "./%s", cmd) : snprintf(full, PATH_MAX, "%.*s/%s", n, dir, cmd);
+		if (r > 0 && r < PATH_MAX && executable(full) == 0)
+			return 0;
 		if (*colon == '\0')
-			return NULL;
+			return -1;
 		dir = colon;
 	}
 }
@@ -214,7 +235,7 @@ static int apparmor_exec(const char *profile) {
 		errno = EPERM;
 		return -1;
 	}
-	int ok = dprintf(fd, "exec %s", profile) > 0;
+	int ok = say(fd, "exec %s", profile) > 0;
 	close(fd);
 	return ok ? 0 : -1;
 }
@@ -245,36 +266,36 @@ static int become_user(const struct exec_profile *p) {
 	struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
 	struct __user_cap_data_struct data[2];
 	if (syscall(SYS_capget, &hdr, data) != 0)
-		return failf(EXIT_CANNOT, "reading capabilities: %s", strerror(errno));
+		return failf(EXIT_CANNOT, "reading capabilities: %s", errstr(errno));
 	if (data[0].effective & (1U << CAP_SETPCAP)) {
 		for (int i = 0; i <= last; i++)
 			if (!(caps[CAPS_BOUNDING] & (1ULL << i)) && prctl(PR_CAPBSET_DROP, i, 0, 0, 0) != 0 && errno != EINVAL)
-				return failf(EXIT_CANNOT, "setting the bounding capabilities: %s", strerror(errno));
+				return failf(EXIT_CANNOT, "setting the bounding capabilities: %s", errstr(errno));
 	}
 	if (prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) != 0)
-		return failf(EXIT_CANNOT, "keepcaps: %s", strerror(errno));
+		return failf(EXIT_CANNOT, "keepcaps: %s", errstr(errno));
 	if (setgroups(p->ngids, p->gids) != 0)
-		return failf(EXIT_CANNOT, "setting supplementary groups: %s", strerror(errno));
+		return failf(EXIT_CANNOT, "setting supplementary groups: %s", errstr(errno));
 	if (setgid(p->gid) != 0)
-		return failf(EXIT_CANNOT, "setting gid %u: %s", p->gid, strerror(errno));
+		return failf(EXIT_CANNOT, "setting gid %u: %s", p->gid, errstr(errno));
 	if (setuid(p->uid) != 0)
-		return failf(EXIT_CANNOT, "setting uid %u: %s", p->uid, strerror(errno));
+		return failf(EXIT_CANNOT, "setting uid %u: %s", p->uid, errstr(errno));
 	if (prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0) != 0)
-		return failf(EXIT_CANNOT, "keepcaps: %s", strerror(errno));
+		return failf(EXIT_CANNOT, "keepcaps: %s", errstr(errno));
 	for (int i = 0; i < 2; i++) {
 		data[i].effective = caps[CAPS_EFFECTIVE] >> (32 * i);
 		data[i].permitted = caps[CAPS_PERMITTED] >> (32 * i);
 		data[i].inheritable = caps[CAPS_INHERITABLE] >> (32 * i);
 	}
 	if (syscall(SYS_capset, &hdr, data) != 0)
-		return failf(EXIT_CANNOT, "setting capabilities: %s", strerror(errno));
+		return failf(EXIT_CANNOT, "setting capabilities: %s", errstr(errno));
 	if (p->flags & EXEC_AMBIENT) {
 		if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0 && errno != EINVAL)
-			return failf(EXIT_CANNOT, "setting ambient capabilities: %s", strerror(errno));
+			return failf(EXIT_CANNOT, "setting ambient capabilities: %s", errstr(errno));
 		for (int i = 0; i <= last; i++)
 			if ((caps[CAPS_AMBIENT] & (1ULL << i)) && prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, i, 0, 0) != 0 &&
 			    errno != EINVAL)
-				return failf(EXIT_CANNOT, "setting ambient capabilities: %s", strerror(errno));
+				return failf(EXIT_CANNOT, "setting ambient capabilities: %s", errstr(errno));
 	}
 	return 0;
 }
@@ -282,38 +303,38 @@ static int become_user(const struct exec_profile *p) {
 int exec_with_profile(const struct exec_profile *p, int mnt, char **argv) {
 	// Until the exec, nothing in the container may look into this process.
 	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0)
-		return failf(EXIT_CANNOT, "prctl: %s", strerror(errno));
+		return failf(EXIT_CANNOT, "prctl: %s", errstr(errno));
 	if (setns(mnt, CLONE_NEWNS) != 0)
-		return failf(EXIT_CANNOT, "joining the mount namespace: %s", strerror(errno));
+		return failf(EXIT_CANNOT, "joining the mount namespace: %s", errstr(errno));
 	close(mnt);
 	if (chdir("/") != 0 || chdir(p->cwd) != 0)
-		return failf(EXIT_CANNOT, "changing to the working directory %s: %s", p->cwd, strerror(errno));
+		return failf(EXIT_CANNOT, "changing to the working directory %s: %s", p->cwd, errstr(errno));
 	if (argv[0] == NULL || argv[0][0] == '\0')
 		return failf(EXIT_NOT_FOUND, "the spec has no command");
-	char *path = look_path(argv[0], p->env);
-	if (path == NULL)
+	char path[PATH_MAX];
+	if (look_path(argv[0], p->env, path) != 0)
 		return failf(EXIT_NOT_FOUND, "executable \"%s\" not found in $PATH or not executable", argv[0]);
 	// While root: raising a hard limit takes CAP_SYS_RESOURCE.
 	for (uint32_t i = 0; i < p->nrlimits; i++)
 		if (setrlimit(p->rlimits[i].resource, &p->rlimits[i].limit) != 0)
-			return failf(EXIT_CANNOT, "setting resource limit %u: %s", p->rlimits[i].resource, strerror(errno));
+			return failf(EXIT_CANNOT, "setting resource limit %u: %s", p->rlimits[i].resource, errstr(errno));
 	if (syscall(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC) != 0)
-		return failf(EXIT_CANNOT, "close_range: %s", strerror(errno));
+		return failf(EXIT_CANNOT, "close_range: %s", errstr(errno));
 	// Before no_new_privs and the seccomp filter, which may forbid it.
 	if (p->apparmor[0] != '\0' && apparmor_exec(p->apparmor) != 0)
-		return failf(EXIT_CANNOT, "applying AppArmor profile %s: %s", p->apparmor, strerror(errno));
+		return failf(EXIT_CANNOT, "applying AppArmor profile %s: %s", p->apparmor, errstr(errno));
 	int nnp = p->flags & EXEC_NO_NEW_PRIVS;
 	if (!nnp && load_seccomp(p) != 0)
-		return failf(EXIT_CANNOT, "loading the seccomp filter: %s", strerror(errno));
+		return failf(EXIT_CANNOT, "loading the seccomp filter: %s", errstr(errno));
 	int code = become_user(p);
 	if (code != 0)
 		return code;
 	if (nnp) {
 		if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
-			return failf(EXIT_CANNOT, "setting no_new_privs: %s", strerror(errno));
+			return failf(EXIT_CANNOT, "setting no_new_privs: %s", errstr(errno));
 		if (load_seccomp(p) != 0)
-			return failf(EXIT_CANNOT, "loading the seccomp filter: %s", strerror(errno));
+			return failf(EXIT_CANNOT, "loading the seccomp filter: %s", errstr(errno));
 	}
 	execve(path, argv, p->env);
-	return failf(EXIT_CANNOT, "executing %s: %s", argv[0], strerror(errno));
+	return failf(EXIT_CANNOT, "executing %s: %s", argv[0], errstr(errno));
 }

@@ -40,4 +40,19 @@ void free_exec_profile(struct exec_profile *p);
 // only to exit: 127 when the command is not found, else 126.
 int exec_with_profile(const struct exec_profile *p, int mnt, char **argv);
 
+// say writes the formatted message to fd in one write, or fails (-1) if
+// it is over 4 KiB. Not dprintf, which allocates its buffer: the exec
+// server's child shares the server's heap (exec_server.c), so nothing it
+// runs may allocate.
+int say(int fd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+// errstr is strerror without its translation (gettext, which may
+// allocate).
+const char *errstr(int e);
+
+// join_container (exec.c) makes this process a member of the container
+// whose first process is pid, but for its mount namespace: the returned
+// descriptor, for exec_with_profile. It exits 126 on failure.
+int join_container(int pid, const char *const *cgroups, int ncgroups);
+
 #endif

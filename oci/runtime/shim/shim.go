@@ -2,7 +2,8 @@
 // constructors, before the Go runtime starts, when the binary is executed
 // with their subcommand: the container monitor (monitor.c), the init of a
 // pod's shared PID namespace (podinit.c), the entry into a running
-// container for exec (exec.c), and the holder of a new pod's user
+// container for exec (exec.c), the maker of ExecSync's processes
+// (exec_server.c), and the holder of a new pod's user
 // namespace (hold.c). Without a Go runtime each costs about what a
 // small C program costs, which matters for the monitor, one per container
 // for its whole life. A binary gets them by importing this package.
