@@ -1,6 +1,7 @@
 #!/bin/sh
-# Builds the CNI plugins husk uses (bridge, host-local, portmap, loopback,
-# bandwidth) from the github.com/containernetworking/plugins module pinned in
+# Builds the CNI plugins husk uses (bridge, host-local, portmap, bandwidth;
+# loopback for the pods an older husk attached with it, and for containerd
+# in make bench-compare) from the github.com/containernetworking/plugins module pinned in
 # go.mod, so nothing is downloaded from anywhere but the Go module proxy and
 # the plugins always match the version husk was tested with.
 #

@@ -48,14 +48,12 @@ func TestStatus(t *testing.T) {
 	if wrote, err := WriteDefaultConfig(confDir); err != nil || !wrote {
 		t.Fatalf("WriteDefaultConfig: %v, %v", wrote, err)
 	}
-	// loopback and bandwidth are missing.
-	if msg := status(); !strings.Contains(msg, `CNI plugin "loopback" (network "husk") not found in `+binDir) {
-		t.Errorf("missing loopback: %q", msg)
+	// bandwidth is missing; loopback is not needed (husk brings lo up).
+	if msg := status(); !strings.Contains(msg, `CNI plugin "bandwidth" (network "husk") not found in `+binDir) {
+		t.Errorf("missing bandwidth: %q", msg)
 	}
-	for _, p := range []string{"loopback", "bandwidth"} {
-		if err := os.WriteFile(filepath.Join(binDir, p), nil, 0o755); err != nil {
-			t.Fatal(err)
-		}
+	if err := os.WriteFile(filepath.Join(binDir, "bandwidth"), nil, 0o755); err != nil {
+		t.Fatal(err)
 	}
 	if msg := status(); msg != "" {
 		t.Errorf("not ready with every plugin present: %q", msg)
@@ -88,7 +86,7 @@ func TestStatus(t *testing.T) {
 // network, and are inlined so that the cached config is complete.
 func TestPluginsFromNetworkDir(t *testing.T) {
 	confDir := t.TempDir()
-	m, err := New(Config{ConfDir: confDir, BinDirs: []string{fakeBinDir(t, "loopback", "bridge", "portmap")}, CacheDir: t.TempDir()})
+	m, err := New(Config{ConfDir: confDir, BinDirs: []string{fakeBinDir(t, "bridge", "portmap")}, CacheDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -47,7 +47,7 @@ func TestMain(m *testing.M) {
 	}())
 }
 
-func needRoot(t *testing.T) {
+func needRoot(t testing.TB) {
 	t.Helper()
 	if pluginDir == "" {
 		t.Skip("needs root: creates network namespaces, bridges and iptables rules")
@@ -78,7 +78,7 @@ type testNet struct {
 	bridges []string
 }
 
-func newTestNet(t *testing.T) *testNet {
+func newTestNet(t testing.TB) *testNet {
 	t.Helper()
 	needRoot(t)
 	n := &testNet{
@@ -105,7 +105,7 @@ func (n *testNet) config() Config {
 	return Config{ConfDir: n.confDir, BinDirs: n.binDirs, CacheDir: n.cacheDir}
 }
 
-func (n *testNet) manager(t *testing.T) *Manager {
+func (n *testNet) manager(t testing.TB) *Manager {
 	t.Helper()
 	m, err := New(n.config())
 	if err != nil {
@@ -128,7 +128,7 @@ type netOpts struct {
 	masquerade bool
 }
 
-func (n *testNet) writeConf(t *testing.T, file string, o netOpts) string {
+func (n *testNet) writeConf(t testing.TB, file string, o netOpts) string {
 	t.Helper()
 	if o.name == "" {
 		o.name = n.name
@@ -192,7 +192,7 @@ var subnets struct {
 
 // freeSubnet picks a 10.99.x.0/24 that no host route covers and no other
 // test of this process took.
-func freeSubnet(t *testing.T) netip.Prefix {
+func freeSubnet(t testing.TB) netip.Prefix {
 	t.Helper()
 	subnets.Lock()
 	defer subnets.Unlock()
@@ -234,7 +234,7 @@ func freeSubnet(t *testing.T) netip.Prefix {
 }
 
 // newNetNS pins a new network namespace on a file under t.TempDir().
-func newNetNS(t *testing.T) string {
+func newNetNS(t testing.TB) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "netns")
 	if err := os.WriteFile(path, nil, 0o600); err != nil {
@@ -292,7 +292,7 @@ func onThread(fn func() error) error {
 	return <-errc
 }
 
-func (n *testNet) newPod(t *testing.T) Pod {
+func (n *testNet) newPod(t testing.TB) Pod {
 	id := randHex(32)
 	return Pod{ID: id, NetNS: newNetNS(t), Name: "pod-" + id[:6], Namespace: "ns-" + id[6:10], UID: randHex(16)}
 }

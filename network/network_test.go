@@ -54,7 +54,7 @@ func TestTwoPodsReachEachOther(t *testing.T) {
 	if got, err := readGreeting(a.NetNS, net.JoinHostPort(ipB.String(), "8080")); err != nil || got != "hello from b" {
 		t.Fatalf("a -> b: %q, %v", got, err)
 	}
-	// lo is up: the loopback plugin ran.
+	// lo is up: Setup brought it up.
 	if got, err := readGreeting(a.NetNS, "127.0.0.1:8080"); err != nil || got != "hello from a" {
 		t.Fatalf("a -> 127.0.0.1: %q, %v", got, err)
 	}
