@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -333,14 +334,23 @@ func freeze(t *testing.T, d *daemon, id string, frozen bool) {
 
 // ExecSync's commands come from one long-lived exec server, the
 // daemon's child: started on the first exec, started again when it died,
-// gone with the daemon. A command that cannot start (its container
-// frozen) holds up no other container's exec, and its exec ends at its
-// deadline.
+// gone with the daemon. Execs into containers of different
+// oom_score_adj at once each get their container's, and the server keeps
+// its own. A command that cannot start (its container frozen) holds up
+// no other container's exec, and its exec ends at its deadline.
 func TestExecServer(t *testing.T) {
 	e := newCtrEnv(t)
 	podID, pod := e.pod(t, "exec-server")
-	a := e.run(t, podID, pod, ctrConfig("a", e.image("plain"), "sleep", "300"))
-	b := e.run(t, podID, pod, ctrConfig("b", e.image("plain"), "sleep", "300"))
+	adj := map[string]string{}
+	var ids []string
+	for name, value := range map[string]int64{"a": 300, "b": 700} {
+		cfg := ctrConfig(name, e.image("plain"), "sleep", "300")
+		cfg.Linux.Resources = &runtimeapi.LinuxContainerResources{OomScoreAdj: value}
+		id := e.run(t, podID, pod, cfg)
+		adj[id] = fmt.Sprint(value)
+		ids = append(ids, id)
+	}
+	a, b := ids[0], ids[1]
 	echo := func(id, word string) {
 		t.Helper()
 		resp, err := e.exec(t, id, 10, "echo", word)
@@ -356,6 +366,25 @@ func TestExecServer(t *testing.T) {
 	echo(b, "two")
 	if again := execServers(e.d); !slices.Equal(again, servers) {
 		t.Errorf("exec servers after a second exec: %v, want %v", again, servers)
+	}
+
+	own, err := os.ReadFile(fmt.Sprintf("/proc/%d/oom_score_adj", e.d.cmd.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for i := range 40 {
+		id := ids[i%2]
+		wg.Go(func() {
+			resp, err := e.exec(t, id, 10, "cat", "/proc/self/oom_score_adj")
+			if err != nil || strings.TrimSpace(string(resp.GetStdout())) != adj[id] {
+				t.Errorf("exec %d: oom_score_adj %q, %v; want its container's %s", i, resp.GetStdout(), err, adj[id])
+			}
+		})
+	}
+	wg.Wait()
+	if got, _ := os.ReadFile(fmt.Sprintf("/proc/%d/oom_score_adj", servers[0])); string(got) != string(own) {
+		t.Errorf("the exec server's oom_score_adj after the execs: %q, want the daemon's %q", got, own)
 	}
 
 	// One that died is replaced.

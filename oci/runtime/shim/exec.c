@@ -6,8 +6,9 @@
 //                   [--profile-fd P] -- husk-runtime exec-init -- COMMAND...
 //
 // It joins the cgroup and the namespaces of the container's first process
-// PID and takes its oom_score_adj, then starts a child (joining a PID namespace takes effect for
-// children only) that becomes a process of the container: with the
+// PID and takes its oom_score_adj, then starts a child (joining a PID
+// namespace takes effect for children only) that becomes a process of the
+// container: with the
 // container's exec profile at descriptor P (exec_profile.c), by itself,
 // then executes COMMAND; else (a terminal, or a container made before
 // profiles) it executes the rest of its arguments, husk-runtime exec-init,
@@ -80,11 +81,11 @@ static void copy_oom_score_adj(int pid) {
 
 // join_container joins the cgroups (their procs files) and the
 // namespaces of the container's first process pid, and takes its
-// oom_score_adj; all but its mount namespace, whose descriptor
-// (close-on-exec) it returns for the caller to join last, when it no
-// longer needs the host's /proc. A PID namespace is joined for the
+// oom_score_adj if take_oom; all but its mount namespace, whose
+// descriptor (close-on-exec) it returns for the caller to join last, when
+// it no longer needs the host's /proc. A PID namespace is joined for the
 // children. It exits 126 on failure.
-int join_container(int pid, const char *const *cgroups, int ncgroups) {
+int join_container(int pid, const char *const *cgroups, int ncgroups, int take_oom) {
 	// All namespace files first: once in the container's mount namespace,
 	// /proc is the container's.
 	static const struct {
@@ -113,7 +114,8 @@ int join_container(int pid, const char *const *cgroups, int ncgroups) {
 			fail(cgroups[i]);
 		close(fd);
 	}
-	copy_oom_score_adj(pid);
+	if (take_oom)
+		copy_oom_score_adj(pid);
 	// A container of a pod with its own user namespace: that one first,
 	// as its root, which owns the namespaces joined next.
 	char userns[64];
@@ -169,7 +171,7 @@ __attribute__((constructor)) static void husk_exec_enter(int argc, char **argv) 
 	if (profile_fd >= 0)
 		close(profile_fd);
 
-	int mnt = join_container(pid, cgroups, ncgroups);
+	int mnt = join_container(pid, cgroups, ncgroups, 1);
 	// The mount namespace goes to the child, open across its exec.
 	if (fcntl(mnt, F_SETFD, 0) != 0)
 		fail("fcntl");

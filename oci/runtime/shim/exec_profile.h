@@ -52,7 +52,8 @@ const char *errstr(int e);
 
 // join_container (exec.c) makes this process a member of the container
 // whose first process is pid, but for its mount namespace: the returned
-// descriptor, for exec_with_profile. It exits 126 on failure.
-int join_container(int pid, const char *const *cgroups, int ncgroups);
+// descriptor, for exec_with_profile. With take_oom, it takes the first
+// process's oom_score_adj. It exits 126 on failure.
+int join_container(int pid, const char *const *cgroups, int ncgroups, int take_oom);
 
 #endif

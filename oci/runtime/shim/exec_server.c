@@ -29,6 +29,15 @@
 // close-on-exec pipe `done`), allocates nothing (no malloc, no dprintf:
 // the heap is the server's), returns only by _exit, and the server
 // decides nothing on errno, which the two share.
+//
+// The kernel gives every process that shares memory the same
+// oom_score_adj: a child that wrote its container's would write the
+// server's and every other sharing child's too. So the server takes the
+// container's oom_score_adj itself before it clones, when it has it
+// already or no child shares its memory at the time, and the child
+// inherits it; else (execs into containers of other values at once) the
+// child is forked, with memory of its own, and takes it itself. Once no
+// child shares its memory, the server takes back its own.
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -60,6 +69,7 @@ struct block {
 	const char *cgroups[EXEC_SERVER_MAX_CGROUPS];
 	char *argv[EXEC_SERVER_MAX_ARGS + 1];
 	char strs[EXEC_SERVER_MAX_MESSAGE];
+	int take_oom; // forked: the child takes the container's oom_score_adj
 };
 
 struct running {
@@ -67,6 +77,7 @@ struct running {
 	pid_t pid;  // 0 once reaped
 	int status; // the status pipe; -1 once told
 	int done;   // EOF once the child executed or ended; -1 after
+	int shared; // the child shares the server's memory, until done
 	struct block *block;
 };
 
@@ -77,6 +88,36 @@ static int nrunning;
 // hold two descriptors for each command running, and gives back to each
 // command, which has the container's limits.
 static struct rlimit nofile;
+
+// The server's oom_score_adj when it started, and now; how many children
+// share its memory (and so its oom_score_adj).
+static int own_adj, cur_adj, nshared;
+
+static int read_adj(const char *path, int *adj) {
+	char buf[16];
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	ssize_t n = read(fd, buf, sizeof buf - 1);
+	close(fd);
+	if (n <= 0)
+		return -1;
+	buf[n] = 0;
+	*adj = atoi(buf);
+	return 0;
+}
+
+static int set_adj(int adj) {
+	int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	int ok = say(fd, "%d", adj) > 0;
+	close(fd);
+	if (!ok)
+		return -1;
+	cur_adj = adj;
+	return 0;
+}
 
 // parse_request splits the block's strings (contract.h) into cgroups and
 // argv, pointing into them; -1 if they do not fill len exactly.
@@ -116,7 +157,7 @@ static int child(void *arg) {
 	for (int i = 0; i < 3; i++)
 		if (dup2(b->fds[i], i) != i)
 			_exit(126);
-	int mnt = join_container(b->h.pid, b->cgroups, b->h.ncgroups);
+	int mnt = join_container(b->h.pid, b->cgroups, b->h.ncgroups, b->take_oom);
 	_exit(exec_with_profile(&b->profile, mnt, b->argv));
 }
 
@@ -125,6 +166,9 @@ static void release(struct running *r) {
 	if (r->done >= 0)
 		close(r->done);
 	r->done = -1;
+	if (r->shared && --nshared == 0 && cur_adj != own_adj)
+		set_adj(own_adj);
+	r->shared = 0;
 	if (r->block != NULL) {
 		free_exec_profile(&r->block->profile);
 		munmap(r->block, sizeof *r->block);
@@ -147,6 +191,7 @@ static void start(const struct exec_request *h, const char *strs, size_t len, in
 	int done[2] = {-1, -1}, pidns = -1;
 	const char *err = NULL;
 	char path[64];
+	int adj = 0;
 	r.block = mmap(NULL, sizeof *r.block, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (r.block == MAP_FAILED) {
 		r.block = NULL;
@@ -159,20 +204,28 @@ static void start(const struct exec_request *h, const char *strs, size_t len, in
 		b->h = *h;
 		memcpy(b->fds, fds, sizeof b->fds);
 		memcpy(b->strs, strs, len);
-		snprintf(path, sizeof path, "/proc/%d/ns/pid", h->pid);
-		if (parse_request(b, len) != 0) {
+		snprintf(path, sizeof path, "/proc/%d/oom_score_adj", h->pid);
+		if (read_adj(path, &adj) != 0) {
+			err = "reading the container's oom_score_adj";
+		} else if (parse_request(b, len) != 0) {
 			errno = EINVAL;
 			err = "a malformed request";
 		} else if (read_exec_profile(fds[3], &b->profile) != 0) {
 			err = "reading the exec profile";
 		} else if (pipe2(done, O_CLOEXEC) != 0) {
 			err = "pipe";
-		} else if ((pidns = open(path, O_RDONLY | O_CLOEXEC)) < 0 || setns(pidns, CLONE_NEWPID) != 0) {
+		} else if (snprintf(path, sizeof path, "/proc/%d/ns/pid", h->pid) < 0 ||
+			   (pidns = open(path, O_RDONLY | O_CLOEXEC)) < 0 || setns(pidns, CLONE_NEWPID) != 0) {
 			err = "joining the container's PID namespace";
 		} else {
-			r.pid = clone(child, b->stack + CHILD_STACK, CLONE_VM | SIGCHLD, b);
-			if (r.pid < 0)
+			r.shared = adj == cur_adj || (nshared == 0 && set_adj(adj) == 0);
+			b->take_oom = !r.shared;
+			r.pid = clone(child, b->stack + CHILD_STACK, (r.shared ? CLONE_VM : 0) | SIGCHLD, b);
+			if (r.pid < 0) {
+				r.shared = 0;
 				err = "clone";
+			}
+			nshared += r.shared;
 			// Back to its own, for the next request; if it cannot, it
 			// ends, and the daemon starts another.
 			if (setns(ownpid, CLONE_NEWPID) != 0)
@@ -190,6 +243,8 @@ static void start(const struct exec_request *h, const char *strs, size_t len, in
 		if (done[0] >= 0)
 			close(done[0]);
 		release(&r);
+		if (nshared == 0 && cur_adj != own_adj)
+			set_adj(own_adj);
 		say(status, "error %s: %s\n", err, why);
 		close(status);
 		return;
@@ -280,6 +335,9 @@ __attribute__((constructor)) static void husk_exec_server(int argc, char **argv)
 	if (fcntl(sock, F_SETFD, FD_CLOEXEC) != 0 || prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0)
 		_exit(2);
 	int ownpid = open("/proc/self/ns/pid", O_RDONLY | O_CLOEXEC);
+	if (read_adj("/proc/self/oom_score_adj", &own_adj) != 0)
+		_exit(2);
+	cur_adj = own_adj;
 	if (getrlimit(RLIMIT_NOFILE, &nofile) == 0) {
 		struct rlimit raised = {nofile.rlim_max, nofile.rlim_max};
 		setrlimit(RLIMIT_NOFILE, &raised);
