@@ -387,6 +387,17 @@ func TestExecServer(t *testing.T) {
 		t.Errorf("the exec server's oom_score_adj after the execs: %q, want the daemon's %q", got, own)
 	}
 
+	// A profile of an older layout (a container made before an
+	// upgrade): the exec goes another way.
+	profile := filepath.Join(e.d.state, "containers", b, "exec.profile")
+	old, err := os.ReadFile(profile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, profile, "HUSKEXP1"+string(old[8:]))
+	echo(b, "old-profile")
+	writeFile(t, profile, string(old))
+
 	// One that died is replaced.
 	if err := syscall.Kill(servers[0], syscall.SIGKILL); err != nil {
 		t.Fatal(err)

@@ -8,7 +8,8 @@
 // The daemon and the server share a SOCK_SEQPACKET socket; each message
 // is a request (the struct below, then strings) with the command's
 // descriptors. The server answers on a status pipe of each exec's own:
-// "pid PID", then "exit CODE" (or "error MESSAGE").
+// "pid PID", then "exit CODE" (or "error MESSAGE", or "unusable MESSAGE"
+// for a profile it cannot read).
 package execserver
 
 import (
@@ -175,6 +176,10 @@ func (s *Server) wait(ctx context.Context, id uint32, status *os.File) (int, err
 				return n, nil
 			case kind == "error":
 				return 0, fmt.Errorf("exec server: %s", value)
+			case kind == "unusable":
+				// A profile of another layout (a container made by an
+				// older husk): nothing ran.
+				return 0, fmt.Errorf("%w: %s", ErrUnavailable, value)
 			default:
 				return 0, fmt.Errorf("exec server: %q", l)
 			}

@@ -14,8 +14,9 @@
 // from the profile (exec_with_profile) and executes the command. The
 // status pipe gets "pid PID\n" (the command's, in the server's PID
 // namespace), then "exit CODE\n" once the server reaped it (128+N for a
-// signal), or "error MESSAGE\n" for a request it could not start; then
-// it is closed. A kill request (the daemon's timeout) kills the command's
+// signal), or "error MESSAGE\n" for a request it could not start
+// ("unusable MESSAGE\n" for a profile it cannot read, of another
+// layout: the daemon makes the process another way); then it is closed. A kill request (the daemon's timeout) kills the command's
 // process group while the command is the server's child: the server
 // reaps it, so its pid cannot have been reused.
 //
@@ -191,7 +192,7 @@ static void start(const struct exec_request *h, const char *strs, size_t len, in
 	int done[2] = {-1, -1}, pidns = -1;
 	const char *err = NULL;
 	char path[64];
-	int adj = 0;
+	int adj = 0, unusable = 0;
 	r.block = mmap(NULL, sizeof *r.block, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (r.block == MAP_FAILED) {
 		r.block = NULL;
@@ -212,6 +213,7 @@ static void start(const struct exec_request *h, const char *strs, size_t len, in
 			err = "a malformed request";
 		} else if (read_exec_profile(fds[3], &b->profile) != 0) {
 			err = "reading the exec profile";
+			unusable = 1;
 		} else if (pipe2(done, O_CLOEXEC) != 0) {
 			err = "pipe";
 		} else if (snprintf(path, sizeof path, "/proc/%d/ns/pid", h->pid) < 0 ||
@@ -245,7 +247,7 @@ static void start(const struct exec_request *h, const char *strs, size_t len, in
 		release(&r);
 		if (nshared == 0 && cur_adj != own_adj)
 			set_adj(own_adj);
-		say(status, "error %s: %s\n", err, why);
+		say(status, "%s %s: %s\n", unusable ? "unusable" : "error", err, why);
 		close(status);
 		return;
 	}
