@@ -112,36 +112,40 @@ func (m *Manager) ExecSync(ctx context.Context, id string, cmd []string, timeout
 		defer cancel()
 	}
 	out, errOut := cappedBuffer{n: maxExecOutput}, cappedBuffer{n: maxExecOutput}
-	if code, err := m.execThroughServer(ctx, id, cmd, &out, &errOut); !errors.Is(err, execserver.ErrUnavailable) {
-		if ctx.Err() != nil {
-			return out.Bytes(), errOut.Bytes(), 0, fmt.Errorf("exec in container %s: %w", id, ctx.Err())
-		}
-		if err != nil {
-			return nil, nil, 0, fmt.Errorf("exec in container %s: %w", id, err)
-		}
-		return out.Bytes(), errOut.Bytes(), int32(code), nil
+	exit, err := m.execThroughServer(ctx, id, cmd, &out, &errOut)
+	if errors.Is(err, execserver.ErrUnavailable) {
+		exit, err = m.execThroughEnter(ctx, id, cmd, &out, &errOut)
 	}
-	x, release, err := m.execCommand(ctx, id, cmd, false)
-	if err != nil {
-		return nil, nil, 0, err
-	}
-	defer release()
-	x.Stdout, x.Stderr = &out, &errOut
-	err = x.Run()
 	if out.dropped > 0 || errOut.dropped > 0 {
 		klog.V(2).InfoS("ExecSync output truncated", "id", id, "stdoutDropped", out.dropped, "stderrDropped", errOut.dropped, "limit", maxExecOutput)
 	}
 	if ctx.Err() != nil {
 		return out.Bytes(), errOut.Bytes(), 0, fmt.Errorf("exec in container %s: %w", id, ctx.Err())
 	}
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	return out.Bytes(), errOut.Bytes(), int32(exit), nil
+}
+
+// execThroughEnter runs cmd in a running container by `husk-runtime
+// exec-enter`, and returns the command's exit code.
+func (m *Manager) execThroughEnter(ctx context.Context, id string, cmd []string, stdout, stderr io.Writer) (int, error) {
+	x, release, err := m.execCommand(ctx, id, cmd, false)
+	if err != nil {
+		return 0, err
+	}
+	defer release()
+	x.Stdout, x.Stderr = stdout, stderr
+	err = x.Run()
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
-		return out.Bytes(), errOut.Bytes(), int32(ee.ExitCode()), nil
+		return ee.ExitCode(), nil
 	}
 	if err != nil && !errors.Is(err, exec.ErrWaitDelay) {
-		return nil, nil, 0, fmt.Errorf("exec in container %s: %w", id, err)
+		return 0, fmt.Errorf("exec in container %s: %w", id, err)
 	}
-	return out.Bytes(), errOut.Bytes(), 0, nil
+	return 0, nil
 }
 
 // execThroughServer runs cmd in a running container by the exec server
@@ -163,10 +167,14 @@ func (m *Manager) execThroughServer(ctx context.Context, id string, cmd []string
 		return unavailable(err)
 	}
 	defer func() { _ = profile.Close() }()
-	return m.execs.Run(ctx, execserver.Exec{
+	code, err := m.execs.Run(ctx, execserver.Exec{
 		PID: p.PID, Cgroups: m.opts.Cgroups.ProcsFiles(m.processCgroup(c)), Args: cmd,
 		Profile: profile, Stdout: stdout, Stderr: stderr,
 	})
+	if err != nil && !errors.Is(err, execserver.ErrUnavailable) {
+		return 0, fmt.Errorf("exec in container %s: %w", id, err)
+	}
+	return code, err
 }
 
 // execServerCommand is `husk-runtime exec-server`, in a session of its
