@@ -1,8 +1,9 @@
 // Package network attaches pod sandboxes to the pod network through CNI
 // (libcni and the standard plugins): the first network config found in
-// the config directory; the loopback interface it brings up itself. Everything DEL needs is kept in a
-// persistent cache, so a sandbox can be torn down by a restarted daemon, after
-// a reboot, and after its network config changed or disappeared.
+// the config directory; the loopback interface it brings up itself.
+// Everything DEL needs is kept in a persistent cache, so a sandbox can be
+// torn down by a restarted daemon, after a reboot, and after its network
+// config changed or disappeared.
 package network
 
 import (

@@ -16,8 +16,8 @@ import (
 // Exec is `husk exec-init -- COMMAND...`, started by `husk exec-enter`
 // inside a running container's namespaces and cgroup. It takes the
 // container's user, capabilities, no_new_privs, resource limits, seccomp,
-// environment and working directory from its spec (on the descriptor monitor.EnvExecSpecFD names)
-// and executes COMMAND. It returns only on failure, with the exit code a
+// environment and working directory from its spec (on the descriptor
+// monitor.EnvExecSpecFD names) and executes COMMAND. It returns only on failure, with the exit code a
 // shell gives: 127 for a command not found, 126 otherwise.
 func Exec(args []string) int {
 	if len(args) < 2 || args[0] != "--" {

@@ -51,8 +51,9 @@ const (
 // start alone took 6 to 9 ms of each ExecSync's 20 here: the container's
 // user, capabilities, no_new_privs, resource limits, AppArmor profile,
 // seccomp filter (compiled, as the kernel takes it), working directory
-// and environment, from its spec. exec.c reads it (struct exec_profile, exec_profile.c);
-// the two must agree on this layout, in the machine's byte order:
+// and environment, from its spec. exec.c reads it (struct exec_profile,
+// exec_profile.c); the two must agree on this layout, in the machine's
+// byte order:
 //
 //	"HUSKEXP2"
 //	u32 uid, gid, flags (1: no_new_privs, 2: ambient capabilities given)
@@ -75,15 +76,11 @@ func ExecProfile(spec *specs.Spec) ([]byte, error) {
 	if pc == nil {
 		pc = &specs.LinuxCapabilities{}
 	}
-	h := profileHeader{Magic: profileMagic, UID: p.User.UID, GID: p.User.GID, Gids: uint32(len(p.User.AdditionalGids)), Env: uint32(len(p.Env)), Rlimits: uint32(len(p.Rlimits))}
-	rlimits := make([]profileRlimit, 0, len(p.Rlimits))
-	for _, r := range p.Rlimits {
-		res, ok := rlimitNames[r.Type]
-		if !ok {
-			return nil, fmt.Errorf("unknown rlimit %q", r.Type)
-		}
-		rlimits = append(rlimits, profileRlimit{Resource: uint32(res), Soft: r.Soft, Hard: r.Hard})
+	limits, err := rlimits(p.Rlimits)
+	if err != nil {
+		return nil, err
 	}
+	h := profileHeader{Magic: profileMagic, UID: p.User.UID, GID: p.User.GID, Gids: uint32(len(p.User.AdditionalGids)), Env: uint32(len(p.Env)), Rlimits: uint32(len(limits))}
 	for i, names := range [][]string{pc.Bounding, pc.Effective, pc.Permitted, pc.Inheritable, pc.Ambient} {
 		cs, err := caps(names)
 		if err != nil {
@@ -117,7 +114,7 @@ func ExecProfile(spec *specs.Spec) ([]byte, error) {
 	var b bytes.Buffer
 	_ = binary.Write(&b, binary.NativeEndian, h)
 	_ = binary.Write(&b, binary.NativeEndian, p.User.AdditionalGids)
-	_ = binary.Write(&b, binary.NativeEndian, rlimits)
+	_ = binary.Write(&b, binary.NativeEndian, limits)
 	b.Write(strs.Bytes())
 	b.Write(filter)
 	return b.Bytes(), nil

@@ -201,16 +201,30 @@ func checkExecutable(p string) error {
 }
 
 func setRlimits(rl []specs.POSIXRlimit) error {
-	for _, r := range rl {
-		res, ok := rlimitNames[r.Type]
-		if !ok {
-			return fmt.Errorf("unknown rlimit %q", r.Type)
-		}
-		if err := unix.Setrlimit(res, &unix.Rlimit{Cur: r.Soft, Max: r.Hard}); err != nil {
-			return fmt.Errorf("setting %s: %w", r.Type, err)
+	limits, err := rlimits(rl)
+	if err != nil {
+		return err
+	}
+	for i, l := range limits {
+		if err := unix.Setrlimit(int(l.Resource), &unix.Rlimit{Cur: l.Soft, Max: l.Hard}); err != nil {
+			return fmt.Errorf("setting %s: %w", rl[i].Type, err)
 		}
 	}
 	return nil
+}
+
+// rlimits is the spec's resource limits by number, as setrlimit and the
+// exec profile take them.
+func rlimits(rl []specs.POSIXRlimit) ([]profileRlimit, error) {
+	out := make([]profileRlimit, 0, len(rl))
+	for _, r := range rl {
+		res, ok := rlimitNames[r.Type]
+		if !ok {
+			return nil, fmt.Errorf("unknown rlimit %q", r.Type)
+		}
+		out = append(out, profileRlimit{Resource: uint32(res), Soft: r.Soft, Hard: r.Hard})
+	}
+	return out, nil
 }
 
 var rlimitNames = map[string]int{
