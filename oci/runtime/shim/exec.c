@@ -48,16 +48,31 @@ static void fail(const char *what) {
 	_exit(126);
 }
 
-// read_small reads a small /proc file into buf, without its newline.
-static ssize_t read_small(const char *path, char *buf, size_t size) {
+int read_oom_score_adj(int pid, int *adj) {
+	char path[64], buf[16];
+	if (pid > 0)
+		snprintf(path, sizeof path, "/proc/%d/oom_score_adj", pid);
+	else
+		snprintf(path, sizeof path, "/proc/self/oom_score_adj");
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return -1;
-	ssize_t n = read(fd, buf, size);
+	ssize_t n = read(fd, buf, sizeof buf - 1);
 	close(fd);
-	while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == ' '))
-		n--;
-	return n;
+	if (n <= 0)
+		return -1;
+	buf[n] = 0;
+	*adj = atoi(buf);
+	return 0;
+}
+
+int write_oom_score_adj(int adj) {
+	int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	int ok = say(fd, "%d", adj) > 0;
+	close(fd);
+	return ok ? 0 : -1;
 }
 
 // copy_oom_score_adj gives this process, and so the command, the
@@ -65,18 +80,13 @@ static ssize_t read_small(const char *path, char *buf, size_t size) {
 // kubelet gives its runtime -999, which would shield the command from
 // the OOM killer).
 static void copy_oom_score_adj(int pid) {
-	char path[64], want[16], have[16];
-	snprintf(path, sizeof path, "/proc/%d/oom_score_adj", pid);
-	ssize_t n = read_small(path, want, sizeof want);
-	if (n <= 0)
-		fail(path);
-	ssize_t m = read_small("/proc/self/oom_score_adj", have, sizeof have);
-	if (m == n && memcmp(want, have, n) == 0)
+	int want, have;
+	if (read_oom_score_adj(pid, &want) != 0)
+		fail("reading the container's oom_score_adj");
+	if (read_oom_score_adj(0, &have) == 0 && have == want)
 		return;
-	int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
-	if (fd < 0 || write(fd, want, n) != n)
+	if (write_oom_score_adj(want) != 0)
 		fail("setting oom_score_adj");
-	close(fd);
 }
 
 // join_container joins the cgroups (their procs files) and the

@@ -50,6 +50,11 @@ int say(int fd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 // allocate).
 const char *errstr(int e);
 
+// read_oom_score_adj reads the oom_score_adj of process pid (0: this
+// one); write_oom_score_adj sets this process's. -1 on failure (exec.c).
+int read_oom_score_adj(int pid, int *adj);
+int write_oom_score_adj(int adj);
+
 // join_container (exec.c) makes this process a member of the container
 // whose first process is pid, but for its mount namespace: the returned
 // descriptor, for exec_with_profile. With take_oom, it takes the first

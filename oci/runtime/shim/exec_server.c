@@ -94,27 +94,10 @@ static struct rlimit nofile;
 // share its memory (and so its oom_score_adj).
 static int own_adj, cur_adj, nshared;
 
-static int read_adj(const char *path, int *adj) {
-	char buf[16];
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -1;
-	ssize_t n = read(fd, buf, sizeof buf - 1);
-	close(fd);
-	if (n <= 0)
-		return -1;
-	buf[n] = 0;
-	*adj = atoi(buf);
-	return 0;
-}
-
+// set_adj gives the server (and the children that share its memory)
+// adj.
 static int set_adj(int adj) {
-	int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -1;
-	int ok = say(fd, "%d", adj) > 0;
-	close(fd);
-	if (!ok)
+	if (write_oom_score_adj(adj) != 0)
 		return -1;
 	cur_adj = adj;
 	return 0;
@@ -205,8 +188,8 @@ static void start(const struct exec_request *h, const char *strs, size_t len, in
 		b->h = *h;
 		memcpy(b->fds, fds, sizeof b->fds);
 		memcpy(b->strs, strs, len);
-		snprintf(path, sizeof path, "/proc/%d/oom_score_adj", h->pid);
-		if (read_adj(path, &adj) != 0) {
+		snprintf(path, sizeof path, "/proc/%d/ns/pid", h->pid);
+		if (read_oom_score_adj(h->pid, &adj) != 0) {
 			err = "reading the container's oom_score_adj";
 		} else if (parse_request(b, len) != 0) {
 			errno = EINVAL;
@@ -216,8 +199,7 @@ static void start(const struct exec_request *h, const char *strs, size_t len, in
 			unusable = 1;
 		} else if (pipe2(done, O_CLOEXEC) != 0) {
 			err = "pipe";
-		} else if (snprintf(path, sizeof path, "/proc/%d/ns/pid", h->pid) < 0 ||
-			   (pidns = open(path, O_RDONLY | O_CLOEXEC)) < 0 || setns(pidns, CLONE_NEWPID) != 0) {
+		} else if ((pidns = open(path, O_RDONLY | O_CLOEXEC)) < 0 || setns(pidns, CLONE_NEWPID) != 0) {
 			err = "joining the container's PID namespace";
 		} else {
 			r.shared = adj == cur_adj || (nshared == 0 && set_adj(adj) == 0);
@@ -337,7 +319,7 @@ __attribute__((constructor)) static void husk_exec_server(int argc, char **argv)
 	if (fcntl(sock, F_SETFD, FD_CLOEXEC) != 0 || prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0)
 		_exit(2);
 	int ownpid = open("/proc/self/ns/pid", O_RDONLY | O_CLOEXEC);
-	if (read_adj("/proc/self/oom_score_adj", &own_adj) != 0)
+	if (read_oom_score_adj(0, &own_adj) != 0)
 		_exit(2);
 	cur_adj = own_adj;
 	if (getrlimit(RLIMIT_NOFILE, &nofile) == 0) {
