@@ -51,28 +51,42 @@ func (b *cappedBuffer) Write(p []byte) (int, error) {
 func (b *cappedBuffer) Bytes() []byte  { return b.b }
 func (b *cappedBuffer) String() string { return string(b.b) }
 
-// execCommand prepares `husk-runtime exec-enter` for cmd in a running container:
-// in its namespaces and cgroup, as its user, with its capabilities and
-// seccomp filter. Cancelling ctx kills the command and all it started. The
-// returned func releases what the command holds open of the daemon's.
-func (m *Manager) execCommand(ctx context.Context, id string, cmd []string, tty bool) (*exec.Cmd, func(), error) {
+// execTarget is what an exec joins: a running container, its first
+// process and the procs files of its cgroups.
+type execTarget struct {
+	c       *Container
+	pid     int
+	cgroups []string
+}
+
+// target finds the running container an exec of cmd joins.
+func (m *Manager) target(id string, cmd []string) (execTarget, error) {
 	if len(cmd) == 0 {
-		return nil, nil, fmt.Errorf("cmd is empty: %w", errdefs.ErrInvalidArgument)
+		return execTarget{}, fmt.Errorf("cmd is empty: %w", errdefs.ErrInvalidArgument)
 	}
 	c, err := m.GetContainer(id)
 	if err != nil {
-		return nil, nil, err
+		return execTarget{}, err
 	}
 	p := m.containerInit(c)
 	if p == nil {
-		return nil, nil, fmt.Errorf("container %s is not running: %w", c.ID, errdefs.ErrFailedPrecondition)
+		return execTarget{}, fmt.Errorf("container %s is not running: %w", c.ID, errdefs.ErrFailedPrecondition)
 	}
+	return execTarget{c: c, pid: p.PID, cgroups: m.opts.Cgroups.ProcsFiles(m.processCgroup(c))}, nil
+}
+
+// execCommand prepares `husk-runtime exec-enter` for cmd in t:
+// in its namespaces and cgroup, as its user, with its capabilities and
+// seccomp filter. Cancelling ctx kills the command and all it started. The
+// returned func releases what the command holds open of the daemon's.
+func (m *Manager) execCommand(ctx context.Context, t execTarget, cmd []string, tty bool) (*exec.Cmd, func(), error) {
+	c := t.c
 	spec, err := os.Open(filepath.Join(m.bundleDir(c.ID), "config.json"))
 	if err != nil {
 		return nil, nil, err
 	}
-	args := []string{"exec-enter", "--pid", strconv.Itoa(p.PID), "--exec-fd", "3"}
-	for _, f := range m.opts.Cgroups.ProcsFiles(m.processCgroup(c)) {
+	args := []string{"exec-enter", "--pid", strconv.Itoa(t.pid), "--exec-fd", "3"}
+	for _, f := range t.cgroups {
 		args = append(args, "--cgroup", f)
 	}
 	files := []*os.File{m.opts.Binary, spec} // fds 3 and 4
@@ -111,10 +125,14 @@ func (m *Manager) ExecSync(ctx context.Context, id string, cmd []string, timeout
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
+	t, err := m.target(id, cmd)
+	if err != nil {
+		return nil, nil, 0, err
+	}
 	out, errOut := cappedBuffer{n: maxExecOutput}, cappedBuffer{n: maxExecOutput}
-	exit, err := m.execThroughServer(ctx, id, cmd, &out, &errOut)
+	exit, err := m.execThroughServer(ctx, t, cmd, &out, &errOut)
 	if errors.Is(err, execserver.ErrUnavailable) {
-		exit, err = m.execThroughEnter(ctx, id, cmd, &out, &errOut)
+		exit, err = m.execThroughEnter(ctx, t, cmd, &out, &errOut)
 	}
 	if out.dropped > 0 || errOut.dropped > 0 {
 		klog.V(2).InfoS("ExecSync output truncated", "id", id, "stdoutDropped", out.dropped, "stderrDropped", errOut.dropped, "limit", maxExecOutput)
@@ -128,10 +146,10 @@ func (m *Manager) ExecSync(ctx context.Context, id string, cmd []string, timeout
 	return out.Bytes(), errOut.Bytes(), int32(exit), nil
 }
 
-// execThroughEnter runs cmd in a running container by `husk-runtime
-// exec-enter`, and returns the command's exit code.
-func (m *Manager) execThroughEnter(ctx context.Context, id string, cmd []string, stdout, stderr io.Writer) (int, error) {
-	x, release, err := m.execCommand(ctx, id, cmd, false)
+// execThroughEnter runs cmd in t by `husk-runtime exec-enter`, and
+// returns the command's exit code.
+func (m *Manager) execThroughEnter(ctx context.Context, t execTarget, cmd []string, stdout, stderr io.Writer) (int, error) {
+	x, release, err := m.execCommand(ctx, t, cmd, false)
 	if err != nil {
 		return 0, err
 	}
@@ -143,36 +161,27 @@ func (m *Manager) execThroughEnter(ctx context.Context, id string, cmd []string,
 		return ee.ExitCode(), nil
 	}
 	if err != nil && !errors.Is(err, exec.ErrWaitDelay) {
-		return 0, fmt.Errorf("exec in container %s: %w", id, err)
+		return 0, fmt.Errorf("exec in container %s: %w", t.c.ID, err)
 	}
 	return 0, nil
 }
 
-// execThroughServer runs cmd in a running container by the exec server
-// (package execserver), which needs the container's exec profile. An
+// execThroughServer runs cmd in t by the exec server (package
+// execserver), which needs the container's exec profile. An
 // error wrapping execserver.ErrUnavailable means nothing ran: the caller
 // starts exec-enter instead.
-func (m *Manager) execThroughServer(ctx context.Context, id string, cmd []string, stdout, stderr io.Writer) (int, error) {
-	unavailable := func(why error) (int, error) { return 0, fmt.Errorf("%w: %w", execserver.ErrUnavailable, why) }
-	c, err := m.GetContainer(id)
+func (m *Manager) execThroughServer(ctx context.Context, t execTarget, cmd []string, stdout, stderr io.Writer) (int, error) {
+	profile, err := os.Open(m.execProfilePath(t.c.ID))
 	if err != nil {
-		return unavailable(err)
-	}
-	p := m.containerInit(c)
-	if p == nil || len(cmd) == 0 {
-		return unavailable(errors.New("not running"))
-	}
-	profile, err := os.Open(m.execProfilePath(c.ID))
-	if err != nil {
-		return unavailable(err)
+		return 0, fmt.Errorf("%w: %w", execserver.ErrUnavailable, err)
 	}
 	defer func() { _ = profile.Close() }()
 	code, err := m.execs.Run(ctx, execserver.Exec{
-		PID: p.PID, Cgroups: m.opts.Cgroups.ProcsFiles(m.processCgroup(c)), Args: cmd,
+		PID: t.pid, Cgroups: t.cgroups, Args: cmd,
 		Profile: profile, Stdout: stdout, Stderr: stderr,
 	})
 	if err != nil && !errors.Is(err, execserver.ErrUnavailable) {
-		return 0, fmt.Errorf("exec in container %s: %w", id, err)
+		return 0, fmt.Errorf("exec in container %s: %w", t.c.ID, err)
 	}
 	return code, err
 }
@@ -196,7 +205,11 @@ type TerminalSize struct{ Width, Height uint16 }
 // output comes on out alone. The error is an exec.ExitError for a command
 // that ran and failed.
 func (m *Manager) Exec(ctx context.Context, id string, cmd []string, in io.Reader, out, errw io.Writer, tty bool, resize <-chan TerminalSize) error {
-	x, release, err := m.execCommand(ctx, id, cmd, tty)
+	t, err := m.target(id, cmd)
+	if err != nil {
+		return err
+	}
+	x, release, err := m.execCommand(ctx, t, cmd, tty)
 	if err != nil {
 		return err
 	}
