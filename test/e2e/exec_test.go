@@ -20,6 +20,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/husk-runtime/husk/oci/runtime/cgroups"
 )
 
 func (e *ctrEnv) exec(t *testing.T, id string, timeout int64, cmd ...string) (*runtimeapi.ExecSyncResponse, error) {
@@ -305,31 +307,25 @@ func execServers(d *daemon) []int {
 	return pids
 }
 
-// freeze freezes or thaws a container's cgroup, and waits for it.
+// freeze freezes or thaws a container's cgroup, with the freezer a
+// checkpoint uses.
 func freeze(t *testing.T, d *daemon, id string, frozen bool) {
 	t.Helper()
-	cg := containerCgroup(t, d, id)
-	file, value, done := filepath.Join("/sys/fs/cgroup/freezer", cg, "freezer.state"), "THAWED", "THAWED"
-	if frozen {
-		value, done = "FROZEN", "FROZEN"
-	}
-	if unifiedHost {
-		file, value, done = filepath.Join("/sys/fs/cgroup", cg, "cgroup.freeze"), "0", "frozen 0"
-		if frozen {
-			value, done = "1", "frozen 1"
-		}
-	}
-	if err := os.WriteFile(file, []byte(value), 0); err != nil {
+	m, err := cgroups.New(cgroups.Cgroupfs)
+	if err != nil {
 		t.Fatal(err)
 	}
-	state := file
-	if unifiedHost {
-		state = filepath.Join(filepath.Dir(file), "cgroup.events")
+	cg := containerCgroup(t, d, id)
+	if frozen {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		err = m.Freeze(ctx, cg)
+	} else {
+		err = m.Thaw(cg)
 	}
-	waitFor(t, func() bool {
-		b, _ := os.ReadFile(state)
-		return strings.Contains(string(b), done)
-	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }
 
 // ExecSync's commands come from one long-lived exec server, the
