@@ -27,6 +27,12 @@ import (
 // pluginDir holds the CNI plugins TestMain built; empty when not root.
 var pluginDir string
 
+// The main goroutine keeps the main thread, as in the daemon (cmd/husk):
+// Setup brings lo up on a thread left in the pod's namespace and thrown
+// away, and Go cannot throw away the main thread; parked there, it would
+// keep the namespace (and the pod's veth) alive.
+func init() { runtime.LockOSThread() }
+
 func TestMain(m *testing.M) {
 	os.Exit(func() int {
 		if os.Geteuid() == 0 {

@@ -183,7 +183,9 @@ func PrepareDir(dir string) error {
 // Do runs fn on a thread that has joined the namespaces in paths (empty
 // paths are skipped: the host's namespace is kept). Processes started by
 // fn with os/exec are born in those namespaces; a PID namespace applies to
-// such children only.
+// such children only. The thread is thrown away after: the process must
+// keep its main thread locked to its main goroutine (the daemon's init
+// does), since Go parks the main thread instead, in those namespaces.
 func Do(paths map[Type]string, fn func() error) error {
 	var files []*os.File
 	defer func() {
